@@ -1,0 +1,1247 @@
+//! One connection's protocol state: handshake, channel table, credit-based
+//! flow control, chunking of large messages, keepalive.
+//!
+//! Inputs: [`Connection::poll_input`] (bytes read from the peer) and the
+//! methods that the runtime calls for its users (`open`, `begin_message` /
+//! `finish_message`, `credit`, `close`, `goodbye`, `handle_timeout`).
+//! Outputs: [`Event`]s returned by `poll_input`, and bytes to write taken by
+//! [`Connection::take_transmit`].
+//!
+//! # Flow control
+//!
+//! Credit counts messages, not bytes. A channel's receiving side grants one
+//! credit per free slot of its buffer; the sending side spends one per
+//! message and never sends without. `CREDIT` carries both new slots
+//! (`grant`) and messages the receiving program took (`taken`); the latter
+//! confirms delivery, which `drain` waits for. Grants are batched: a
+//! channel's pending grant is sent once it reaches half the capacity, or
+//! when the runtime asks for it urgently (its buffer ran empty, or a
+//! rendezvous receiver is waiting), and in any case at the next transmit.
+//! The invariant `credit + unconfirmed <= max(capacity, 1)` holds on the
+//! sending side; a peer that breaks it has overflowed credit.
+
+use std::collections::{HashMap, VecDeque};
+use std::time::{Duration, Instant};
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+
+use super::ProtoError;
+use super::frame::{
+    ChanId, CloseCode, Dir, FLAG_END, FLAG_HANDLES, Frame, HEADER_LEN, Kind, RejectCode,
+    patch_header,
+};
+use super::hello::{CodecId, HELLO_LEN, Hello, PROTOCOL_VERSION};
+
+/// Limits one side enforces. See `Config` for the user-facing defaults.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Largest message this side accepts (and announces in its hello).
+    pub max_message_len: usize,
+    /// Largest `DATA` payload; messages above it are split.
+    pub chunk_size: usize,
+    /// Open channels per connection (both sides' ids together).
+    pub max_channels: usize,
+    /// Peer-opened channels not yet accepted or rejected.
+    pub max_pending_opens: usize,
+    /// Channel handles inside one message.
+    pub max_handles: usize,
+    /// Send a ping after this long without sending anything.
+    pub keepalive: Duration,
+    /// Presume the peer dead after this long without receiving anything.
+    pub dead_after: Duration,
+    /// Bytes of replies (pongs, rejects, close acks) the peer may leave
+    /// unread before it is cut off.
+    pub max_reply_backlog: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            max_message_len: 16 << 20,
+            chunk_size: 64 << 10,
+            max_channels: 1024,
+            max_pending_opens: 128,
+            max_handles: 128,
+            keepalive: Duration::from_secs(15),
+            dead_after: Duration::from_secs(45),
+            max_reply_backlog: 4 << 20,
+        }
+    }
+}
+
+/// Which side of the connection this is; decides channel id parity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    /// The side that dialled: allocates odd ids.
+    Dialer,
+    /// The side that accepted: allocates even ids.
+    Acceptor,
+}
+
+/// What this side does on a channel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// This side sends `DATA` and receives `CREDIT`.
+    Sending,
+    /// This side receives `DATA` and sends `CREDIT`.
+    Receiving,
+}
+
+/// Kind of a channel handle carried inside a message, named after what the
+/// recipient gets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum HandleKind {
+    /// The recipient gets a `Sender`: it will send, the originator receives.
+    Sender = 0,
+    /// The recipient gets a `Receiver`: the originator sends.
+    Receiver = 1,
+}
+
+/// One entry of a message's handle table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HandleDesc {
+    /// What the recipient gets.
+    pub kind: HandleKind,
+    /// The channel, allocated by the message's originator.
+    pub chan: ChanId,
+    /// For [`HandleKind::Sender`]: the credit the originator grants up
+    /// front. For [`HandleKind::Receiver`]: the buffer the recipient should
+    /// give its receiver.
+    pub capacity: u32,
+}
+
+/// Bytes of one handle table entry.
+const HANDLE_ENTRY_LEN: usize = 9;
+
+/// What happened on the connection, as seen by the runtime above.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// The handshake completed.
+    Ready(Hello),
+    /// The peer asks for an export; answer with `accept` or `reject`.
+    Open {
+        /// The new channel.
+        chan: ChanId,
+        /// Direction, seen from the peer.
+        dir: Dir,
+        /// The peer's receive capacity when it receives.
+        capacity: u32,
+        /// Export name.
+        name: String,
+        /// Message type name.
+        type_name: String,
+    },
+    /// Our `open` was accepted.
+    Accepted {
+        /// The channel.
+        chan: ChanId,
+        /// The peer's receive capacity when it receives.
+        capacity: u32,
+    },
+    /// Our `open` was refused; the channel is gone.
+    Rejected {
+        /// The channel.
+        chan: ChanId,
+        /// Why.
+        code: RejectCode,
+        /// Detail.
+        reason: String,
+    },
+    /// A whole message arrived on a receiving channel. Its handle table
+    /// was parsed and each handle's channel registered.
+    Message {
+        /// The channel.
+        chan: ChanId,
+        /// The message bytes, handle table removed.
+        data: Bytes,
+        /// Handles carried by the message, in table order.
+        handles: Vec<HandleDesc>,
+    },
+    /// A sending channel got credit or delivery confirmations.
+    Credit {
+        /// The channel.
+        chan: ChanId,
+    },
+    /// The peer closed a channel; it is gone from the table.
+    Closed {
+        /// The channel.
+        chan: ChanId,
+        /// Why.
+        code: CloseCode,
+        /// Detail.
+        reason: String,
+    },
+    /// The peer said goodbye: no more frames will come.
+    Goodbye {
+        /// Detail.
+        reason: String,
+    },
+}
+
+/// A channel's state.
+///
+/// ```text
+///   open() ──► Opening ──ACCEPT──► Open ──close()──► Closing ──CLOSE──► (removed)
+///                 │                  │
+///               REJECT             CLOSE from peer: ack with CLOSE ──► (removed)
+///                 ▼                  ▲
+///            (removed)   OPEN ──► Requested ──accept()──┘   (reject(): removed)
+///   handle in a message (either way) ──────────────────► Open
+/// ```
+///
+/// A channel leaves the table once both sides have sent `CLOSE`; ids are
+/// never reused, so a late frame for a removed id is a protocol error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    Opening,
+    Requested,
+    Open,
+    Closing,
+}
+
+#[derive(Debug)]
+struct Chan {
+    state: State,
+    role: Role,
+    /// Receive buffer size of the receiving side.
+    capacity: u32,
+    // Sending side.
+    credit: u32,
+    unconfirmed: u64,
+    /// Messages too large for one chunk, and any sent after them.
+    pending: VecDeque<Pending>,
+    /// Offset into `pending.front()` already sent.
+    pending_off: usize,
+    /// A close requested while `pending` was not empty.
+    close_after: Option<(CloseCode, String)>,
+    // Receiving side.
+    outstanding: u32,
+    pending_grant: u32,
+    pending_taken: u32,
+    credit_dirty: bool,
+    assembling: Option<Assembly>,
+}
+
+#[derive(Debug)]
+struct Pending {
+    body: Bytes,
+    handles: bool,
+}
+
+#[derive(Debug)]
+struct Assembly {
+    buf: BytesMut,
+    handles: bool,
+}
+
+impl Chan {
+    fn new(state: State, role: Role, capacity: u32, credit: u32) -> Chan {
+        Chan {
+            state,
+            role,
+            capacity,
+            credit,
+            unconfirmed: 0,
+            pending: VecDeque::new(),
+            pending_off: 0,
+            close_after: None,
+            outstanding: 0,
+            pending_grant: 0,
+            pending_taken: 0,
+            credit_dirty: false,
+            assembling: None,
+        }
+    }
+}
+
+/// The connection's receive-side state.
+///
+/// ```text
+/// Handshaking ──peer hello──► Open ──peer GOODBYE──► Ended(None)
+///      │                        │
+///      └──── protocol error ────┴──────────────────► Ended(Some(error))
+/// ```
+///
+/// Our own goodbye is tracked apart ([`Goodbye`]): it may be asked for in
+/// any state and is sent after every pending chunk.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum ConnState {
+    Handshaking,
+    Open,
+    Ended(Option<ProtoError>),
+}
+
+/// Our goodbye: `None` → `Queued` (behind pending chunks) → `Sent`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Goodbye {
+    None,
+    Queued(String),
+    Sent,
+}
+
+/// Why a send could not start.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SendBlock {
+    /// No credit: wait for [`Event::Credit`].
+    NoCredit,
+    /// The channel is closing or gone.
+    Closed,
+    /// The connection is ending.
+    Ended,
+}
+
+/// Why a message could not be finished.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FinishError {
+    /// The message is larger than the peer accepts.
+    TooLarge {
+        /// Encoded size.
+        size: usize,
+        /// The peer's limit.
+        limit: usize,
+    },
+    /// Too many handles for one message.
+    TooManyHandles {
+        /// Count.
+        count: usize,
+        /// Limit.
+        limit: usize,
+    },
+}
+
+/// One connection's protocol state machine.
+#[derive(Debug)]
+pub struct Connection {
+    side: Side,
+    limits: Limits,
+    ours: Hello,
+    peer: Option<Hello>,
+    state: ConnState,
+    goodbye: Goodbye,
+    chans: HashMap<ChanId, Chan>,
+    next_id: ChanId,
+    last_peer_id: ChanId,
+    requested: usize,
+    out: BytesMut,
+    /// Channels with pending chunks, in round-robin order.
+    ready: VecDeque<ChanId>,
+    credit_dirty: Vec<ChanId>,
+    pong_due: Option<u64>,
+    /// Bytes of peer-provoked replies since the last transmit.
+    replies: usize,
+    last_rx: Instant,
+    last_tx: Instant,
+    ping_seq: u64,
+    sent_total: u64,
+}
+
+/// Upper bound of chunk bytes handed out by one [`Connection::take_transmit`],
+/// so that small frames queued meanwhile wait for at most this much.
+const TRANSMIT_CHUNK_BUDGET: usize = 256 << 10;
+
+impl Connection {
+    /// A new connection; our hello is queued for transmit at once.
+    pub fn new(side: Side, limits: Limits, codec: CodecId, now: Instant) -> Connection {
+        let ours = Hello {
+            version: PROTOCOL_VERSION,
+            codec,
+            max_message_len: u32::try_from(limits.max_message_len).unwrap_or(u32::MAX),
+            max_channels: u32::try_from(limits.max_channels).unwrap_or(u32::MAX),
+        };
+        let mut out = BytesMut::with_capacity(8 << 10);
+        ours.encode(&mut out);
+        Connection {
+            side,
+            limits,
+            ours,
+            peer: None,
+            state: ConnState::Handshaking,
+            goodbye: Goodbye::None,
+            chans: HashMap::new(),
+            next_id: match side {
+                Side::Dialer => 1,
+                Side::Acceptor => 2,
+            },
+            last_peer_id: 0,
+            requested: 0,
+            out,
+            ready: VecDeque::new(),
+            credit_dirty: Vec::new(),
+            pong_due: None,
+            replies: 0,
+            last_rx: now,
+            last_tx: now,
+            ping_seq: 0,
+            sent_total: 0,
+        }
+    }
+
+    /// Our limits.
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    /// The peer's hello, once the handshake completed.
+    pub fn peer(&self) -> Option<&Hello> {
+        self.peer.as_ref()
+    }
+
+    /// Whether the handshake completed and no goodbye or error ended the
+    /// connection since.
+    pub fn is_open(&self) -> bool {
+        self.state == ConnState::Open && self.goodbye == Goodbye::None
+    }
+
+    /// Whether the connection ended (peer goodbye or protocol error).
+    pub fn is_ended(&self) -> bool {
+        matches!(self.state, ConnState::Ended(_))
+    }
+
+    /// The largest message the peer accepts.
+    pub fn send_limit(&self) -> usize {
+        self.peer
+            .map_or(self.limits.max_message_len, |p| p.max_message_len as usize)
+    }
+
+    fn channel_limit(&self) -> usize {
+        let theirs = self.peer.map(|p| p.max_channels as usize).unwrap_or(0);
+        self.limits.max_channels.min(theirs.max(1))
+    }
+
+    /// Number of channels in the table (any state).
+    pub fn channel_count(&self) -> usize {
+        self.chans.len()
+    }
+
+    /// Messages sent on channels still open whose delivery the peer has
+    /// not yet confirmed.
+    pub fn unconfirmed(&self) -> u64 {
+        self.chans.values().map(|c| c.unconfirmed).sum()
+    }
+
+    /// Messages ever sent on this connection.
+    pub fn sent_total(&self) -> u64 {
+        self.sent_total
+    }
+
+    fn fail(&mut self, e: ProtoError) -> ProtoError {
+        self.state = ConnState::Ended(Some(e.clone()));
+        e
+    }
+
+    fn reply(&mut self, f: Frame) -> Result<(), ProtoError> {
+        let before = self.out.len();
+        f.encode(&mut self.out);
+        self.replies += self.out.len() - before;
+        if self.replies > self.limits.max_reply_backlog {
+            return Err(self.fail(ProtoError::PeerNotReading(self.replies)));
+        }
+        Ok(())
+    }
+
+    /// Reads frames from `buf` until one yields an event, or more bytes are
+    /// needed (`Ok(None)`). An error ends the connection for good.
+    pub fn poll_input(
+        &mut self,
+        buf: &mut BytesMut,
+        now: Instant,
+    ) -> Result<Option<Event>, ProtoError> {
+        if let ConnState::Ended(e) = &self.state {
+            return match e {
+                Some(e) => Err(e.clone()),
+                None if buf.is_empty() => Ok(None),
+                None => Err(ProtoError::AfterGoodbye),
+            };
+        }
+        if !buf.is_empty() {
+            self.last_rx = now;
+        }
+        if self.state == ConnState::Handshaking {
+            match Hello::decode(buf, &self.ours) {
+                Ok(None) => return Ok(None),
+                Ok(Some(h)) => {
+                    self.peer = Some(h);
+                    self.state = ConnState::Open;
+                    return Ok(Some(Event::Ready(h)));
+                }
+                Err(e) => return Err(self.fail(e)),
+            }
+        }
+        loop {
+            let frame = match Frame::decode(buf, self.limits.chunk_size) {
+                Ok(Some(f)) => f,
+                Ok(None) => return Ok(None),
+                Err(e) => return Err(self.fail(e)),
+            };
+            match self.handle_frame(frame) {
+                Ok(Some(ev)) => return Ok(Some(ev)),
+                Ok(None) => {}
+                Err(e) => return Err(self.fail(e)),
+            }
+        }
+    }
+
+    fn peer_id_ok(&self, chan: ChanId) -> bool {
+        let peer_parity = match self.side {
+            Side::Dialer => 0,
+            Side::Acceptor => 1,
+        };
+        chan != 0 && chan % 2 == peer_parity && chan > self.last_peer_id
+    }
+
+    fn handle_frame(&mut self, frame: Frame) -> Result<Option<Event>, ProtoError> {
+        match frame {
+            Frame::Open {
+                chan,
+                dir,
+                capacity,
+                name,
+                type_name,
+            } => {
+                if !self.peer_id_ok(chan) {
+                    return Err(ProtoError::BadChannelId(chan));
+                }
+                self.last_peer_id = chan;
+                if self.chans.len() >= self.channel_limit()
+                    || self.requested >= self.limits.max_pending_opens
+                {
+                    self.reply(Frame::Reject {
+                        chan,
+                        code: RejectCode::TooManyChannels,
+                        reason: format!(
+                            "too many channels (limit {} open, {} pending)",
+                            self.channel_limit(),
+                            self.limits.max_pending_opens
+                        ),
+                    })?;
+                    return Ok(None);
+                }
+                let role = match dir {
+                    Dir::OpenerReceives => Role::Sending,
+                    Dir::OpenerSends => Role::Receiving,
+                };
+                self.chans
+                    .insert(chan, Chan::new(State::Requested, role, capacity, 0));
+                self.requested += 1;
+                Ok(Some(Event::Open {
+                    chan,
+                    dir,
+                    capacity,
+                    name,
+                    type_name,
+                }))
+            }
+            Frame::Accept { chan, capacity } => {
+                let c = self.chan_in(chan, Kind::Accept, State::Opening)?;
+                c.state = State::Open;
+                if c.role == Role::Sending {
+                    c.capacity = capacity;
+                    c.credit = capacity;
+                }
+                Ok(Some(Event::Accepted { chan, capacity }))
+            }
+            Frame::Reject { chan, code, reason } => {
+                self.chan_in(chan, Kind::Reject, State::Opening)?;
+                self.chans.remove(&chan);
+                Ok(Some(Event::Rejected { chan, code, reason }))
+            }
+            Frame::Data {
+                chan,
+                flags,
+                payload,
+            } => self.handle_data(chan, flags, payload),
+            Frame::Credit { chan, grant, taken } => {
+                let c = self
+                    .chans
+                    .get_mut(&chan)
+                    .ok_or(ProtoError::UnknownChannel(chan))?;
+                if c.role != Role::Sending {
+                    return Err(ProtoError::Unexpected {
+                        kind: Kind::Credit,
+                        chan,
+                        what: "credit for a receiving channel",
+                    });
+                }
+                match c.state {
+                    State::Closing => return Ok(None),
+                    State::Open => {}
+                    _ => {
+                        return Err(ProtoError::Unexpected {
+                            kind: Kind::Credit,
+                            chan,
+                            what: "channel not open",
+                        });
+                    }
+                }
+                if u64::from(taken) > c.unconfirmed {
+                    return Err(ProtoError::CreditOverflow(chan));
+                }
+                c.unconfirmed -= u64::from(taken);
+                let credit = u64::from(c.credit) + u64::from(grant);
+                if credit + c.unconfirmed > u64::from(c.capacity.max(1)) {
+                    return Err(ProtoError::CreditOverflow(chan));
+                }
+                c.credit = credit as u32;
+                Ok(Some(Event::Credit { chan }))
+            }
+            Frame::Close { chan, code, reason } => {
+                let c = self
+                    .chans
+                    .get(&chan)
+                    .ok_or(ProtoError::UnknownChannel(chan))?;
+                match c.state {
+                    State::Closing => {
+                        // The peer's CLOSE answers ours (or crossed it).
+                        self.chans.remove(&chan);
+                        Ok(None)
+                    }
+                    State::Open | State::Requested => {
+                        if c.state == State::Requested {
+                            self.requested -= 1;
+                        }
+                        self.chans.remove(&chan);
+                        self.remove_pending(chan);
+                        self.reply(Frame::Close {
+                            chan,
+                            code: CloseCode::Done,
+                            reason: String::new(),
+                        })?;
+                        Ok(Some(Event::Closed { chan, code, reason }))
+                    }
+                    State::Opening => Err(ProtoError::Unexpected {
+                        kind: Kind::Close,
+                        chan,
+                        what: "close before accept",
+                    }),
+                }
+            }
+            Frame::Goodbye { reason } => {
+                self.state = ConnState::Ended(None);
+                Ok(Some(Event::Goodbye { reason }))
+            }
+            Frame::Ping(n) => {
+                // Only the latest ping is answered, so a flood costs nothing.
+                self.pong_due = Some(n);
+                Ok(None)
+            }
+            Frame::Pong(_) => Ok(None),
+        }
+    }
+
+    fn chan_in(&mut self, chan: ChanId, kind: Kind, want: State) -> Result<&mut Chan, ProtoError> {
+        let c = self
+            .chans
+            .get_mut(&chan)
+            .ok_or(ProtoError::UnknownChannel(chan))?;
+        if c.state != want {
+            return Err(ProtoError::Unexpected {
+                kind,
+                chan,
+                what: "wrong channel state",
+            });
+        }
+        Ok(c)
+    }
+
+    fn handle_data(
+        &mut self,
+        chan: ChanId,
+        flags: u8,
+        payload: Bytes,
+    ) -> Result<Option<Event>, ProtoError> {
+        let max = self.limits.max_message_len;
+        let c = self
+            .chans
+            .get_mut(&chan)
+            .ok_or(ProtoError::UnknownChannel(chan))?;
+        if c.role != Role::Receiving {
+            return Err(ProtoError::Unexpected {
+                kind: Kind::Data,
+                chan,
+                what: "data for a sending channel",
+            });
+        }
+        match c.state {
+            // We closed it; data already in flight is dropped.
+            State::Closing => return Ok(None),
+            State::Open => {}
+            _ => {
+                return Err(ProtoError::Unexpected {
+                    kind: Kind::Data,
+                    chan,
+                    what: "channel not open",
+                });
+            }
+        }
+        let end = flags & FLAG_END != 0;
+        let has_handles = flags & FLAG_HANDLES != 0;
+        let message = match c.assembling.as_mut() {
+            None => {
+                if c.outstanding == 0 {
+                    return Err(ProtoError::NoCredit(chan));
+                }
+                c.outstanding -= 1;
+                if payload.len() > max {
+                    return Err(ProtoError::MessageTooLarge {
+                        len: payload.len(),
+                        max,
+                    });
+                }
+                if end {
+                    Some((payload, has_handles))
+                } else {
+                    let mut buf = BytesMut::with_capacity(payload.len() * 2);
+                    buf.extend_from_slice(&payload);
+                    c.assembling = Some(Assembly {
+                        buf,
+                        handles: has_handles,
+                    });
+                    None
+                }
+            }
+            Some(a) => {
+                if has_handles {
+                    return Err(ProtoError::Unexpected {
+                        kind: Kind::Data,
+                        chan,
+                        what: "handle flag on a continuation chunk",
+                    });
+                }
+                let len = a.buf.len() + payload.len();
+                if len > max {
+                    return Err(ProtoError::MessageTooLarge { len, max });
+                }
+                // Grows only as bytes arrive, never to a declared size.
+                a.buf.extend_from_slice(&payload);
+                if end {
+                    let a = c.assembling.take().ok_or(ProtoError::UnknownChannel(chan))?;
+                    Some((a.buf.freeze(), a.handles))
+                } else {
+                    None
+                }
+            }
+        };
+        let Some((mut data, has_handles)) = message else {
+            return Ok(None);
+        };
+        let handles = if has_handles {
+            self.adopt_handles(&mut data)?
+        } else {
+            Vec::new()
+        };
+        Ok(Some(Event::Message {
+            chan,
+            data,
+            handles,
+        }))
+    }
+
+    /// Parses and registers the handle table at the front of `data`.
+    fn adopt_handles(&mut self, data: &mut Bytes) -> Result<Vec<HandleDesc>, ProtoError> {
+        let bad = |what| ProtoError::Malformed {
+            kind: Kind::Data,
+            what,
+        };
+        if data.remaining() < 2 {
+            return Err(bad("short handle table"));
+        }
+        let n = data.get_u16_le() as usize;
+        if n == 0 {
+            return Err(bad("empty handle table"));
+        }
+        if n > self.limits.max_handles {
+            return Err(ProtoError::LimitExceeded {
+                what: "handles in one message",
+                limit: self.limits.max_handles,
+            });
+        }
+        if data.remaining() < n * HANDLE_ENTRY_LEN {
+            return Err(bad("short handle table"));
+        }
+        if self.chans.len() + n > self.channel_limit() {
+            return Err(ProtoError::LimitExceeded {
+                what: "open channels",
+                limit: self.channel_limit(),
+            });
+        }
+        let mut out = Vec::with_capacity(n);
+        for _ in 0..n {
+            let kind = match data.get_u8() {
+                0 => HandleKind::Sender,
+                1 => HandleKind::Receiver,
+                _ => return Err(bad("handle kind")),
+            };
+            let chan = data.get_u32_le();
+            let capacity = data.get_u32_le();
+            if !self.peer_id_ok(chan) {
+                return Err(ProtoError::BadChannelId(chan));
+            }
+            self.last_peer_id = chan;
+            let c = match kind {
+                // The recipient sends; the originator granted `capacity` up front.
+                HandleKind::Sender => Chan::new(State::Open, Role::Sending, capacity, capacity),
+                HandleKind::Receiver => Chan::new(State::Open, Role::Receiving, capacity, 0),
+            };
+            self.chans.insert(chan, c);
+            out.push(HandleDesc {
+                kind,
+                chan,
+                capacity,
+            });
+        }
+        Ok(out)
+    }
+
+    fn remove_pending(&mut self, chan: ChanId) {
+        self.ready.retain(|c| *c != chan);
+        self.credit_dirty.retain(|c| *c != chan);
+    }
+
+    fn alloc_id(&mut self) -> Option<ChanId> {
+        let id = self.next_id;
+        self.next_id = id.checked_add(2)?;
+        Some(id)
+    }
+
+    /// Opens a channel to the peer's export `name`. `capacity` is our
+    /// receive buffer when we receive (ignored otherwise).
+    pub fn open(
+        &mut self,
+        name: &str,
+        dir: Dir,
+        capacity: u32,
+        type_name: &str,
+    ) -> Result<ChanId, OpenError> {
+        if !self.is_open() {
+            return Err(OpenError::Ended);
+        }
+        if name.len() > super::frame::MAX_NAME_LEN {
+            return Err(OpenError::NameTooLong);
+        }
+        if self.chans.len() >= self.channel_limit() {
+            return Err(OpenError::TooManyChannels(self.channel_limit()));
+        }
+        let chan = self.alloc_id().ok_or(OpenError::IdsExhausted)?;
+        let role = match dir {
+            Dir::OpenerReceives => Role::Receiving,
+            Dir::OpenerSends => Role::Sending,
+        };
+        let mut c = Chan::new(State::Opening, role, capacity, 0);
+        if role == Role::Receiving {
+            c.outstanding = capacity;
+        }
+        self.chans.insert(chan, c);
+        Frame::Open {
+            chan,
+            dir,
+            capacity: if role == Role::Receiving { capacity } else { 0 },
+            name: name.to_owned(),
+            type_name: type_name.to_owned(),
+        }
+        .encode(&mut self.out);
+        Ok(chan)
+    }
+
+    /// Accepts a channel the peer asked for. `capacity` is our receive
+    /// buffer when we receive.
+    pub fn accept(&mut self, chan: ChanId, capacity: u32) {
+        let Some(c) = self.chans.get_mut(&chan) else {
+            return;
+        };
+        if c.state != State::Requested {
+            return;
+        }
+        self.requested -= 1;
+        c.state = State::Open;
+        let cap = match c.role {
+            Role::Receiving => {
+                c.capacity = capacity;
+                c.outstanding = capacity;
+                capacity
+            }
+            Role::Sending => {
+                c.credit = c.capacity;
+                0
+            }
+        };
+        let _ = self.reply(Frame::Accept {
+            chan,
+            capacity: cap,
+        });
+    }
+
+    /// Refuses a channel the peer asked for.
+    pub fn reject(&mut self, chan: ChanId, code: RejectCode, reason: &str) {
+        if self.chans.get(&chan).map(|c| c.state) != Some(State::Requested) {
+            return;
+        }
+        self.chans.remove(&chan);
+        self.requested -= 1;
+        let _ = self.reply(Frame::Reject {
+            chan,
+            code,
+            reason: reason.to_owned(),
+        });
+    }
+
+    /// Allocates a channel for a handle this side puts into a message.
+    /// `role` is what *this* side does on it.
+    pub fn alloc_handle(&mut self, role: Role, capacity: u32) -> Result<ChanId, OpenError> {
+        if !self.is_open() {
+            return Err(OpenError::Ended);
+        }
+        if self.chans.len() >= self.channel_limit() {
+            return Err(OpenError::TooManyChannels(self.channel_limit()));
+        }
+        let chan = self.alloc_id().ok_or(OpenError::IdsExhausted)?;
+        let mut c = Chan::new(State::Open, role, capacity, 0);
+        if role == Role::Receiving {
+            // The handle's table entry carries this grant.
+            c.outstanding = capacity;
+        }
+        self.chans.insert(chan, c);
+        Ok(chan)
+    }
+
+    /// Drops a handle channel whose message was never sent.
+    pub fn forget(&mut self, chan: ChanId) {
+        self.chans.remove(&chan);
+        self.remove_pending(chan);
+    }
+
+    /// Whether a message may be sent on `chan` now.
+    pub fn can_send(&self, chan: ChanId) -> Result<(), SendBlock> {
+        if !self.is_open() {
+            return Err(SendBlock::Ended);
+        }
+        match self.chans.get(&chan) {
+            Some(c) if c.role == Role::Sending && c.state == State::Open => {
+                if c.close_after.is_some() {
+                    Err(SendBlock::Closed)
+                } else if c.credit > 0 {
+                    Ok(())
+                } else {
+                    Err(SendBlock::NoCredit)
+                }
+            }
+            Some(c) if c.state == State::Opening => Err(SendBlock::NoCredit),
+            _ => Err(SendBlock::Closed),
+        }
+    }
+
+    /// Credit available on `chan` (0 if it is not a sending channel).
+    pub fn credit(&self, chan: ChanId) -> u32 {
+        self.chans
+            .get(&chan)
+            .filter(|c| c.role == Role::Sending)
+            .map_or(0, |c| c.credit)
+    }
+
+    /// Starts a message: reserves room for a header in the transmit buffer
+    /// and returns it. The caller appends the encoded message to the
+    /// buffer, then calls [`finish_message`](Self::finish_message) or
+    /// [`abort_message`](Self::abort_message) with the returned start.
+    pub fn begin_message(&mut self) -> (&mut BytesMut, usize) {
+        let start = self.out.len();
+        self.out.put_bytes(0, HEADER_LEN);
+        (&mut self.out, start)
+    }
+
+    /// Undoes [`begin_message`](Self::begin_message).
+    pub fn abort_message(&mut self, start: usize) {
+        self.out.truncate(start);
+    }
+
+    /// Size of the message body written since `start`.
+    pub fn message_len(&self, start: usize) -> usize {
+        self.out.len() - start - HEADER_LEN
+    }
+
+    /// Completes a message begun at `start` on `chan` (which must have
+    /// passed [`can_send`](Self::can_send)), with `handles` allocated by
+    /// [`alloc_handle`](Self::alloc_handle). On error nothing was sent and
+    /// the buffer is as before `begin_message`.
+    pub fn finish_message(
+        &mut self,
+        chan: ChanId,
+        start: usize,
+        handles: &[HandleDesc],
+    ) -> Result<(), FinishError> {
+        let body = self.message_len(start);
+        let table = if handles.is_empty() {
+            0
+        } else {
+            2 + handles.len() * HANDLE_ENTRY_LEN
+        };
+        if handles.len() > self.limits.max_handles || handles.len() > usize::from(u16::MAX) {
+            self.out.truncate(start);
+            return Err(FinishError::TooManyHandles {
+                count: handles.len(),
+                limit: self.limits.max_handles,
+            });
+        }
+        let size = body + table;
+        let limit = self.send_limit();
+        if size > limit {
+            self.out.truncate(start);
+            return Err(FinishError::TooLarge { size, limit });
+        }
+        if table > 0 {
+            let mut body_bytes = self.out.split_off(start + HEADER_LEN);
+            self.out.put_u16_le(handles.len() as u16);
+            for h in handles {
+                self.out.put_u8(h.kind as u8);
+                self.out.put_u32_le(h.chan);
+                self.out.put_u32_le(h.capacity);
+            }
+            // `unsplit` is free when the halves are contiguous; the copy
+            // only happens on this rare path.
+            self.out.extend_from_slice(&body_bytes);
+            body_bytes.clear();
+        }
+        let Some(c) = self.chans.get_mut(&chan) else {
+            self.out.truncate(start);
+            return Ok(());
+        };
+        c.credit = c.credit.saturating_sub(1);
+        c.unconfirmed += 1;
+        self.sent_total += 1;
+        if size <= self.limits.chunk_size && c.pending.is_empty() {
+            let flags = if table > 0 { FLAG_HANDLES } else { 0 };
+            patch_header(&mut self.out, start, size, Kind::Data, flags | FLAG_END, chan);
+        } else {
+            // Chunked later, round-robin with other channels' large messages.
+            let mut body = self.out.split_off(start);
+            body.advance(HEADER_LEN);
+            if c.pending.is_empty() {
+                self.ready.push_back(chan);
+            }
+            c.pending.push_back(Pending {
+                body: body.freeze(),
+                handles: table > 0,
+            });
+        }
+        Ok(())
+    }
+
+    /// Reports that the program took `taken` messages from receiving
+    /// channel `chan` and that `grant` slots are free for the peer. Sent
+    /// at once when `urgent` or when half the capacity has built up,
+    /// otherwise at the next transmit.
+    pub fn credit_update(&mut self, chan: ChanId, grant: u32, taken: u32, urgent: bool) {
+        let Some(c) = self.chans.get_mut(&chan) else {
+            return;
+        };
+        if c.role != Role::Receiving || c.state != State::Open {
+            return;
+        }
+        c.pending_grant = c.pending_grant.saturating_add(grant);
+        c.pending_taken = c.pending_taken.saturating_add(taken);
+        c.outstanding = c.outstanding.saturating_add(grant);
+        if urgent || c.pending_grant >= (c.capacity / 2).max(1) {
+            let (grant, taken) = (c.pending_grant, c.pending_taken);
+            c.pending_grant = 0;
+            c.pending_taken = 0;
+            Frame::Credit { chan, grant, taken }.encode(&mut self.out);
+        } else if !c.credit_dirty {
+            c.credit_dirty = true;
+            self.credit_dirty.push(chan);
+        }
+    }
+
+    /// Credit granted to the peer on receiving channel `chan` and not yet used.
+    pub fn outstanding(&self, chan: ChanId) -> u32 {
+        self.chans.get(&chan).map_or(0, |c| c.outstanding)
+    }
+
+    /// Closes `chan` from this side. On a sending channel the close follows
+    /// any chunks still pending. Idempotent.
+    pub fn close(&mut self, chan: ChanId, code: CloseCode, reason: &str) {
+        let Some(c) = self.chans.get_mut(&chan) else {
+            return;
+        };
+        match c.state {
+            State::Closing => {}
+            State::Requested => self.reject(chan, RejectCode::Closed, reason),
+            State::Opening | State::Open => {
+                if !c.pending.is_empty() {
+                    if c.close_after.is_none() {
+                        c.close_after = Some((code, reason.to_owned()));
+                    }
+                    return;
+                }
+                c.state = State::Closing;
+                c.credit_dirty = false;
+                Frame::Close {
+                    chan,
+                    code,
+                    reason: reason.to_owned(),
+                }
+                .encode(&mut self.out);
+                self.credit_dirty.retain(|x| *x != chan);
+            }
+        }
+    }
+
+    /// Starts a graceful end: goodbye is sent after every pending chunk
+    /// (at once if the connection failed). Idempotent.
+    pub fn goodbye(&mut self, reason: &str) {
+        if self.goodbye == Goodbye::None {
+            if matches!(self.state, ConnState::Ended(Some(_))) {
+                self.ready.clear();
+            }
+            self.goodbye = Goodbye::Queued(reason.to_owned());
+        }
+    }
+
+    /// Whether our goodbye has been handed to [`take_transmit`](Self::take_transmit).
+    pub fn goodbye_sent(&self) -> bool {
+        self.goodbye == Goodbye::Sent
+    }
+
+    /// The protocol error that ended the connection, if any.
+    pub fn error(&self) -> Option<&ProtoError> {
+        match &self.state {
+            ConnState::Ended(Some(e)) => Some(e),
+            _ => None,
+        }
+    }
+
+    /// Whether there is anything to transmit.
+    pub fn wants_transmit(&self) -> bool {
+        !self.out.is_empty()
+            || !self.ready.is_empty()
+            || !self.credit_dirty.is_empty()
+            || self.pong_due.is_some()
+            || matches!(self.goodbye, Goodbye::Queued(_))
+    }
+
+    /// Swaps the bytes to write into `dst` (which must be empty) and
+    /// returns whether there are any. Pending credit, a due pong and up to
+    /// a budget of large-message chunks (round-robin over channels) are
+    /// added first.
+    pub fn take_transmit(&mut self, dst: &mut BytesMut, now: Instant) -> bool {
+        for chan in std::mem::take(&mut self.credit_dirty) {
+            if let Some(c) = self.chans.get_mut(&chan) {
+                c.credit_dirty = false;
+                if c.pending_grant > 0 || c.pending_taken > 0 {
+                    let (grant, taken) = (c.pending_grant, c.pending_taken);
+                    c.pending_grant = 0;
+                    c.pending_taken = 0;
+                    Frame::Credit { chan, grant, taken }.encode(&mut self.out);
+                }
+            }
+        }
+        if let Some(n) = self.pong_due.take() {
+            Frame::Pong(n).encode(&mut self.out);
+        }
+        let mut budget = TRANSMIT_CHUNK_BUDGET;
+        while budget > 0 {
+            let Some(chan) = self.ready.pop_front() else {
+                break;
+            };
+            budget = budget.saturating_sub(self.emit_chunk(chan));
+        }
+        if self.ready.is_empty() {
+            if let Goodbye::Queued(reason) = &self.goodbye {
+                Frame::Goodbye {
+                    reason: reason.clone(),
+                }
+                .encode(&mut self.out);
+                self.goodbye = Goodbye::Sent;
+            }
+        }
+        self.replies = 0;
+        if self.out.is_empty() {
+            return false;
+        }
+        self.last_tx = now;
+        std::mem::swap(&mut self.out, dst);
+        true
+    }
+
+    /// Emits one chunk of `chan`'s first pending message and requeues the
+    /// channel if more remain. Returns the bytes emitted.
+    fn emit_chunk(&mut self, chan: ChanId) -> usize {
+        let chunk_size = self.limits.chunk_size;
+        let Some(c) = self.chans.get_mut(&chan) else {
+            return 0;
+        };
+        let Some(p) = c.pending.front() else {
+            return 0;
+        };
+        let off = c.pending_off;
+        let n = (p.body.len() - off).min(chunk_size);
+        let end = off + n == p.body.len();
+        let mut flags = if end { FLAG_END } else { 0 };
+        if off == 0 && p.handles {
+            flags |= FLAG_HANDLES;
+        }
+        let start = self.out.len();
+        self.out.put_bytes(0, HEADER_LEN);
+        self.out.extend_from_slice(&p.body[off..off + n]);
+        patch_header(&mut self.out, start, n, Kind::Data, flags, chan);
+        if end {
+            c.pending.pop_front();
+            c.pending_off = 0;
+        } else {
+            c.pending_off = off + n;
+        }
+        if !c.pending.is_empty() {
+            self.ready.push_back(chan);
+        } else if let Some((code, reason)) = c.close_after.take() {
+            self.close(chan, code, &reason);
+        }
+        HEADER_LEN + n
+    }
+
+    /// When [`handle_timeout`](Self::handle_timeout) next wants to run.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        if self.is_ended() {
+            return None;
+        }
+        Some((self.last_tx + self.limits.keepalive).min(self.last_rx + self.limits.dead_after))
+    }
+
+    /// Runs keepalive: a ping when we have been quiet, an error when the
+    /// peer has been silent too long.
+    pub fn handle_timeout(&mut self, now: Instant) -> Result<(), ProtoError> {
+        if self.is_ended() {
+            return Ok(());
+        }
+        if now.saturating_duration_since(self.last_rx) >= self.limits.dead_after {
+            return Err(self.fail(ProtoError::KeepaliveTimeout(self.limits.dead_after)));
+        }
+        if now.saturating_duration_since(self.last_tx) >= self.limits.keepalive
+            && self.out.is_empty()
+        {
+            self.ping_seq += 1;
+            Frame::Ping(self.ping_seq).encode(&mut self.out);
+        }
+        Ok(())
+    }
+
+    /// Ends the connection locally (the transport failed).
+    pub fn abort(&mut self) {
+        if !self.is_ended() {
+            self.state = ConnState::Ended(None);
+        }
+    }
+}
+
+/// Why a channel could not be opened or allocated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OpenError {
+    /// The connection is not open.
+    Ended,
+    /// The channel limit is reached.
+    TooManyChannels(usize),
+    /// The name is longer than the wire allows.
+    NameTooLong,
+    /// Every channel id of this side was used.
+    IdsExhausted,
+}
+
+/// Size of a hello; re-exported for the driver's first read.
+pub const HELLO_SIZE: usize = HELLO_LEN;

@@ -1,0 +1,115 @@
+//! The handshake: each side sends one fixed-size `HELLO` before any frame.
+//!
+//! ```text
+//! +----------------+-------------+----------+----------+------------------+------------------+
+//! | magic: 8 bytes | version:u16 | codec:u8 | flags:u8 | max_message: u32 | max_channels:u32 |
+//! +----------------+-------------+----------+----------+------------------+------------------+
+//! ```
+//!
+//! The magic comes first so that a peer speaking TLS, HTTP or anything else
+//! is told apart from its first byte, before any length is trusted.
+
+use bytes::{BufMut, BytesMut};
+
+use super::ProtoError;
+
+/// The first bytes on every netchan connection. The high first byte keeps
+/// text protocols (HTTP, SMTP) and TLS (`0x16`) from matching.
+pub const MAGIC: [u8; 8] = *b"\x89NETCHAN";
+/// The wire version this build speaks. Bumped on every incompatible change.
+pub const PROTOCOL_VERSION: u16 = 1;
+/// Size of the `HELLO` in bytes.
+pub const HELLO_LEN: usize = 20;
+
+/// Message codecs a connection may agree on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum CodecId {
+    /// bincode 2, standard configuration (varint integers, little-endian).
+    Bincode = 1,
+    /// postcard 1.
+    Postcard = 2,
+}
+
+impl CodecId {
+    /// The codec with wire id `b`, if known.
+    pub fn from_u8(b: u8) -> Option<CodecId> {
+        match b {
+            1 => Some(CodecId::Bincode),
+            2 => Some(CodecId::Postcard),
+            _ => None,
+        }
+    }
+}
+
+/// The contents of a `HELLO`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Hello {
+    /// Protocol version.
+    pub version: u16,
+    /// Message codec.
+    pub codec: CodecId,
+    /// The largest message this side accepts.
+    pub max_message_len: u32,
+    /// The most channels this side keeps open on the connection.
+    pub max_channels: u32,
+}
+
+impl Hello {
+    /// Appends the `HELLO` bytes to `dst`.
+    pub fn encode(&self, dst: &mut BytesMut) {
+        dst.put_slice(&MAGIC);
+        dst.put_u16_le(self.version);
+        dst.put_u8(self.codec as u8);
+        dst.put_u8(0);
+        dst.put_u32_le(self.max_message_len);
+        dst.put_u32_le(self.max_channels);
+    }
+
+    /// Reads the peer's `HELLO` from the front of `src`.
+    ///
+    /// Fails as soon as the bytes present cannot be the start of a netchan
+    /// hello, so a stray client is refused before it sends 20 bytes. The
+    /// version is checked before the rest: a peer of another version gets a
+    /// version error even if the remaining fields changed meaning.
+    pub fn decode(src: &mut BytesMut, ours: &Hello) -> Result<Option<Hello>, ProtoError> {
+        let n = src.len().min(MAGIC.len());
+        if src[..n] != MAGIC[..n] {
+            return Err(ProtoError::NotNetchan);
+        }
+        if src.len() >= 10 {
+            let version = u16::from_le_bytes([src[8], src[9]]);
+            if version != PROTOCOL_VERSION {
+                return Err(ProtoError::VersionMismatch {
+                    ours: PROTOCOL_VERSION,
+                    theirs: version,
+                });
+            }
+        }
+        if src.len() < HELLO_LEN {
+            return Ok(None);
+        }
+        let b = src.split_to(HELLO_LEN);
+        let codec = CodecId::from_u8(b[10]).ok_or(ProtoError::UnknownCodec(b[10]))?;
+        if codec != ours.codec {
+            return Err(ProtoError::CodecMismatch {
+                ours: ours.codec,
+                theirs: codec,
+            });
+        }
+        if b[11] != 0 {
+            return Err(ProtoError::BadHello("non-zero flags"));
+        }
+        let max_message_len = u32::from_le_bytes([b[12], b[13], b[14], b[15]]);
+        let max_channels = u32::from_le_bytes([b[16], b[17], b[18], b[19]]);
+        if max_message_len == 0 || max_channels == 0 {
+            return Err(ProtoError::BadHello("zero limit"));
+        }
+        Ok(Some(Hello {
+            version: PROTOCOL_VERSION,
+            codec,
+            max_message_len,
+            max_channels,
+        }))
+    }
+}
