@@ -1,5 +1,73 @@
-//! netchan: Go-style typed channels between machines.
+//! # netchan
+//!
+//! Go-style typed channels between machines, multiplexed over one TCP (or
+//! any byte-stream) connection, with real channel semantics: bounded
+//! buffers with backpressure, rendezvous on capacity 0, work shared among
+//! several receivers, nothing lost silently when a connection fails, and
+//! channels that travel inside messages.
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), netchan::Error> {
+//! use netchan::{Session, channel};
+//!
+//! // Two ends of one connection (in memory here; `Session::connect` and
+//! // `Exporter::bind` do the same over TCP).
+//! let (server, client) = Session::pair();
+//!
+//! // The server exports an inbox of requests, each carrying a private
+//! // channel for its reply: Go's "channels of channels".
+//! let mut inbox = server.export_receiver::<(String, netchan::Sender<String>)>("echo", 8)?;
+//! tokio::spawn(async move {
+//!     while let Ok(Some((text, reply))) = inbox.recv().await {
+//!         let _ = reply.send(text.to_uppercase()).await;
+//!     }
+//! });
+//!
+//! let requests = client.import_sender::<(String, netchan::Sender<String>)>("echo").await?;
+//! let (reply_tx, mut reply_rx) = channel::<String>(1);
+//! requests.send(("hello".into(), reply_tx)).await.map_err(|_| netchan::Error::Closed)?;
+//! assert_eq!(reply_rx.recv().await.ok().flatten().as_deref(), Some("HELLO"));
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! ## Layers
+//!
+//! ```text
+//!  Exporter / Session import & export   names, type and direction checks
+//!  Sender / Receiver / Pipe             typed channels; handles inside messages
+//!  driver                               reader + writer tasks over any AsyncRead + AsyncWrite
+//!  proto (sans-IO)                      frames, handshake, credit, chunking, keepalive
+//! ```
+//!
+//! The wire format is described byte by byte in `docs/PROTOCOL.md`.
 #![deny(missing_docs)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
+mod channel;
+mod cluster;
+mod codec;
+mod config;
+mod driver;
+mod error;
+mod export;
+mod pipe;
 pub mod proto;
+mod session;
+mod transport;
+
+pub use channel::{Receiver, Sender, channel};
+pub use cluster::{dial, dial_with, listen, listen_with};
+pub use config::Config;
+pub use error::{Error, Origin, RecvError, RpcError, SendError, TrySendError};
+pub use export::Exporter;
+pub use netchan_macros::service;
+pub use pipe::{Pipe, pipe};
+pub use session::{Importer, Session};
+
+/// Any type that can travel on a channel: `Serialize + DeserializeOwned +
+/// Send + 'static`. Implemented for every such type.
+pub trait Message: serde::Serialize + serde::de::DeserializeOwned + Send + 'static {}
+
+impl<T: serde::Serialize + serde::de::DeserializeOwned + Send + 'static> Message for T {}

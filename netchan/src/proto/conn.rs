@@ -221,6 +221,9 @@ struct Chan {
     pending_taken: u32,
     credit_dirty: bool,
     assembling: Option<Assembly>,
+    /// Messages delivered to the runtime, and reported taken.
+    delivered: u64,
+    taken_total: u64,
 }
 
 #[derive(Debug)]
@@ -251,6 +254,8 @@ impl Chan {
             pending_taken: 0,
             credit_dirty: false,
             assembling: None,
+            delivered: 0,
+            taken_total: 0,
         }
     }
 }
@@ -334,6 +339,7 @@ pub struct Connection {
     last_tx: Instant,
     ping_seq: u64,
     sent_total: u64,
+    confirmed_total: u64,
 }
 
 /// Upper bound of chunk bytes handed out by one [`Connection::take_transmit`],
@@ -374,6 +380,7 @@ impl Connection {
             last_tx: now,
             ping_seq: 0,
             sent_total: 0,
+            confirmed_total: 0,
         }
     }
 
@@ -418,6 +425,12 @@ impl Connection {
     /// not yet confirmed.
     pub fn unconfirmed(&self) -> u64 {
         self.chans.values().map(|c| c.unconfirmed).sum()
+    }
+
+    /// Messages whose delivery the peer confirmed, in total (a channel the
+    /// peer closed confirms everything sent on it before).
+    pub fn confirmed_total(&self) -> u64 {
+        self.confirmed_total
     }
 
     /// Messages ever sent on this connection.
@@ -578,6 +591,7 @@ impl Connection {
                     return Err(ProtoError::CreditOverflow(chan));
                 }
                 c.unconfirmed -= u64::from(taken);
+                self.confirmed_total += u64::from(taken);
                 let credit = u64::from(c.credit) + u64::from(grant);
                 if credit + c.unconfirmed > u64::from(c.capacity.max(1)) {
                     return Err(ProtoError::CreditOverflow(chan));
@@ -592,15 +606,20 @@ impl Connection {
                     .ok_or(ProtoError::UnknownChannel(chan))?;
                 match c.state {
                     State::Closing => {
-                        // The peer's CLOSE answers ours (or crossed it).
-                        self.chans.remove(&chan);
+                        // The peer's CLOSE answers ours (or crossed it); it
+                        // follows every message we sent, so those arrived.
+                        if let Some(c) = self.chans.remove(&chan) {
+                            self.confirmed_total += c.unconfirmed;
+                        }
                         Ok(None)
                     }
                     State::Open | State::Requested => {
                         if c.state == State::Requested {
                             self.requested -= 1;
                         }
-                        self.chans.remove(&chan);
+                        if let Some(c) = self.chans.remove(&chan) {
+                            self.confirmed_total += c.unconfirmed;
+                        }
                         self.remove_pending(chan);
                         self.reply(Frame::Close {
                             chan,
@@ -725,6 +744,7 @@ impl Connection {
         let Some((mut data, has_handles)) = message else {
             return Ok(None);
         };
+        c.delivered += 1;
         let handles = if has_handles {
             self.adopt_handles(&mut data)?
         } else {
@@ -1038,6 +1058,7 @@ impl Connection {
         }
         c.pending_grant = c.pending_grant.saturating_add(grant);
         c.pending_taken = c.pending_taken.saturating_add(taken);
+        c.taken_total += u64::from(taken);
         c.outstanding = c.outstanding.saturating_add(grant);
         if urgent || c.pending_grant >= (c.capacity / 2).max(1) {
             let (grant, taken) = (c.pending_grant, c.pending_taken);
@@ -1048,6 +1069,41 @@ impl Connection {
             c.credit_dirty = true;
             self.credit_dirty.push(chan);
         }
+    }
+
+    /// For a rendezvous (capacity 0) receiving channel: grants the peer one
+    /// credit, at once, if it holds none and every message it sent was
+    /// reported taken, so the sender's `credit + unconfirmed <= 1` holds.
+    /// Returns whether a grant was sent.
+    pub fn rendezvous_grant(&mut self, chan: ChanId) -> bool {
+        let Some(c) = self.chans.get(&chan) else {
+            return false;
+        };
+        if c.role != Role::Receiving
+            || c.state != State::Open
+            || c.outstanding > 0
+            || c.delivered != c.taken_total
+            || c.assembling.is_some()
+        {
+            return false;
+        }
+        self.credit_update(chan, 1, 0, true);
+        true
+    }
+
+    /// The receiving side's capacity of `chan` (0 if unknown).
+    pub fn capacity_of(&self, chan: ChanId) -> u32 {
+        self.chans.get(&chan).map_or(0, |c| c.capacity)
+    }
+
+    /// Whether `chan` is in the table.
+    pub fn has_channel(&self, chan: ChanId) -> bool {
+        self.chans.contains_key(&chan)
+    }
+
+    /// Messages sent on `chan` whose delivery is not yet confirmed.
+    pub fn unconfirmed_on(&self, chan: ChanId) -> u64 {
+        self.chans.get(&chan).map_or(0, |c| c.unconfirmed)
     }
 
     /// Credit granted to the peer on receiving channel `chan` and not yet used.

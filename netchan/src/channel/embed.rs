@@ -1,0 +1,304 @@
+//! Channel handles inside messages (Go's "channels of channels").
+//!
+//! While a message is encoded, a thread-local scope collects every
+//! `Sender` and `Receiver` serialized inside it; each is written as an index
+//! into the message's handle table. The connection then allocates a
+//! channel id for each and puts the table in front of the message. On
+//! receipt, the table was already registered by the protocol core; decoding
+//! runs under a scope holding it, and each handle's `Deserialize` claims its
+//! entry and binds a live `Sender` or `Receiver` to the same connection.
+//! Entries nobody claimed are closed when the scope ends.
+
+use std::cell::RefCell;
+use std::sync::Arc;
+
+use serde::de::Error as _;
+use serde::ser::Error as _;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use super::queue::{Inbound, Link, Queue};
+use super::route::{Member, Route};
+use super::{Receiver, Sender, channel, forward};
+use crate::Message;
+use crate::proto::{HandleDesc, HandleKind, Role};
+use crate::session::{Conn, ConnRef, Endpoint, HandleGuard, Inner};
+
+/// A handle collected while encoding, attached once the message is known
+/// to fit.
+pub(crate) enum OutHandle {
+    /// The peer gets a `Sender`; what it sends arrives in `queue`.
+    /// `keep` holds a temporary sender until the link exists.
+    Queue {
+        queue: Arc<dyn Inbound>,
+        keep: Box<dyn Send>,
+    },
+    /// The peer gets a `Receiver`; `start` begins forwarding into the new
+    /// channel's route.
+    Forward {
+        capacity: u32,
+        start: Box<dyn FnOnce(Arc<Route>, &tokio::runtime::Handle) + Send>,
+    },
+}
+
+impl OutHandle {
+    /// Allocates the handle's channel and registers its local end. `None`
+    /// if the connection refused (it is ending).
+    pub(crate) fn attach(self, inner: &mut Inner, conn: &Arc<Conn>) -> Option<HandleDesc> {
+        match self {
+            OutHandle::Queue { queue, keep } => {
+                let cap = u32::try_from(queue.capacity()).unwrap_or(u32::MAX);
+                let chan = inner.proto.alloc_handle(Role::Receiving, cap).ok()?;
+                let link = Link::new(ConnRef::new(conn), chan, None);
+                if queue.add_link(link.clone()) {
+                    inner.eps.insert(chan, Endpoint::In(queue, link));
+                } else {
+                    // The receiver is already gone: the peer gets a closed
+                    // sender (the close follows the message).
+                    conn.defer_close(chan, crate::proto::CloseCode::ReceiverGone, "receiver dropped");
+                }
+                drop(keep);
+                Some(HandleDesc {
+                    kind: HandleKind::Sender,
+                    chan,
+                    capacity: cap,
+                })
+            }
+            OutHandle::Forward { capacity, start } => {
+                let chan = inner.proto.alloc_handle(Role::Sending, capacity).ok()?;
+                let route = Route::single(Member {
+                    conn: ConnRef::new(conn),
+                    chan,
+                    capacity,
+                });
+                inner.eps.insert(chan, Endpoint::Out(Arc::downgrade(&route)));
+                start(route, &conn.rt);
+                Some(HandleDesc {
+                    kind: HandleKind::Receiver,
+                    chan,
+                    capacity,
+                })
+            }
+        }
+    }
+}
+
+struct EncodeCtx {
+    conn: Arc<Conn>,
+    handles: Vec<OutHandle>,
+}
+
+struct DecodeCtx {
+    guard: HandleGuard,
+}
+
+thread_local! {
+    static ENCODE: RefCell<Option<EncodeCtx>> = const { RefCell::new(None) };
+    static DECODE: RefCell<Option<DecodeCtx>> = const { RefCell::new(None) };
+}
+
+/// The encode scope of one message; restores any outer scope on drop.
+pub(crate) struct EncodeScope {
+    prev: Option<EncodeCtx>,
+    done: bool,
+}
+
+impl EncodeScope {
+    pub(crate) fn enter(conn: &Arc<Conn>) -> EncodeScope {
+        let prev = ENCODE.with(|c| {
+            c.borrow_mut().replace(EncodeCtx {
+                conn: conn.clone(),
+                handles: Vec::new(),
+            })
+        });
+        EncodeScope { prev, done: false }
+    }
+
+    /// Ends the scope, returning the handles collected.
+    pub(crate) fn finish(mut self) -> Vec<OutHandle> {
+        self.done = true;
+        let prev = self.prev.take();
+        ENCODE
+            .with(|c| std::mem::replace(&mut *c.borrow_mut(), prev))
+            .map(|ctx| ctx.handles)
+            .unwrap_or_default()
+    }
+}
+
+impl Drop for EncodeScope {
+    fn drop(&mut self) {
+        if !self.done {
+            let prev = self.prev.take();
+            let old = ENCODE.with(|c| std::mem::replace(&mut *c.borrow_mut(), prev));
+            drop(old);
+        }
+    }
+}
+
+/// Records `h` in the current encode scope; returns its table index.
+fn push_handle(make: impl FnOnce(&Arc<Conn>) -> OutHandle) -> Result<u32, String> {
+    ENCODE.with(|c| {
+        let mut c = c.borrow_mut();
+        let ctx = c.as_mut().ok_or_else(|| {
+            "netchan channel handles can only be serialized inside a netchan message".to_string()
+        })?;
+        let h = make(&ctx.conn);
+        ctx.handles.push(h);
+        Ok((ctx.handles.len() - 1) as u32)
+    })
+}
+
+/// Takes table entry `idx` of the current decode scope.
+fn claim(idx: u32, want: HandleKind) -> Result<(Arc<Conn>, HandleDesc), String> {
+    DECODE.with(|c| {
+        let mut c = c.borrow_mut();
+        let ctx = c
+            .as_mut()
+            .ok_or_else(|| "message carries a channel handle but no handle table".to_string())?;
+        let slot = ctx
+            .guard
+            .handles
+            .get_mut(idx as usize)
+            .ok_or_else(|| format!("handle index {idx} outside the table"))?;
+        let desc = slot
+            .take()
+            .ok_or_else(|| format!("handle {idx} used twice"))?;
+        if desc.kind != want {
+            *slot = Some(desc);
+            return Err(format!(
+                "handle {idx} is a {:?} where a {want:?} was expected",
+                desc.kind
+            ));
+        }
+        Ok((ctx.guard.conn.clone(), desc))
+    })
+}
+
+/// Decodes a message that arrived on `conn`, binding its handles.
+pub(crate) fn decode<T: Message>(
+    conn: &Arc<Conn>,
+    data: &[u8],
+    handles: Option<HandleGuard>,
+) -> Result<T, String> {
+    let Some(guard) = handles else {
+        return crate::codec::decode(conn.codec, data);
+    };
+    let prev = DECODE.with(|c| c.borrow_mut().replace(DecodeCtx { guard }));
+    let r = crate::codec::decode(conn.codec, data);
+    let ctx = DECODE.with(|c| std::mem::replace(&mut *c.borrow_mut(), prev));
+    // Unclaimed handles close here (HandleGuard's drop).
+    drop(ctx);
+    r
+}
+
+impl<T: Message> Serialize for Sender<T> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let idx = push_handle(|conn| match self.local_queue() {
+            Some(q) => OutHandle::Queue {
+                queue: q.clone(),
+                keep: Box::new(()),
+            },
+            None => {
+                // A remote sender travels on: values the new holder sends
+                // arrive here first and are forwarded.
+                let (tx, rx) = channel::<T>(16);
+                conn.rt.spawn(forward(rx, self.clone()));
+                let queue: Arc<dyn Inbound> = match tx.local_queue() {
+                    Some(q) => q.clone(),
+                    None => Queue::<T>::new(0, 0, 0),
+                };
+                OutHandle::Queue {
+                    queue,
+                    keep: Box::new(tx),
+                }
+            }
+        })
+        .map_err(S::Error::custom)?;
+        s.serialize_newtype_struct("netchan::Sender", &idx)
+    }
+}
+
+impl<T: Message> Serialize for Receiver<T> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let rx = self.second_handle();
+        let capacity = u32::try_from(self.capacity()).unwrap_or(u32::MAX);
+        let idx = push_handle(move |_| OutHandle::Forward {
+            capacity,
+            start: Box::new(move |route, rt| {
+                rt.spawn(forward(rx, Sender::from_route(route, None)));
+            }),
+        })
+        .map_err(S::Error::custom)?;
+        s.serialize_newtype_struct("netchan::Receiver", &idx)
+    }
+}
+
+struct Idx(u32);
+
+impl<'de> Deserialize<'de> for Idx {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Idx, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = Idx;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a netchan handle index")
+            }
+            fn visit_newtype_struct<D: Deserializer<'de>>(self, d: D) -> Result<Idx, D::Error> {
+                u32::deserialize(d).map(Idx)
+            }
+        }
+        d.deserialize_newtype_struct("netchan::Handle", V)
+    }
+}
+
+impl<'de, T: Message> Deserialize<'de> for Sender<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Sender<T>, D::Error> {
+        let Idx(idx) = Idx::deserialize(d)?;
+        let (conn, desc) = claim(idx, HandleKind::Sender).map_err(D::Error::custom)?;
+        let route = Route::single(Member {
+            conn: ConnRef::new(&conn),
+            chan: desc.chan,
+            capacity: desc.capacity,
+        });
+        {
+            let mut inner = conn.lock();
+            if inner.proto.has_channel(desc.chan) {
+                inner
+                    .eps
+                    .insert(desc.chan, Endpoint::Out(Arc::downgrade(&route)));
+            }
+        }
+        Ok(Sender::from_route(route, None))
+    }
+}
+
+impl<'de, T: Message> Deserialize<'de> for Receiver<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Receiver<T>, D::Error> {
+        let Idx(idx) = Idx::deserialize(d)?;
+        let (conn, desc) = claim(idx, HandleKind::Receiver).map_err(D::Error::custom)?;
+        let queue = Queue::<T>::new(desc.capacity as usize, 0, 0);
+        let link = Link::new(ConnRef::new(&conn), desc.chan, None);
+        queue.add_link(link.clone());
+        let alive = {
+            let mut inner = conn.lock();
+            if inner.proto.has_channel(desc.chan) {
+                inner
+                    .eps
+                    .insert(desc.chan, Endpoint::In(queue.clone(), link.clone()));
+                if desc.capacity > 0 {
+                    inner
+                        .proto
+                        .credit_update(desc.chan, desc.capacity, 0, true);
+                }
+                true
+            } else {
+                false
+            }
+        };
+        if alive {
+            conn.write_notify.notify_one();
+        } else {
+            queue.link_ended(&link, None);
+        }
+        Ok(Receiver::from_queue(queue, None, None))
+    }
+}

@@ -1,0 +1,403 @@
+//! Typed channels: [`Sender`], [`Receiver`], [`channel`].
+//!
+//! A `Sender` either feeds a local queue (a channel made with [`channel`])
+//! or a route of remote channels (imported, exported, or received inside a
+//! message). A `Receiver` always reads a local queue, which remote channels
+//! may feed. Both halves may travel inside messages (see `embed`).
+
+pub(crate) mod embed;
+pub(crate) mod queue;
+pub(crate) mod route;
+
+use std::fmt;
+use std::future::poll_fn;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use queue::{Item, Push, Queue};
+use route::{Attempt, Route};
+
+use crate::Message;
+use crate::error::{RecvError, SendError, TrySendError};
+use crate::session::ConnRef;
+
+/// What keeps a session or exporter up while a handle it produced lives.
+#[derive(Clone)]
+#[allow(dead_code)]
+pub(crate) enum Keep {
+    Conn(ConnRef),
+    Exporter(Arc<crate::export::ExporterRef>),
+}
+
+enum Target<T> {
+    Local(Arc<Queue<T>>),
+    Remote(Arc<Route>),
+}
+
+struct SenderShared<T> {
+    target: Target<T>,
+    _keep: Option<Keep>,
+}
+
+impl<T> Drop for SenderShared<T> {
+    fn drop(&mut self) {
+        if let Target::Local(q) = &self.target {
+            q.sender_gone();
+        }
+    }
+}
+
+/// The sending half of a channel. Cheap to clone; the channel closes
+/// cleanly when the last clone is dropped, as Go's `close(ch)` does.
+///
+/// A `Sender` may be sent inside a message: the peer gets a live sender
+/// whose values arrive at this side's receiver.
+pub struct Sender<T> {
+    shared: Arc<SenderShared<T>>,
+}
+
+impl<T> Clone for Sender<T> {
+    fn clone(&self) -> Sender<T> {
+        Sender {
+            shared: self.shared.clone(),
+        }
+    }
+}
+
+impl<T> fmt::Debug for Sender<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let kind = match &self.shared.target {
+            Target::Local(_) => "local",
+            Target::Remote(_) => "remote",
+        };
+        f.debug_struct("Sender").field("kind", &kind).finish()
+    }
+}
+
+/// The receiving half of a channel. Also a [`futures::Stream`] of
+/// `Result<T, RecvError>`.
+///
+/// A `Receiver` may be sent inside a message: the peer gets a live
+/// receiver of what this side's senders send.
+pub struct Receiver<T> {
+    queue: Arc<Queue<T>>,
+    /// Values still to take (`import_receiver_n`).
+    remaining: Option<u64>,
+    _keep: Option<Keep>,
+}
+
+impl<T> fmt::Debug for Receiver<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Receiver")
+            .field("capacity", &self.queue.capacity())
+            .field("remaining", &self.remaining)
+            .finish()
+    }
+}
+
+impl<T> Drop for Receiver<T> {
+    fn drop(&mut self) {
+        self.queue.receiver_gone();
+    }
+}
+
+/// Creates a channel with a buffer of `capacity` values; `0` makes a
+/// rendezvous channel, where `send` completes only when a receiver has
+/// taken the value.
+///
+/// Either half may then be sent inside a message to a peer.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let (tx, mut rx) = netchan::channel::<u32>(4);
+/// tx.send(1).await.unwrap();
+/// drop(tx);
+/// assert_eq!(rx.recv().await.unwrap(), Some(1));
+/// assert_eq!(rx.recv().await.unwrap(), None); // closed cleanly
+/// # }
+/// ```
+pub fn channel<T: Message>(capacity: usize) -> (Sender<T>, Receiver<T>) {
+    let q = Queue::new(capacity, 1, 0);
+    (
+        Sender {
+            shared: Arc::new(SenderShared {
+                target: Target::Local(q.clone()),
+                _keep: None,
+            }),
+        },
+        Receiver::from_queue(q, None, None),
+    )
+}
+
+impl<T: Message> Sender<T> {
+    pub(crate) fn from_route(route: Arc<Route>, keep: Option<Keep>) -> Sender<T> {
+        Sender {
+            shared: Arc::new(SenderShared {
+                target: Target::Remote(route),
+                _keep: keep,
+            }),
+        }
+    }
+
+    /// Sends `value`, waiting while the receiving end's buffer is full.
+    ///
+    /// On a channel of capacity `n >= 1`, completes once the value has a
+    /// slot in the receiver's buffer; on capacity 0, once a receiver took
+    /// it. If the future is dropped before it completed (for example in
+    /// `tokio::select!`), the value was not sent (capacity `>= 1`).
+    ///
+    /// Fails, giving the value back, when the channel or its connection is
+    /// closed, or when the value cannot be sent at all (it does not encode,
+    /// or is larger than the peer accepts; the session's `errors()` says
+    /// which).
+    pub async fn send(&self, value: T) -> Result<(), SendError<T>> {
+        match &self.shared.target {
+            Target::Local(q) => send_local(q, value).await,
+            Target::Remote(r) => send_remote(r, value).await,
+        }
+    }
+
+    /// Sends `value` only if that is possible without waiting.
+    pub fn try_send(&self, value: T) -> Result<(), TrySendError<T>> {
+        match &self.shared.target {
+            Target::Local(q) => {
+                if q.capacity() == 0 && !q.has_waiting_receiver() {
+                    return Err(if q.is_closed() {
+                        TrySendError::Closed(value)
+                    } else {
+                        TrySendError::Full(value)
+                    });
+                }
+                match q.push_local(value) {
+                    Push::Done(_) => Ok(()),
+                    Push::Full(v) => Err(TrySendError::Full(v)),
+                    Push::Closed(v) => Err(TrySendError::Closed(v)),
+                }
+            }
+            Target::Remote(r) => {
+                let mut f = |c: &ConnRef, chan| c.conn().send_value(chan, &value);
+                match r.try_send(&mut f) {
+                    Attempt::Sent(..) => Ok(()),
+                    Attempt::Blocked => Err(TrySendError::Full(value)),
+                    Attempt::Closed => Err(TrySendError::Closed(value)),
+                    Attempt::Invalid(e) => Err(TrySendError::Invalid(value, e)),
+                }
+            }
+        }
+    }
+
+    /// Whether sends would fail now because the channel is closed.
+    pub fn is_closed(&self) -> bool {
+        match &self.shared.target {
+            Target::Local(q) => q.is_closed(),
+            Target::Remote(r) => r.is_closed(),
+        }
+    }
+
+    pub(crate) fn local_queue(&self) -> Option<&Arc<Queue<T>>> {
+        match &self.shared.target {
+            Target::Local(q) => Some(q),
+            Target::Remote(_) => None,
+        }
+    }
+}
+
+async fn send_local<T: Message>(q: &Arc<Queue<T>>, mut value: T) -> Result<(), SendError<T>> {
+    loop {
+        let notified = q.space.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        match q.push_local(value) {
+            Push::Done(seq) => {
+                if q.capacity() == 0 {
+                    return wait_taken(q, seq).await;
+                }
+                return Ok(());
+            }
+            Push::Full(v) => {
+                value = v;
+                notified.await;
+            }
+            Push::Closed(v) => return Err(SendError(v)),
+        }
+    }
+}
+
+/// Rendezvous: waits until the receiver took item `seq`. If the wait is
+/// cancelled first, the item is taken back, so it was not sent.
+async fn wait_taken<T: Message>(q: &Arc<Queue<T>>, seq: u64) -> Result<(), SendError<T>> {
+    struct Unpush<'a, T: Message>(&'a Arc<Queue<T>>, u64, bool);
+    impl<T: Message> Drop for Unpush<'_, T> {
+        fn drop(&mut self) {
+            if !self.2 {
+                drop(self.0.unpush(self.1));
+            }
+        }
+    }
+    let mut guard = Unpush(q, seq, false);
+    loop {
+        let notified = q.space.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        if !q.is_queued(seq) {
+            guard.2 = true;
+            return Ok(());
+        }
+        if q.is_closed() {
+            guard.2 = true;
+            return match q.unpush(seq) {
+                Some(v) => Err(SendError(v)),
+                None => Ok(()),
+            };
+        }
+        notified.await;
+    }
+}
+
+async fn send_remote<T: Message>(r: &Arc<Route>, value: T) -> Result<(), SendError<T>> {
+    loop {
+        let notified = r.notify.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        let attempt = {
+            let mut f = |c: &ConnRef, chan| c.conn().send_value(chan, &value);
+            r.try_send(&mut f)
+        };
+        match attempt {
+            Attempt::Sent(m, rendezvous) => {
+                if rendezvous {
+                    wait_confirmed(r, &m).await;
+                }
+                return Ok(());
+            }
+            Attempt::Blocked => notified.await,
+            Attempt::Closed | Attempt::Invalid(_) => return Err(SendError(value)),
+        }
+    }
+}
+
+async fn wait_confirmed(r: &Route, m: &route::Member) {
+    loop {
+        let notified = r.notify.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        match m.conn.conn().unconfirmed_on(m.chan) {
+            Some(0) | None => return,
+            Some(_) => notified.await,
+        }
+    }
+}
+
+impl<T: Message> Receiver<T> {
+    pub(crate) fn from_queue(
+        queue: Arc<Queue<T>>,
+        remaining: Option<u64>,
+        keep: Option<Keep>,
+    ) -> Receiver<T> {
+        Receiver {
+            queue,
+            remaining,
+            _keep: keep,
+        }
+    }
+
+    /// Receives the next value, waiting for one.
+    ///
+    /// `Ok(None)` means the channel closed cleanly (every sender dropped,
+    /// or `hangup`) and every value sent was received. An error means the
+    /// connection failed (after the values that did arrive), or one value
+    /// could not be decoded (the channel goes on).
+    ///
+    /// Cancel-safe: if the future is dropped, no value was taken.
+    pub async fn recv(&mut self) -> Result<Option<T>, RecvError> {
+        poll_fn(|cx| self.poll_recv(cx)).await
+    }
+
+    /// Polls for the next value; see [`recv`](Receiver::recv).
+    pub fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Result<Option<T>, RecvError>> {
+        if self.remaining == Some(0) {
+            return Poll::Ready(Ok(None));
+        }
+        let (item, now_empty) = match self.queue.poll_take(cx) {
+            Poll::Pending => return Poll::Pending,
+            Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+            Poll::Ready(Ok(None)) => return Poll::Ready(Ok(None)),
+            Poll::Ready(Ok(Some(x))) => x,
+        };
+        let value = match item {
+            Item::Local(v, _) => v,
+            Item::Remote {
+                data,
+                handles,
+                link,
+            } => {
+                self.queue.taken_from(&link, now_empty);
+                match embed::decode::<T>(link.conn(), &data, handles) {
+                    Ok(v) => v,
+                    Err(e) => {
+                        let msg = format!(
+                            "cannot decode a {} on a channel: {e}",
+                            crate::codec::type_name::<T>()
+                        );
+                        link.conn().log_error(crate::Error::Codec(msg.clone()));
+                        return Poll::Ready(Err(RecvError::Decode(msg)));
+                    }
+                }
+            }
+        };
+        if let Some(n) = self.remaining.as_mut() {
+            *n -= 1;
+            if *n == 0 {
+                self.queue.finish();
+            }
+        }
+        Poll::Ready(Ok(Some(value)))
+    }
+
+    /// The receive buffer size.
+    pub fn capacity(&self) -> usize {
+        self.queue.capacity()
+    }
+
+    pub(crate) fn second_handle(&self) -> Receiver<T> {
+        self.queue.add_receiver();
+        Receiver {
+            queue: self.queue.clone(),
+            remaining: self.remaining,
+            _keep: None,
+        }
+    }
+}
+
+impl<T: Message> futures::Stream for Receiver<T> {
+    type Item = Result<T, RecvError>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        match self.get_mut().poll_recv(cx) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(Ok(Some(v))) => Poll::Ready(Some(Ok(v))),
+            Poll::Ready(Ok(None)) => Poll::Ready(None),
+            Poll::Ready(Err(e)) => Poll::Ready(Some(Err(e))),
+        }
+    }
+}
+
+/// Moves every value from `rx` into `tx` until either side ends. Used when
+/// a handle travels on to where it cannot be linked directly.
+pub(crate) async fn forward<T: Message>(mut rx: Receiver<T>, tx: Sender<T>) {
+    loop {
+        match rx.recv().await {
+            Ok(Some(v)) => {
+                if tx.send(v).await.is_err() {
+                    return;
+                }
+            }
+            Ok(None) => return,
+            // Already reported on the session's errors; go on.
+            Err(RecvError::Decode(_)) => {}
+            Err(_) => return,
+        }
+    }
+}

@@ -1,0 +1,422 @@
+//! The receiving end's buffer: one [`Queue`] behind every `Receiver`.
+//!
+//! A queue is fed by local `Sender`s (values, bounded by the capacity) and
+//! by remote channels ([`Link`]s, each with its own credit window equal to
+//! the capacity). Remote messages stay encoded until `recv` takes them, so
+//! decoding happens in the receiving task, not in the connection's reader.
+//!
+//! Lock order: a connection's `inner` lock may be held while a queue's lock
+//! is taken, never the other way round.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll, Waker};
+
+use bytes::Bytes;
+use tokio::sync::Notify;
+
+use crate::error::{Error, RecvError};
+use crate::proto::{ChanId, CloseCode};
+use crate::session::{Conn, ConnRef, HandleGuard};
+
+/// A remote channel feeding a queue.
+#[derive(Debug)]
+pub(crate) struct Link {
+    pub(crate) conn: ConnRef,
+    pub(crate) chan: ChanId,
+    /// For `import_receiver_n`: grants still allowed (`None`: unlimited).
+    pub(crate) grants_left: Mutex<Option<u64>>,
+}
+
+impl Link {
+    pub(crate) fn new(conn: ConnRef, chan: ChanId, grants_left: Option<u64>) -> Arc<Link> {
+        Arc::new(Link {
+            conn,
+            chan,
+            grants_left: Mutex::new(grants_left),
+        })
+    }
+
+    pub(crate) fn conn(&self) -> &Arc<Conn> {
+        self.conn.conn()
+    }
+
+    /// One more grant allowed? Consumes it.
+    fn take_grant(&self) -> bool {
+        let mut g = lock(&self.grants_left);
+        match g.as_mut() {
+            None => true,
+            Some(0) => false,
+            Some(n) => {
+                *n -= 1;
+                true
+            }
+        }
+    }
+}
+
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic while a lock was held cannot leave these structures in a
+    // state worse than the panic itself; keep serving.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// A message waiting in a queue.
+pub(crate) enum Item<T> {
+    Local(T, u64),
+    Remote {
+        data: Bytes,
+        handles: Option<HandleGuard>,
+        link: Arc<Link>,
+    },
+}
+
+/// How a queue ended, once it has.
+#[derive(Debug, Clone)]
+enum End {
+    /// Every sender is gone, or `hangup`: `Ok(None)` after the buffer.
+    Clean,
+    /// The only source failed: one error after the buffer, then `Ok(None)`.
+    Failed(Error),
+}
+
+struct State<T> {
+    items: VecDeque<Item<T>>,
+    local_len: usize,
+    /// Live local `Sender` groups (each `Sender` clone set counts once).
+    senders: usize,
+    /// Holders that keep the queue open without sending (an export).
+    keepers: usize,
+    links: Vec<Arc<Link>>,
+    receivers: usize,
+    rx_waker: Option<Waker>,
+    end: Option<End>,
+    error_reported: bool,
+    next_seq: u64,
+}
+
+/// The buffer of one receiving end.
+pub(crate) struct Queue<T> {
+    st: Mutex<State<T>>,
+    capacity: usize,
+    /// Signalled when local space frees up or a local item is taken.
+    pub(crate) space: Notify,
+}
+
+impl<T> std::fmt::Debug for Queue<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Queue")
+            .field("capacity", &self.capacity)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What a connection needs from a queue, without knowing `T`.
+pub(crate) trait Inbound: Send + Sync + 'static {
+    /// A message arrived on `link`. Returns it back if the queue no longer
+    /// takes messages (the caller drops it after releasing its locks).
+    fn deliver(
+        &self,
+        link: &Arc<Link>,
+        data: Bytes,
+        handles: Option<HandleGuard>,
+    ) -> Option<Option<HandleGuard>>;
+    /// `link` ended: cleanly (the peer closed it) or with an error.
+    fn link_ended(&self, link: &Arc<Link>, error: Option<Error>);
+    /// Adds a remote source. False if the queue is closed.
+    fn add_link(&self, link: Arc<Link>) -> bool;
+    /// The receive buffer size.
+    fn capacity(&self) -> usize;
+    /// Ends the queue from its name (`hangup`): sources are closed, the
+    /// receiver gets the buffer then `Ok(None)`.
+    fn hangup(&self);
+    /// A keeper (an export) lets go.
+    fn release_keeper(&self);
+}
+
+/// Outcome of a local push.
+pub(crate) enum Push<T> {
+    Done(u64),
+    Full(T),
+    Closed(T),
+}
+
+impl<T> Queue<T> {
+    pub(crate) fn new(capacity: usize, senders: usize, keepers: usize) -> Arc<Queue<T>> {
+        Arc::new(Queue {
+            st: Mutex::new(State {
+                items: VecDeque::new(),
+                local_len: 0,
+                senders,
+                keepers,
+                links: Vec::new(),
+                receivers: 1,
+                rx_waker: None,
+                end: None,
+                error_reported: false,
+                next_seq: 0,
+            }),
+            capacity,
+            space: Notify::new(),
+        })
+    }
+
+    pub(crate) fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    fn wake_rx(st: &mut State<T>) {
+        if let Some(w) = st.rx_waker.take() {
+            w.wake();
+        }
+    }
+
+    /// Tries to put a local value in the buffer.
+    pub(crate) fn push_local(&self, value: T) -> Push<T> {
+        let mut st = lock(&self.st);
+        if st.end.is_some() || st.receivers == 0 {
+            return Push::Closed(value);
+        }
+        if st.local_len >= self.capacity.max(1) {
+            return Push::Full(value);
+        }
+        let seq = st.next_seq;
+        st.next_seq += 1;
+        st.items.push_back(Item::Local(value, seq));
+        st.local_len += 1;
+        Self::wake_rx(&mut st);
+        Push::Done(seq)
+    }
+
+    /// Whether local item `seq` is still waiting in the buffer.
+    pub(crate) fn is_queued(&self, seq: u64) -> bool {
+        let st = lock(&self.st);
+        st.items
+            .iter()
+            .any(|i| matches!(i, Item::Local(_, s) if *s == seq))
+    }
+
+    /// Takes local item `seq` back out if it is still queued (a cancelled
+    /// rendezvous send).
+    pub(crate) fn unpush(&self, seq: u64) -> Option<T> {
+        let mut st = lock(&self.st);
+        let pos = st
+            .items
+            .iter()
+            .position(|i| matches!(i, Item::Local(_, s) if *s == seq))?;
+        st.local_len -= 1;
+        match st.items.remove(pos) {
+            Some(Item::Local(v, _)) => Some(v),
+            _ => None,
+        }
+    }
+
+    /// Whether a receiver is waiting for a value right now.
+    pub(crate) fn has_waiting_receiver(&self) -> bool {
+        let st = lock(&self.st);
+        st.rx_waker.is_some() && st.items.is_empty()
+    }
+
+    /// Whether sends would fail now.
+    pub(crate) fn is_closed(&self) -> bool {
+        let st = lock(&self.st);
+        st.end.is_some() || st.receivers == 0
+    }
+
+    pub(crate) fn add_sender(&self) {
+        lock(&self.st).senders += 1;
+    }
+
+    pub(crate) fn sender_gone(&self) {
+        let mut st = lock(&self.st);
+        st.senders = st.senders.saturating_sub(1);
+        Self::check_done(&mut st);
+    }
+
+    pub(crate) fn add_receiver(&self) {
+        lock(&self.st).receivers += 1;
+    }
+
+    /// A `Receiver` of this queue was dropped. When it was the last, every
+    /// source is told the receiver is gone and buffered items are dropped.
+    pub(crate) fn receiver_gone(&self) {
+        let (items, links) = {
+            let mut st = lock(&self.st);
+            st.receivers = st.receivers.saturating_sub(1);
+            if st.receivers > 0 {
+                return;
+            }
+            st.local_len = 0;
+            (
+                std::mem::take(&mut st.items),
+                std::mem::take(&mut st.links),
+            )
+        };
+        self.space.notify_waiters();
+        for l in &links {
+            l.conn()
+                .defer_close(l.chan, CloseCode::ReceiverGone, "receiver dropped");
+        }
+        drop(items);
+    }
+
+    fn check_done(st: &mut State<T>) {
+        if st.end.is_none() && st.senders == 0 && st.keepers == 0 && st.links.is_empty() {
+            st.end = Some(End::Clean);
+            Self::wake_rx(st);
+        }
+    }
+
+    /// Takes the next item, or registers `cx` to be woken. `Ready(None)`
+    /// means the queue has ended (and the end was reported).
+    #[allow(clippy::type_complexity)]
+    pub(crate) fn poll_take(
+        &self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<Option<(Item<T>, bool)>, RecvError>> {
+        let mut st = lock(&self.st);
+        if let Some(item) = st.items.pop_front() {
+            let now_empty = st.items.is_empty();
+            if let Item::Local(..) = item {
+                st.local_len -= 1;
+                drop(st);
+                self.space.notify_waiters();
+            }
+            return Poll::Ready(Ok(Some((item, now_empty))));
+        }
+        match st.end.clone() {
+            Some(End::Clean) => Poll::Ready(Ok(None)),
+            Some(End::Failed(e)) => {
+                if st.error_reported {
+                    Poll::Ready(Ok(None))
+                } else {
+                    st.error_reported = true;
+                    Poll::Ready(Err(RecvError::Lost(e)))
+                }
+            }
+            None => {
+                st.rx_waker = Some(cx.waker().clone());
+                let rendezvous: Vec<Arc<Link>> = if self.capacity == 0 {
+                    st.links.clone()
+                } else {
+                    Vec::new()
+                };
+                drop(st);
+                // A rendezvous receiver grants one credit to each source
+                // while it waits (outside the queue lock: lock order).
+                for l in rendezvous {
+                    if l.take_grant_peek() {
+                        l.conn().rendezvous_grant(l.chan);
+                    }
+                }
+                Poll::Pending
+            }
+        }
+    }
+
+    /// After taking a remote item: returns credit to its source.
+    pub(crate) fn taken_from(&self, link: &Link, now_empty: bool) {
+        let grant = if self.capacity == 0 {
+            0
+        } else {
+            u32::from(link.take_grant())
+        };
+        link.conn()
+            .credit_update(link.chan, grant, 1, now_empty || self.capacity == 0);
+    }
+
+    /// Closes the queue's remote sources (`import_receiver_n` reached its
+    /// count) and ends it cleanly.
+    pub(crate) fn finish(&self) {
+        let links = {
+            let mut st = lock(&self.st);
+            st.end = Some(End::Clean);
+            std::mem::take(&mut st.links)
+        };
+        for l in &links {
+            l.conn().defer_close(l.chan, CloseCode::ReceiverGone, "count reached");
+        }
+    }
+}
+
+impl Link {
+    /// Whether a rendezvous grant is allowed (does not consume it: the
+    /// grant is consumed when the message is taken).
+    fn take_grant_peek(&self) -> bool {
+        !matches!(*lock(&self.grants_left), Some(0))
+    }
+}
+
+impl<T: Send + 'static> Inbound for Queue<T> {
+    fn deliver(
+        &self,
+        link: &Arc<Link>,
+        data: Bytes,
+        handles: Option<HandleGuard>,
+    ) -> Option<Option<HandleGuard>> {
+        let mut st = lock(&self.st);
+        if st.receivers == 0 || matches!(st.end, Some(End::Failed(_))) {
+            return Some(handles);
+        }
+        st.items.push_back(Item::Remote {
+            data,
+            handles,
+            link: link.clone(),
+        });
+        Self::wake_rx(&mut st);
+        None
+    }
+
+    fn link_ended(&self, link: &Arc<Link>, error: Option<Error>) {
+        let mut st = lock(&self.st);
+        let before = st.links.len();
+        st.links.retain(|l| !Arc::ptr_eq(l, link));
+        if st.links.len() == before {
+            return;
+        }
+        match error {
+            Some(e) if st.senders == 0 && st.keepers == 0 && st.links.is_empty() => {
+                if st.end.is_none() {
+                    st.end = Some(End::Failed(e));
+                }
+                Self::wake_rx(&mut st);
+            }
+            _ => Self::check_done(&mut st),
+        }
+    }
+
+    fn add_link(&self, link: Arc<Link>) -> bool {
+        let mut st = lock(&self.st);
+        if st.end.is_some() || st.receivers == 0 {
+            return false;
+        }
+        st.links.push(link);
+        true
+    }
+
+    fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    fn hangup(&self) {
+        let links = {
+            let mut st = lock(&self.st);
+            if st.end.is_none() {
+                st.end = Some(End::Clean);
+            }
+            st.keepers = 0;
+            Self::wake_rx(&mut st);
+            std::mem::take(&mut st.links)
+        };
+        self.space.notify_waiters();
+        for l in &links {
+            l.conn().defer_close(l.chan, CloseCode::Hangup, "hung up");
+        }
+    }
+
+    fn release_keeper(&self) {
+        let mut st = lock(&self.st);
+        st.keepers = st.keepers.saturating_sub(1);
+        Self::check_done(&mut st);
+    }
+}

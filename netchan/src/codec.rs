@@ -1,0 +1,149 @@
+//! Message encoding: bincode 2 (serde API) by default, postcard as an
+//! option. Every decode is bounded by the message's own length and rejects
+//! trailing bytes; nothing here allocates more than a small multiple of the
+//! bytes that actually arrived.
+
+use bytes::{BufMut, BytesMut};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::proto::CodecId;
+
+/// Appends the encoding of `value` to `dst`.
+pub(crate) fn encode<T: Serialize + ?Sized>(
+    codec: CodecId,
+    value: &T,
+    dst: &mut BytesMut,
+) -> Result<(), String> {
+    match codec {
+        CodecId::Bincode => {
+            let mut w = dst.writer();
+            bincode::serde::encode_into_std_write(value, &mut w, bincode::config::standard())
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        }
+        #[cfg(feature = "postcard")]
+        CodecId::Postcard => {
+            let w = dst.writer();
+            postcard::to_io(value, w)
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        }
+        #[cfg(not(feature = "postcard"))]
+        CodecId::Postcard => Err("postcard support is not compiled in".into()),
+    }
+}
+
+macro_rules! bounded {
+    ($bytes:expr, $($lim:literal)*) => {{
+        let len = $bytes.len();
+        $(
+            if len <= $lim {
+                let cfg = bincode::config::standard().with_limit::<$lim>();
+                return finish(bincode::serde::decode_from_slice($bytes, cfg), len);
+            }
+        )*
+        Err(format!("message of {len} bytes is too large to decode"))
+    }};
+}
+
+fn finish<T>(r: Result<(T, usize), bincode::error::DecodeError>, len: usize) -> Result<T, String> {
+    match r {
+        Ok((v, used)) if used == len => Ok(v),
+        Ok((_, used)) => Err(format!(
+            "{} trailing bytes after the value ({used} of {len} used)",
+            len - used
+        )),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// Decodes a whole message. bincode's limit is a const parameter, so the
+/// smallest power of four at or above the message length is chosen: a
+/// lying length prefix inside the message can claim at most four times the
+/// bytes that arrived.
+pub(crate) fn decode<T: DeserializeOwned>(codec: CodecId, bytes: &[u8]) -> Result<T, String> {
+    match codec {
+        CodecId::Bincode => bounded!(bytes,
+            64 256 1024 4096 16384 65536 262144 1048576 4194304 16777216
+            67108864 268435456 1073741824 4294967295),
+        #[cfg(feature = "postcard")]
+        CodecId::Postcard => {
+            // postcard reads lengths and then the bytes themselves from the
+            // slice, so it cannot allocate past what arrived.
+            match postcard::take_from_bytes::<T>(bytes) {
+                Ok((v, rest)) if rest.is_empty() => Ok(v),
+                Ok((_, rest)) => Err(format!("{} trailing bytes after the value", rest.len())),
+                Err(e) => Err(e.to_string()),
+            }
+        }
+        #[cfg(not(feature = "postcard"))]
+        CodecId::Postcard => Err("postcard support is not compiled in".into()),
+    }
+}
+
+/// The name a message type is compared by across programs: Rust's type
+/// name with every module path removed (`alloc::vec::Vec<app::Job>`
+/// becomes `Vec<Job>`), so programs that define the same type in different
+/// modules, or share it from a crate, agree.
+pub(crate) fn type_name<T: ?Sized>() -> String {
+    strip_paths(std::any::type_name::<T>())
+}
+
+pub(crate) fn strip_paths(full: &str) -> String {
+    let mut out = String::with_capacity(full.len());
+    let mut ident = String::new();
+    let mut chars = full.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == ':' && chars.peek() == Some(&':') {
+            chars.next();
+            ident.clear();
+        } else if c.is_alphanumeric() || c == '_' {
+            ident.push(c);
+        } else {
+            out.push_str(&ident);
+            ident.clear();
+            out.push(c);
+        }
+    }
+    out.push_str(&ident);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn type_names_lose_their_module_paths() {
+        assert_eq!(strip_paths("alloc::vec::Vec<app::Job>"), "Vec<Job>");
+        assert_eq!(
+            strip_paths("(u32, core::option::Option<a::b::C<d::E, f::G>>)"),
+            "(u32, Option<C<E, G>>)"
+        );
+        assert_eq!(strip_paths("[u8; 4]"), "[u8; 4]");
+        assert_eq!(type_name::<Vec<String>>(), "Vec<String>");
+    }
+
+    #[test]
+    fn bincode_round_trips_and_rejects_trailing_bytes() {
+        let mut buf = BytesMut::new();
+        encode(CodecId::Bincode, &(7u32, "hi".to_string()), &mut buf).unwrap();
+        let v: (u32, String) = decode(CodecId::Bincode, &buf).unwrap();
+        assert_eq!(v, (7, "hi".to_string()));
+        buf.put_u8(0);
+        let e = decode::<(u32, String)>(CodecId::Bincode, &buf).unwrap_err();
+        assert!(e.contains("trailing"), "{e}");
+    }
+
+    #[test]
+    fn bincode_refuses_a_length_prefix_larger_than_the_message() {
+        // A Vec<u8> claiming 2^40 bytes in a 9-byte message.
+        let mut buf = BytesMut::new();
+        encode(CodecId::Bincode, &(1u64 << 40), &mut buf).unwrap();
+        let e = decode::<Vec<u8>>(CodecId::Bincode, &buf).unwrap_err();
+        assert!(!e.is_empty());
+        let e = decode::<String>(CodecId::Bincode, &buf).unwrap_err();
+        assert!(!e.is_empty());
+    }
+}

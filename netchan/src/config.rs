@@ -1,0 +1,107 @@
+//! [`Config`]: limits, timeouts and codec for a session or exporter.
+
+use std::time::Duration;
+
+use crate::proto::{CodecId, Limits};
+
+/// Settings of a session or exporter: limits, timeouts, codec.
+///
+/// Every setter returns the updated config, so settings chain:
+///
+/// ```
+/// use std::time::Duration;
+/// let cfg = netchan::Config::default()
+///     .max_message_len(1 << 20)
+///     .max_channels(256)
+///     .handshake_timeout(Duration::from_secs(5))
+///     .keepalive(Duration::from_secs(10));
+/// assert_eq!(cfg.get_max_message_len(), 1 << 20);
+/// ```
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub(crate) limits: Limits,
+    pub(crate) handshake_timeout: Duration,
+    pub(crate) codec: CodecId,
+    pub(crate) close_timeout: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Config {
+        Config {
+            limits: Limits::default(),
+            handshake_timeout: Duration::from_secs(10),
+            codec: CodecId::Bincode,
+            close_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+impl Config {
+    /// The largest message this side accepts, in bytes (default 16 MiB).
+    /// The peer learns it in the handshake and refuses to send larger ones.
+    pub fn max_message_len(mut self, n: usize) -> Config {
+        self.limits.max_message_len = n.clamp(64, u32::MAX as usize);
+        self
+    }
+
+    /// The largest message accepted.
+    pub fn get_max_message_len(&self) -> usize {
+        self.limits.max_message_len
+    }
+
+    /// Open channels per connection, counting both sides (default 1024).
+    /// The lower of the two sides' values applies.
+    pub fn max_channels(mut self, n: usize) -> Config {
+        self.limits.max_channels = n.clamp(1, u32::MAX as usize);
+        self
+    }
+
+    /// Channels the peer asked for that are not yet answered (default 128).
+    pub fn max_pending_opens(mut self, n: usize) -> Config {
+        self.limits.max_pending_opens = n.max(1);
+        self
+    }
+
+    /// Channel handles inside one message (default 128).
+    pub fn max_handles(mut self, n: usize) -> Config {
+        self.limits.max_handles = n.min(u16::MAX as usize);
+        self
+    }
+
+    /// Size of the chunks large messages are split into (default 64 KiB).
+    /// Smaller chunks let small messages on other channels through sooner.
+    pub fn chunk_size(mut self, n: usize) -> Config {
+        self.limits.chunk_size = n.clamp(256, 1 << 24);
+        self
+    }
+
+    /// How long TCP connect, TLS and the hello may take together (default 10 s).
+    pub fn handshake_timeout(mut self, d: Duration) -> Config {
+        self.handshake_timeout = d;
+        self
+    }
+
+    /// Keepalive interval (default 15 s): a ping is sent after this long
+    /// without sending, and the peer is presumed dead after three intervals
+    /// without receiving anything.
+    pub fn keepalive(mut self, d: Duration) -> Config {
+        let d = d.max(Duration::from_millis(10));
+        self.limits.keepalive = d;
+        self.limits.dead_after = d * 3;
+        self
+    }
+
+    /// How long `close` waits for the peer to acknowledge (default 5 s).
+    pub fn close_timeout(mut self, d: Duration) -> Config {
+        self.close_timeout = d;
+        self
+    }
+
+    /// Use postcard instead of bincode for messages. Both sides must agree;
+    /// a mismatch fails the handshake with a clear error.
+    #[cfg(feature = "postcard")]
+    pub fn postcard(mut self) -> Config {
+        self.codec = CodecId::Postcard;
+        self
+    }
+}

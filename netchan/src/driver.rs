@@ -1,0 +1,215 @@
+//! The driver: two tokio tasks that run one connection's protocol core
+//! over a byte stream.
+//!
+//! The reader reads into one buffer, decodes every complete frame under a
+//! single lock and routes it. The writer sleeps until woken, takes the
+//! whole transmit buffer at once (many frames, one `write_all`), and runs
+//! keepalive timers. Neither knows about names or services.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Instant;
+
+use bytes::BytesMut;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+use crate::error::{Error, Origin};
+use crate::session::{Conn, Status};
+
+/// Read buffer growth step; also the size below which it is topped up.
+const READ_CHUNK: usize = 64 << 10;
+
+/// Starts the reader and writer tasks of `conn` over `stream`.
+pub(crate) fn spawn<S>(conn: Arc<Conn>, stream: S)
+where
+    S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+{
+    let (rd, wr) = tokio::io::split(stream);
+    let left = Arc::new(AtomicUsize::new(2));
+    let (c1, l1) = (conn.clone(), left.clone());
+    conn.rt.spawn(async move {
+        reader(&c1, rd).await;
+        finish(&c1, &l1);
+    });
+    let c2 = conn.clone();
+    conn.rt.spawn(async move {
+        writer(&c2, wr).await;
+        finish(&c2, &left);
+    });
+}
+
+fn finish(conn: &Arc<Conn>, left: &AtomicUsize) {
+    if left.fetch_sub(1, Ordering::AcqRel) != 1 {
+        // The other task still runs; make sure it notices the end.
+        conn.write_notify.notify_one();
+        return;
+    }
+    let mut garbage = Vec::new();
+    {
+        let mut inner = conn.lock();
+        conn.end(&mut inner, Error::Closed, &mut garbage);
+    }
+    drop(garbage);
+    conn.driver_ended.store(true, Ordering::Release);
+    conn.driver_done.notify_waiters();
+    conn.errors.end();
+    conn.changed.notify_waiters();
+}
+
+/// Ends the connection with `e` (logged) and queues a goodbye naming it.
+fn fail(conn: &Arc<Conn>, e: Error) {
+    let mut garbage = Vec::new();
+    {
+        let mut inner = conn.lock();
+        if matches!(inner.status, Status::Ended(_)) {
+            return;
+        }
+        conn.log_error(e.clone());
+        let reason = match &e {
+            Error::Protocol { error, .. } => error.to_string(),
+            _ => String::new(),
+        };
+        conn.end(&mut inner, e, &mut garbage);
+        inner.proto.goodbye(&reason);
+    }
+    drop(garbage);
+    conn.write_notify.notify_one();
+}
+
+async fn reader<R: AsyncRead + Unpin>(conn: &Arc<Conn>, mut rd: R) {
+    let mut buf = BytesMut::with_capacity(READ_CHUNK);
+    let handshake_deadline = tokio::time::Instant::now() + conn.config.handshake_timeout;
+    loop {
+        if buf.capacity() - buf.len() < READ_CHUNK / 4 {
+            buf.reserve(READ_CHUNK);
+        }
+        let handshaking = matches!(conn.lock().status, Status::Handshaking);
+        let read = if handshaking {
+            match tokio::time::timeout_at(handshake_deadline, rd.read_buf(&mut buf)).await {
+                Ok(r) => r,
+                Err(_) => {
+                    fail(conn, Error::HandshakeTimeout(conn.config.handshake_timeout));
+                    return;
+                }
+            }
+        } else if conn.closing() {
+            // We said goodbye: give the peer a bounded time to answer.
+            match tokio::time::timeout(conn.config.close_timeout, rd.read_buf(&mut buf)).await {
+                Ok(r) => r,
+                Err(_) => return,
+            }
+        } else {
+            rd.read_buf(&mut buf).await
+        };
+        match read {
+            Ok(0) => {
+                let ended = matches!(conn.lock().status, Status::Ended(_));
+                if !ended {
+                    let e = if conn.closing() {
+                        Error::Closed
+                    } else {
+                        Error::ConnectionLost(
+                            "peer closed the connection without a goodbye".into(),
+                        )
+                    };
+                    if matches!(e, Error::Closed) {
+                        let mut g = Vec::new();
+                        conn.end(&mut conn.lock(), e, &mut g);
+                    } else {
+                        fail(conn, e);
+                    }
+                }
+                return;
+            }
+            Err(e) => {
+                fail(conn, Error::io(e));
+                return;
+            }
+            Ok(_) => {}
+        }
+        let mut garbage = Vec::new();
+        let mut ended = false;
+        {
+            let mut inner = conn.lock();
+            let now = Instant::now();
+            loop {
+                match inner.proto.poll_input(&mut buf, now) {
+                    Ok(Some(ev)) => conn.dispatch(&mut inner, ev, &mut garbage),
+                    Ok(None) => break,
+                    Err(error) => {
+                        drop(inner);
+                        fail(
+                            conn,
+                            Error::Protocol {
+                                origin: Origin::Remote,
+                                error,
+                            },
+                        );
+                        return;
+                    }
+                }
+            }
+            if matches!(inner.status, Status::Ended(_)) {
+                ended = true;
+            }
+        }
+        drop(garbage);
+        conn.write_notify.notify_one();
+        if ended {
+            return;
+        }
+    }
+}
+
+async fn writer<W: AsyncWrite + Unpin>(conn: &Arc<Conn>, mut wr: W) {
+    let mut buf = BytesMut::with_capacity(READ_CHUNK);
+    loop {
+        let notified = conn.write_notify.notified();
+        let (have, done, ended, deadline) = {
+            let mut inner = conn.lock();
+            conn.apply_deferred(&mut inner);
+            let now = Instant::now();
+            if let Err(error) = inner.proto.handle_timeout(now) {
+                drop(inner);
+                fail(
+                    conn,
+                    Error::Protocol {
+                        origin: Origin::Remote,
+                        error,
+                    },
+                );
+                continue;
+            }
+            let have = inner.proto.take_transmit(&mut buf, now);
+            (
+                have,
+                inner.proto.goodbye_sent(),
+                matches!(inner.status, Status::Ended(_)),
+                inner.proto.poll_timeout(),
+            )
+        };
+        if have {
+            if let Err(e) = wr.write_all(&buf).await {
+                fail(conn, Error::io(e));
+                return;
+            }
+            buf.clear();
+            continue;
+        }
+        if done || ended {
+            break;
+        }
+        match deadline {
+            Some(d) => {
+                let d = tokio::time::Instant::from_std(d);
+                tokio::select! {
+                    _ = notified => {}
+                    _ = tokio::time::sleep_until(d) => {}
+                }
+            }
+            None => notified.await,
+        }
+    }
+    let _ = wr.flush().await;
+    let _ = wr.shutdown().await;
+}

@@ -1,0 +1,402 @@
+//! [`Exporter`]: a listener whose named channels are shared by every
+//! session it accepts, and the name registry ([`Exports`]) that sessions
+//! consult when a peer imports.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use crate::channel::queue::{Inbound, Queue, lock};
+use crate::channel::route::Route;
+use crate::channel::{Keep, Receiver, Sender};
+use crate::error::Error;
+use crate::proto::{CloseCode, Side};
+use crate::session::{ErrorLog, Session};
+use crate::{Config, Message, codec};
+
+/// One exported name.
+#[derive(Clone)]
+pub(crate) enum Export {
+    /// Importers receive; values are shared out among them.
+    Sender {
+        route: Weak<Route>,
+        type_name: String,
+    },
+    /// Importers send; their values merge into one queue.
+    Receiver {
+        queue: Arc<dyn Inbound>,
+        type_name: String,
+    },
+}
+
+impl Export {
+    pub(crate) fn sender<T: Message>(route: &Arc<Route>) -> Export {
+        Export::Sender {
+            route: Arc::downgrade(route),
+            type_name: codec::type_name::<T>(),
+        }
+    }
+
+    pub(crate) fn receiver<T: Message>(queue: Arc<Queue<T>>) -> Export {
+        Export::Receiver {
+            queue,
+            type_name: codec::type_name::<T>(),
+        }
+    }
+
+    fn is_dead(&self) -> bool {
+        match self {
+            Export::Sender { route, .. } => route.upgrade().is_none_or(|r| r.is_closed()),
+            Export::Receiver { .. } => false,
+        }
+    }
+}
+
+/// Names exported by a session or an exporter.
+#[derive(Default)]
+pub(crate) struct Exports {
+    map: Mutex<HashMap<String, Export>>,
+}
+
+impl fmt::Debug for Exports {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let names: Vec<String> = lock(&self.map).keys().cloned().collect();
+        f.debug_struct("Exports").field("names", &names).finish()
+    }
+}
+
+impl Exports {
+    pub(crate) fn new() -> Arc<Exports> {
+        Arc::new(Exports::default())
+    }
+
+    pub(crate) fn add(&self, name: &str, e: Export) -> Result<(), Error> {
+        if name.len() > crate::proto::frame::MAX_NAME_LEN {
+            return Err(Error::Config(format!(
+                "channel name of {} bytes is longer than {}",
+                name.len(),
+                crate::proto::frame::MAX_NAME_LEN
+            )));
+        }
+        let mut map = lock(&self.map);
+        if map.get(name).is_some_and(|old| !old.is_dead()) {
+            return Err(Error::AlreadyExported(name.to_owned()));
+        }
+        map.insert(name.to_owned(), e);
+        Ok(())
+    }
+
+    pub(crate) fn get(&self, name: &str) -> Option<Export> {
+        lock(&self.map).get(name).cloned()
+    }
+
+    /// Withdraws `name` and closes it. False if it was not exported.
+    pub(crate) fn hangup(&self, name: &str) -> bool {
+        let e = lock(&self.map).remove(name);
+        match e {
+            Some(e) => {
+                close_export(e);
+                true
+            }
+            None => false,
+        }
+    }
+
+    pub(crate) fn hangup_all(&self) {
+        let all: Vec<Export> = lock(&self.map).drain().map(|(_, e)| e).collect();
+        for e in all {
+            close_export(e);
+        }
+    }
+}
+
+fn close_export(e: Export) {
+    match e {
+        Export::Sender { route, .. } => {
+            if let Some(r) = route.upgrade() {
+                r.close(CloseCode::Hangup, "hung up");
+            }
+        }
+        Export::Receiver { queue, .. } => queue.hangup(),
+    }
+}
+
+pub(crate) struct ExporterShared {
+    exports: Arc<Exports>,
+    sessions: Mutex<HashMap<u64, Session>>,
+    local_addr: SocketAddr,
+    accept: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    errors: Arc<ErrorLog>,
+    shut: AtomicBool,
+}
+
+impl ExporterShared {
+    fn sessions(&self) -> Vec<Session> {
+        lock(&self.sessions).values().cloned().collect()
+    }
+
+    fn stop(&self) -> Vec<Session> {
+        if self.shut.swap(true, Ordering::AcqRel) {
+            return Vec::new();
+        }
+        if let Some(h) = lock(&self.accept).take() {
+            h.abort();
+        }
+        self.exports.hangup_all();
+        let sessions: Vec<Session> = lock(&self.sessions).drain().map(|(_, s)| s).collect();
+        self.errors.end();
+        sessions
+    }
+}
+
+/// The user-held part of an exporter: when the last `Exporter` clone and
+/// the last channel half it exported are gone, it shuts down.
+pub(crate) struct ExporterRef(Arc<ExporterShared>);
+
+impl Drop for ExporterRef {
+    fn drop(&mut self) {
+        // Sessions close cleanly as their handles drop.
+        drop(self.0.stop());
+    }
+}
+
+/// A listener whose named channels are shared by every session it
+/// accepts: Go's `netchan.Exporter`.
+///
+/// ```no_run
+/// # async fn run() -> Result<(), netchan::Error> {
+/// let exp = netchan::Exporter::bind("127.0.0.1:7000").await?;
+/// let jobs = exp.export_sender::<String>("jobs")?;      // each job to one importer
+/// let mut results = exp.export_receiver::<u64>("results", 16)?; // from every importer
+/// jobs.send("compress /tmp/a".into()).await.ok();
+/// let first = results.recv().await;
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct Exporter {
+    inner: Arc<ExporterRef>,
+}
+
+impl fmt::Debug for Exporter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Exporter")
+            .field("local_addr", &self.inner.0.local_addr)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Exporter {
+    fn shared(&self) -> &Arc<ExporterShared> {
+        &self.inner.0
+    }
+
+    fn keep(&self) -> Keep {
+        Keep::Exporter(self.inner.clone())
+    }
+
+    /// Listens on `addr` over TCP with the default [`Config`].
+    pub async fn bind(addr: impl tokio::net::ToSocketAddrs) -> Result<Exporter, Error> {
+        Exporter::bind_with(addr, Config::default()).await
+    }
+
+    /// Listens on `addr` over TCP with `cfg` for every accepted session.
+    pub async fn bind_with(
+        addr: impl tokio::net::ToSocketAddrs,
+        cfg: Config,
+    ) -> Result<Exporter, Error> {
+        let listener = tokio::net::TcpListener::bind(addr).await?;
+        let local_addr = listener.local_addr()?;
+        let shared = Arc::new(ExporterShared {
+            exports: Exports::new(),
+            sessions: Mutex::new(HashMap::new()),
+            local_addr,
+            accept: Mutex::new(None),
+            errors: ErrorLog::new(),
+            shut: AtomicBool::new(false),
+        });
+        let weak = Arc::downgrade(&shared);
+        let task = tokio::spawn(accept_loop(listener, weak, cfg));
+        *lock(&shared.accept) = Some(task);
+        Ok(Exporter {
+            inner: Arc::new(ExporterRef(shared)),
+        })
+    }
+
+    /// The address it listens on (useful after binding port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.shared().local_addr
+    }
+
+    /// Exports a sender named `name`: each value goes to exactly one
+    /// importer (one with room); a send waits while no importer has room.
+    pub fn export_sender<T: Message>(&self, name: &str) -> Result<Sender<T>, Error> {
+        let route = Route::export();
+        self.shared()
+            .exports
+            .add(name, Export::sender::<T>(&route))?;
+        Ok(Sender::from_route(route, Some(self.keep())))
+    }
+
+    /// Exports a receiver named `name`: the values of every importer merge
+    /// here. `capacity` is the buffer granted to each importer. Importers
+    /// coming and going do not end it; only [`hangup`](Exporter::hangup)
+    /// or [`shutdown`](Exporter::shutdown) does.
+    pub fn export_receiver<T: Message>(
+        &self,
+        name: &str,
+        capacity: usize,
+    ) -> Result<Receiver<T>, Error> {
+        let queue = Queue::<T>::new(capacity, 0, 1);
+        self.shared()
+            .exports
+            .add(name, Export::receiver::<T>(queue.clone()))?;
+        Ok(Receiver::from_queue(queue, None, Some(self.keep())))
+    }
+
+    /// Withdraws `name` and closes it: importers of an exported sender get
+    /// `Ok(None)` after what was sent; sends into an exported receiver fail.
+    pub fn hangup(&self, name: &str) -> Result<(), Error> {
+        if self.shared().exports.hangup(name) {
+            Ok(())
+        } else {
+            Err(Error::NotFound(name.to_owned()))
+        }
+    }
+
+    /// Sessions currently connected.
+    pub fn sessions(&self) -> Vec<Session> {
+        self.shared().sessions()
+    }
+
+    /// Waits until every value sent to any importer has been confirmed by
+    /// it, including values sent while waiting; fails with the count still
+    /// unconfirmed when `timeout` passes or a session fails.
+    pub async fn drain(&self, timeout: Option<Duration>) -> Result<(), Error> {
+        let sessions = self.sessions();
+        let all = futures::future::join_all(sessions.iter().map(|s| s.drain(None)));
+        let results = match timeout {
+            Some(t) => match tokio::time::timeout(t, all).await {
+                Ok(r) => r,
+                Err(_) => {
+                    let count = sessions
+                        .iter()
+                        .map(|s| s.conn().lock().proto.unconfirmed())
+                        .sum();
+                    return Err(Error::Undelivered {
+                        count,
+                        why: format!("timed out after {t:?}"),
+                    });
+                }
+            },
+            None => all.await,
+        };
+        sum_undelivered(results)
+    }
+
+    /// Waits until every importer has confirmed the values sent before
+    /// this call (not those sent while waiting); fails with the count
+    /// still unconfirmed when `timeout` passes.
+    pub async fn sync(&self, timeout: Option<Duration>) -> Result<(), Error> {
+        let targets: Vec<(Session, u64)> = self
+            .sessions()
+            .into_iter()
+            .map(|s| {
+                let sent = s.conn().lock().proto.sent_total();
+                (s, sent)
+            })
+            .collect();
+        let all = futures::future::join_all(targets.iter().map(|(s, t)| s.confirmed(*t)));
+        let results = match timeout {
+            Some(t) => match tokio::time::timeout(t, all).await {
+                Ok(r) => r,
+                Err(_) => {
+                    let count = targets
+                        .iter()
+                        .map(|(s, target)| {
+                            target.saturating_sub(s.conn().lock().proto.confirmed_total())
+                        })
+                        .sum();
+                    return Err(Error::Undelivered {
+                        count,
+                        why: format!("timed out after {t:?}"),
+                    });
+                }
+            },
+            None => all.await,
+        };
+        sum_undelivered(results)
+    }
+
+    /// Errors of every session this exporter accepted.
+    pub fn errors(&self) -> impl futures::Stream<Item = Error> + Send + Unpin + 'static {
+        self.shared().errors.stream()
+    }
+
+    /// Stops accepting, withdraws every export (receivers get `Ok(None)`
+    /// after what arrived), and closes every session cleanly.
+    pub async fn shutdown(&self) {
+        let sessions = self.shared().stop();
+        futures::future::join_all(sessions.iter().map(|s| s.close())).await;
+    }
+}
+
+fn sum_undelivered(results: Vec<Result<(), Error>>) -> Result<(), Error> {
+    let mut count = 0;
+    let mut why = None;
+    for r in results {
+        match r {
+            Ok(()) => {}
+            Err(Error::Undelivered { count: c, why: w }) => {
+                count += c;
+                why.get_or_insert(w);
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    match why {
+        None => Ok(()),
+        Some(why) => Err(Error::Undelivered { count, why }),
+    }
+}
+
+async fn accept_loop(listener: tokio::net::TcpListener, shared: Weak<ExporterShared>, cfg: Config) {
+    loop {
+        let (stream, _peer) = match listener.accept().await {
+            Ok(x) => x,
+            Err(e) => {
+                // Out of file descriptors and the like: back off, go on.
+                tracing::warn!(error = %e, "netchan exporter: accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let Some(shared) = shared.upgrade() else {
+            return;
+        };
+        if let Err(e) = crate::transport::tcp::tune(&stream, &cfg) {
+            shared.errors.push(e);
+            continue;
+        }
+        let session = Session::start(
+            stream,
+            Side::Acceptor,
+            cfg.clone(),
+            Some(shared.exports.clone()),
+            Some(shared.errors.clone()),
+        );
+        let id = session.conn().id;
+        let conn = session.conn().clone();
+        lock(&shared.sessions).insert(id, session);
+        let weak = Arc::downgrade(&shared);
+        drop(shared);
+        tokio::spawn(async move {
+            conn.wait_driver_done().await;
+            if let Some(s) = weak.upgrade() {
+                lock(&s.sessions).remove(&id);
+            }
+        });
+    }
+}
