@@ -68,10 +68,11 @@ impl Config {
         self
     }
 
-    /// Size of the chunks large messages are split into (default 64 KiB).
+    /// Size of the chunks large messages are split into (default 64 KiB,
+    /// at least 4 KiB so that a full handle table fits in one chunk).
     /// Smaller chunks let small messages on other channels through sooner.
     pub fn chunk_size(mut self, n: usize) -> Config {
-        self.limits.chunk_size = n.clamp(256, 1 << 24);
+        self.limits.chunk_size = n.clamp(4096, 1 << 24);
         self
     }
 

@@ -108,9 +108,7 @@ async fn reader<R: AsyncRead + Unpin>(conn: &Arc<Conn>, mut rd: R) {
                     let e = if conn.closing() {
                         Error::Closed
                     } else {
-                        Error::ConnectionLost(
-                            "peer closed the connection without a goodbye".into(),
-                        )
+                        Error::ConnectionLost("peer closed the connection without a goodbye".into())
                     };
                     if matches!(e, Error::Closed) {
                         let mut g = Vec::new();

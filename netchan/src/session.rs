@@ -373,11 +373,7 @@ impl Conn {
     }
 
     /// Encodes `value` as one message on `chan`, if it has credit.
-    pub(crate) fn send_value<T: Message>(
-        self: &Arc<Self>,
-        chan: ChanId,
-        value: &T,
-    ) -> SendOutcome {
+    pub(crate) fn send_value<T: Message>(self: &Arc<Self>, chan: ChanId, value: &T) -> SendOutcome {
         let mut inner = self.lock();
         match inner.proto.can_send(chan) {
             Ok(()) => {}
@@ -405,11 +401,12 @@ impl Conn {
             )))
         } else if n > 0
             && inner.proto.channel_count() + n
-                > inner
-                    .proto
-                    .limits()
-                    .max_channels
-                    .min(inner.proto.peer().map_or(usize::MAX, |p| p.max_channels as usize))
+                > inner.proto.limits().max_channels.min(
+                    inner
+                        .proto
+                        .peer()
+                        .map_or(usize::MAX, |p| p.max_channels as usize),
+                )
         {
             Some(Error::TooManyChannels(inner.proto.limits().max_channels))
         } else {
@@ -471,10 +468,10 @@ impl Conn {
             Event::Open {
                 chan,
                 dir,
-                capacity,
                 name,
                 type_name,
-            } => self.on_open(inner, chan, dir, capacity, &name, &type_name),
+                ..
+            } => self.on_open(inner, chan, dir, &name, &type_name),
             Event::Accepted { chan, capacity } => {
                 if let Some(tx) = inner.opens.remove(&chan) {
                     let _ = tx.send(Ok(capacity));
@@ -572,15 +569,13 @@ impl Conn {
         inner: &mut Inner,
         chan: ChanId,
         dir: Dir,
-        capacity: u32,
         name: &str,
         type_name: &str,
     ) {
-        let found = self.exports.get(name).or_else(|| {
-            self.shared_exports
-                .as_ref()
-                .and_then(|s| s.get(name))
-        });
+        let found = self
+            .exports
+            .get(name)
+            .or_else(|| self.shared_exports.as_ref().and_then(|s| s.get(name)));
         let Some(export) = found else {
             inner
                 .proto
@@ -588,31 +583,48 @@ impl Conn {
             return;
         };
         match (export, dir) {
-            (Export::Sender { route, type_name: t }, Dir::OpenerReceives) => {
+            (
+                Export::Sender {
+                    route,
+                    type_name: t,
+                },
+                Dir::OpenerReceives,
+            ) => {
                 if t != type_name {
                     inner.proto.reject(chan, RejectCode::WrongType, &t);
                     return;
                 }
                 let Some(route) = route.upgrade().filter(|r| !r.is_closed()) else {
-                    inner.proto.reject(chan, RejectCode::Closed, "export closed");
+                    inner
+                        .proto
+                        .reject(chan, RejectCode::Closed, "export closed");
                     return;
                 };
                 inner.proto.accept(chan, 0);
-                inner.eps.insert(chan, Endpoint::Out(Arc::downgrade(&route)));
+                inner
+                    .eps
+                    .insert(chan, Endpoint::Out(Arc::downgrade(&route)));
                 route.add_member(Member {
                     conn: ConnRef::new(self),
                     chan,
-                    capacity,
                 });
             }
-            (Export::Receiver { queue, type_name: t }, Dir::OpenerSends) => {
+            (
+                Export::Receiver {
+                    queue,
+                    type_name: t,
+                },
+                Dir::OpenerSends,
+            ) => {
                 if t != type_name {
                     inner.proto.reject(chan, RejectCode::WrongType, &t);
                     return;
                 }
                 let link = Link::new(ConnRef::new(self), chan, None);
                 if !queue.add_link(link.clone()) {
-                    inner.proto.reject(chan, RejectCode::Closed, "export closed");
+                    inner
+                        .proto
+                        .reject(chan, RejectCode::Closed, "export closed");
                     return;
                 }
                 let cap = u32::try_from(queue.capacity()).unwrap_or(u32::MAX);
@@ -692,11 +704,7 @@ impl Conn {
                 })?;
             inner.eps.insert(chan, make_ep(chan));
             inner.opens.insert(chan, tx);
-            inner
-                .imports
-                .entry(name.to_owned())
-                .or_default()
-                .push(chan);
+            inner.imports.entry(name.to_owned()).or_default().push(chan);
             chan
         };
         self.write_notify.notify_one();
@@ -711,7 +719,9 @@ impl Conn {
                 }
                 Err(match e {
                     Error::NoSuchExport(_) => Error::NoSuchExport(name.to_owned()),
-                    Error::WrongDirection { expected, actual, .. } => Error::WrongDirection {
+                    Error::WrongDirection {
+                        expected, actual, ..
+                    } => Error::WrongDirection {
                         name: name.to_owned(),
                         expected,
                         actual,
@@ -748,8 +758,16 @@ fn reject_error(code: RejectCode, reason: String) -> Error {
         RejectCode::NoSuchName => Error::NoSuchExport(String::new()),
         RejectCode::WrongDirection => Error::WrongDirection {
             name: String::new(),
-            expected: if reason == "sender" { "receiver" } else { "sender" },
-            actual: if reason == "sender" { "sender" } else { "receiver" },
+            expected: if reason == "sender" {
+                "receiver"
+            } else {
+                "sender"
+            },
+            actual: if reason == "sender" {
+                "sender"
+            } else {
+                "receiver"
+            },
         },
         RejectCode::WrongType => Error::WrongType {
             name: String::new(),
@@ -922,7 +940,8 @@ impl Session {
         n: Option<u64>,
     ) -> Result<Receiver<T>, Error> {
         let conn = self.conn();
-        let cap = u32::try_from(capacity).map_err(|_| Error::Config("capacity too large".into()))?;
+        let cap =
+            u32::try_from(capacity).map_err(|_| Error::Config("capacity too large".into()))?;
         let initial = match n {
             Some(n) => u64::from(cap).min(n) as u32,
             None => cap,
@@ -959,7 +978,6 @@ impl Session {
                 let route = Route::single(Member {
                     conn: ConnRef::new(conn),
                     chan,
-                    capacity: 0,
                 });
                 let ep = Endpoint::Out(Arc::downgrade(&route));
                 route_slot = Some(route);
@@ -975,9 +993,7 @@ impl Session {
     /// while none has room.
     pub fn export_sender<T: Message>(&self, name: &str) -> Result<Sender<T>, Error> {
         let route = Route::export();
-        self.conn()
-            .exports
-            .add(name, Export::sender::<T>(&route))?;
+        self.conn().exports.add(name, Export::sender::<T>(&route))?;
         Ok(Sender::from_route(
             route,
             Some(crate::channel::Keep::Conn(self.conn.clone())),

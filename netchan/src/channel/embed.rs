@@ -23,6 +23,9 @@ use crate::Message;
 use crate::proto::{HandleDesc, HandleKind, Role};
 use crate::session::{Conn, ConnRef, Endpoint, HandleGuard, Inner};
 
+/// Starts forwarding a local receiver into a new channel's route.
+type StartForward = Box<dyn FnOnce(Arc<Route>, &tokio::runtime::Handle) + Send>;
+
 /// A handle collected while encoding, attached once the message is known
 /// to fit.
 pub(crate) enum OutHandle {
@@ -34,10 +37,7 @@ pub(crate) enum OutHandle {
     },
     /// The peer gets a `Receiver`; `start` begins forwarding into the new
     /// channel's route.
-    Forward {
-        capacity: u32,
-        start: Box<dyn FnOnce(Arc<Route>, &tokio::runtime::Handle) + Send>,
-    },
+    Forward { capacity: u32, start: StartForward },
 }
 
 impl OutHandle {
@@ -54,7 +54,11 @@ impl OutHandle {
                 } else {
                     // The receiver is already gone: the peer gets a closed
                     // sender (the close follows the message).
-                    conn.defer_close(chan, crate::proto::CloseCode::ReceiverGone, "receiver dropped");
+                    conn.defer_close(
+                        chan,
+                        crate::proto::CloseCode::ReceiverGone,
+                        "receiver dropped",
+                    );
                 }
                 drop(keep);
                 Some(HandleDesc {
@@ -68,9 +72,10 @@ impl OutHandle {
                 let route = Route::single(Member {
                     conn: ConnRef::new(conn),
                     chan,
-                    capacity,
                 });
-                inner.eps.insert(chan, Endpoint::Out(Arc::downgrade(&route)));
+                inner
+                    .eps
+                    .insert(chan, Endpoint::Out(Arc::downgrade(&route)));
                 start(route, &conn.rt);
                 Some(HandleDesc {
                     kind: HandleKind::Receiver,
@@ -257,11 +262,10 @@ impl<'de, T: Message> Deserialize<'de> for Sender<T> {
         let route = Route::single(Member {
             conn: ConnRef::new(&conn),
             chan: desc.chan,
-            capacity: desc.capacity,
         });
         {
             let mut inner = conn.lock();
-            if inner.proto.has_channel(desc.chan) {
+            if inner.proto.is_channel_open(desc.chan) {
                 inner
                     .eps
                     .insert(desc.chan, Endpoint::Out(Arc::downgrade(&route)));
@@ -280,14 +284,12 @@ impl<'de, T: Message> Deserialize<'de> for Receiver<T> {
         queue.add_link(link.clone());
         let alive = {
             let mut inner = conn.lock();
-            if inner.proto.has_channel(desc.chan) {
+            if inner.proto.is_channel_open(desc.chan) {
                 inner
                     .eps
                     .insert(desc.chan, Endpoint::In(queue.clone(), link.clone()));
                 if desc.capacity > 0 {
-                    inner
-                        .proto
-                        .credit_update(desc.chan, desc.capacity, 0, true);
+                    inner.proto.credit_update(desc.chan, desc.capacity, 0, true);
                 }
                 true
             } else {

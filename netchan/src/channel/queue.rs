@@ -130,8 +130,6 @@ pub(crate) trait Inbound: Send + Sync + 'static {
     /// Ends the queue from its name (`hangup`): sources are closed, the
     /// receiver gets the buffer then `Ok(None)`.
     fn hangup(&self);
-    /// A keeper (an export) lets go.
-    fn release_keeper(&self);
 }
 
 /// Outcome of a local push.
@@ -223,10 +221,6 @@ impl<T> Queue<T> {
         st.end.is_some() || st.receivers == 0
     }
 
-    pub(crate) fn add_sender(&self) {
-        lock(&self.st).senders += 1;
-    }
-
     pub(crate) fn sender_gone(&self) {
         let mut st = lock(&self.st);
         st.senders = st.senders.saturating_sub(1);
@@ -247,10 +241,7 @@ impl<T> Queue<T> {
                 return;
             }
             st.local_len = 0;
-            (
-                std::mem::take(&mut st.items),
-                std::mem::take(&mut st.links),
-            )
+            (std::mem::take(&mut st.items), std::mem::take(&mut st.links))
         };
         self.space.notify_waiters();
         for l in &links {
@@ -334,7 +325,8 @@ impl<T> Queue<T> {
             std::mem::take(&mut st.links)
         };
         for l in &links {
-            l.conn().defer_close(l.chan, CloseCode::ReceiverGone, "count reached");
+            l.conn()
+                .defer_close(l.chan, CloseCode::ReceiverGone, "count reached");
         }
     }
 }
@@ -412,11 +404,5 @@ impl<T: Send + 'static> Inbound for Queue<T> {
         for l in &links {
             l.conn().defer_close(l.chan, CloseCode::Hangup, "hung up");
         }
-    }
-
-    fn release_keeper(&self) {
-        let mut st = lock(&self.st);
-        st.keepers = st.keepers.saturating_sub(1);
-        Self::check_done(&mut st);
     }
 }

@@ -16,8 +16,6 @@ use crate::session::{ConnRef, SendOutcome};
 pub(crate) struct Member {
     pub(crate) conn: ConnRef,
     pub(crate) chan: ChanId,
-    /// The receiving side's capacity (0: rendezvous).
-    pub(crate) capacity: u32,
 }
 
 /// A set of remote channels behind one `Sender`.
@@ -97,7 +95,10 @@ impl Route {
     }
 
     /// Tries each member once, starting after the last one used.
-    pub(crate) fn try_send(&self, encode: &mut dyn FnMut(&ConnRef, ChanId) -> SendOutcome) -> Attempt {
+    pub(crate) fn try_send(
+        &self,
+        encode: &mut dyn FnMut(&ConnRef, ChanId) -> SendOutcome,
+    ) -> Attempt {
         if self.is_closed() {
             return Attempt::Closed;
         }

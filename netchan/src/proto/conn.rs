@@ -221,6 +221,8 @@ struct Chan {
     pending_taken: u32,
     credit_dirty: bool,
     assembling: Option<Assembly>,
+    /// Closing while a message was arriving: its remaining chunks are skipped.
+    skipping: bool,
     /// Messages delivered to the runtime, and reported taken.
     delivered: u64,
     taken_total: u64,
@@ -254,6 +256,7 @@ impl Chan {
             pending_taken: 0,
             credit_dirty: false,
             assembling: None,
+            skipping: false,
             delivered: 0,
             taken_total: 0,
         }
@@ -327,6 +330,8 @@ pub struct Connection {
     chans: HashMap<ChanId, Chan>,
     next_id: ChanId,
     last_peer_id: ChanId,
+    /// Peer ids below `last_peer_id` not seen yet.
+    id_gaps: std::collections::HashSet<ChanId>,
     requested: usize,
     out: BytesMut,
     /// Channels with pending chunks, in round-robin order.
@@ -370,6 +375,7 @@ impl Connection {
                 Side::Acceptor => 2,
             },
             last_peer_id: 0,
+            id_gaps: std::collections::HashSet::new(),
             requested: 0,
             out,
             ready: VecDeque::new(),
@@ -444,6 +450,10 @@ impl Connection {
     }
 
     fn reply(&mut self, f: Frame) -> Result<(), ProtoError> {
+        if self.goodbye == Goodbye::Sent {
+            // Nothing may follow our goodbye.
+            return Ok(());
+        }
         let before = self.out.len();
         f.encode(&mut self.out);
         self.replies += self.out.len() - before;
@@ -464,7 +474,7 @@ impl Connection {
             return match e {
                 Some(e) => Err(e.clone()),
                 None if buf.is_empty() => Ok(None),
-                None => Err(ProtoError::AfterGoodbye),
+                None => Err(self.fail(ProtoError::AfterGoodbye)),
             };
         }
         if !buf.is_empty() {
@@ -482,7 +492,8 @@ impl Connection {
             }
         }
         loop {
-            let frame = match Frame::decode(buf, self.limits.chunk_size) {
+            let max_data = self.limits.max_message_len.max(self.limits.chunk_size);
+            let frame = match Frame::decode(buf, max_data) {
                 Ok(Some(f)) => f,
                 Ok(None) => return Ok(None),
                 Err(e) => return Err(self.fail(e)),
@@ -495,12 +506,42 @@ impl Connection {
         }
     }
 
-    fn peer_id_ok(&self, chan: ChanId) -> bool {
+    /// Accepts a peer-allocated id: of the peer's parity and never used.
+    ///
+    /// Ids need not arrive in allocation order (a handle inside a large,
+    /// chunked message can be overtaken by a later `OPEN`), so ids skipped
+    /// over are remembered as gaps until they arrive; a jump that would
+    /// leave more gaps than channels allowed is refused.
+    fn take_peer_id(&mut self, chan: ChanId) -> Result<(), ProtoError> {
         let peer_parity = match self.side {
             Side::Dialer => 0,
             Side::Acceptor => 1,
         };
-        chan != 0 && chan % 2 == peer_parity && chan > self.last_peer_id
+        if chan == 0 || chan % 2 != peer_parity {
+            return Err(ProtoError::BadChannelId(chan));
+        }
+        if chan > self.last_peer_id {
+            let first = if self.last_peer_id == 0 {
+                2 - peer_parity
+            } else {
+                self.last_peer_id + 2
+            };
+            let skipped = ((chan - first) / 2) as usize;
+            if self.id_gaps.len() + skipped > self.limits.max_channels {
+                return Err(ProtoError::BadChannelId(chan));
+            }
+            let mut id = first;
+            while id < chan {
+                self.id_gaps.insert(id);
+                id += 2;
+            }
+            self.last_peer_id = chan;
+            Ok(())
+        } else if self.id_gaps.remove(&chan) {
+            Ok(())
+        } else {
+            Err(ProtoError::BadChannelId(chan))
+        }
     }
 
     fn handle_frame(&mut self, frame: Frame) -> Result<Option<Event>, ProtoError> {
@@ -512,10 +553,7 @@ impl Connection {
                 name,
                 type_name,
             } => {
-                if !self.peer_id_ok(chan) {
-                    return Err(ProtoError::BadChannelId(chan));
-                }
-                self.last_peer_id = chan;
+                self.take_peer_id(chan)?;
                 if self.chans.len() >= self.channel_limit()
                     || self.requested >= self.limits.max_pending_opens
                 {
@@ -552,11 +590,21 @@ impl Connection {
                     c.capacity = capacity;
                     c.credit = capacity;
                 }
+                if let Some((code, reason)) = c.close_after.take() {
+                    self.close(chan, code, &reason);
+                    return Ok(None);
+                }
                 Ok(Some(Event::Accepted { chan, capacity }))
             }
             Frame::Reject { chan, code, reason } => {
-                self.chan_in(chan, Kind::Reject, State::Opening)?;
+                let closed = self
+                    .chan_in(chan, Kind::Reject, State::Opening)?
+                    .close_after
+                    .is_some();
                 self.chans.remove(&chan);
+                if closed {
+                    return Ok(None);
+                }
                 Ok(Some(Event::Rejected { chan, code, reason }))
             }
             Frame::Data {
@@ -682,8 +730,19 @@ impl Connection {
             });
         }
         match c.state {
-            // We closed it; data already in flight is dropped.
-            State::Closing => return Ok(None),
+            // We closed it: data already in flight is dropped, but the
+            // channels its handles open must be closed in turn.
+            State::Closing => {
+                let first = !c.skipping;
+                c.skipping = flags & FLAG_END == 0;
+                if first && flags & FLAG_HANDLES != 0 {
+                    let mut p = payload;
+                    for h in self.adopt_handles(&mut p)? {
+                        self.close(h.chan, CloseCode::ReceiverGone, "receiver gone");
+                    }
+                }
+                return Ok(None);
+            }
             State::Open => {}
             _ => {
                 return Err(ProtoError::Unexpected {
@@ -734,7 +793,10 @@ impl Connection {
                 // Grows only as bytes arrive, never to a declared size.
                 a.buf.extend_from_slice(&payload);
                 if end {
-                    let a = c.assembling.take().ok_or(ProtoError::UnknownChannel(chan))?;
+                    let a = c
+                        .assembling
+                        .take()
+                        .ok_or(ProtoError::UnknownChannel(chan))?;
                     Some((a.buf.freeze(), a.handles))
                 } else {
                     None
@@ -779,12 +841,6 @@ impl Connection {
         if data.remaining() < n * HANDLE_ENTRY_LEN {
             return Err(bad("short handle table"));
         }
-        if self.chans.len() + n > self.channel_limit() {
-            return Err(ProtoError::LimitExceeded {
-                what: "open channels",
-                limit: self.channel_limit(),
-            });
-        }
         let mut out = Vec::with_capacity(n);
         for _ in 0..n {
             let kind = match data.get_u8() {
@@ -794,15 +850,22 @@ impl Connection {
             };
             let chan = data.get_u32_le();
             let capacity = data.get_u32_le();
-            if !self.peer_id_ok(chan) {
-                return Err(ProtoError::BadChannelId(chan));
-            }
-            self.last_peer_id = chan;
-            let c = match kind {
+            self.take_peer_id(chan)?;
+            let mut c = match kind {
                 // The recipient sends; the originator granted `capacity` up front.
                 HandleKind::Sender => Chan::new(State::Open, Role::Sending, capacity, capacity),
                 HandleKind::Receiver => Chan::new(State::Open, Role::Receiving, capacity, 0),
             };
+            if self.chans.len() >= self.channel_limit() {
+                // The tables of the two sides differ while frames cross;
+                // a handle over the limit is closed, not fatal.
+                c.state = State::Closing;
+                self.reply(Frame::Close {
+                    chan,
+                    code: CloseCode::Error,
+                    reason: format!("channel limit {} reached", self.channel_limit()),
+                })?;
+            }
             self.chans.insert(chan, c);
             out.push(HandleDesc {
                 kind,
@@ -994,7 +1057,7 @@ impl Connection {
         } else {
             2 + handles.len() * HANDLE_ENTRY_LEN
         };
-        if handles.len() > self.limits.max_handles || handles.len() > usize::from(u16::MAX) {
+        if handles.len() > self.limits.max_handles || table > self.limits.chunk_size {
             self.out.truncate(start);
             return Err(FinishError::TooManyHandles {
                 count: handles.len(),
@@ -1029,7 +1092,14 @@ impl Connection {
         self.sent_total += 1;
         if size <= self.limits.chunk_size && c.pending.is_empty() {
             let flags = if table > 0 { FLAG_HANDLES } else { 0 };
-            patch_header(&mut self.out, start, size, Kind::Data, flags | FLAG_END, chan);
+            patch_header(
+                &mut self.out,
+                start,
+                size,
+                Kind::Data,
+                flags | FLAG_END,
+                chan,
+            );
         } else {
             // Chunked later, round-robin with other channels' large messages.
             let mut body = self.out.split_off(start);
@@ -1096,6 +1166,13 @@ impl Connection {
         self.chans.get(&chan).map_or(0, |c| c.capacity)
     }
 
+    /// Whether `chan` is open (not opening, requested or closing).
+    pub fn is_channel_open(&self, chan: ChanId) -> bool {
+        self.chans
+            .get(&chan)
+            .is_some_and(|c| c.state == State::Open)
+    }
+
     /// Whether `chan` is in the table.
     pub fn has_channel(&self, chan: ChanId) -> bool {
         self.chans.contains_key(&chan)
@@ -1120,7 +1197,14 @@ impl Connection {
         match c.state {
             State::Closing => {}
             State::Requested => self.reject(chan, RejectCode::Closed, reason),
-            State::Opening | State::Open => {
+            State::Opening => {
+                // Closed once the answer arrives (ACCEPT or REJECT may
+                // already be on the way).
+                if c.close_after.is_none() {
+                    c.close_after = Some((code, reason.to_owned()));
+                }
+            }
+            State::Open => {
                 if !c.pending.is_empty() {
                     if c.close_after.is_none() {
                         c.close_after = Some((code, reason.to_owned()));
@@ -1129,6 +1213,7 @@ impl Connection {
                 }
                 c.state = State::Closing;
                 c.credit_dirty = false;
+                c.skipping = c.assembling.take().is_some();
                 Frame::Close {
                     chan,
                     code,
@@ -1178,6 +1263,14 @@ impl Connection {
     /// a budget of large-message chunks (round-robin over channels) are
     /// added first.
     pub fn take_transmit(&mut self, dst: &mut BytesMut, now: Instant) -> bool {
+        if self.goodbye == Goodbye::Sent {
+            // Nothing may follow our goodbye.
+            self.out.clear();
+            self.ready.clear();
+            self.credit_dirty.clear();
+            self.pong_due = None;
+            return false;
+        }
         for chan in std::mem::take(&mut self.credit_dirty) {
             if let Some(c) = self.chans.get_mut(&chan) {
                 c.credit_dirty = false;
@@ -1271,6 +1364,7 @@ impl Connection {
         }
         if now.saturating_duration_since(self.last_tx) >= self.limits.keepalive
             && self.out.is_empty()
+            && self.goodbye == Goodbye::None
         {
             self.ping_seq += 1;
             Frame::Ping(self.ping_seq).encode(&mut self.out);

@@ -213,10 +213,12 @@ pub enum Frame {
     Pong(u64),
 }
 
-/// Largest payload accepted for a frame of `kind` given the chunk size.
-fn max_payload(kind: Kind, chunk_size: usize) -> usize {
+/// Largest payload accepted for a frame of `kind`: `max_data` for `DATA`
+/// (the receiver's message limit: the sender's chunk size is its own
+/// choice), [`MAX_CONTROL_PAYLOAD`] for the rest.
+fn max_payload(kind: Kind, max_data: usize) -> usize {
     match kind {
-        Kind::Data => chunk_size,
+        Kind::Data => max_data,
         _ => MAX_CONTROL_PAYLOAD,
     }
 }
@@ -330,13 +332,14 @@ impl Frame {
         }
     }
 
-    /// Decodes one frame from the front of `src`.
+    /// Decodes one frame from the front of `src`; `DATA` payloads may be up
+    /// to `max_data` bytes.
     ///
     /// Returns `Ok(None)` when more bytes are needed (nothing is consumed
     /// then), and an error for anything malformed. The declared length is
     /// checked against the limit for its kind before any byte of the
     /// payload is buffered, so a hostile header pins no memory.
-    pub fn decode(src: &mut BytesMut, chunk_size: usize) -> Result<Option<Frame>, ProtoError> {
+    pub fn decode(src: &mut BytesMut, max_data: usize) -> Result<Option<Frame>, ProtoError> {
         if src.len() < HEADER_LEN {
             // Reject an unknown kind as soon as its byte is here.
             if src.len() > 4 && Kind::from_u8(src[4]).is_none() {
@@ -346,7 +349,7 @@ impl Frame {
         }
         let len = u32::from_le_bytes([src[0], src[1], src[2], src[3]]) as usize;
         let kind = Kind::from_u8(src[4]).ok_or(ProtoError::UnknownFrameKind(src[4]))?;
-        let max = max_payload(kind, chunk_size);
+        let max = max_payload(kind, max_data);
         if len > max {
             return Err(ProtoError::FrameTooLarge { kind, len, max });
         }

@@ -25,7 +25,9 @@ pub use hello::{CodecId, Hello, MAGIC, PROTOCOL_VERSION};
 #[non_exhaustive]
 pub enum ProtoError {
     /// The peer's first bytes are not a netchan hello.
-    #[error("peer does not speak netchan (wrong magic bytes; is it TLS, HTTP or another protocol?)")]
+    #[error(
+        "peer does not speak netchan (wrong magic bytes; is it TLS, HTTP or another protocol?)"
+    )]
     NotNetchan,
     /// The peer speaks another protocol version.
     #[error("protocol version mismatch: this side speaks {ours}, the peer speaks {theirs}")]
@@ -39,7 +41,9 @@ pub enum ProtoError {
     #[error("peer uses unknown message codec {0}")]
     UnknownCodec(u8),
     /// The two sides chose different codecs.
-    #[error("codec mismatch: this side uses {ours:?}, the peer uses {theirs:?}; configure both alike")]
+    #[error(
+        "codec mismatch: this side uses {ours:?}, the peer uses {theirs:?}; configure both alike"
+    )]
     CodecMismatch {
         /// Our codec.
         ours: CodecId,

@@ -11,7 +11,8 @@ use crate::error::Error;
 pub(crate) fn tune(stream: &TcpStream, cfg: &Config) -> Result<(), Error> {
     stream.set_nodelay(true)?;
     let sock = socket2::SockRef::from(stream);
-    let ka = socket2::TcpKeepalive::new().with_time(cfg.limits.keepalive.max(Duration::from_secs(1)));
+    let ka =
+        socket2::TcpKeepalive::new().with_time(cfg.limits.keepalive.max(Duration::from_secs(1)));
     sock.set_tcp_keepalive(&ka)?;
     Ok(())
 }
