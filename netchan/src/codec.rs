@@ -37,8 +37,9 @@ pub(crate) fn encode<T: Serialize + ?Sized>(
 macro_rules! bounded {
     ($bytes:expr, $($lim:literal)*) => {{
         let len = $bytes.len();
+        let need = len.saturating_mul(CLAIM_FACTOR).saturating_add(CLAIM_SLACK);
         $(
-            if len <= $lim {
+            if need <= $lim {
                 let cfg = bincode::config::standard().with_limit::<$lim>();
                 return finish(bincode::serde::decode_from_slice($bytes, cfg), len);
             }
@@ -58,15 +59,22 @@ fn finish<T>(r: Result<(T, usize), bincode::error::DecodeError>, len: usize) -> 
     }
 }
 
+/// bincode's limit counts decoded memory, not wire bytes (a one-byte
+/// varint becomes an eight-byte integer), so a message may claim this many
+/// times its own length before it is refused.
+const CLAIM_FACTOR: usize = 16;
+/// Plus this much, for small messages with a few large integers.
+const CLAIM_SLACK: usize = 4096;
+
 /// Decodes a whole message. bincode's limit is a const parameter, so the
-/// smallest power of four at or above the message length is chosen: a
-/// lying length prefix inside the message can claim at most four times the
-/// bytes that arrived.
+/// smallest power of four at or above `CLAIM_FACTOR * len + CLAIM_SLACK` is
+/// chosen: a lying length prefix inside a message of `len` bytes can make
+/// the decoder allocate at most about `64 * len + 16 KiB` before it fails.
 pub(crate) fn decode<T: DeserializeOwned>(codec: CodecId, bytes: &[u8]) -> Result<T, String> {
     match codec {
         CodecId::Bincode => bounded!(bytes,
-            64 256 1024 4096 16384 65536 262144 1048576 4194304 16777216
-            67108864 268435456 1073741824 4294967295),
+            16384 65536 262144 1048576 4194304 16777216 67108864 268435456
+            1073741824 4294967296 17179869184),
         #[cfg(feature = "postcard")]
         CodecId::Postcard => {
             // postcard reads lengths and then the bytes themselves from the

@@ -23,6 +23,8 @@ pub struct Config {
     pub(crate) handshake_timeout: Duration,
     pub(crate) codec: CodecId,
     pub(crate) close_timeout: Duration,
+    pub(crate) max_rpc_in_flight: usize,
+    pub(crate) rpc_deadline_cap: Duration,
 }
 
 impl Default for Config {
@@ -32,6 +34,8 @@ impl Default for Config {
             handshake_timeout: Duration::from_secs(10),
             codec: CodecId::Bincode,
             close_timeout: Duration::from_secs(5),
+            max_rpc_in_flight: 1024,
+            rpc_deadline_cap: Duration::from_secs(3600),
         }
     }
 }
@@ -95,6 +99,21 @@ impl Config {
     /// How long `close` waits for the peer to acknowledge (default 5 s).
     pub fn close_timeout(mut self, d: Duration) -> Config {
         self.close_timeout = d;
+        self
+    }
+
+    /// RPC calls in flight per connection and direction (default 1024):
+    /// further calls wait, and a server runs at most this many handlers
+    /// for one client.
+    pub fn max_rpc_in_flight(mut self, n: usize) -> Config {
+        self.max_rpc_in_flight = n.max(1);
+        self
+    }
+
+    /// The longest deadline a server grants a peer's call (default 1 h);
+    /// calls without a deadline get this one on the server.
+    pub fn rpc_deadline_cap(mut self, d: Duration) -> Config {
+        self.rpc_deadline_cap = d;
         self
     }
 

@@ -30,7 +30,17 @@ pub(crate) enum Export {
         queue: Arc<dyn Inbound>,
         type_name: String,
     },
+    /// Importers send calls; each import gets a fresh queue with its own
+    /// dispatcher (an RPC service).
+    Service {
+        type_name: String,
+        start: ServiceStart,
+    },
 }
+
+/// Starts a dispatcher for one import of a service; returns its queue.
+pub(crate) type ServiceStart =
+    Arc<dyn Fn(&Arc<crate::session::Conn>) -> Arc<dyn Inbound> + Send + Sync>;
 
 impl Export {
     pub(crate) fn sender<T: Message>(route: &Arc<Route>) -> Export {
@@ -50,7 +60,7 @@ impl Export {
     fn is_dead(&self) -> bool {
         match self {
             Export::Sender { route, .. } => route.upgrade().is_none_or(|r| r.is_closed()),
-            Export::Receiver { .. } => false,
+            Export::Receiver { .. } | Export::Service { .. } => false,
         }
     }
 }
@@ -121,6 +131,8 @@ fn close_export(e: Export) {
             }
         }
         Export::Receiver { queue, .. } => queue.hangup(),
+        // Running dispatchers end with their clients' channels.
+        Export::Service { .. } => {}
     }
 }
 
@@ -264,6 +276,32 @@ impl Exporter {
         } else {
             Err(Error::NotFound(name.to_owned()))
         }
+    }
+
+    /// Serves `service` to every session, present and future: one instance
+    /// shared by all (clones share it).
+    pub fn serve<S: crate::Service + Clone>(&self, service: S) {
+        let name = service.name().to_owned();
+        let make: crate::rpc::MakeService<S> = Arc::new(move |_: &Session| service.clone());
+        self.add_service(&name, crate::rpc::service_export(make));
+    }
+
+    /// Serves a service made for each session by `make`, which gets the
+    /// session, so a handler knows its peer and can call it back.
+    pub fn serve_each<S: crate::Service>(
+        &self,
+        make: impl Fn(&Session) -> S + Send + Sync + 'static,
+    ) {
+        let make: crate::rpc::MakeService<S> = Arc::new(make);
+        self.add_service(S::NAME, crate::rpc::service_export(make));
+    }
+
+    fn add_service(&self, name: &str, export: Export) {
+        let name = crate::rpc::export_name(name);
+        // Serving again under the same name replaces the service for new
+        // clients; running dispatchers go on.
+        self.shared().exports.hangup(&name);
+        let _ = self.shared().exports.add(&name, export);
     }
 
     /// Sessions currently connected.

@@ -45,6 +45,8 @@
 #![deny(missing_docs)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
+#[doc(hidden)]
+pub mod __private;
 mod channel;
 mod cluster;
 mod codec;
@@ -54,6 +56,7 @@ mod error;
 mod export;
 mod pipe;
 pub mod proto;
+mod rpc;
 mod session;
 mod transport;
 
@@ -64,6 +67,7 @@ pub use error::{Error, Origin, RecvError, RpcError, SendError, TrySendError};
 pub use export::Exporter;
 pub use netchan_macros::service;
 pub use pipe::{Pipe, pipe};
+pub use rpc::Service;
 pub use session::{Importer, Session};
 
 /// Any type that can travel on a channel: `Serialize + DeserializeOwned +

@@ -387,7 +387,10 @@ impl Conn {
         let handles = scope.finish();
         if let Err(e) = r {
             inner.proto.abort_message(start);
-            return SendOutcome::Invalid(Error::Codec(e));
+            drop(inner);
+            let e = Error::Codec(format!("cannot encode a {}: {e}", codec::type_name::<T>()));
+            self.log_error(e.clone());
+            return SendOutcome::Invalid(e);
         }
         let n = handles.len();
         let size = inner.proto.message_len(start) + if n == 0 { 0 } else { 2 + 9 * n };
@@ -416,6 +419,7 @@ impl Conn {
             inner.proto.abort_message(start);
             drop(inner);
             drop(handles);
+            self.log_error(e.clone());
             return SendOutcome::Invalid(e);
         }
         let mut descs = Vec::with_capacity(n);
@@ -630,6 +634,29 @@ impl Conn {
                 let cap = u32::try_from(queue.capacity()).unwrap_or(u32::MAX);
                 inner.proto.accept(chan, cap);
                 inner.eps.insert(chan, Endpoint::In(queue, link));
+            }
+            (
+                Export::Service {
+                    type_name: t,
+                    start,
+                },
+                Dir::OpenerSends,
+            ) => {
+                if t != type_name {
+                    inner.proto.reject(chan, RejectCode::WrongType, &t);
+                    return;
+                }
+                let queue = start(self);
+                let link = Link::new(ConnRef::new(self), chan, None);
+                queue.add_link(link.clone());
+                let cap = u32::try_from(queue.capacity()).unwrap_or(u32::MAX);
+                inner.proto.accept(chan, cap);
+                inner.eps.insert(chan, Endpoint::In(queue, link));
+            }
+            (Export::Service { .. }, Dir::OpenerReceives) => {
+                inner
+                    .proto
+                    .reject(chan, RejectCode::WrongDirection, "receiver")
             }
             (Export::Sender { .. }, Dir::OpenerSends) => {
                 inner
@@ -1016,6 +1043,19 @@ impl Session {
             None,
             Some(crate::channel::Keep::Conn(self.conn.clone())),
         ))
+    }
+
+    /// Serves `service` to this session's peer only. Both ends of a
+    /// session may serve and call at once.
+    pub fn serve<S: crate::Service>(&self, service: S) {
+        let name = crate::rpc::export_name(service.name());
+        let service = Arc::new(service);
+        let make: crate::rpc::MakeService<Arc<S>> = Arc::new(move |_: &Session| service.clone());
+        self.conn().exports.hangup(&name);
+        let _ = self
+            .conn()
+            .exports
+            .add(&name, crate::rpc::service_export(make));
     }
 
     /// Closes the channel(s) named `name` on this session: an export of

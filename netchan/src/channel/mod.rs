@@ -153,8 +153,16 @@ impl<T: Message> Sender<T> {
     /// or is larger than the peer accepts; the session's `errors()` says
     /// which).
     pub async fn send(&self, value: T) -> Result<(), SendError<T>> {
+        self.send_detailed(value)
+            .await
+            .map_err(|(v, _)| SendError(v))
+    }
+
+    /// Like `send`, but says why a value was refused: `Some(error)` when
+    /// it could not be sent at all (encoding, size), `None` when closed.
+    pub(crate) async fn send_detailed(&self, value: T) -> Result<(), (T, Option<crate::Error>)> {
         match &self.shared.target {
-            Target::Local(q) => send_local(q, value).await,
+            Target::Local(q) => send_local(q, value).await.map_err(|SendError(v)| (v, None)),
             Target::Remote(r) => send_remote(r, value).await,
         }
     }
@@ -256,7 +264,10 @@ async fn wait_taken<T: Message>(q: &Arc<Queue<T>>, seq: u64) -> Result<(), SendE
     }
 }
 
-async fn send_remote<T: Message>(r: &Arc<Route>, value: T) -> Result<(), SendError<T>> {
+async fn send_remote<T: Message>(
+    r: &Arc<Route>,
+    value: T,
+) -> Result<(), (T, Option<crate::Error>)> {
     loop {
         let notified = r.notify.notified();
         tokio::pin!(notified);
@@ -273,7 +284,8 @@ async fn send_remote<T: Message>(r: &Arc<Route>, value: T) -> Result<(), SendErr
                 return Ok(());
             }
             Attempt::Blocked => notified.await,
-            Attempt::Closed | Attempt::Invalid(_) => return Err(SendError(value)),
+            Attempt::Closed => return Err((value, None)),
+            Attempt::Invalid(e) => return Err((value, Some(e))),
         }
     }
 }

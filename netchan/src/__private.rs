@@ -1,0 +1,6 @@
+//! Paths used by code that `#[netchan::service]` generates. Not public API:
+//! anything here may change in any release.
+
+pub use crate::rpc::{BoxFuture, Client, Service};
+pub use crate::{Message, RpcError, Session};
+pub use serde;

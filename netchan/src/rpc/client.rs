@@ -1,0 +1,234 @@
+//! The calling side: one calls channel per client (shared by its clones),
+//! a reply channel, and a table of calls in flight.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::marker::PhantomData;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::{OnceCell, Semaphore, oneshot};
+
+use super::export_name;
+use super::wire::{Failure, Reply, ToServer};
+use crate::channel::queue::lock;
+use crate::{Error, Message, RpcError, Sender, Session, channel};
+
+type Pending<Resp> = Mutex<HashMap<u64, oneshot::Sender<Result<Resp, RpcError>>>>;
+
+struct State<Req, Resp> {
+    calls: Sender<ToServer<Req, Resp>>,
+    pending: Arc<Pending<Resp>>,
+    /// False once the reply channel ended: no answer can come any more.
+    alive: Arc<std::sync::atomic::AtomicBool>,
+    next_id: AtomicU64,
+    permits: Semaphore,
+}
+
+struct Shared<Req, Resp> {
+    session: Session,
+    service: String,
+    state: OnceCell<Result<Arc<State<Req, Resp>>, RpcError>>,
+}
+
+/// A typed RPC client for one service on one session. The generated
+/// `{Trait}Client` types wrap it.
+pub struct Client<Req, Resp> {
+    shared: Arc<Shared<Req, Resp>>,
+    timeout: Option<Duration>,
+    _types: PhantomData<fn(Req) -> Resp>,
+}
+
+impl<Req, Resp> Clone for Client<Req, Resp> {
+    fn clone(&self) -> Self {
+        Client {
+            shared: self.shared.clone(),
+            timeout: self.timeout,
+            _types: PhantomData,
+        }
+    }
+}
+
+impl<Req, Resp> fmt::Debug for Client<Req, Resp> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Client")
+            .field("service", &self.shared.service)
+            .field("session", &self.shared.session)
+            .field("timeout", &self.timeout)
+            .finish()
+    }
+}
+
+impl<Req: Message, Resp: Message> Client<Req, Resp> {
+    /// A client of `service` on the peer of `session`. Nothing is sent
+    /// until the first call.
+    pub fn new(session: &Session, service: &str) -> Self {
+        Client {
+            shared: Arc::new(Shared {
+                session: session.clone(),
+                service: service.to_owned(),
+                state: OnceCell::new(),
+            }),
+            timeout: None,
+            _types: PhantomData,
+        }
+    }
+
+    /// The same client with a deadline for every call; the deadline also
+    /// travels with the call, so the server drops the handler when it
+    /// passes.
+    pub fn with_timeout(&self, timeout: Duration) -> Self {
+        Client {
+            shared: self.shared.clone(),
+            timeout: Some(timeout),
+            _types: PhantomData,
+        }
+    }
+
+    async fn state(&self) -> Result<Arc<State<Req, Resp>>, RpcError> {
+        self.shared
+            .state
+            .get_or_init(|| connect(&self.shared.session, &self.shared.service))
+            .await
+            .clone()
+    }
+
+    /// Calls the service. Dropping the returned future cancels the call on
+    /// the server.
+    pub async fn call(&self, request: Req) -> Result<Resp, RpcError> {
+        let deadline = self.timeout.map(|t| tokio::time::Instant::now() + t);
+        let run = async {
+            let state = self.state().await?;
+            let _permit = state
+                .permits
+                .acquire()
+                .await
+                .map_err(|_| RpcError::Disconnected)?;
+            let id = state.next_id.fetch_add(1, Ordering::Relaxed);
+            let (tx, rx) = oneshot::channel();
+            lock(&state.pending).insert(id, tx);
+            if !state.alive.load(Ordering::Acquire) {
+                lock(&state.pending).remove(&id);
+                return Err(RpcError::Disconnected);
+            }
+            let mut guard = CallGuard {
+                state: &state,
+                id,
+                sent: false,
+                done: false,
+            };
+            let deadline_ms = deadline.map(|d| {
+                d.saturating_duration_since(tokio::time::Instant::now())
+                    .as_millis() as u64
+            });
+            let call = ToServer::Call {
+                id,
+                deadline_ms,
+                request,
+            };
+            if let Err((_, why)) = state.calls.send_detailed(call).await {
+                guard.done = true;
+                return Err(match why {
+                    Some(Error::MessageTooLarge { size, limit }) => RpcError::Codec(format!(
+                        "request of {size} bytes exceeds the limit of {limit} bytes"
+                    )),
+                    Some(e) => RpcError::Codec(e.to_string()),
+                    None => RpcError::Disconnected,
+                });
+            }
+            guard.sent = true;
+            let r = rx.await.unwrap_or(Err(RpcError::Disconnected));
+            guard.done = true;
+            r
+        };
+        match deadline {
+            Some(d) => tokio::time::timeout_at(d, run)
+                .await
+                .unwrap_or(Err(RpcError::Timeout)),
+            None => run.await,
+        }
+    }
+}
+
+/// Removes a call from the table when its future ends, and tells the
+/// server to cancel it if it was sent but not answered.
+struct CallGuard<'a, Req: Message, Resp: Message> {
+    state: &'a Arc<State<Req, Resp>>,
+    id: u64,
+    sent: bool,
+    done: bool,
+}
+
+impl<Req: Message, Resp: Message> Drop for CallGuard<'_, Req, Resp> {
+    fn drop(&mut self) {
+        lock(&self.state.pending).remove(&self.id);
+        if self.sent && !self.done {
+            let cancel = ToServer::Cancel { id: self.id };
+            if let Err(crate::TrySendError::Full(cancel)) = self.state.calls.try_send(cancel) {
+                let calls = self.state.calls.clone();
+                if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                    rt.spawn(async move {
+                        let _ = calls.send(cancel).await;
+                    });
+                }
+            }
+        }
+    }
+}
+
+async fn connect<Req: Message, Resp: Message>(
+    session: &Session,
+    service: &str,
+) -> Result<Arc<State<Req, Resp>>, RpcError> {
+    let calls = session
+        .import_sender::<ToServer<Req, Resp>>(&export_name(service))
+        .await
+        .map_err(|e| match e {
+            Error::NoSuchExport(_) => RpcError::NoSuchService(service.to_owned()),
+            Error::WrongType { .. } | Error::WrongDirection { .. } => RpcError::Codec(format!(
+                "the peer's service {service:?} has another signature: {e}"
+            )),
+            _ => RpcError::Disconnected,
+        })?;
+    let (reply_tx, mut replies) = channel::<Reply<Resp>>(256);
+    calls
+        .send(ToServer::Hello { replies: reply_tx })
+        .await
+        .map_err(|_| RpcError::Disconnected)?;
+    let pending: Arc<Pending<Resp>> = Arc::new(Mutex::new(HashMap::new()));
+    let table = pending.clone();
+    let alive = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let alive2 = alive.clone();
+    tokio::spawn(async move {
+        loop {
+            match replies.recv().await {
+                Ok(Some(Reply { id, result })) => {
+                    let tx = lock(&table).remove(&id);
+                    if let Some(tx) = tx {
+                        let _ = tx.send(result.map_err(|f| match f {
+                            Failure::Timeout => RpcError::Timeout,
+                            Failure::Remote(s) => RpcError::Remote(s),
+                            Failure::Codec(s) => RpcError::Codec(s),
+                        }));
+                    }
+                }
+                // Reported on the session's errors; that call times out
+                // or fails when the connection does.
+                Err(crate::RecvError::Decode(_)) => {}
+                Ok(None) | Err(_) => break,
+            }
+        }
+        // Every call still waiting fails (their senders drop).
+        alive2.store(false, Ordering::Release);
+        lock(&table).clear();
+    });
+    let limit = session.conn().config.max_rpc_in_flight;
+    Ok(Arc::new(State {
+        calls,
+        pending,
+        alive,
+        next_id: AtomicU64::new(1),
+        permits: Semaphore::new(limit),
+    }))
+}

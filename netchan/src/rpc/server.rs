@@ -1,0 +1,143 @@
+//! The serving side: each client connection's import of a service gets a
+//! dispatcher task that runs calls concurrently, up to a limit, each under
+//! its deadline, and aborts those the client cancels or abandons.
+
+use std::collections::HashMap;
+use std::panic::AssertUnwindSafe;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::FutureExt;
+use tokio::sync::Notify;
+
+use super::Service;
+use super::wire::{Failure, Reply, ToServer};
+use crate::channel::queue::{Inbound, Queue, lock};
+use crate::export::Export;
+use crate::session::Conn;
+use crate::{Error, Receiver, RecvError, Session, codec};
+
+/// Calls buffered per client before it waits for the server to read.
+const CALLS_CAPACITY: usize = 256;
+
+/// Makes the service instance for one session.
+pub(crate) type MakeService<S> = Arc<dyn Fn(&Session) -> S + Send + Sync>;
+
+/// The export that serves `S`: each import starts a dispatcher.
+pub(crate) fn service_export<S: Service>(make: MakeService<S>) -> Export {
+    Export::Service {
+        type_name: codec::type_name::<ToServer<S::Request, S::Response>>(),
+        start: Arc::new(move |conn: &Arc<Conn>| -> Arc<dyn Inbound> {
+            let queue = Queue::<ToServer<S::Request, S::Response>>::new(CALLS_CAPACITY, 0, 0);
+            let calls = Receiver::from_queue(queue.clone(), None, None);
+            let session = Session::from_conn(conn);
+            let make = make.clone();
+            conn.rt.spawn(async move {
+                // Called here, not under the connection's lock: `make` is
+                // user code and may use the session.
+                let service = make(&session);
+                dispatch(service, calls, session).await;
+            });
+            queue
+        }),
+    }
+}
+
+async fn dispatch<S: Service>(
+    service: S,
+    mut calls: Receiver<ToServer<S::Request, S::Response>>,
+    session: Session,
+) {
+    let replies = match calls.recv().await {
+        Ok(Some(ToServer::Hello { replies })) => replies,
+        _ => return,
+    };
+    let cfg = &session.conn().config;
+    let limit = cfg.max_rpc_in_flight;
+    let cap = cfg.rpc_deadline_cap;
+    let service = Arc::new(service);
+    let running: Arc<Mutex<HashMap<u64, tokio::task::AbortHandle>>> =
+        Arc::new(Mutex::new(HashMap::new()));
+    let finished = Arc::new(Notify::new());
+    loop {
+        // At the limit, read nothing more until a handler finishes.
+        loop {
+            let notified = finished.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if lock(&running).len() < limit {
+                break;
+            }
+            notified.await;
+        }
+        match calls.recv().await {
+            Ok(Some(ToServer::Call {
+                id,
+                deadline_ms,
+                request,
+            })) => {
+                let deadline = deadline_ms.map_or(cap, |ms| Duration::from_millis(ms).min(cap));
+                let fut = service.call(request);
+                let replies = replies.clone();
+                let table = running.clone();
+                let done = finished.clone();
+                let task = tokio::spawn(async move {
+                    let run = AssertUnwindSafe(fut).catch_unwind();
+                    let result = match tokio::time::timeout(deadline, run).await {
+                        Ok(Ok(r)) => Ok(r),
+                        Ok(Err(panic)) => Err(Failure::Remote(format!(
+                            "handler panicked: {}",
+                            panic_message(&panic)
+                        ))),
+                        Err(_) => Err(Failure::Timeout),
+                    };
+                    lock(&table).remove(&id);
+                    done.notify_waiters();
+                    if let Err((_, Some(e))) = replies.send_detailed(Reply { id, result }).await {
+                        let why = match e {
+                            Error::MessageTooLarge { size, limit } => {
+                                format!("result of {size} bytes exceeds the limit of {limit} bytes")
+                            }
+                            e => e.to_string(),
+                        };
+                        let _ = replies
+                            .send(Reply {
+                                id,
+                                result: Err(Failure::Codec(why)),
+                            })
+                            .await;
+                    }
+                });
+                let mut table = lock(&running);
+                if !task.is_finished() {
+                    table.insert(id, task.abort_handle());
+                }
+            }
+            Ok(Some(ToServer::Cancel { id })) => {
+                if let Some(h) = lock(&running).remove(&id) {
+                    h.abort();
+                    finished.notify_waiters();
+                }
+            }
+            Ok(Some(ToServer::Hello { .. })) => {}
+            // Undecodable calls are on the session's errors; the caller
+            // times out or sees the connection fail.
+            Err(RecvError::Decode(_)) => {}
+            Ok(None) | Err(_) => break,
+        }
+    }
+    // The client is gone: nobody waits for these any more.
+    for (_, h) in lock(&running).drain() {
+        h.abort();
+    }
+}
+
+fn panic_message(p: &Box<dyn std::any::Any + Send>) -> String {
+    if let Some(s) = p.downcast_ref::<&str>() {
+        (*s).to_owned()
+    } else if let Some(s) = p.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "non-string panic payload".to_owned()
+    }
+}

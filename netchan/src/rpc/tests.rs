@@ -1,0 +1,198 @@
+//! RPC runtime tests with a hand-written service (the macro's output has
+//! the same shape; its own tests live in `ui-tests` and `tests`).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use super::{BoxFuture, Client, Service};
+use crate::{RpcError, Session};
+
+#[derive(Serialize, Deserialize)]
+enum Req {
+    Echo(String),
+    Sleep(u64),
+    Panic,
+    Big(usize),
+}
+
+#[derive(Serialize, Deserialize, Debug, PartialEq)]
+enum Resp {
+    Echo(String),
+    Slept,
+    Big(#[serde(with = "serde_bytes")] Vec<u8>),
+}
+
+#[derive(Clone, Default)]
+struct Svc {
+    cancelled: Arc<AtomicUsize>,
+    started: Arc<AtomicUsize>,
+}
+
+struct CountDrop(Arc<AtomicUsize>);
+impl Drop for CountDrop {
+    fn drop(&mut self) {
+        self.0.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+impl Service for Svc {
+    type Request = Req;
+    type Response = Resp;
+    const NAME: &'static str = "Svc";
+    fn name(&self) -> &str {
+        Self::NAME
+    }
+    fn call(&self, request: Req) -> BoxFuture<Resp> {
+        let me = self.clone();
+        Box::pin(async move {
+            match request {
+                Req::Echo(s) => Resp::Echo(s),
+                Req::Sleep(ms) => {
+                    me.started.fetch_add(1, Ordering::SeqCst);
+                    let guard = CountDrop(me.cancelled.clone());
+                    tokio::time::sleep(Duration::from_millis(ms)).await;
+                    std::mem::forget(guard);
+                    Resp::Slept
+                }
+                Req::Panic => panic!("boom"),
+                Req::Big(n) => Resp::Big(vec![7; n]),
+            }
+        })
+    }
+}
+
+fn client(s: &Session) -> Client<Req, Resp> {
+    Client::new(s, "Svc")
+}
+
+async fn within<F: std::future::Future>(f: F) -> F::Output {
+    tokio::time::timeout(Duration::from_secs(10), f)
+        .await
+        .expect("test step timed out")
+}
+
+#[tokio::test]
+async fn calls_return_the_handlers_result() {
+    let (a, b) = Session::pair();
+    a.serve(Svc::default());
+    let c = client(&b);
+    for i in 0..50 {
+        let r = within(c.call(Req::Echo(format!("hi {i}")))).await;
+        assert_eq!(r, Ok(Resp::Echo(format!("hi {i}"))));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_calls_in_flight_on_one_connection() {
+    let (a, b) = Session::pair();
+    a.serve(Svc::default());
+    let c = client(&b);
+    let calls = (0..200).map(|i| {
+        let c = c.clone();
+        async move { c.call(Req::Echo(i.to_string())).await }
+    });
+    let results = within(futures::future::join_all(calls)).await;
+    for (i, r) in results.into_iter().enumerate() {
+        assert_eq!(r, Ok(Resp::Echo(i.to_string())));
+    }
+}
+
+#[tokio::test]
+async fn both_ends_serve_and_call_at_once() {
+    let (a, b) = Session::pair();
+    a.serve(Svc::default());
+    b.serve(Svc::default());
+    let (ca, cb) = (client(&a), client(&b));
+    let (ra, rb) = within(futures::future::join(
+        ca.call(Req::Echo("from a".into())),
+        cb.call(Req::Echo("from b".into())),
+    ))
+    .await;
+    assert_eq!(ra, Ok(Resp::Echo("from a".into())));
+    assert_eq!(rb, Ok(Resp::Echo("from b".into())));
+}
+
+#[tokio::test]
+async fn unknown_service_is_named_in_the_error() {
+    let (_a, b) = Session::pair();
+    let r = within(Client::<Req, Resp>::new(&b, "Nope").call(Req::Panic)).await;
+    assert_eq!(r, Err(RpcError::NoSuchService("Nope".into())));
+}
+
+#[tokio::test]
+async fn timeout_fails_the_call_and_drops_the_handler() {
+    let (a, b) = Session::pair();
+    let svc = Svc::default();
+    a.serve(svc.clone());
+    let c = client(&b).with_timeout(Duration::from_millis(50));
+    let r = within(c.call(Req::Sleep(5_000))).await;
+    assert_eq!(r, Err(RpcError::Timeout));
+    within(async {
+        while svc.cancelled.load(Ordering::SeqCst) == 0 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn dropping_a_call_cancels_the_handler_on_the_server() {
+    let (a, b) = Session::pair();
+    let svc = Svc::default();
+    a.serve(svc.clone());
+    let c = client(&b);
+    let call = c.call(Req::Sleep(60_000));
+    let _ = tokio::time::timeout(Duration::from_millis(100), call).await;
+    assert_eq!(svc.started.load(Ordering::SeqCst), 1);
+    within(async {
+        while svc.cancelled.load(Ordering::SeqCst) == 0 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_panicking_handler_is_a_remote_error() {
+    let (a, b) = Session::pair();
+    a.serve(Svc::default());
+    let r = within(client(&b).call(Req::Panic)).await;
+    assert!(
+        matches!(r, Err(RpcError::Remote(ref m)) if m.contains("boom")),
+        "{r:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_result_over_the_size_limit_is_a_clear_error() {
+    let cfg = crate::Config::default().max_message_len(1 << 16);
+    let (a, b) = Session::pair_with(cfg);
+    a.serve(Svc::default());
+    let r = within(client(&b).call(Req::Big(1 << 20))).await;
+    assert!(
+        matches!(r, Err(RpcError::Codec(ref m)) if m.contains("exceeds the limit of 65536")),
+        "{r:?}"
+    );
+}
+
+#[tokio::test]
+async fn disconnect_mid_call_is_disconnected() {
+    let (a, b) = Session::pair();
+    a.serve(Svc::default());
+    let c = client(&b);
+    assert_eq!(
+        within(c.call(Req::Echo("x".into()))).await,
+        Ok(Resp::Echo("x".into()))
+    );
+    let pending = tokio::spawn({
+        let c = c.clone();
+        async move { c.call(Req::Sleep(60_000)).await }
+    });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    a.close().await;
+    let r = within(pending).await.unwrap();
+    assert_eq!(r, Err(RpcError::Disconnected));
+}
