@@ -25,6 +25,11 @@ pub struct Config {
     pub(crate) close_timeout: Duration,
     pub(crate) max_rpc_in_flight: usize,
     pub(crate) rpc_deadline_cap: Duration,
+    #[cfg(feature = "tls")]
+    pub(crate) tls_server: Option<crate::tls::ServerTls>,
+    #[cfg(feature = "tls")]
+    pub(crate) tls_client: Option<crate::tls::ClientTls>,
+    pub(crate) allow_plaintext: bool,
 }
 
 impl Default for Config {
@@ -36,6 +41,11 @@ impl Default for Config {
             close_timeout: Duration::from_secs(5),
             max_rpc_in_flight: 1024,
             rpc_deadline_cap: Duration::from_secs(3600),
+            #[cfg(feature = "tls")]
+            tls_server: None,
+            #[cfg(feature = "tls")]
+            tls_client: None,
+            allow_plaintext: false,
         }
     }
 }
@@ -114,6 +124,30 @@ impl Config {
     /// calls without a deadline get this one on the server.
     pub fn rpc_deadline_cap(mut self, d: Duration) -> Config {
         self.rpc_deadline_cap = d;
+        self
+    }
+
+    /// Serve TLS 1.3 with these settings (`Exporter::bind_with`,
+    /// `netchan::listen_with`).
+    #[cfg(feature = "tls")]
+    pub fn tls_server(mut self, tls: crate::tls::ServerTls) -> Config {
+        self.tls_server = Some(tls);
+        self
+    }
+
+    /// Connect with TLS 1.3 with these settings (`Session::connect_with`,
+    /// `netchan::dial_with`).
+    #[cfg(feature = "tls")]
+    pub fn tls_client(mut self, tls: crate::tls::ClientTls) -> Config {
+        self.tls_client = Some(tls);
+        self
+    }
+
+    /// Let an exporter serve plaintext on an address other than loopback.
+    /// Without this, binding a non-loopback address without TLS fails:
+    /// anyone on the network could read and inject messages.
+    pub fn allow_plaintext(mut self) -> Config {
+        self.allow_plaintext = true;
         self
     }
 

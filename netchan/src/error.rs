@@ -108,6 +108,10 @@ pub enum Error {
     /// An operation did not finish in time.
     #[error("timed out after {0:?}")]
     Timeout(std::time::Duration),
+    /// TLS failed: a handshake error, a certificate that is not trusted,
+    /// a key that does not match. The text names the cause.
+    #[error("{0}")]
+    Tls(String),
     /// A configuration or argument problem.
     #[error("invalid configuration: {0}")]
     Config(String),

@@ -221,6 +221,19 @@ impl Exporter {
     ) -> Result<Exporter, Error> {
         let listener = tokio::net::TcpListener::bind(addr).await?;
         let local_addr = listener.local_addr()?;
+        #[cfg(feature = "tls")]
+        let tls = match &cfg.tls_server {
+            Some(t) => Some(t.acceptor()?),
+            None => None,
+        };
+        #[cfg(not(feature = "tls"))]
+        let tls: Option<()> = None;
+        if tls.is_none() && !cfg.allow_plaintext && !local_addr.ip().is_loopback() {
+            return Err(Error::Config(format!(
+                "refusing to serve plaintext on {local_addr}: anyone on the network could read and forge messages; \
+                 use Config::tls_server(ServerTls::new(identity)), or Config::allow_plaintext() to opt out"
+            )));
+        }
         let shared = Arc::new(ExporterShared {
             exports: Exports::new(),
             sessions: Mutex::new(HashMap::new()),
@@ -230,7 +243,7 @@ impl Exporter {
             shut: AtomicBool::new(false),
         });
         let weak = Arc::downgrade(&shared);
-        let task = tokio::spawn(accept_loop(listener, weak, cfg));
+        let task = tokio::spawn(accept_loop(listener, weak, cfg, tls));
         *lock(&shared.accept) = Some(task);
         Ok(Exporter {
             inner: Arc::new(ExporterRef(shared)),
@@ -400,9 +413,19 @@ fn sum_undelivered(results: Vec<Result<(), Error>>) -> Result<(), Error> {
     }
 }
 
-async fn accept_loop(listener: tokio::net::TcpListener, shared: Weak<ExporterShared>, cfg: Config) {
+#[cfg(feature = "tls")]
+type Acceptor = Option<tokio_rustls::TlsAcceptor>;
+#[cfg(not(feature = "tls"))]
+type Acceptor = Option<()>;
+
+async fn accept_loop(
+    listener: tokio::net::TcpListener,
+    shared: Weak<ExporterShared>,
+    cfg: Config,
+    tls: Acceptor,
+) {
     loop {
-        let (stream, _peer) = match listener.accept().await {
+        let (stream, peer_addr) = match listener.accept().await {
             Ok(x) => x,
             Err(e) => {
                 // Out of file descriptors and the like: back off, go on.
@@ -411,30 +434,86 @@ async fn accept_loop(listener: tokio::net::TcpListener, shared: Weak<ExporterSha
                 continue;
             }
         };
-        let Some(shared) = shared.upgrade() else {
+        let Some(strong) = shared.upgrade() else {
             return;
         };
         if let Err(e) = crate::transport::tcp::tune(&stream, &cfg) {
-            shared.errors.push(e);
+            strong.errors.push(e);
             continue;
         }
-        let session = Session::start(
-            stream,
-            Side::Acceptor,
-            cfg.clone(),
-            Some(shared.exports.clone()),
-            Some(shared.errors.clone()),
-        );
-        let id = session.conn().id;
-        let conn = session.conn().clone();
-        lock(&shared.sessions).insert(id, session);
-        let weak = Arc::downgrade(&shared);
-        drop(shared);
+        drop(strong);
+        // Each connection's TLS handshake runs on its own, under the
+        // handshake timeout, so a slow client cannot stall the others.
+        let (shared, cfg, tls) = (shared.clone(), cfg.clone(), tls.clone());
         tokio::spawn(async move {
-            conn.wait_driver_done().await;
-            if let Some(s) = weak.upgrade() {
-                lock(&s.sessions).remove(&id);
+            #[cfg(feature = "tls")]
+            if let Some(acceptor) = tls {
+                let timeout = cfg.handshake_timeout;
+                let r = tokio::time::timeout(timeout, acceptor.accept(stream)).await;
+                let stream = match r {
+                    Ok(Ok(s)) => s,
+                    Ok(Err(e)) => {
+                        if let Some(s) = shared.upgrade() {
+                            s.errors.push(crate::tls::explain(
+                                &format!("server (peer {peer_addr})"),
+                                e,
+                            ));
+                        }
+                        return;
+                    }
+                    Err(_) => {
+                        if let Some(s) = shared.upgrade() {
+                            s.errors.push(Error::HandshakeTimeout(timeout));
+                        }
+                        return;
+                    }
+                };
+                let peer = crate::tls::PeerIdentity::of_stream(stream.get_ref().1);
+                register(&shared, stream, cfg, |c| {
+                    if let Some(p) = peer {
+                        let _ = c.peer.set(p);
+                    }
+                });
+                return;
             }
+            #[cfg(not(feature = "tls"))]
+            let _ = (tls, peer_addr);
+            register(&shared, stream, cfg, |_| {});
         });
     }
+}
+
+/// Starts a session on an accepted stream and tracks it until it ends.
+fn register<S>(
+    shared: &Weak<ExporterShared>,
+    stream: S,
+    cfg: Config,
+    init: impl FnOnce(&crate::session::Conn),
+) -> Option<Session>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
+{
+    let shared = shared.upgrade()?;
+    if shared.shut.load(Ordering::Acquire) {
+        return None;
+    }
+    let session = Session::start_with(
+        stream,
+        Side::Acceptor,
+        cfg,
+        Some(shared.exports.clone()),
+        Some(shared.errors.clone()),
+        init,
+    );
+    let id = session.conn().id;
+    let conn = session.conn().clone();
+    lock(&shared.sessions).insert(id, session.clone());
+    let weak = Arc::downgrade(&shared);
+    tokio::spawn(async move {
+        conn.wait_driver_done().await;
+        if let Some(s) = weak.upgrade() {
+            lock(&s.sessions).remove(&id);
+        }
+    });
+    Some(session)
 }

@@ -58,7 +58,7 @@ mod pipe;
 pub mod proto;
 mod rpc;
 mod session;
-mod transport;
+pub(crate) mod transport;
 
 pub use channel::{Receiver, Sender, channel};
 pub use cluster::{dial, dial_with, listen, listen_with};
@@ -69,6 +69,8 @@ pub use netchan_macros::service;
 pub use pipe::{Pipe, pipe};
 pub use rpc::Service;
 pub use session::{Importer, Session};
+#[cfg(feature = "tls")]
+pub use transport::tls;
 
 /// Any type that can travel on a channel: `Serialize + DeserializeOwned +
 /// Send + 'static`. Implemented for every such type.

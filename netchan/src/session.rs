@@ -169,6 +169,9 @@ pub(crate) struct Conn {
     /// Services this session serves (used by the RPC layer).
     pub(crate) driver_done: Notify,
     pub(crate) driver_ended: AtomicBool,
+    /// The peer's certificate, on a TLS session.
+    #[cfg(feature = "tls")]
+    pub(crate) peer: std::sync::OnceLock<crate::tls::PeerIdentity>,
 }
 
 impl fmt::Debug for Conn {
@@ -282,6 +285,8 @@ impl Conn {
             side,
             driver_done: Notify::new(),
             driver_ended: AtomicBool::new(false),
+            #[cfg(feature = "tls")]
+            peer: std::sync::OnceLock::new(),
         })
     }
 
@@ -869,6 +874,22 @@ impl Session {
         let fut = async {
             let stream = tokio::net::TcpStream::connect(addr).await?;
             crate::transport::tcp::tune(&stream, &cfg)?;
+            #[cfg(feature = "tls")]
+            if let Some(tls) = cfg.tls_client.clone() {
+                let (connector, name) = tls.connector()?;
+                let stream = connector
+                    .connect(name, stream)
+                    .await
+                    .map_err(|e| crate::tls::explain("client", e))?;
+                let peer = crate::tls::PeerIdentity::of_stream(stream.get_ref().1);
+                let s = Session::start_with(stream, Side::Dialer, cfg, None, None, |c| {
+                    if let Some(p) = peer {
+                        let _ = c.peer.set(p);
+                    }
+                });
+                s.conn().ready().await?;
+                return Ok(s);
+            }
             let s = Session::start(stream, Side::Dialer, cfg, None, None);
             s.conn().ready().await?;
             Ok(s)
@@ -922,7 +943,24 @@ impl Session {
     where
         S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
     {
+        Session::start_with(stream, side, cfg, shared, parent_errors, |_| {})
+    }
+
+    /// Like `start`, with `init` run on the connection before its driver
+    /// starts (to record what the transport learned of the peer).
+    pub(crate) fn start_with<S>(
+        stream: S,
+        side: Side,
+        cfg: Config,
+        shared: Option<Arc<Exports>>,
+        parent_errors: Option<Arc<ErrorLog>>,
+        init: impl FnOnce(&Conn),
+    ) -> Session
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
+    {
         let conn = Conn::new(side, cfg, shared, parent_errors);
+        init(&conn);
         let session = Session::from_conn(&conn);
         crate::driver::spawn(conn, stream);
         session
@@ -1165,6 +1203,14 @@ impl Session {
         };
         conn.draining.fetch_sub(1, Ordering::AcqRel);
         r
+    }
+
+    /// The peer's certificate on a TLS session (its fingerprint and the
+    /// names it carries), so a service can decide what that peer may do.
+    /// `None` on a plaintext session.
+    #[cfg(feature = "tls")]
+    pub fn peer_identity(&self) -> Option<crate::tls::PeerIdentity> {
+        self.conn().peer.get().cloned()
     }
 
     /// Whether the connection has ended.

@@ -75,6 +75,10 @@ impl Hello {
     pub fn decode(src: &mut BytesMut, ours: &Hello) -> Result<Option<Hello>, ProtoError> {
         let n = src.len().min(MAGIC.len());
         if src[..n] != MAGIC[..n] {
+            // 0x16: a TLS handshake record; 0x15: a TLS alert.
+            if matches!(src.first(), Some(0x16 | 0x15)) {
+                return Err(ProtoError::PeerSpeaksTls);
+            }
             return Err(ProtoError::NotNetchan);
         }
         if src.len() >= 10 {

@@ -29,6 +29,12 @@ pub enum ProtoError {
         "peer does not speak netchan (wrong magic bytes; is it TLS, HTTP or another protocol?)"
     )]
     NotNetchan,
+    /// The peer started a TLS handshake (or sent a TLS alert) where a
+    /// plaintext netchan hello was expected.
+    #[error(
+        "peer speaks TLS but this side does not: enable TLS on both sides (Config::tls_server / Config::tls_client), or neither"
+    )]
+    PeerSpeaksTls,
     /// The peer speaks another protocol version.
     #[error("protocol version mismatch: this side speaks {ours}, the peer speaks {theirs}")]
     VersionMismatch {

@@ -3,3 +3,5 @@
 //! specific to each kind of stream.
 
 pub(crate) mod tcp;
+#[cfg(feature = "tls")]
+pub mod tls;
