@@ -20,11 +20,8 @@ use crate::session::{Conn, Status};
 const READ_CHUNK: usize = 64 << 10;
 
 /// Starts the reader and writer tasks of `conn` over `stream`.
-pub(crate) fn spawn<S>(conn: Arc<Conn>, stream: S)
-where
-    S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
-{
-    let (rd, wr) = tokio::io::split(stream);
+pub(crate) fn spawn<T: crate::transport::Halves>(conn: Arc<Conn>, stream: T) {
+    let (rd, wr) = stream.halves();
     let left = Arc::new(AtomicUsize::new(2));
     let (c1, l1) = (conn.clone(), left.clone());
     conn.rt.spawn(async move {
@@ -41,7 +38,7 @@ where
 fn finish(conn: &Arc<Conn>, left: &AtomicUsize) {
     if left.fetch_sub(1, Ordering::AcqRel) != 1 {
         // The other task still runs; make sure it notices the end.
-        conn.write_notify.notify_one();
+        conn.kick();
         return;
     }
     let mut garbage = Vec::new();
@@ -73,7 +70,7 @@ fn fail(conn: &Arc<Conn>, e: Error) {
         inner.proto.goodbye(&reason);
     }
     drop(garbage);
-    conn.write_notify.notify_one();
+    conn.kick();
 }
 
 async fn reader<R: AsyncRead + Unpin>(conn: &Arc<Conn>, mut rd: R) {
@@ -152,7 +149,7 @@ async fn reader<R: AsyncRead + Unpin>(conn: &Arc<Conn>, mut rd: R) {
             }
         }
         drop(garbage);
-        conn.write_notify.notify_one();
+        conn.kick();
         if ended {
             return;
         }
@@ -163,6 +160,7 @@ async fn writer<W: AsyncWrite + Unpin>(conn: &Arc<Conn>, mut wr: W) {
     let mut buf = BytesMut::with_capacity(READ_CHUNK);
     loop {
         let notified = conn.write_notify.notified();
+        conn.writer_awake();
         let (have, done, ended, deadline) = {
             let mut inner = conn.lock();
             conn.apply_deferred(&mut inner);

@@ -469,7 +469,7 @@ async fn accept_loop(
                     }
                 };
                 let peer = crate::tls::PeerIdentity::of_stream(stream.get_ref().1);
-                register(&shared, stream, cfg, |c| {
+                register(&shared, crate::transport::Joined(stream), cfg, |c| {
                     if let Some(p) = peer {
                         let _ = c.peer.set(p);
                     }
@@ -484,15 +484,12 @@ async fn accept_loop(
 }
 
 /// Starts a session on an accepted stream and tracks it until it ends.
-fn register<S>(
+fn register<S: crate::transport::Halves>(
     shared: &Weak<ExporterShared>,
     stream: S,
     cfg: Config,
     init: impl FnOnce(&crate::session::Conn),
-) -> Option<Session>
-where
-    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
-{
+) -> Option<Session> {
     let shared = shared.upgrade()?;
     if shared.shut.load(Ordering::Acquire) {
         return None;

@@ -25,6 +25,7 @@ use crate::channel::{Receiver, Sender, embed};
 use crate::config::Config;
 use crate::error::Error;
 use crate::export::{Export, Exports};
+use crate::transport::{Halves, Joined};
 use crate::proto::{
     ChanId, CloseCode, CodecId, Connection, Dir, Event, HandleDesc, HandleKind, RejectCode, Side,
 };
@@ -151,6 +152,9 @@ pub(crate) struct Conn {
     pub(crate) inner: Mutex<Inner>,
     deferred: Mutex<Deferred>,
     pub(crate) write_notify: Notify,
+    /// Set when the writer has been woken and not yet looked: saves a
+    /// wake-up per message when many are sent in a burst.
+    writer_kicked: AtomicBool,
     /// Woken on status changes and delivery confirmations.
     pub(crate) changed: Notify,
     pub(crate) draining: AtomicUsize,
@@ -270,6 +274,7 @@ impl Conn {
             }),
             deferred: Mutex::new(Deferred::default()),
             write_notify: Notify::new(),
+            writer_kicked: AtomicBool::new(false),
             changed: Notify::new(),
             draining: AtomicUsize::new(0),
             codec: config.codec,
@@ -302,12 +307,24 @@ impl Conn {
         }
     }
 
+    /// Wakes the writer (once per burst).
+    pub(crate) fn kick(&self) {
+        if !self.writer_kicked.swap(true, Ordering::AcqRel) {
+            self.write_notify.notify_one();
+        }
+    }
+
+    /// Called by the writer before it takes the transmit buffer.
+    pub(crate) fn writer_awake(&self) {
+        self.writer_kicked.store(false, Ordering::Release);
+    }
+
     /// Asks the writer to close `chan` (from a drop handler).
     pub(crate) fn defer_close(&self, chan: ChanId, code: CloseCode, reason: &str) {
         lock(&self.deferred)
             .closes
             .push((chan, code, reason.to_owned()));
-        self.write_notify.notify_one();
+        self.kick();
     }
 
     /// Waits until both driver tasks ended.
@@ -332,7 +349,7 @@ impl Conn {
     pub(crate) fn request_close(&self) {
         if !self.closing.swap(true, Ordering::AcqRel) {
             lock(&self.deferred).goodbye = true;
-            self.write_notify.notify_one();
+            self.kick();
         }
     }
 
@@ -352,13 +369,13 @@ impl Conn {
         let mut inner = self.lock();
         inner.proto.credit_update(chan, grant, taken, urgent);
         drop(inner);
-        self.write_notify.notify_one();
+        self.kick();
     }
 
     pub(crate) fn rendezvous_grant(&self, chan: ChanId) {
         let sent = self.lock().proto.rendezvous_grant(chan);
         if sent {
-            self.write_notify.notify_one();
+            self.kick();
         }
     }
 
@@ -387,7 +404,7 @@ impl Conn {
         }
         let codec = self.codec;
         let (buf, start) = inner.proto.begin_message();
-        let scope = embed::EncodeScope::enter(self);
+        let scope = embed::EncodeScope::enter();
         let r = codec::encode(codec, value, buf);
         let handles = scope.finish();
         if let Err(e) = r {
@@ -445,7 +462,7 @@ impl Conn {
             Ok(()) => {
                 let rendezvous = inner.proto.capacity_of(chan) == 0;
                 drop(inner);
-                self.write_notify.notify_one();
+                self.kick();
                 SendOutcome::Sent(rendezvous)
             }
             Err(e) => SendOutcome::Invalid(Error::Codec(format!("{e:?}"))),
@@ -739,7 +756,7 @@ impl Conn {
             inner.imports.entry(name.to_owned()).or_default().push(chan);
             chan
         };
-        self.write_notify.notify_one();
+        self.kick();
         let r = rx.await.unwrap_or(Err(Error::Closed));
         match r {
             Ok(cap) => Ok((chan, cap)),
@@ -882,7 +899,7 @@ impl Session {
                     .await
                     .map_err(|e| crate::tls::explain("client", e))?;
                 let peer = crate::tls::PeerIdentity::of_stream(stream.get_ref().1);
-                let s = Session::start_with(stream, Side::Dialer, cfg, None, None, |c| {
+                let s = Session::start_with(Joined(stream), Side::Dialer, cfg, None, None, |c| {
                     if let Some(p) = peer {
                         let _ = c.peer.set(p);
                     }
@@ -906,7 +923,7 @@ impl Session {
     where
         S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
     {
-        Session::start(stream, Side::Dialer, cfg, None, None)
+        Session::start(Joined(stream), Side::Dialer, cfg, None, None)
     }
 
     /// Like [`connect_stream`](Session::connect_stream), for the accepting side.
@@ -914,7 +931,7 @@ impl Session {
     where
         S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
     {
-        Session::start(stream, Side::Acceptor, cfg, None, None)
+        Session::start(Joined(stream), Side::Acceptor, cfg, None, None)
     }
 
     /// Two sessions connected in memory, for tests and examples.
@@ -928,37 +945,31 @@ impl Session {
     pub fn pair_with(cfg: Config) -> (Session, Session) {
         let (a, b) = tokio::io::duplex(256 << 10);
         (
-            Session::start(a, Side::Dialer, cfg.clone(), None, None),
-            Session::start(b, Side::Acceptor, cfg, None, None),
+            Session::start(Joined(a), Side::Dialer, cfg.clone(), None, None),
+            Session::start(Joined(b), Side::Acceptor, cfg, None, None),
         )
     }
 
-    pub(crate) fn start<S>(
+    pub(crate) fn start<S: Halves>(
         stream: S,
         side: Side,
         cfg: Config,
         shared: Option<Arc<Exports>>,
         parent_errors: Option<Arc<ErrorLog>>,
-    ) -> Session
-    where
-        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
-    {
+    ) -> Session {
         Session::start_with(stream, side, cfg, shared, parent_errors, |_| {})
     }
 
     /// Like `start`, with `init` run on the connection before its driver
     /// starts (to record what the transport learned of the peer).
-    pub(crate) fn start_with<S>(
+    pub(crate) fn start_with<S: Halves>(
         stream: S,
         side: Side,
         cfg: Config,
         shared: Option<Arc<Exports>>,
         parent_errors: Option<Arc<ErrorLog>>,
         init: impl FnOnce(&Conn),
-    ) -> Session
-    where
-        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
-    {
+    ) -> Session {
         let conn = Conn::new(side, cfg, shared, parent_errors);
         init(&conn);
         let session = Session::from_conn(&conn);

@@ -34,6 +34,8 @@ pub(crate) enum OutHandle {
     Queue {
         queue: Arc<dyn Inbound>,
         keep: Box<dyn Send>,
+        /// Starts a forwarder once attached (a remote sender travelling on).
+        start: Option<Box<dyn FnOnce(&tokio::runtime::Handle) + Send>>,
     },
     /// The peer gets a `Receiver`; `start` begins forwarding into the new
     /// channel's route.
@@ -45,7 +47,10 @@ impl OutHandle {
     /// if the connection refused (it is ending).
     pub(crate) fn attach(self, inner: &mut Inner, conn: &Arc<Conn>) -> Option<HandleDesc> {
         match self {
-            OutHandle::Queue { queue, keep } => {
+            OutHandle::Queue { queue, keep, start } => {
+                if let Some(start) = start {
+                    start(&conn.rt);
+                }
                 let cap = u32::try_from(queue.capacity()).unwrap_or(u32::MAX);
                 let chan = inner.proto.alloc_handle(Role::Receiving, cap).ok()?;
                 let link = Link::new(ConnRef::new(conn), chan, None);
@@ -88,7 +93,6 @@ impl OutHandle {
 }
 
 struct EncodeCtx {
-    conn: Arc<Conn>,
     handles: Vec<OutHandle>,
 }
 
@@ -108,10 +112,9 @@ pub(crate) struct EncodeScope {
 }
 
 impl EncodeScope {
-    pub(crate) fn enter(conn: &Arc<Conn>) -> EncodeScope {
+    pub(crate) fn enter() -> EncodeScope {
         let prev = ENCODE.with(|c| {
             c.borrow_mut().replace(EncodeCtx {
-                conn: conn.clone(),
                 handles: Vec::new(),
             })
         });
@@ -140,13 +143,13 @@ impl Drop for EncodeScope {
 }
 
 /// Records `h` in the current encode scope; returns its table index.
-fn push_handle(make: impl FnOnce(&Arc<Conn>) -> OutHandle) -> Result<u32, String> {
+fn push_handle(make: impl FnOnce() -> OutHandle) -> Result<u32, String> {
     ENCODE.with(|c| {
         let mut c = c.borrow_mut();
         let ctx = c.as_mut().ok_or_else(|| {
             "netchan channel handles can only be serialized inside a netchan message".to_string()
         })?;
-        let h = make(&ctx.conn);
+        let h = make();
         ctx.handles.push(h);
         Ok((ctx.handles.len() - 1) as u32)
     })
@@ -197,16 +200,17 @@ pub(crate) fn decode<T: Message>(
 
 impl<T: Message> Serialize for Sender<T> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let idx = push_handle(|conn| match self.local_queue() {
+        let idx = push_handle(|| match self.local_queue() {
             Some(q) => OutHandle::Queue {
                 queue: q.clone(),
                 keep: Box::new(()),
+                start: None,
             },
             None => {
                 // A remote sender travels on: values the new holder sends
                 // arrive here first and are forwarded.
                 let (tx, rx) = channel::<T>(16);
-                conn.rt.spawn(forward(rx, self.clone()));
+                let me = self.clone();
                 let queue: Arc<dyn Inbound> = match tx.local_queue() {
                     Some(q) => q.clone(),
                     None => Queue::<T>::new(0, 0, 0),
@@ -214,6 +218,9 @@ impl<T: Message> Serialize for Sender<T> {
                 OutHandle::Queue {
                     queue,
                     keep: Box::new(tx),
+                    start: Some(Box::new(move |rt| {
+                        rt.spawn(forward(rx, me));
+                    })),
                 }
             }
         })
@@ -226,7 +233,7 @@ impl<T: Message> Serialize for Receiver<T> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let rx = self.second_handle();
         let capacity = u32::try_from(self.capacity()).unwrap_or(u32::MAX);
-        let idx = push_handle(move |_| OutHandle::Forward {
+        let idx = push_handle(move || OutHandle::Forward {
             capacity,
             start: Box::new(move |route, rt| {
                 rt.spawn(forward(rx, Sender::from_route(route, None)));
@@ -297,7 +304,7 @@ impl<'de, T: Message> Deserialize<'de> for Receiver<T> {
             }
         };
         if alive {
-            conn.write_notify.notify_one();
+            conn.kick();
         } else {
             queue.link_ended(&link, None);
         }

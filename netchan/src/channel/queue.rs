@@ -26,6 +26,11 @@ pub(crate) struct Link {
     pub(crate) chan: ChanId,
     /// For `import_receiver_n`: grants still allowed (`None`: unlimited).
     pub(crate) grants_left: Mutex<Option<u64>>,
+    limited: bool,
+    /// Credit taken but not yet handed to the connection, packed as
+    /// `grant << 32 | taken`, so that `recv` takes the connection's lock
+    /// once per batch rather than once per message.
+    batch: std::sync::atomic::AtomicU64,
 }
 
 impl Link {
@@ -33,7 +38,9 @@ impl Link {
         Arc::new(Link {
             conn,
             chan,
+            limited: grants_left.is_some(),
             grants_left: Mutex::new(grants_left),
+            batch: std::sync::atomic::AtomicU64::new(0),
         })
     }
 
@@ -43,6 +50,9 @@ impl Link {
 
     /// One more grant allowed? Consumes it.
     fn take_grant(&self) -> bool {
+        if !self.limited {
+            return true;
+        }
         let mut g = lock(&self.grants_left);
         match g.as_mut() {
             None => true,
@@ -307,13 +317,26 @@ impl<T> Queue<T> {
 
     /// After taking a remote item: returns credit to its source.
     pub(crate) fn taken_from(&self, link: &Link, now_empty: bool) {
+        use std::sync::atomic::Ordering;
         let grant = if self.capacity == 0 {
             0
         } else {
-            u32::from(link.take_grant())
+            u64::from(link.take_grant())
         };
-        link.conn()
-            .credit_update(link.chan, grant, 1, now_empty || self.capacity == 0);
+        let add = (grant << 32) | 1;
+        let batch = link.batch.fetch_add(add, Ordering::AcqRel) + add;
+        let taken = batch & 0xffff_ffff;
+        // Hand the batch over when the buffer ran empty (the sender may be
+        // waiting, and `drain` wants confirmations), for rendezvous, and
+        // once half the window was taken.
+        let threshold = (self.capacity as u64 / 2).max(1);
+        if now_empty || self.capacity == 0 || taken >= threshold {
+            let batch = link.batch.swap(0, Ordering::AcqRel);
+            if batch != 0 {
+                let (grant, taken) = ((batch >> 32) as u32, batch as u32);
+                link.conn().credit_update(link.chan, grant, taken, true);
+            }
+        }
     }
 
     /// Closes the queue's remote sources (`import_receiver_n` reached its

@@ -5,3 +5,32 @@
 pub(crate) mod tcp;
 #[cfg(feature = "tls")]
 pub mod tls;
+
+use tokio::io::{AsyncRead, AsyncWrite};
+
+/// A byte stream the driver can split into a read and a write half.
+pub(crate) trait Halves: Send + 'static {
+    type R: AsyncRead + Unpin + Send + 'static;
+    type W: AsyncWrite + Unpin + Send + 'static;
+    fn halves(self) -> (Self::R, Self::W);
+}
+
+/// TCP splits without a lock between the halves.
+impl Halves for tokio::net::TcpStream {
+    type R = tokio::net::tcp::OwnedReadHalf;
+    type W = tokio::net::tcp::OwnedWriteHalf;
+    fn halves(self) -> (Self::R, Self::W) {
+        self.into_split()
+    }
+}
+
+/// Any other stream, split by tokio (the halves share a lock).
+pub(crate) struct Joined<S>(pub(crate) S);
+
+impl<S: AsyncRead + AsyncWrite + Send + Unpin + 'static> Halves for Joined<S> {
+    type R = tokio::io::ReadHalf<S>;
+    type W = tokio::io::WriteHalf<S>;
+    fn halves(self) -> (Self::R, Self::W) {
+        tokio::io::split(self.0)
+    }
+}
