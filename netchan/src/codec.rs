@@ -3,11 +3,22 @@
 //! trailing bytes; nothing here allocates more than a small multiple of the
 //! bytes that actually arrived.
 
-use bytes::{BufMut, BytesMut};
+use bytes::BytesMut;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::proto::CodecId;
+
+/// bincode writes straight into the transmit buffer.
+struct BufWriter<'a>(&'a mut BytesMut);
+
+impl bincode::enc::write::Writer for BufWriter<'_> {
+    #[inline]
+    fn write(&mut self, bytes: &[u8]) -> Result<(), bincode::error::EncodeError> {
+        self.0.extend_from_slice(bytes);
+        Ok(())
+    }
+}
 
 /// Appends the encoding of `value` to `dst`.
 pub(crate) fn encode<T: Serialize + ?Sized>(
@@ -17,13 +28,12 @@ pub(crate) fn encode<T: Serialize + ?Sized>(
 ) -> Result<(), String> {
     match codec {
         CodecId::Bincode => {
-            let mut w = dst.writer();
-            bincode::serde::encode_into_std_write(value, &mut w, bincode::config::standard())
-                .map(|_| ())
+            bincode::serde::encode_into_writer(value, BufWriter(dst), bincode::config::standard())
                 .map_err(|e| e.to_string())
         }
         #[cfg(feature = "postcard")]
         CodecId::Postcard => {
+            use bytes::BufMut;
             let w = dst.writer();
             postcard::to_io(value, w)
                 .map(|_| ())

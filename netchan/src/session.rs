@@ -25,10 +25,10 @@ use crate::channel::{Receiver, Sender, embed};
 use crate::config::Config;
 use crate::error::Error;
 use crate::export::{Export, Exports};
-use crate::transport::{Halves, Joined};
 use crate::proto::{
     ChanId, CloseCode, CodecId, Connection, Dir, Event, HandleDesc, HandleKind, RejectCode, Side,
 };
+use crate::transport::{Halves, Joined};
 use crate::{Message, codec};
 
 static NEXT_CONN_ID: AtomicU64 = AtomicU64::new(1);
@@ -55,7 +55,7 @@ pub(crate) enum Status {
 
 pub(crate) struct Inner {
     pub(crate) proto: Connection,
-    pub(crate) eps: HashMap<ChanId, Endpoint>,
+    pub(crate) eps: rustc_hash::FxHashMap<ChanId, Endpoint>,
     opens: HashMap<ChanId, oneshot::Sender<Result<u32, Error>>>,
     /// Channels this side imported, by name, for `hangup`.
     imports: HashMap<String, Vec<ChanId>>,
@@ -266,7 +266,7 @@ impl Conn {
         Arc::new(Conn {
             inner: Mutex::new(Inner {
                 proto,
-                eps: HashMap::new(),
+                eps: rustc_hash::FxHashMap::default(),
                 opens: HashMap::new(),
                 imports: HashMap::new(),
                 status: Status::Handshaking,

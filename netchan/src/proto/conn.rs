@@ -20,7 +20,9 @@
 //! The invariant `credit + unconfirmed <= max(capacity, 1)` holds on the
 //! sending side; a peer that breaks it has overflowed credit.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
+
+use rustc_hash::{FxHashMap as HashMap, FxHashSet};
 use std::time::{Duration, Instant};
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
@@ -331,7 +333,7 @@ pub struct Connection {
     next_id: ChanId,
     last_peer_id: ChanId,
     /// Peer ids below `last_peer_id` not seen yet.
-    id_gaps: std::collections::HashSet<ChanId>,
+    id_gaps: FxHashSet<ChanId>,
     requested: usize,
     out: BytesMut,
     /// Channels with pending chunks, in round-robin order.
@@ -369,13 +371,13 @@ impl Connection {
             peer: None,
             state: ConnState::Handshaking,
             goodbye: Goodbye::None,
-            chans: HashMap::new(),
+            chans: HashMap::default(),
             next_id: match side {
                 Side::Dialer => 1,
                 Side::Acceptor => 2,
             },
             last_peer_id: 0,
-            id_gaps: std::collections::HashSet::new(),
+            id_gaps: FxHashSet::default(),
             requested: 0,
             out,
             ready: VecDeque::new(),
