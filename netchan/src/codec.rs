@@ -131,6 +131,7 @@ pub(crate) fn strip_paths(full: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bytes::BufMut;
 
     #[test]
     fn type_names_lose_their_module_paths() {

@@ -23,6 +23,9 @@ use crate::Message;
 use crate::proto::{HandleDesc, HandleKind, Role};
 use crate::session::{Conn, ConnRef, Endpoint, HandleGuard, Inner};
 
+/// Starts a forwarder task on the connection's runtime.
+type StartTask = Box<dyn FnOnce(&tokio::runtime::Handle) + Send>;
+
 /// Starts forwarding a local receiver into a new channel's route.
 type StartForward = Box<dyn FnOnce(Arc<Route>, &tokio::runtime::Handle) + Send>;
 
@@ -35,7 +38,7 @@ pub(crate) enum OutHandle {
         queue: Arc<dyn Inbound>,
         keep: Box<dyn Send>,
         /// Starts a forwarder once attached (a remote sender travelling on).
-        start: Option<Box<dyn FnOnce(&tokio::runtime::Handle) + Send>>,
+        start: Option<StartTask>,
     },
     /// The peer gets a `Receiver`; `start` begins forwarding into the new
     /// channel's route.
