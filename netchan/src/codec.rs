@@ -90,7 +90,7 @@ pub(crate) fn decode<T: DeserializeOwned>(codec: CodecId, bytes: &[u8]) -> Resul
             // postcard reads lengths and then the bytes themselves from the
             // slice, so it cannot allocate past what arrived.
             match postcard::take_from_bytes::<T>(bytes) {
-                Ok((v, rest)) if rest.is_empty() => Ok(v),
+                Ok((v, [])) => Ok(v),
                 Ok((_, rest)) => Err(format!("{} trailing bytes after the value", rest.len())),
                 Err(e) => Err(e.to_string()),
             }
@@ -164,5 +164,49 @@ mod tests {
         assert!(!e.is_empty());
         let e = decode::<String>(CodecId::Bincode, &buf).unwrap_err();
         assert!(!e.is_empty());
+    }
+}
+
+#[cfg(all(test, feature = "postcard"))]
+mod postcard_tests {
+    use super::*;
+    use crate::{Config, Session};
+
+    #[test]
+    fn postcard_round_trips_and_rejects_trailing_bytes() {
+        let mut buf = BytesMut::new();
+        encode(CodecId::Postcard, &(7u32, "hi".to_string()), &mut buf).unwrap();
+        let v: (u32, String) = decode(CodecId::Postcard, &buf).unwrap();
+        assert_eq!(v, (7, "hi".to_string()));
+        buf.extend_from_slice(&[0]);
+        assert!(decode::<(u32, String)>(CodecId::Postcard, &buf).is_err());
+    }
+
+    #[tokio::test]
+    async fn sessions_agreeing_on_postcard_exchange_values_and_handles() {
+        let (a, b) = Session::pair_with(Config::default().postcard());
+        let tx = a
+            .export_sender::<(String, crate::Sender<u32>)>("x")
+            .unwrap();
+        let mut rx = b
+            .import_receiver::<(String, crate::Sender<u32>)>("x", 4)
+            .await
+            .unwrap();
+        let (rtx, mut rrx) = crate::channel::<u32>(1);
+        tx.send(("hello".into(), rtx)).await.unwrap();
+        let (s, reply) = rx.recv().await.unwrap().unwrap();
+        assert_eq!(s, "hello");
+        reply.send(42).await.unwrap();
+        assert_eq!(rrx.recv().await.unwrap(), Some(42));
+    }
+
+    #[tokio::test]
+    async fn a_codec_mismatch_fails_the_handshake_clearly() {
+        let (a, b) = crate::transport::test_pair(Config::default().postcard(), Config::default());
+        let ea = a.ready().await.unwrap_err();
+        let eb = b.ready().await.unwrap_err();
+        for e in [ea, eb] {
+            assert!(e.to_string().contains("codec mismatch"), "{e}");
+        }
     }
 }

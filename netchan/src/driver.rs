@@ -73,6 +73,13 @@ fn fail(conn: &Arc<Conn>, e: Error) {
     conn.kick();
 }
 
+fn io_error(e: std::io::Error) -> Error {
+    #[cfg(feature = "tls")]
+    return crate::tls::explain_io(e);
+    #[cfg(not(feature = "tls"))]
+    Error::io(e)
+}
+
 async fn reader<R: AsyncRead + Unpin>(conn: &Arc<Conn>, mut rd: R) {
     let mut buf = BytesMut::with_capacity(READ_CHUNK);
     let handshake_deadline = tokio::time::Instant::now() + conn.config.handshake_timeout;
@@ -117,7 +124,7 @@ async fn reader<R: AsyncRead + Unpin>(conn: &Arc<Conn>, mut rd: R) {
                 return;
             }
             Err(e) => {
-                fail(conn, Error::io(e));
+                fail(conn, io_error(e));
                 return;
             }
             Ok(_) => {}
@@ -186,7 +193,7 @@ async fn writer<W: AsyncWrite + Unpin>(conn: &Arc<Conn>, mut wr: W) {
         };
         if have {
             if let Err(e) = wr.write_all(&buf).await {
-                fail(conn, Error::io(e));
+                fail(conn, io_error(e));
                 return;
             }
             buf.clear();

@@ -444,6 +444,7 @@ async fn accept_loop(
         drop(strong);
         // Each connection's TLS handshake runs on its own, under the
         // handshake timeout, so a slow client cannot stall the others.
+        #[allow(clippy::clone_on_copy)] // `Acceptor` is `Option<()>` without TLS.
         let (shared, cfg, tls) = (shared.clone(), cfg.clone(), tls.clone());
         tokio::spawn(async move {
             #[cfg(feature = "tls")]
@@ -454,10 +455,8 @@ async fn accept_loop(
                     Ok(Ok(s)) => s,
                     Ok(Err(e)) => {
                         if let Some(s) = shared.upgrade() {
-                            s.errors.push(crate::tls::explain(
-                                &format!("server (peer {peer_addr})"),
-                                e,
-                            ));
+                            s.errors
+                                .push(crate::tls::explain("server", Some(peer_addr), e));
                         }
                         return;
                     }

@@ -358,7 +358,11 @@ impl Conn {
         let d = std::mem::take(&mut *lock(&self.deferred));
         for (chan, code, reason) in d.closes {
             inner.proto.close(chan, code, &reason);
-            inner.eps.remove(&chan);
+            if let Some(Endpoint::In(q, link)) = inner.eps.remove(&chan) {
+                // Closed from this side (hangup, count reached): the
+                // receiver ends cleanly after what it already has.
+                q.link_ended(&link, None);
+            }
         }
         if d.goodbye {
             inner.proto.goodbye("");
@@ -897,7 +901,7 @@ impl Session {
                 let stream = connector
                     .connect(name, stream)
                     .await
-                    .map_err(|e| crate::tls::explain("client", e))?;
+                    .map_err(|e| crate::tls::explain("client", None, e))?;
                 let peer = crate::tls::PeerIdentity::of_stream(stream.get_ref().1);
                 let s = Session::start_with(Joined(stream), Side::Dialer, cfg, None, None, |c| {
                     if let Some(p) = peer {

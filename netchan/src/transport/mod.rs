@@ -34,3 +34,13 @@ impl<S: AsyncRead + AsyncWrite + Send + Unpin + 'static> Halves for Joined<S> {
         tokio::io::split(self.0)
     }
 }
+
+/// Two sessions over an in-memory stream with a config each (tests).
+#[cfg(test)]
+pub(crate) fn test_pair(a: crate::Config, b: crate::Config) -> (crate::Session, crate::Session) {
+    let (x, y) = tokio::io::duplex(64 << 10);
+    (
+        crate::Session::connect_stream(x, a),
+        crate::Session::accept_stream(y, b),
+    )
+}

@@ -518,21 +518,44 @@ impl ClientCertVerifier for PinnedClient {
     }
 }
 
-/// Explains a failed handshake in terms a user can act on.
-pub(crate) fn explain(side: &str, e: std::io::Error) -> Error {
+/// Explains a failed handshake in terms a user can act on. `side` is
+/// "client" or "server"; `peer` names the other end where known.
+pub(crate) fn explain(side: &str, peer: Option<std::net::SocketAddr>, e: std::io::Error) -> Error {
     let text = e.to_string();
-    let hint = if text.contains("InvalidContentType") || text.contains("corrupt message") {
+    // Match on rustls's error values (their Debug form names the variant),
+    // not on display texts that change between releases.
+    let what = match e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()) {
+        Some(r) => format!("{r:?}"),
+        None => text.clone(),
+    };
+    let hint = if what.contains("InvalidContentType") || what.contains("corrupt message") {
         " (the peer does not speak TLS: enable TLS on both sides, or neither)"
-    } else if text.contains("UnknownIssuer") {
+    } else if what.contains("UnknownIssuer") || what.contains("UnknownCA") {
         " (the certificate is not signed by a trusted CA)"
-    } else if text.contains("NotValidForName") {
+    } else if what.contains("NotValidForName") {
         " (the certificate does not name the expected server)"
-    } else if text.contains("CertificateRequired") || text.contains("NoCertificatesPresented") {
-        " (a client certificate is required: ClientTls::identity)"
+    } else if what.contains("CertificateRequired") || what.contains("NoCertificatesPresented") {
+        " (a client certificate is required: ClientTls::identity on the client)"
+    } else if what.contains("fingerprint") {
+        " (the certificate is not the pinned one)"
     } else {
         ""
     };
+    let from = peer.map(|p| format!(" (peer {p})")).unwrap_or_default();
     Error::Tls(format!(
-        "TLS handshake failed on the {side} side: {text}{hint}"
+        "TLS handshake failed on the {side} side{from}: {text}{hint}"
     ))
+}
+
+/// An I/O error on an established session: TLS alerts that arrive after
+/// the handshake (TLS 1.3 servers refuse client certificates then) are
+/// explained like handshake failures.
+pub(crate) fn explain_io(e: std::io::Error) -> Error {
+    if e.get_ref()
+        .is_some_and(|i| i.downcast_ref::<rustls::Error>().is_some())
+    {
+        explain("client", None, e)
+    } else {
+        Error::io(e)
+    }
 }
