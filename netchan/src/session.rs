@@ -1228,6 +1228,31 @@ impl Session {
         self.conn().peer.get().cloned()
     }
 
+    /// Waits until the connection has ended (either side closed it, or it
+    /// failed) and returns why: `Error::Closed` for a clean end.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let (a, b) = netchan::Session::pair();
+    /// let watcher = tokio::spawn(async move { b.closed().await });
+    /// a.close().await;
+    /// assert!(matches!(watcher.await.unwrap(), netchan::Error::Closed));
+    /// # }
+    /// ```
+    pub async fn closed(&self) -> Error {
+        let conn = self.conn();
+        loop {
+            let notified = conn.changed.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if let Status::Ended(e) = &conn.lock().status {
+                return e.clone();
+            }
+            notified.await;
+        }
+    }
+
     /// Whether the connection has ended.
     pub fn is_closed(&self) -> bool {
         matches!(self.conn().lock().status, Status::Ended(_))
