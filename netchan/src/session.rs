@@ -1117,11 +1117,31 @@ impl Session {
     pub fn hangup(&self, name: &str) -> Result<(), Error> {
         let conn = self.conn();
         let mut found = conn.exports.hangup(name);
-        let chans = conn.lock().imports.remove(name).unwrap_or_default();
-        for chan in chans {
-            found = true;
-            conn.defer_close(chan, CloseCode::Hangup, "hung up");
+        let mut garbage: Vec<Box<dyn Send>> = Vec::new();
+        {
+            let mut inner = conn.lock();
+            let chans = inner.imports.remove(name).unwrap_or_default();
+            for chan in chans {
+                found = true;
+                // Closed at once, so that a send right after `hangup`
+                // fails (the CLOSE itself follows any pending chunks).
+                inner.proto.close(chan, CloseCode::Hangup, "hung up");
+                match inner.eps.remove(&chan) {
+                    Some(Endpoint::In(q, link)) => {
+                        q.link_ended(&link, None);
+                        garbage.push(Box::new(link));
+                    }
+                    Some(Endpoint::Out(route)) => {
+                        if let Some(r) = route.upgrade() {
+                            r.notify.notify_waiters();
+                        }
+                    }
+                    _ => {}
+                }
+            }
         }
+        drop(garbage);
+        conn.kick();
         if found {
             Ok(())
         } else {

@@ -36,7 +36,7 @@ impl<S: AsyncRead + AsyncWrite + Send + Unpin + 'static> Halves for Joined<S> {
 }
 
 /// Two sessions over an in-memory stream with a config each (tests).
-#[cfg(test)]
+#[cfg(all(test, feature = "postcard"))]
 pub(crate) fn test_pair(a: crate::Config, b: crate::Config) -> (crate::Session, crate::Session) {
     let (x, y) = tokio::io::duplex(64 << 10);
     (

@@ -1,0 +1,6 @@
+#[netchan::service]
+pub trait Share {
+    async fn list() -> Vec<String>;
+}
+
+fn main() {}

@@ -1,0 +1,6 @@
+#[netchan::service]
+pub trait Share {
+    async fn publish(&mut self, name: String);
+}
+
+fn main() {}

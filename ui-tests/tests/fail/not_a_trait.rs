@@ -1,0 +1,6 @@
+#[netchan::service]
+pub struct Share {
+    files: Vec<String>,
+}
+
+fn main() {}

@@ -1,0 +1,6 @@
+#[netchan::service]
+pub trait Share {
+    fn list(&self) -> Vec<String>;
+}
+
+fn main() {}
