@@ -115,6 +115,18 @@ impl Exports {
         }
     }
 
+    /// Ends every export because the session owning them ended: cleanly
+    /// (`None`), or with an error that exported receivers report.
+    pub(crate) fn end_all(&self, error: Option<&Error>) {
+        let all: Vec<Export> = lock(&self.map).drain().map(|(_, e)| e).collect();
+        for e in all {
+            match (e, error) {
+                (Export::Receiver { queue, .. }, Some(err)) => queue.fail(err.clone()),
+                (e, _) => close_export(e),
+            }
+        }
+    }
+
     pub(crate) fn hangup_all(&self) {
         let all: Vec<Export> = lock(&self.map).drain().map(|(_, e)| e).collect();
         for e in all {

@@ -32,6 +32,56 @@
 //! # }
 //! ```
 //!
+//! ## RPC, in both directions
+//!
+//! `#[netchan::service]` turns a trait into a typed client and a server.
+//! Either end of a connection may serve and call; here the server calls
+//! back into the client over the client's own connection.
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! use netchan::{Exporter, RpcError, Session};
+//!
+//! /// What the server offers.
+//! #[netchan::service]
+//! pub trait Greeter {
+//!     /// Greets the caller, asking it for its name first.
+//!     async fn greet(&self) -> String;
+//! }
+//!
+//! /// What each client offers back.
+//! #[netchan::service]
+//! pub trait Caller {
+//!     async fn name(&self) -> String;
+//! }
+//!
+//! /// One per session: it knows its peer and can call it.
+//! struct Hello { peer: CallerClient }
+//! impl Greeter for Hello {
+//!     async fn greet(&self) -> String {
+//!         match self.peer.name().await {
+//!             Ok(name) => format!("hello, {name}"),
+//!             Err(e) => format!("hello, stranger ({e})"),
+//!         }
+//!     }
+//! }
+//!
+//! struct Me;
+//! impl Caller for Me {
+//!     async fn name(&self) -> String { "ada".into() }
+//! }
+//!
+//! let exp = Exporter::bind("127.0.0.1:0").await?;
+//! exp.serve_each(|session: &Session| GreeterServer::new(Hello { peer: CallerClient::new(session) }));
+//!
+//! let session = Session::connect(exp.local_addr()).await?;
+//! session.serve(CallerServer::new(Me));
+//! let greeter = GreeterClient::new(&session);
+//! assert_eq!(greeter.greet().await?, "hello, ada");
+//! # Ok(()) }
+//! ```
+//!
 //! ## Layers
 //!
 //! ```text

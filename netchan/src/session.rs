@@ -728,6 +728,9 @@ impl Conn {
         for (_, tx) in inner.opens.drain() {
             let _ = tx.send(Err(why.clone()));
         }
+        // This session's own exports end with it (an exporter's shared
+        // exports go on for its other sessions).
+        self.exports.end_all((!clean).then_some(&why));
         self.changed.notify_waiters();
     }
 

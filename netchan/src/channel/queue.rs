@@ -140,6 +140,9 @@ pub(crate) trait Inbound: Send + Sync + 'static {
     /// Ends the queue from its name (`hangup`): sources are closed, the
     /// receiver gets the buffer then `Ok(None)`.
     fn hangup(&self);
+    /// Ends the queue because the session that exported it failed: the
+    /// receiver gets the buffer, then the error.
+    fn fail(&self, e: Error);
 }
 
 /// Outcome of a local push.
@@ -411,6 +414,20 @@ impl<T: Send + 'static> Inbound for Queue<T> {
 
     fn capacity(&self) -> usize {
         self.capacity
+    }
+
+    fn fail(&self, e: Error) {
+        let links = {
+            let mut st = lock(&self.st);
+            if st.end.is_none() {
+                st.end = Some(End::Failed(e));
+            }
+            st.keepers = 0;
+            Self::wake_rx(&mut st);
+            std::mem::take(&mut st.links)
+        };
+        self.space.notify_waiters();
+        drop(links);
     }
 
     fn hangup(&self) {

@@ -47,6 +47,10 @@ pub struct Limits {
     pub max_pending_opens: usize,
     /// Channel handles inside one message.
     pub max_handles: usize,
+    /// OPENs refused for the channel or pending-open limit before the
+    /// peer is cut off: a few happen when both sides open at once near the
+    /// limit; many are a flood.
+    pub max_refused_opens: usize,
     /// Send a ping after this long without sending anything.
     pub keepalive: Duration,
     /// Presume the peer dead after this long without receiving anything.
@@ -64,6 +68,7 @@ impl Default for Limits {
             max_channels: 1024,
             max_pending_opens: 128,
             max_handles: 128,
+            max_refused_opens: 128,
             keepalive: Duration::from_secs(15),
             dead_after: Duration::from_secs(45),
             max_reply_backlog: 4 << 20,
@@ -332,6 +337,8 @@ pub struct Connection {
     chans: HashMap<ChanId, Chan>,
     next_id: ChanId,
     last_peer_id: ChanId,
+    /// OPENs refused because a limit was reached.
+    over_limit_opens: usize,
     /// Peer ids below `last_peer_id` not seen yet.
     id_gaps: FxHashSet<ChanId>,
     requested: usize,
@@ -378,6 +385,7 @@ impl Connection {
             },
             last_peer_id: 0,
             id_gaps: FxHashSet::default(),
+            over_limit_opens: 0,
             requested: 0,
             out,
             ready: VecDeque::new(),
@@ -559,6 +567,15 @@ impl Connection {
                 if self.chans.len() >= self.channel_limit()
                     || self.requested >= self.limits.max_pending_opens
                 {
+                    // A peer racing our own opens may overshoot a little
+                    // and is refused; one that keeps opening is cut off.
+                    self.over_limit_opens += 1;
+                    if self.over_limit_opens > self.limits.max_refused_opens {
+                        return Err(ProtoError::LimitExceeded {
+                            what: "channel opens refused for a limit",
+                            limit: self.limits.max_refused_opens,
+                        });
+                    }
                     self.reply(Frame::Reject {
                         chan,
                         code: RejectCode::TooManyChannels,
@@ -858,6 +875,13 @@ impl Connection {
                 HandleKind::Sender => Chan::new(State::Open, Role::Sending, capacity, capacity),
                 HandleKind::Receiver => Chan::new(State::Open, Role::Receiving, capacity, 0),
             };
+            if self.chans.len() >= 2 * self.channel_limit() {
+                // Far beyond anything crossing frames explain.
+                return Err(ProtoError::LimitExceeded {
+                    what: "open channels (handles past twice the limit)",
+                    limit: self.channel_limit(),
+                });
+            }
             if self.chans.len() >= self.channel_limit() {
                 // The tables of the two sides differ while frames cross;
                 // a handle over the limit is closed, not fatal.

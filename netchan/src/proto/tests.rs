@@ -2131,9 +2131,29 @@ fn opens_beyond_the_channel_limit_are_rejected_not_fatal() {
 }
 
 #[test]
+fn a_peer_that_keeps_opening_past_the_limit_is_cut_off() {
+    let mut p = lone(
+        Side::Acceptor,
+        limits(|l| {
+            l.max_pending_opens = 0;
+            l.max_refused_opens = 3;
+        }),
+    );
+    for id in [1, 3, 5] {
+        p.receive(&open_frame(id, Dir::OpenerSends, 0), t0())
+            .unwrap();
+    }
+    assert!(matches!(
+        p.receive(&open_frame(7, Dir::OpenerSends, 0), t0()),
+        Err(ProtoError::LimitExceeded { limit: 3, .. })
+    ));
+}
+
+#[test]
 fn peer_that_never_reads_its_replies_is_cut_off() {
     let l = limits(|l| {
         l.max_pending_opens = 0;
+        l.max_refused_opens = usize::MAX;
         l.max_reply_backlog = 300;
     });
     let mut p = lone(Side::Acceptor, l.clone());

@@ -1,0 +1,128 @@
+//! `Pipe`: bytes both ways, end of file after `shutdown`, pipes sent inside
+//! messages in either direction.
+
+use netchan::{Pipe, Session, pipe};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::support::*;
+
+fn pattern(len: usize, seed: u8) -> Vec<u8> {
+    (0..len)
+        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
+        .collect()
+}
+
+/// Writes `data` to `w` in uneven pieces, then shuts it down.
+async fn write_all_then_shutdown(mut w: Pipe, data: Vec<u8>) -> Pipe {
+    let mut at = 0;
+    let mut step = 1;
+    while at < data.len() {
+        let end = (at + step).min(data.len());
+        w.write_all(&data[at..end]).await.expect("write");
+        at = end;
+        step = step * 3 % 70_001 + 1;
+    }
+    w.shutdown().await.expect("shutdown");
+    w
+}
+
+async fn read_to_end(r: &mut Pipe) -> Vec<u8> {
+    let mut got = Vec::new();
+    within("read to end of file", r.read_to_end(&mut got))
+        .await
+        .expect("read");
+    got
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_local_pipe_carries_bytes_both_ways_and_ends_after_shutdown() {
+    bounded(async {
+        let (left, mut right) = pipe();
+        let data = pattern(200_000, 1);
+        let writer = tokio::spawn(write_all_then_shutdown(left, data.clone()));
+        assert!(read_to_end(&mut right).await == data, "bytes arrive intact");
+        let mut left = within("writer", writer).await.expect("writer");
+        right.write_all(b"and back").await.expect("write back");
+        right.shutdown().await.expect("shutdown");
+        assert_eq!(read_to_end(&mut left).await, b"and back");
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writing_to_a_pipe_whose_other_end_was_dropped_fails_with_broken_pipe() {
+    bounded(async {
+        let (mut left, right) = pipe();
+        drop(right);
+        let e = within("write", left.write_all(b"anyone?"))
+            .await
+            .expect_err("write to a dropped end");
+        assert_eq!(e.kind(), std::io::ErrorKind::BrokenPipe);
+    })
+    .await;
+}
+
+async fn a_pipe_sent_in_a_message_carries_bytes_both_ways(t: Transport) {
+    let (a, b) = t.connect().await;
+    for (dir, from, to) in [
+        ("dialler to acceptor", &a, &b),
+        ("acceptor to dialler", &b, &a),
+    ] {
+        let (post, mut inbox) = Way::ExportedReceiver.channel::<Pipe>(to, from, 1).await;
+        let (mine, theirs) = pipe();
+        send_ok("send a pipe end", &post, theirs).await;
+        let mut remote = recv_some("the pipe end arrives", &mut inbox).await;
+        // Larger than one chunk and than the pipe's buffer, so it flows
+        // under backpressure across the connection.
+        let out = pattern(300_000, 7);
+        let writer = tokio::spawn(write_all_then_shutdown(mine, out.clone()));
+        assert!(
+            read_to_end(&mut remote).await == out,
+            "{dir}: bytes written at home arrive intact, then end of file"
+        );
+        let mut mine = within("writer", writer).await.expect("writer");
+        let back = pattern(100_000, 99);
+        let remote_writer = tokio::spawn(write_all_then_shutdown(remote, back.clone()));
+        assert!(
+            read_to_end(&mut mine).await == back,
+            "{dir}: bytes written remotely arrive intact, then end of file"
+        );
+        within("remote writer", remote_writer)
+            .await
+            .expect("remote writer");
+    }
+}
+over_both!(a_pipe_sent_in_a_message_carries_bytes_both_ways);
+
+async fn two_pipes_on_one_connection_do_not_mix_their_bytes(t: Transport) {
+    let (a, b) = t.connect().await;
+    let (post, mut inbox) = Way::ExportedReceiver
+        .channel::<(Pipe, Pipe)>(&a, &b, 1)
+        .await;
+    let (mine1, theirs1) = pipe();
+    let (mine2, theirs2) = pipe();
+    send_ok("send two pipe ends", &post, (theirs1, theirs2)).await;
+    let (mut r1, mut r2) = recv_some("they arrive", &mut inbox).await;
+    let (d1, d2) = (pattern(150_000, 3), pattern(170_000, 200));
+    let w1 = tokio::spawn(write_all_then_shutdown(mine1, d1.clone()));
+    let w2 = tokio::spawn(write_all_then_shutdown(mine2, d2.clone()));
+    let (g1, g2) = tokio::join!(read_to_end(&mut r1), read_to_end(&mut r2));
+    assert!(g1 == d1, "first pipe intact");
+    assert!(g2 == d2, "second pipe intact");
+    within("writer", w1).await.expect("writer");
+    within("writer", w2).await.expect("writer");
+}
+over_both!(two_pipes_on_one_connection_do_not_mix_their_bytes);
+
+async fn dropping_a_travelled_pipe_end_gives_the_other_end_end_of_file(t: Transport) {
+    let (a, b): (Session, Session) = t.connect().await;
+    let (post, mut inbox) = Way::ExportedReceiver.channel::<Pipe>(&a, &b, 1).await;
+    let (mut mine, theirs) = pipe();
+    send_ok("send a pipe end", &post, theirs).await;
+    let mut remote = recv_some("it arrives", &mut inbox).await;
+    remote.write_all(b"last words").await.expect("write");
+    remote.flush().await.expect("flush");
+    drop(remote);
+    assert_eq!(read_to_end(&mut mine).await, b"last words");
+}
+over_both!(dropping_a_travelled_pipe_end_gives_the_other_end_end_of_file);
