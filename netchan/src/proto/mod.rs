@@ -2,7 +2,7 @@
 //!
 //! Bytes and the current time come in, frames and [`Event`]s come out; no
 //! socket, task or clock is touched here, so every state transition can be
-//! tested by feeding bytes (see [`Pair`] in the tests). The driver
+//! tested by feeding bytes (see `Pair` in the tests). The driver
 //! (`crate::driver`) runs one [`Connection`] over a real byte stream.
 //!
 //! * [`frame`]: frame types and their byte layout.
