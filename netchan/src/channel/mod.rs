@@ -212,24 +212,22 @@ impl<T: Message> Sender<T> {
     }
 }
 
-async fn send_local<T: Message>(q: &Arc<Queue<T>>, mut value: T) -> Result<(), SendError<T>> {
-    loop {
+async fn send_local<T: Message>(q: &Arc<Queue<T>>, value: T) -> Result<(), SendError<T>> {
+    let mut push = q.push_local(value);
+    while let Push::Full(v) = push {
         let notified = q.space.notified();
         tokio::pin!(notified);
         notified.as_mut().enable();
-        match q.push_local(value) {
-            Push::Done(seq) => {
-                if q.capacity() == 0 {
-                    return wait_taken(q, seq).await;
-                }
-                return Ok(());
-            }
-            Push::Full(v) => {
-                value = v;
-                notified.await;
-            }
-            Push::Closed(v) => return Err(SendError(v)),
+        push = q.push_local(v);
+        if let Push::Full(v) = push {
+            notified.await;
+            push = q.push_local(v);
         }
+    }
+    match push {
+        Push::Done(seq) if q.capacity() == 0 => wait_taken(q, seq).await,
+        Push::Done(_) => Ok(()),
+        Push::Full(v) | Push::Closed(v) => Err(SendError(v)),
     }
 }
 
@@ -268,25 +266,31 @@ async fn send_remote<T: Message>(
     r: &Arc<Route>,
     value: T,
 ) -> Result<(), (T, Option<crate::Error>)> {
-    loop {
+    let attempt = |value: &T| {
+        let mut f = |c: &ConnRef, chan| c.conn().send_value(chan, value);
+        r.try_send(&mut f)
+    };
+    // Most sends find credit at once: try before paying for a waiter.
+    let mut outcome = attempt(&value);
+    while let Attempt::Blocked = outcome {
         let notified = r.notify.notified();
         tokio::pin!(notified);
         notified.as_mut().enable();
-        let attempt = {
-            let mut f = |c: &ConnRef, chan| c.conn().send_value(chan, &value);
-            r.try_send(&mut f)
-        };
-        match attempt {
-            Attempt::Sent(m, rendezvous) => {
-                if rendezvous {
-                    wait_confirmed(r, &m).await;
-                }
-                return Ok(());
-            }
-            Attempt::Blocked => notified.await,
-            Attempt::Closed => return Err((value, None)),
-            Attempt::Invalid(e) => return Err((value, Some(e))),
+        outcome = attempt(&value);
+        if let Attempt::Blocked = outcome {
+            notified.await;
+            outcome = attempt(&value);
         }
+    }
+    match outcome {
+        Attempt::Sent(rendezvous) => {
+            if let Some(m) = rendezvous {
+                wait_confirmed(r, &m).await;
+            }
+            Ok(())
+        }
+        Attempt::Closed | Attempt::Blocked => Err((value, None)),
+        Attempt::Invalid(e) => Err((value, Some(e))),
     }
 }
 

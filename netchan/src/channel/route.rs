@@ -23,7 +23,9 @@ pub(crate) struct Member {
 pub(crate) struct Route {
     /// Fixed for a single remote channel; grows and shrinks for an export.
     single: Option<Member>,
-    members: Mutex<Vec<Member>>,
+    /// Copy on write: senders take a snapshot without holding the lock
+    /// while they try members (whose connection locks come after it).
+    members: Mutex<Arc<Vec<Member>>>,
     /// Woken on credit, delivery confirmations, and member changes.
     pub(crate) notify: Notify,
     /// An export route waits for importers; a single route closes with
@@ -35,8 +37,9 @@ pub(crate) struct Route {
 
 /// What one attempt to send achieved.
 pub(crate) enum Attempt {
-    /// Sent on this member; `true`: wait for the peer to take it.
-    Sent(Member, bool),
+    /// Sent; on a rendezvous channel, the member to wait on until the
+    /// peer took the value.
+    Sent(Option<Member>),
     /// Every member is out of credit (or there are none yet).
     Blocked,
     /// The route is closed for good.
@@ -49,7 +52,7 @@ impl Route {
     pub(crate) fn single(m: Member) -> Arc<Route> {
         Arc::new(Route {
             single: Some(m),
-            members: Mutex::new(Vec::new()),
+            members: Mutex::new(Arc::new(Vec::new())),
             notify: Notify::new(),
             export: false,
             closed: AtomicBool::new(false),
@@ -60,7 +63,7 @@ impl Route {
     pub(crate) fn export() -> Arc<Route> {
         Arc::new(Route {
             single: None,
-            members: Mutex::new(Vec::new()),
+            members: Mutex::new(Arc::new(Vec::new())),
             notify: Notify::new(),
             export: true,
             closed: AtomicBool::new(false),
@@ -69,19 +72,31 @@ impl Route {
     }
 
     pub(crate) fn add_member(&self, m: Member) {
-        lock(&self.members).push(m);
+        let mut members = lock(&self.members);
+        let mut next = Vec::clone(&members);
+        next.push(m);
+        *members = Arc::new(next);
+        drop(members);
         self.notify.notify_waiters();
     }
 
     fn remove_member(&self, conn: &ConnRef, chan: ChanId) {
-        lock(&self.members).retain(|m| !(m.chan == chan && m.conn.same(conn)));
+        let mut members = lock(&self.members);
+        if members.iter().any(|m| m.chan == chan && m.conn.same(conn)) {
+            let next = members
+                .iter()
+                .filter(|m| !(m.chan == chan && m.conn.same(conn)))
+                .cloned()
+                .collect();
+            *members = Arc::new(next);
+        }
     }
 
     /// Closes the route for good: `hangup`, or the exporter shut down.
     pub(crate) fn close(&self, code: CloseCode, reason: &str) {
         self.closed.store(true, Ordering::Release);
         let members = std::mem::take(&mut *lock(&self.members));
-        for m in members {
+        for m in members.iter() {
             m.conn.conn().defer_close(m.chan, code, reason);
         }
         if let Some(m) = &self.single {
@@ -104,24 +119,19 @@ impl Route {
         }
         if let Some(m) = &self.single {
             return match encode(&m.conn, m.chan) {
-                SendOutcome::Sent(r) => Attempt::Sent(m.clone(), r),
+                SendOutcome::Sent(r) => Attempt::Sent(r.then(|| m.clone())),
                 SendOutcome::NoCredit => Attempt::Blocked,
                 SendOutcome::Closed => Attempt::Closed,
                 SendOutcome::Invalid(e) => Attempt::Invalid(e),
             };
         }
-        let n = lock(&self.members).len();
+        let members = lock(&self.members).clone();
+        let n = members.len();
         let start = self.rr.fetch_add(1, Ordering::Relaxed);
         for i in 0..n {
-            let m = {
-                let members = lock(&self.members);
-                if members.is_empty() {
-                    break;
-                }
-                members[(start + i) % members.len()].clone()
-            };
+            let m = &members[(start + i) % n];
             match encode(&m.conn, m.chan) {
-                SendOutcome::Sent(r) => return Attempt::Sent(m, r),
+                SendOutcome::Sent(r) => return Attempt::Sent(r.then(|| m.clone())),
                 SendOutcome::NoCredit => {}
                 SendOutcome::Closed => self.remove_member(&m.conn, m.chan),
                 SendOutcome::Invalid(e) => return Attempt::Invalid(e),
