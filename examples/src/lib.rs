@@ -7,9 +7,21 @@
 //!   merged, every one accounted for.
 //! * `go-netchan` — a walk through Go's original netchan API (export,
 //!   import, `ImportNValues`, `Hangup`, `Drain`, `Sync`, `Errors`).
+//! * `file-share` — the "bidirectional RPC with netchan" article's app on
+//!   `#[netchan::service]`: clients share directories, and read each
+//!   other's files through the server ([`file_share`]).
 //!
-//! Run one with `cargo run -p examples --bin NAME -- --help`.
+//! Run one with `cargo run -p examples --bin NAME -- --help`. `echo`,
+//! `cluster` and `file-share` take `--tls` ([`ServerTlsArgs`],
+//! [`ClientTlsArgs`]).
 #![warn(missing_docs)]
+
+pub mod file_share;
+mod temp;
+mod tls;
+
+pub use temp::TempDir;
+pub use tls::{ClientTlsArgs, ServerTlsArgs, self_signed_names};
 
 use std::fmt;
 use std::str::FromStr;

@@ -16,7 +16,11 @@
 //! ```text
 //! cargo run --release -p examples --bin cluster                        # 50 clients, 10 s
 //! cargo run --release -p examples --bin cluster -- --seconds 3 --clients 8
+//! cargo run --release -p examples --bin cluster -- --seconds 3 --tls       # over TLS 1.3
 //! ```
+//!
+//! With `--tls` the server makes a self-signed certificate and every
+//! client pins its fingerprint.
 //!
 //! Each second it prints tasks sent and results received, in total and
 //! per second; at the end, one summary line.
@@ -29,7 +33,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, anyhow, bail};
 use clap::Parser;
 use examples::{rate, thousands};
-use netchan::{Exporter, Receiver, Sender};
+use netchan::tls::{ClientTls, Identity, ServerTls};
+use netchan::{Config, Exporter, Receiver, Sender};
 use serde::{Deserialize, Serialize};
 use tokio::task::JoinSet;
 
@@ -90,6 +95,10 @@ struct Args {
     /// Payload bytes per task.
     #[arg(long, default_value_t = 16)]
     payload: usize,
+    /// Run over TLS 1.3: a fresh self-signed certificate for the server,
+    /// pinned by every client.
+    #[arg(long)]
+    tls: bool,
 }
 
 #[tokio::main]
@@ -104,18 +113,32 @@ async fn main() -> ExitCode {
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {
+    let (server_config, client_config, how) = if args.tls {
+        let identity = Identity::self_signed(&["localhost"])?;
+        let pin = identity.fingerprint();
+        (
+            Config::default().tls_server(ServerTls::new(identity)),
+            Config::default().tls_client(ClientTls::pinned(pin)),
+            format!("TLS 1.3, certificate {pin}"),
+        )
+    } else {
+        (Config::default(), Config::default(), "plaintext".to_owned())
+    };
     // Port 0, then `cluster()`: `listen` in two steps, to learn the port.
-    let exporter = Exporter::bind("127.0.0.1:0")
+    let exporter = Exporter::bind_with("127.0.0.1:0", server_config)
         .await
         .context("cannot listen on 127.0.0.1")?;
     let addr = exporter.local_addr();
     let (to_clients, mut from_clients) = exporter.cluster::<Task>()?;
-    println!("server on {addr}; starting {} clients", args.clients);
+    println!(
+        "server on {addr} ({how}); starting {} clients",
+        args.clients
+    );
 
     let mut clients = JoinSet::new();
     let (ready_tx, mut ready_rx) = tokio::sync::mpsc::channel(args.clients as usize);
     for id in 0..args.clients {
-        clients.spawn(client(id, addr, ready_tx.clone()));
+        clients.spawn(client(id, addr, client_config.clone(), ready_tx.clone()));
     }
     drop(ready_tx);
     tokio::time::timeout(CLIENT_TIMEOUT, async {
@@ -278,9 +301,10 @@ async fn send_tasks(
 async fn client(
     id: u32,
     addr: std::net::SocketAddr,
+    config: Config,
     ready: tokio::sync::mpsc::Sender<anyhow::Result<()>>,
 ) -> anyhow::Result<u64> {
-    let dialed: Result<(Sender<Task>, Receiver<Task>), _> = netchan::dial(addr).await;
+    let dialed: Result<(Sender<Task>, Receiver<Task>), _> = netchan::dial_with(addr, config).await;
     let (results, mut tasks) = match dialed {
         Ok(x) => {
             let _ = ready.send(Ok(())).await;

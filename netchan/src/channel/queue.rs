@@ -48,6 +48,15 @@ impl Link {
         self.conn.conn()
     }
 
+    /// Hands the batched credit to the connection.
+    fn flush_credit(&self) {
+        let batch = self.batch.swap(0, std::sync::atomic::Ordering::AcqRel);
+        if batch != 0 {
+            let (grant, taken) = ((batch >> 32) as u32, batch as u32);
+            self.conn().credit_update(self.chan, grant, taken, true);
+        }
+    }
+
     /// One more grant allowed? Consumes it.
     fn take_grant(&self) -> bool {
         if !self.limited {
@@ -329,16 +338,20 @@ impl<T> Queue<T> {
         let add = (grant << 32) | 1;
         let batch = link.batch.fetch_add(add, Ordering::AcqRel) + add;
         let taken = batch & 0xffff_ffff;
-        // Hand the batch over when the buffer ran empty (the sender may be
-        // waiting, and `drain` wants confirmations), for rendezvous, and
-        // once half the window was taken.
+        // Hand a link's batch over once half its window was taken, and for
+        // rendezvous at once.
         let threshold = (self.capacity as u64 / 2).max(1);
-        if now_empty || self.capacity == 0 || taken >= threshold {
-            let batch = link.batch.swap(0, Ordering::AcqRel);
-            if batch != 0 {
-                let (grant, taken) = ((batch >> 32) as u32, batch as u32);
-                link.conn().credit_update(link.chan, grant, taken, true);
+        if self.capacity == 0 || taken >= threshold {
+            link.flush_credit();
+        }
+        // When the buffer runs empty every source's batch goes out: their
+        // senders may be waiting, and `drain` wants the confirmations.
+        if now_empty {
+            let links = lock(&self.st).links.clone();
+            for l in links {
+                l.flush_credit();
             }
+            link.flush_credit();
         }
     }
 

@@ -165,7 +165,9 @@ pub enum Event {
         /// Handles carried by the message, in table order.
         handles: Vec<HandleDesc>,
     },
-    /// A sending channel got credit or delivery confirmations.
+    /// A sending channel got credit or delivery confirmations (also sent
+    /// when a channel this side closed gets its last confirmations or is
+    /// released by the peer's CLOSE).
     Credit {
         /// The channel.
         chan: ChanId,
@@ -644,7 +646,13 @@ impl Connection {
                     });
                 }
                 match c.state {
-                    State::Closing => return Ok(None),
+                    // Confirmations still count for a channel we closed.
+                    State::Closing => {
+                        let taken = u64::from(taken).min(c.unconfirmed);
+                        c.unconfirmed -= taken;
+                        self.confirmed_total += taken;
+                        return Ok(Some(Event::Credit { chan }));
+                    }
                     State::Open => {}
                     _ => {
                         return Err(ProtoError::Unexpected {
@@ -677,6 +685,10 @@ impl Connection {
                         // follows every message we sent, so those arrived.
                         if let Some(c) = self.chans.remove(&chan) {
                             self.confirmed_total += c.unconfirmed;
+                            if c.role == Role::Sending {
+                                // Tells `drain` its last values arrived.
+                                return Ok(Some(Event::Credit { chan }));
+                            }
                         }
                         Ok(None)
                     }

@@ -13,6 +13,8 @@ pub mod conn;
 pub mod frame;
 pub mod hello;
 #[cfg(test)]
+mod model_tests;
+#[cfg(test)]
 mod tests;
 
 pub use conn::{Connection, Event, HandleDesc, HandleKind, Limits, Role, Side};

@@ -1,0 +1,410 @@
+//! Bounded memory under attack, measured with a counting global allocator
+//! (current and peak bytes of the whole process).
+//!
+//! Each test runs alone (a lock serialises them) on a current-thread
+//! runtime, so the session, the raw attacker and the measurement share one
+//! thread; the heap is measured only around the attack itself, after the
+//! connection was set up: `peak during the attack - current before it`.
+//!
+//! Budgets (DESIGN.md "Default limits", issue 6):
+//! * an oversized length prefix, on the wire or inside a message,
+//!   allocates less than 64 KiB;
+//! * a flood on one connection (opens, pings, junk) grows the heap by no
+//!   more than about 1 MiB.
+
+use std::future::Future;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use netchan::proto::frame::FLAG_END;
+use netchan::proto::{CodecId, Connection, Dir, Frame, Kind, Limits, ProtoError, Side};
+use netchan::{Config, Error, RecvError, Session};
+use peak_alloc::PeakAlloc;
+
+#[allow(dead_code)]
+#[path = "faults/raw.rs"]
+mod raw;
+
+use raw::{RawPeer, STEP, data, header, open};
+
+#[global_allocator]
+static ALLOC: PeakAlloc = PeakAlloc;
+
+/// One measurement at a time: the counters are process-wide.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+const KIB: usize = 1 << 10;
+const MIB: usize = 1 << 20;
+/// "About 1 MiB": 1 MiB plus a quarter for bookkeeping.
+const ATTACK_BUDGET: usize = MIB + MIB / 4;
+
+/// Heap growth over a stretch of work.
+#[derive(Debug, Clone, Copy)]
+struct Growth {
+    /// Highest `current - before` seen.
+    peak: usize,
+    /// `current - before` once the attack is over and the session's tasks
+    /// had up to a second to end (negative growth counts as 0).
+    left: usize,
+}
+
+/// Runs `setup` on a fresh current-thread runtime, then measures `attack`
+/// given what `setup` returned.
+fn measured<S, A, SF, AF, T>(setup: S, attack: A) -> (Growth, T)
+where
+    S: FnOnce() -> SF,
+    SF: Future,
+    A: FnOnce(SF::Output) -> AF,
+    AF: Future<Output = T>,
+{
+    let _one = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let (growth, out) = rt.block_on(async {
+        let state = within("setup", setup()).await;
+        let before = ALLOC.current_usage();
+        ALLOC.reset_peak_usage();
+        let out = within("attack", attack(state)).await;
+        let peak = ALLOC.peak_usage().saturating_sub(before);
+        // Give the session's tasks a moment to notice the end and free
+        // what they hold.
+        for _ in 0..100 {
+            if ALLOC.current_usage() <= before + 64 * KIB {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let growth = Growth {
+            peak,
+            left: ALLOC.current_usage().saturating_sub(before),
+        };
+        (growth, out)
+    });
+    rt.shutdown_timeout(Duration::from_secs(1));
+    (growth, out)
+}
+
+async fn within<F: Future>(what: &str, f: F) -> F::Output {
+    match tokio::time::timeout(Duration::from_secs(30), f).await {
+        Ok(v) => v,
+        Err(_) => panic!("timed out: {what}"),
+    }
+}
+
+fn report(what: &str, g: Growth) {
+    eprintln!(
+        "{what}: peak growth {} KiB, left {} KiB",
+        g.peak / KIB,
+        g.left / KIB
+    );
+}
+
+/// A session over loopback TCP with an exported receiver `in` of `T`
+/// (4 slots) and an exported sender `out` (u32), and a raw peer past the
+/// handshake that opened `in` as channel 1.
+async fn target<T: netchan::Message>(
+    cfg: Config,
+    type_name: &str,
+) -> (Session, RawPeer, Exports<T>) {
+    let (s, mut raw) = RawPeer::against(cfg).await;
+    let inbox = s.export_receiver::<T>("in", 4).expect("export in");
+    let out = s.export_sender::<u32>("out").expect("export out");
+    raw.handshake().await;
+    raw.send_frame(Frame::Open {
+        chan: 1,
+        dir: Dir::OpenerSends,
+        capacity: 0,
+        name: "in".into(),
+        type_name: type_name.into(),
+    })
+    .await;
+    assert!(matches!(
+        raw.recv_non_keepalive().await,
+        Frame::Accept { chan: 1, .. }
+    ));
+    (s, raw, (inbox, out))
+}
+
+/// The session's exports, kept alive during the attack.
+type Exports<T> = (netchan::Receiver<T>, netchan::Sender<u32>);
+
+// --------------------------------------------------- oversized prefixes
+
+#[test]
+fn a_data_header_claiming_4_gib_allocates_less_than_64_kib_in_the_protocol_core() {
+    let (g, ()) = measured(
+        || async {
+            let now = Instant::now();
+            let mut conn =
+                Connection::new(Side::Acceptor, Limits::default(), CodecId::Bincode, now);
+            let mut input = BytesMut::with_capacity(64);
+            raw::hello().encode(&mut input);
+            assert!(matches!(conn.poll_input(&mut input, now), Ok(Some(_))));
+            (conn, now)
+        },
+        |(mut conn, now)| async move {
+            let mut input = BytesMut::from(&header(u32::MAX, Kind::Data, FLAG_END, 1)[..]);
+            match conn.poll_input(&mut input, now) {
+                Err(ProtoError::FrameTooLarge { len, .. }) => assert_eq!(len, u32::MAX as usize),
+                r => panic!("expected FrameTooLarge, got {r:?}"),
+            }
+            drop(conn);
+        },
+    );
+    report("4 GiB DATA header, protocol core", g);
+    assert!(g.peak < 64 * KIB, "{g:?}");
+    assert!(g.left <= 64 * KIB, "{g:?}");
+}
+
+#[test]
+fn a_data_header_claiming_4_gib_allocates_less_than_64_kib_in_a_session() {
+    let (g, e) = measured(
+        || target::<u32>(Config::default(), "u32"),
+        |(s, mut raw, inbox)| async move {
+            raw.send_raw(&header(u32::MAX, Kind::Data, FLAG_END, 1))
+                .await
+                .expect("header");
+            let e = s.closed().await;
+            raw.expect_goodbye(STEP).await;
+            drop((s, raw, inbox));
+            e
+        },
+    );
+    report("4 GiB DATA header, session", g);
+    assert!(
+        matches!(
+            &e,
+            Error::Protocol {
+                error: ProtoError::FrameTooLarge { .. },
+                ..
+            }
+        ),
+        "{e:?}"
+    );
+    assert!(g.peak < 64 * KIB, "{g:?}");
+    assert!(g.left <= 64 * KIB, "{g:?}");
+}
+
+/// bincode 2's varint for 2^40: marker 0xFD, then a u64.
+fn claim_2_pow_40() -> Vec<u8> {
+    let mut v = vec![0xfd];
+    v.extend_from_slice(&(1u64 << 40).to_le_bytes());
+    v
+}
+
+/// A 9-byte message whose length prefix claims 2^40 elements, received
+/// as `T`: the receiver gets a decode error, having allocated < 64 KiB.
+fn a_length_prefix_claiming_2_pow_40<T: netchan::Message + std::fmt::Debug>(type_name: &str) {
+    let (g, r) = measured(
+        || target::<T>(Config::default(), type_name),
+        |(s, mut raw, (mut inbox, out))| async move {
+            raw.send_frame(data(1, &claim_2_pow_40())).await;
+            let r = inbox.recv().await;
+            assert!(
+                !s.is_closed(),
+                "a bad value is an error on its channel only"
+            );
+            drop((s, raw, inbox, out));
+            r
+        },
+    );
+    report(&format!("2^40 length prefix in a {type_name}"), g);
+    assert!(matches!(r, Err(RecvError::Decode(_))), "{r:?}");
+    assert!(g.peak < 64 * KIB, "{type_name}: {g:?}");
+    assert!(g.left <= 64 * KIB, "{type_name}: {g:?}");
+}
+
+#[test]
+#[ignore = "BUG: serde's Vec visitor preallocates its size hint (capped at 1 MiB) before \
+            bincode's byte limit is checked, so a 9-byte message claiming 2^40 elements \
+            allocates 1 MiB (netchan/src/codec.rs decode: bincode::serde::decode_from_slice \
+            passes the claimed length through as the size hint)"]
+fn a_vec_u8_length_prefix_claiming_2_pow_40_allocates_less_than_64_kib() {
+    a_length_prefix_claiming_2_pow_40::<Vec<u8>>("Vec<u8>");
+}
+
+#[test]
+fn a_string_length_prefix_claiming_2_pow_40_allocates_less_than_64_kib() {
+    a_length_prefix_claiming_2_pow_40::<String>("String");
+}
+
+#[test]
+#[ignore = "BUG: serde's Vec visitor preallocates its size hint (capped at 1 MiB) before \
+            bincode's byte limit is checked, so a 9-byte message claiming 2^40 elements \
+            allocates 1 MiB (netchan/src/codec.rs decode: bincode::serde::decode_from_slice \
+            passes the claimed length through as the size hint)"]
+fn a_vec_u64_length_prefix_claiming_2_pow_40_allocates_less_than_64_kib() {
+    a_length_prefix_claiming_2_pow_40::<Vec<u64>>("Vec<u64>");
+}
+
+#[test]
+fn a_byte_buf_length_prefix_claiming_2_pow_40_allocates_less_than_64_kib() {
+    a_length_prefix_claiming_2_pow_40::<serde_bytes::ByteBuf>("ByteBuf");
+}
+
+#[test]
+#[ignore = "BUG: serde's Vec visitor preallocates its size hint (capped at 1 MiB) before \
+            bincode's byte limit is checked, so a 9-byte message claiming 2^40 elements \
+            allocates 1 MiB (netchan/src/codec.rs decode: bincode::serde::decode_from_slice \
+            passes the claimed length through as the size hint)"]
+fn a_nested_vec_length_prefix_claiming_2_pow_40_allocates_less_than_64_kib() {
+    a_length_prefix_claiming_2_pow_40::<Vec<Vec<String>>>("Vec<Vec<String>>");
+}
+
+// ------------------------------------------------------------- floods
+
+/// Writes `frames()` in 64 KiB batches, `total` bytes at most, stopping
+/// when the session ends or stops reading. Returns the bytes written.
+async fn flood(
+    raw: &mut RawPeer,
+    s: &Session,
+    total: usize,
+    mut frame: impl FnMut(u64) -> Frame,
+) -> usize {
+    let mut written = 0;
+    let mut n = 0u64;
+    let mut batch = BytesMut::with_capacity(80 * KIB);
+    while written < total && !s.is_closed() {
+        batch.clear();
+        while batch.len() < 64 * KIB {
+            n += 1;
+            frame(n).encode(&mut batch);
+        }
+        if raw.send_raw(&batch).await.is_err() {
+            break;
+        }
+        written += batch.len();
+    }
+    written
+}
+
+#[test]
+fn a_flood_of_pings_never_read_grows_the_heap_by_about_1_mib_at_most() {
+    let (g, (written, closed)) = measured(
+        || target::<u32>(Config::default(), "u32"),
+        |(s, mut raw, inbox)| async move {
+            let written = flood(&mut raw, &s, 32 * MIB, Frame::Ping).await;
+            let closed = s.is_closed();
+            drop((s, raw, inbox));
+            (written, closed)
+        },
+    );
+    report(
+        &format!(
+            "ping flood of {} MiB (session closed: {closed})",
+            written / MIB
+        ),
+        g,
+    );
+    assert!(written >= 32 * MIB, "the session kept reading");
+    assert!(
+        !closed,
+        "the session survives a ping flood (one PONG per write)"
+    );
+    assert!(g.peak <= ATTACK_BUDGET, "{g:?}");
+    assert!(g.left <= 64 * KIB, "{g:?}");
+}
+
+#[test]
+fn a_flood_of_junk_grows_the_heap_by_about_1_mib_at_most() {
+    let (g, e) = measured(
+        || async {
+            // xorshift junk, made before the measurement starts.
+            let mut x = 0x9e37_79b9_7f4a_7c15u64;
+            let junk: Vec<u8> = (0..4 * MIB)
+                .map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    x as u8
+                })
+                .collect();
+            (target::<u32>(Config::default(), "u32").await, junk)
+        },
+        |((s, mut raw, exports), junk)| async move {
+            let _ = raw.send_raw(&junk).await;
+            raw.shutdown_write().await;
+            let e = s.closed().await;
+            drop((s, raw, exports));
+            e
+        },
+    );
+    report("4 MiB of junk", g);
+    assert!(!matches!(e, Error::Closed), "{e:?}");
+    assert!(g.peak <= ATTACK_BUDGET, "{g:?}");
+    assert!(g.left <= 64 * KIB, "{g:?}");
+}
+
+/// OPENs of an existing export: accepted up to the channel limit (1024),
+/// then refused; the peer is cut off after 128 refusals.
+#[test]
+fn a_flood_of_opens_of_an_existing_export_grows_the_heap_by_about_1_mib_at_most() {
+    let (g, (e, written)) = measured(
+        || target::<u32>(Config::default(), "u32"),
+        |(s, mut raw, inbox)| async move {
+            let written = flood(&mut raw, &s, 8 * MIB, |n| {
+                open((2 * n + 1) as u32, Dir::OpenerReceives, 1, "out")
+            })
+            .await;
+            let e = s.closed().await;
+            drop((s, raw, inbox));
+            (e, written)
+        },
+    );
+    report(&format!("open flood ({} KiB written)", written / KIB), g);
+    assert!(
+        matches!(
+            &e,
+            Error::Protocol {
+                error: ProtoError::LimitExceeded { .. },
+                ..
+            }
+        ),
+        "{e:?}"
+    );
+    assert!(g.peak <= ATTACK_BUDGET, "{g:?}");
+    assert!(g.left <= 64 * KIB, "{g:?}");
+}
+
+/// OPENs of names that do not exist, the REJECTs never read: the replies
+/// pile up on the session's side until it cuts the peer off
+/// (`PeerNotReading`, after 4 MiB by default).
+#[test]
+#[ignore = "BUG: a peer that never reads pins about 16 MiB on one connection: the reply \
+            backlog limit (Limits::max_reply_backlog, 4 MiB, not settable through Config) \
+            counts only replies queued since the last transmit, not the transmit buffer the \
+            blocked writer holds, and both buffers grow by doubling \
+            (netchan/src/proto/conn.rs reply / take_transmit; driver.rs writer)"]
+fn a_flood_of_refused_opens_never_read_grows_the_heap_by_about_1_mib_at_most() {
+    let (g, (e, written)) = measured(
+        || target::<u32>(Config::default(), "u32"),
+        |(s, mut raw, inbox)| async move {
+            let written = flood(&mut raw, &s, 256 * MIB, |n| {
+                open((2 * n + 1) as u32, Dir::OpenerReceives, 1, "no-such-name")
+            })
+            .await;
+            let e = s.closed().await;
+            drop((s, raw, inbox));
+            (e, written)
+        },
+    );
+    report(
+        &format!("refused-open flood ({} MiB written)", written / MIB),
+        g,
+    );
+    assert!(
+        matches!(
+            &e,
+            Error::Protocol {
+                error: ProtoError::PeerNotReading(_),
+                ..
+            }
+        ),
+        "{e:?}"
+    );
+    assert!(g.peak <= ATTACK_BUDGET, "{g:?}");
+    assert!(g.left <= 64 * KIB, "{g:?}");
+}
