@@ -62,14 +62,19 @@ fn fail(conn: &Arc<Conn>, e: Error) {
             return;
         }
         conn.log_error(e.clone());
+        // Never empty: an empty goodbye is a clean close to the peer,
+        // and this is a failure it must report as one.
         let reason = match &e {
             Error::Protocol { error, .. } => error.to_string(),
-            _ => String::new(),
+            other => other.to_string(),
         };
         conn.end(&mut inner, e, &mut garbage);
         inner.proto.goodbye(&reason);
     }
     drop(garbage);
+    // The writer sends the goodbye if the stream still takes it; neither
+    // task waits on the stream any longer than that.
+    conn.dead.cancel();
     conn.kick();
 }
 
@@ -103,7 +108,23 @@ async fn reader<R: AsyncRead + Unpin>(conn: &Arc<Conn>, mut rd: R) {
                 Err(_) => return,
             }
         } else {
-            rd.read_buf(&mut buf).await
+            // Dead-peer detection lives here, not only in the writer: a
+            // writer blocked on a full socket cannot run timers.
+            let dead_after = conn.config.limits.dead_after;
+            tokio::select! {
+                biased;
+                r = tokio::time::timeout(dead_after, rd.read_buf(&mut buf)) => match r {
+                    Ok(r) => r,
+                    Err(_) => {
+                        fail(conn, Error::Protocol {
+                            origin: Origin::Remote,
+                            error: crate::proto::ProtoError::KeepaliveTimeout(dead_after),
+                        });
+                        return;
+                    }
+                },
+                () = conn.dead.cancelled() => return,
+            }
         };
         match read {
             Ok(0) => {
@@ -192,7 +213,14 @@ async fn writer<W: AsyncWrite + Unpin>(conn: &Arc<Conn>, mut wr: W) {
             )
         };
         if have {
-            if let Err(e) = wr.write_all(&buf).await {
+            let written = tokio::select! {
+                biased;
+                r = wr.write_all(&buf) => r,
+                // Failed while this write was stuck (a peer that stopped
+                // reading): give up on the stream.
+                () = conn.dead.cancelled() => return,
+            };
+            if let Err(e) = written {
                 fail(conn, io_error(e));
                 return;
             }
@@ -213,6 +241,10 @@ async fn writer<W: AsyncWrite + Unpin>(conn: &Arc<Conn>, mut wr: W) {
             None => notified.await,
         }
     }
-    let _ = wr.flush().await;
-    let _ = wr.shutdown().await;
+    // A peer that stopped reading must not hold this task forever.
+    let _ = tokio::time::timeout(conn.config.close_timeout, async {
+        let _ = wr.flush().await;
+        let _ = wr.shutdown().await;
+    })
+    .await;
 }

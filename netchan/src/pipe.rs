@@ -15,11 +15,12 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use crate::channel::{Receiver, Sender, channel};
 use crate::error::{RecvError, SendError};
 
-/// Bytes carried by one message of a pipe. Large writes are cut into
-/// pieces of this size so that a pipe shares its connection fairly.
-const PIPE_CHUNK: usize = 64 * 1024 - 64;
+/// Bytes carried by one message of a pipe: large writes are cut into
+/// pieces of this size. The connection splits each into chunks of its own
+/// (64 KiB by default), so a pipe still shares the connection fairly.
+const PIPE_CHUNK: usize = 256 * 1024;
 /// Messages buffered per direction.
-const PIPE_CAPACITY: usize = 16;
+const PIPE_CAPACITY: usize = 8;
 
 /// One piece of a pipe's byte stream.
 #[derive(Serialize, Deserialize)]

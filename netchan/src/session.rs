@@ -173,6 +173,9 @@ pub(crate) struct Conn {
     /// Services this session serves (used by the RPC layer).
     pub(crate) driver_done: Notify,
     pub(crate) driver_ended: AtomicBool,
+    /// Cancelled when the connection failed: the driver stops waiting on
+    /// the stream.
+    pub(crate) dead: tokio_util::sync::CancellationToken,
     /// The peer's certificate, on a TLS session.
     #[cfg(feature = "tls")]
     pub(crate) peer: std::sync::OnceLock<crate::tls::PeerIdentity>,
@@ -290,6 +293,7 @@ impl Conn {
             side,
             driver_done: Notify::new(),
             driver_ended: AtomicBool::new(false),
+            dead: tokio_util::sync::CancellationToken::new(),
             #[cfg(feature = "tls")]
             peer: std::sync::OnceLock::new(),
         })

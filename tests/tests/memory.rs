@@ -373,11 +373,6 @@ fn a_flood_of_opens_of_an_existing_export_grows_the_heap_by_about_1_mib_at_most(
 /// pile up on the session's side until it cuts the peer off
 /// (`PeerNotReading`, after 4 MiB by default).
 #[test]
-#[ignore = "BUG: a peer that never reads pins about 16 MiB on one connection: the reply \
-            backlog limit (Limits::max_reply_backlog, 4 MiB, not settable through Config) \
-            counts only replies queued since the last transmit, not the transmit buffer the \
-            blocked writer holds, and both buffers grow by doubling \
-            (netchan/src/proto/conn.rs reply / take_transmit; driver.rs writer)"]
 fn a_flood_of_refused_opens_never_read_grows_the_heap_by_about_1_mib_at_most() {
     let (g, (e, written)) = measured(
         || target::<u32>(Config::default(), "u32"),

@@ -204,6 +204,15 @@ impl<T: Message> Sender<T> {
         }
     }
 
+    /// Ends the channel with an error rather than cleanly: a remote
+    /// receiver gets `Err(RecvError::Lost)` after what it already has.
+    pub(crate) fn fail(&self, e: &crate::Error) {
+        match &self.shared.target {
+            Target::Local(q) => queue::Inbound::fail(&**q, e.clone()),
+            Target::Remote(r) => r.close(crate::proto::CloseCode::Error, &e.to_string()),
+        }
+    }
+
     pub(crate) fn local_queue(&self) -> Option<&Arc<Queue<T>>> {
         match &self.shared.target {
             Target::Local(q) => Some(q),
@@ -413,7 +422,12 @@ pub(crate) async fn forward<T: Message>(mut rx: Receiver<T>, tx: Sender<T>) {
             Ok(None) => return,
             // Already reported on the session's errors; go on.
             Err(RecvError::Decode(_)) => {}
-            Err(_) => return,
+            // The upstream connection failed: the downstream receiver must
+            // see a failure too, not a clean end.
+            Err(RecvError::Lost(e)) => {
+                tx.fail(&e);
+                return;
+            }
         }
     }
 }

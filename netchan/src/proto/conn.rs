@@ -71,7 +71,7 @@ impl Default for Limits {
             max_refused_opens: 128,
             keepalive: Duration::from_secs(15),
             dead_after: Duration::from_secs(45),
-            max_reply_backlog: 4 << 20,
+            max_reply_backlog: 128 << 10,
         }
     }
 }
@@ -357,10 +357,6 @@ pub struct Connection {
     sent_total: u64,
     confirmed_total: u64,
 }
-
-/// Upper bound of chunk bytes handed out by one [`Connection::take_transmit`],
-/// so that small frames queued meanwhile wait for at most this much.
-const TRANSMIT_CHUNK_BUDGET: usize = 256 << 10;
 
 impl Connection {
     /// A new connection; our hello is queued for transmit at once.
@@ -1323,7 +1319,9 @@ impl Connection {
         if let Some(n) = self.pong_due.take() {
             Frame::Pong(n).encode(&mut self.out);
         }
-        let mut budget = TRANSMIT_CHUNK_BUDGET;
+        // One chunk per transmit: a small message queued meanwhile waits
+        // behind at most one chunk of a large one.
+        let mut budget = self.limits.chunk_size;
         while budget > 0 {
             let Some(chan) = self.ready.pop_front() else {
                 break;

@@ -571,11 +571,14 @@ impl World {
     }
 
     fn transmit(&mut self, by: W) {
+        // The writer runs until it is idle: every pending chunk is
+        // written (one per transmit), then the closes waiting for them,
+        // then a queued goodbye.
         let mut out = BytesMut::new();
-        self.p[by].conn.take_transmit(&mut out, self.now);
-        self.wire[by].extend_from_slice(&out);
-        // Every pending chunk fits the transmit budget: all were written,
-        // then the closes waiting for them, then a queued goodbye.
+        while self.p[by].conn.take_transmit(&mut out, self.now) {
+            self.wire[by].extend_from_slice(&out);
+            out.clear();
+        }
         for c in self.chans.values_mut() {
             if let Some(e) = c.ends[by].as_mut() {
                 if e.pending > 0 {

@@ -1039,10 +1039,10 @@ fn small_message_overtakes_the_rest_of_a_large_one_on_another_channel() {
     let small = p.d_sends(1);
     let body = vec![1u8; 1 << 20];
     p.d.send(big, &body, &[]).unwrap();
-    // One transmit hands out a bounded budget of chunks, not the megabyte.
+    // One transmit hands out one chunk, not the megabyte.
     let first = p.d.transmit(p.now);
     let chunks = data_frames(&p.d.take_sent());
-    assert_eq!(chunks.len(), 4, "256 KiB budget of 64 KiB chunks");
+    assert_eq!(chunks.len(), 1, "one 64 KiB chunk per transmit");
     assert!(first.len() < (1 << 20) / 2);
     p.a.receive(&first, p.now).unwrap();
     p.d.send(small, b"x", &[]).unwrap();

@@ -401,19 +401,11 @@ async fn a_half_close(flow: Flow) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "BUG: the side that loses its input says GOODBYE with an empty reason, which the \
-            other side takes for a clean close (Error::Closed; its receivers get Ok(None)); \
-            netchan/src/driver.rs fail() gives a reason only to protocol errors, \
-            session.rs dispatch(Event::Goodbye) maps an empty reason to Error::Closed"]
 async fn closing_only_the_dialers_direction_fails_both_sides() {
     a_half_close(Flow::AToB).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "BUG: the side that loses its input says GOODBYE with an empty reason, which the \
-            other side takes for a clean close (Error::Closed; its receivers get Ok(None)); \
-            netchan/src/driver.rs fail() gives a reason only to protocol errors, \
-            session.rs dispatch(Event::Goodbye) maps an empty reason to Error::Closed"]
 async fn closing_only_the_acceptors_direction_fails_both_sides() {
     a_half_close(Flow::BToA).await;
 }

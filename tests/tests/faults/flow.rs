@@ -148,8 +148,6 @@ async fn small_messages_keep_flowing_beside_a_large_one_on_a_throttled_link() {
 /// ping (kernel buffers of about 4 KiB on each of three sockets allowed
 /// for), not in time.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "BUG: a small message waits behind up to 256 KiB of another channel's chunks \
-            (TRANSMIT_CHUNK_BUDGET in netchan/src/proto/conn.rs take_transmit), not one chunk"]
 async fn a_small_message_waits_behind_at_most_one_chunk_of_a_large_one() {
     const CHUNK: usize = 16 << 10;
     let (_, waited) = round_trips_beside_a_large_value(CHUNK).await;

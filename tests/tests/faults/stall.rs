@@ -70,10 +70,6 @@ async fn a_connection_stalled_both_ways_is_detected_by_keepalive_on_both_sides()
 /// proxy stays stalled with every socket open (as a vanished host leaves
 /// a connection), and every task of both sessions must end all the same.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "BUG: after a keepalive timeout the driver's reader task stays blocked in read \
-            until the peer closes the socket, which a half-open peer never does: the task, \
-            the socket and the connection's state leak (netchan/src/driver.rs reader: only \
-            a local close() bounds the read; fail() from the writer does not stop it)"]
 async fn no_task_waits_for_a_half_open_peer_after_keepalive_gave_up() {
     let tasks = Tasks::baseline();
     let cfg = Config::default().keepalive(KEEPALIVE);
@@ -93,10 +89,6 @@ async fn no_task_waits_for_a_half_open_peer_after_keepalive_gave_up() {
 /// way, so the sender's writer is blocked in a write: keepalive must fire
 /// all the same.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "BUG: keepalive runs in the writer task, so a writer blocked in write_all (the \
-            peer stopped reading, buffers full) never times the peer out: the sender's \
-            session hangs and its pending sends never resolve (netchan/src/driver.rs \
-            writer: write_all is not raced against handle_timeout's deadline)"]
 async fn a_connection_stalled_under_full_socket_buffers_is_detected_by_keepalive() {
     let tasks = Tasks::baseline();
     let cfg = Config::default().keepalive(KEEPALIVE);
