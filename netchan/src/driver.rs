@@ -78,6 +78,14 @@ fn fail(conn: &Arc<Conn>, e: Error) {
     conn.kick();
 }
 
+/// A protocol error the peer caused (or a silence it is blamed for).
+fn peer_violation(error: crate::proto::ProtoError) -> Error {
+    Error::Protocol {
+        origin: Origin::Remote,
+        error,
+    }
+}
+
 fn io_error(e: std::io::Error) -> Error {
     #[cfg(feature = "tls")]
     return crate::tls::explain_io(e);
@@ -116,10 +124,8 @@ async fn reader<R: AsyncRead + Unpin>(conn: &Arc<Conn>, mut rd: R) {
                 r = tokio::time::timeout(dead_after, rd.read_buf(&mut buf)) => match r {
                     Ok(r) => r,
                     Err(_) => {
-                        fail(conn, Error::Protocol {
-                            origin: Origin::Remote,
-                            error: crate::proto::ProtoError::KeepaliveTimeout(dead_after),
-                        });
+                        let silent = crate::proto::ProtoError::KeepaliveTimeout(dead_after);
+                        fail(conn, peer_violation(silent));
                         return;
                     }
                 },
@@ -161,13 +167,7 @@ async fn reader<R: AsyncRead + Unpin>(conn: &Arc<Conn>, mut rd: R) {
                     Ok(None) => break,
                     Err(error) => {
                         drop(inner);
-                        fail(
-                            conn,
-                            Error::Protocol {
-                                origin: Origin::Remote,
-                                error,
-                            },
-                        );
+                        fail(conn, peer_violation(error));
                         return;
                     }
                 }
@@ -195,13 +195,7 @@ async fn writer<W: AsyncWrite + Unpin>(conn: &Arc<Conn>, mut wr: W) {
             let now = Instant::now();
             if let Err(error) = inner.proto.handle_timeout(now) {
                 drop(inner);
-                fail(
-                    conn,
-                    Error::Protocol {
-                        origin: Origin::Remote,
-                        error,
-                    },
-                );
+                fail(conn, peer_violation(error));
                 continue;
             }
             let have = inner.proto.take_transmit(&mut buf, now);

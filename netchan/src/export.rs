@@ -339,24 +339,14 @@ impl Exporter {
     /// unconfirmed when `timeout` passes or a session fails.
     pub async fn drain(&self, timeout: Option<Duration>) -> Result<(), Error> {
         let sessions = self.sessions();
-        let all = futures::future::join_all(sessions.iter().map(|s| s.drain(None)));
-        let results = match timeout {
-            Some(t) => match tokio::time::timeout(t, all).await {
-                Ok(r) => r,
-                Err(_) => {
-                    let count = sessions
-                        .iter()
-                        .map(|s| s.conn().lock().proto.unconfirmed())
-                        .sum();
-                    return Err(Error::Undelivered {
-                        count,
-                        why: format!("timed out after {t:?}"),
-                    });
-                }
-            },
-            None => all.await,
-        };
-        sum_undelivered(results)
+        let waits = futures::future::join_all(sessions.iter().map(|s| s.drain(None)));
+        settle(timeout, waits, || {
+            sessions
+                .iter()
+                .map(|s| s.conn().lock().proto.unconfirmed())
+                .sum()
+        })
+        .await
     }
 
     /// Waits until every importer has confirmed the values sent before
@@ -371,26 +361,14 @@ impl Exporter {
                 (s, sent)
             })
             .collect();
-        let all = futures::future::join_all(targets.iter().map(|(s, t)| s.confirmed(*t)));
-        let results = match timeout {
-            Some(t) => match tokio::time::timeout(t, all).await {
-                Ok(r) => r,
-                Err(_) => {
-                    let count = targets
-                        .iter()
-                        .map(|(s, target)| {
-                            target.saturating_sub(s.conn().lock().proto.confirmed_total())
-                        })
-                        .sum();
-                    return Err(Error::Undelivered {
-                        count,
-                        why: format!("timed out after {t:?}"),
-                    });
-                }
-            },
-            None => all.await,
-        };
-        sum_undelivered(results)
+        let waits = futures::future::join_all(targets.iter().map(|(s, t)| s.confirmed(*t)));
+        settle(timeout, waits, || {
+            targets
+                .iter()
+                .map(|(s, target)| target.saturating_sub(s.conn().lock().proto.confirmed_total()))
+                .sum()
+        })
+        .await
     }
 
     /// Errors of every session this exporter accepted.
@@ -404,6 +382,28 @@ impl Exporter {
         let sessions = self.shared().stop();
         futures::future::join_all(sessions.iter().map(|s| s.close())).await;
     }
+}
+
+/// Waits for every session's confirmations, or until `timeout`, when
+/// `still_unconfirmed` counts what is missing.
+async fn settle(
+    timeout: Option<Duration>,
+    waits: impl std::future::Future<Output = Vec<Result<(), Error>>>,
+    still_unconfirmed: impl Fn() -> u64,
+) -> Result<(), Error> {
+    let results = match timeout {
+        Some(t) => match tokio::time::timeout(t, waits).await {
+            Ok(r) => r,
+            Err(_) => {
+                return Err(Error::Undelivered {
+                    count: still_unconfirmed(),
+                    why: format!("timed out after {t:?}"),
+                });
+            }
+        },
+        None => waits.await,
+    };
+    sum_undelivered(results)
 }
 
 fn sum_undelivered(results: Vec<Result<(), Error>>) -> Result<(), Error> {
