@@ -422,6 +422,11 @@ impl<T: Send + 'static> Inbound for Queue<T> {
             return false;
         }
         st.links.push(link);
+        if self.capacity == 0 {
+            // A rendezvous receiver already waiting grants credit only
+            // when polled: poll it again so the new source gets its grant.
+            Self::wake_rx(&mut st);
+        }
         true
     }
 

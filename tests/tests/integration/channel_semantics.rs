@@ -514,3 +514,23 @@ async fn a_receiver_is_a_stream_that_ends_when_the_channel_closes(t: Transport) 
     within("producer", producer).await.expect("producer");
 }
 over_both!(a_receiver_is_a_stream_that_ends_when_the_channel_closes);
+
+/// A rendezvous receiver already waiting in `recv` when an importer
+/// arrives grants that importer credit, so its first send completes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rendezvous_receiver_waiting_before_the_import_takes_the_first_send() {
+    crate::support::bounded(async {
+        let (server, client) = netchan::Session::pair();
+        let mut inbox = server.export_receiver::<u32>("rv", 0).expect("export");
+        let waiting = tokio::spawn(async move { inbox.recv().await });
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        let tx = client.import_sender::<u32>("rv").await.expect("import");
+        tokio::time::timeout(std::time::Duration::from_secs(5), tx.send(7))
+            .await
+            .expect("the first send completes")
+            .expect("sent");
+        let got = waiting.await.expect("task");
+        assert_eq!(got.expect("recv"), Some(7));
+    })
+    .await;
+}

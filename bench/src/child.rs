@@ -1,0 +1,259 @@
+//! Child processes: one timed (contender, workload) pair, or one side of
+//! an idle-memory measurement. A child prints one line starting with
+//! [`RESULT_TAG`] and a JSON [`ChildResult`] on stdout, then exits; its
+//! server and client each run on their own one-worker runtime and thread.
+
+use std::collections::BTreeMap;
+use std::io::BufRead;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+use crate::contenders::{self, Env};
+use crate::harness::{Ctl, Flavor, ProcStats, quantile_us, raise_nofile, spawn_side};
+use crate::spec::{Contender, Workload};
+
+pub(crate) const RESULT_TAG: &str = "BENCH-RESULT ";
+pub(crate) const READY_TAG: &str = "BENCH-READY ";
+
+/// Setup (connect, handshake, first call) must finish within this.
+const SETUP_LIMIT: Duration = Duration::from_secs(10);
+
+/// What a child reports.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub(crate) struct ChildResult {
+    pub(crate) metrics: BTreeMap<String, f64>,
+    pub(crate) error: Option<String>,
+    pub(crate) stats: ProcStats,
+    pub(crate) wall_s: f64,
+    /// Events counted in the window (calls, messages), for the log.
+    pub(crate) events: u64,
+}
+
+fn emit(r: &ChildResult) -> ! {
+    let json = serde_json::to_string(r).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"));
+    println!("{RESULT_TAG}{json}");
+    // Threads and runtimes are left running: ending the process is the
+    // only shutdown that cannot hang on a stuck contender.
+    std::process::exit(0)
+}
+
+fn failed(start: Instant, e: String) -> ! {
+    emit(&ChildResult {
+        error: Some(e),
+        stats: ProcStats::now(),
+        wall_s: start.elapsed().as_secs_f64(),
+        ..ChildResult::default()
+    })
+}
+
+/// Runs one timed workload and exits.
+pub(crate) fn run_timed(c: Contender, w: Workload, seconds: f64, warmup: f64, flavor: Flavor) -> ! {
+    let start = Instant::now();
+    crate::harness::install_panic_hook();
+    let ctl = Ctl::new();
+    let env = match Env::new(c, w, ctl.clone()) {
+        Ok(e) => e,
+        Err(e) => failed(start, format!("setup: {e}")),
+    };
+    let (atx, arx) = std::sync::mpsc::channel();
+    spawn_side("server", flavor, contenders::server(c, env.clone(), atx));
+    let addr = match arx.recv_timeout(SETUP_LIMIT) {
+        Ok(a) => a,
+        Err(_) => failed(
+            start,
+            ctl.error()
+                .unwrap_or_else(|| "server did not start listening".into()),
+        ),
+    };
+    spawn_side("client", flavor, contenders::client(c, env, addr));
+    if !ctl.wait_ready(1, SETUP_LIMIT) {
+        failed(
+            start,
+            ctl.error().unwrap_or_else(|| {
+                format!(
+                    "setup did not finish within {SETUP_LIMIT:?}: the client hung at \"{}\"",
+                    ctl.current_stage()
+                )
+            }),
+        );
+    }
+    std::thread::sleep(Duration::from_secs_f64(warmup));
+    ctl.start_measuring();
+    let (c0, b0) = (
+        ctl.count.load(Ordering::Relaxed),
+        ctl.bytes.load(Ordering::Relaxed),
+    );
+    let t0 = Instant::now();
+    std::thread::sleep(Duration::from_secs_f64(seconds));
+    let (c1, b1) = (
+        ctl.count.load(Ordering::Relaxed),
+        ctl.bytes.load(Ordering::Relaxed),
+    );
+    let dt = t0.elapsed().as_secs_f64();
+    ctl.stop();
+    // Lets a sample being recorded land.
+    std::thread::sleep(Duration::from_millis(20));
+    let mut samples = ctl.take_samples();
+    samples.sort_unstable();
+    let events = c1 - c0;
+    let bytes = b1 - b0;
+    let mut metrics = BTreeMap::new();
+    let mut progress = true;
+    match w.plain() {
+        Workload::SeqCall => {
+            metrics.insert("p50".into(), quantile_us(&samples, 0.5));
+            metrics.insert("p99".into(), quantile_us(&samples, 0.99));
+            metrics.insert("p999".into(), quantile_us(&samples, 0.999));
+            progress = !samples.is_empty();
+        }
+        Workload::Calls64 | Workload::Calls8x8 | Workload::OneWay32 | Workload::Rendezvous => {
+            metrics.insert("rate".into(), events as f64 / dt);
+            progress = events > 0;
+        }
+        Workload::Bulk | Workload::Pipe | Workload::Echo => {
+            metrics.insert("mbps".into(), bytes as f64 / dt / 1e6);
+            progress = bytes > 0;
+        }
+        Workload::HeadOfLine => {
+            metrics.insert("p50".into(), quantile_us(&samples, 0.5));
+            metrics.insert("p99".into(), quantile_us(&samples, 0.99));
+            metrics.insert("mbps".into(), bytes as f64 / dt / 1e6);
+            progress = !samples.is_empty() && bytes > 0;
+        }
+        _ => {}
+    }
+    let mut error = ctl.error();
+    if error.is_none() && !progress {
+        error = Some(format!(
+            "no progress in the {seconds} s window (hang?): {events} events, {bytes} bytes, {} samples",
+            samples.len()
+        ));
+    }
+    emit(&ChildResult {
+        metrics,
+        error,
+        stats: ProcStats::now(),
+        wall_s: start.elapsed().as_secs_f64(),
+        events: events + samples.len() as u64,
+    })
+}
+
+/// Reads one line from stdin (the parent's command); `None` on EOF.
+fn stdin_line() -> Option<String> {
+    let mut s = String::new();
+    match std::io::stdin().lock().read_line(&mut s) {
+        Ok(0) | Err(_) => None,
+        Ok(_) => Some(s.trim().to_owned()),
+    }
+}
+
+/// Idle memory, server side: listens, reports its address and baseline
+/// memory, then on `measure` waits until `n` connections (or channels)
+/// are open, and reports its memory again.
+pub(crate) fn run_idle_server(c: Contender, w: Workload, n: usize, flavor: Flavor) -> ! {
+    let start = Instant::now();
+    crate::harness::install_panic_hook();
+    raise_nofile();
+    let ctl = Ctl::new();
+    let env = match Env::new(c, w, ctl.clone()) {
+        Ok(e) => e,
+        Err(e) => failed(start, format!("setup: {e}")),
+    };
+    let (atx, arx) = std::sync::mpsc::channel();
+    spawn_side("server", flavor, contenders::idle_server(c, env, n, atx));
+    let addr = match arx.recv_timeout(SETUP_LIMIT) {
+        Ok(a) => a,
+        Err(_) => failed(
+            start,
+            ctl.error()
+                .unwrap_or_else(|| "server did not start listening".into()),
+        ),
+    };
+    std::thread::sleep(Duration::from_millis(100));
+    let base = ProcStats::now();
+    println!("{READY_TAG}{addr}");
+    if stdin_line().as_deref() != Some("measure") {
+        std::process::exit(0);
+    }
+    let limit = Instant::now() + Duration::from_secs(120);
+    while (ctl.count.load(Ordering::Relaxed) as usize) < n
+        && Instant::now() < limit
+        && ctl.error().is_none()
+    {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // Lets buffers of the last handshakes settle.
+    std::thread::sleep(Duration::from_millis(300));
+    let got = ctl.count.load(Ordering::Relaxed);
+    let now = ProcStats::now();
+    let mut error = ctl.error();
+    if error.is_none() && (got as usize) < n {
+        error = Some(format!("only {got} of {n} opened on the server side"));
+    }
+    let mut metrics = BTreeMap::new();
+    metrics.insert(
+        "server".into(),
+        now.rss_kib.saturating_sub(base.rss_kib) as f64 / n as f64,
+    );
+    let r = ChildResult {
+        metrics,
+        error,
+        stats: now,
+        wall_s: start.elapsed().as_secs_f64(),
+        events: got,
+    };
+    let json = serde_json::to_string(&r).unwrap_or_default();
+    println!("{RESULT_TAG}{json}");
+    // Hold everything open until the parent is done with the client.
+    let _ = stdin_line();
+    std::process::exit(0)
+}
+
+/// Idle memory, client side: opens `n` connections (or channels) to
+/// `addr`, reports its memory growth, and holds them until stdin ends.
+pub(crate) fn run_idle_client(
+    c: Contender,
+    w: Workload,
+    n: usize,
+    addr: std::net::SocketAddr,
+    flavor: Flavor,
+) -> ! {
+    let start = Instant::now();
+    crate::harness::install_panic_hook();
+    raise_nofile();
+    let ctl = Ctl::new();
+    let env = match Env::new(c, w, ctl.clone()) {
+        Ok(e) => e,
+        Err(e) => failed(start, format!("setup: {e}")),
+    };
+    let base = ProcStats::now();
+    spawn_side("client", flavor, contenders::idle_client(c, env, n, addr));
+    let ok = ctl.wait_ready(1, Duration::from_secs(180));
+    std::thread::sleep(Duration::from_millis(300));
+    let got = ctl.count.load(Ordering::Relaxed);
+    let now = ProcStats::now();
+    let mut error = ctl.error();
+    if error.is_none() && !ok {
+        error = Some(format!(
+            "only {got} of {n} opened on the client side in 180 s"
+        ));
+    }
+    let mut metrics = BTreeMap::new();
+    metrics.insert(
+        "client".into(),
+        now.rss_kib.saturating_sub(base.rss_kib) as f64 / n as f64,
+    );
+    let r = ChildResult {
+        metrics,
+        error,
+        stats: now,
+        wall_s: start.elapsed().as_secs_f64(),
+        events: got,
+    };
+    let json = serde_json::to_string(&r).unwrap_or_default();
+    println!("{RESULT_TAG}{json}");
+    let _ = stdin_line();
+    std::process::exit(0)
+}
