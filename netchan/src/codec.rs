@@ -50,22 +50,58 @@ macro_rules! bounded {
         let need = len.saturating_mul(CLAIM_FACTOR).saturating_add(CLAIM_SLACK);
         $(
             if need <= $lim {
-                let cfg = bincode::config::standard().with_limit::<$lim>();
-                return finish(bincode::serde::decode_from_slice($bytes, cfg), len);
+                return bincode_decode($bytes, bincode::config::standard().with_limit::<$lim>());
             }
         )*
         Err(format!("message of {len} bytes is too large to decode"))
     }};
 }
 
-fn finish<T>(r: Result<(T, usize), bincode::error::DecodeError>, len: usize) -> Result<T, String> {
-    match r {
-        Ok((v, used)) if used == len => Ok(v),
-        Ok((_, used)) => Err(format!(
-            "{} trailing bytes after the value ({used} of {len} used)",
-            len - used
+/// A slice reader that leaves behind how much it read, so trailing bytes
+/// can be refused.
+struct CountingReader<'a> {
+    rest: &'a [u8],
+    left: &'a std::cell::Cell<usize>,
+}
+
+impl bincode::de::read::Reader for CountingReader<'_> {
+    fn read(&mut self, bytes: &mut [u8]) -> Result<(), bincode::error::DecodeError> {
+        if bytes.len() > self.rest.len() {
+            return Err(bincode::error::DecodeError::UnexpectedEnd {
+                additional: bytes.len() - self.rest.len(),
+            });
+        }
+        let (head, tail) = self.rest.split_at(bytes.len());
+        bytes.copy_from_slice(head);
+        self.rest = tail;
+        self.left.set(tail.len());
+        Ok(())
+    }
+}
+
+/// Decodes with bincode under `cfg`'s limit. Deeply nested values (a
+/// recursive enum a thousand levels down) grow the stack on the heap as
+/// they go (serde_stacker) instead of overflowing it and aborting the
+/// process; the depth is still bounded by the message's length.
+fn bincode_decode<T: DeserializeOwned, C: bincode::config::Config>(
+    bytes: &[u8],
+    cfg: C,
+) -> Result<T, String> {
+    let left = std::cell::Cell::new(bytes.len());
+    let reader = CountingReader {
+        rest: bytes,
+        left: &left,
+    };
+    let mut decoder = bincode::serde::OwnedSerdeDecoder::from_reader(reader, cfg);
+    let v = T::deserialize(serde_stacker::Deserializer::new(decoder.as_deserializer()))
+        .map_err(|e| e.to_string())?;
+    match left.get() {
+        0 => Ok(v),
+        n => Err(format!(
+            "{n} trailing bytes after the value ({} of {} used)",
+            bytes.len() - n,
+            bytes.len()
         )),
-        Err(e) => Err(e.to_string()),
     }
 }
 
@@ -89,7 +125,10 @@ pub(crate) fn decode<T: DeserializeOwned>(codec: CodecId, bytes: &[u8]) -> Resul
         CodecId::Postcard => {
             // postcard reads lengths and then the bytes themselves from the
             // slice, so it cannot allocate past what arrived.
-            match postcard::take_from_bytes::<T>(bytes) {
+            let mut de = postcard::Deserializer::from_bytes(bytes);
+            let r = T::deserialize(serde_stacker::Deserializer::new(&mut de))
+                .map(|v| (v, de.finalize()));
+            match r.map(|(v, rest)| (v, rest.unwrap_or_default())) {
                 Ok((v, [])) => Ok(v),
                 Ok((_, rest)) => Err(format!("{} trailing bytes after the value", rest.len())),
                 Err(e) => Err(e.to_string()),
@@ -208,5 +247,44 @@ mod postcard_tests {
         for e in [ea, eb] {
             assert!(e.to_string().contains("codec mismatch"), "{e}");
         }
+    }
+}
+
+#[cfg(test)]
+mod depth_tests {
+    use super::*;
+    use serde::{Deserialize, Serialize};
+
+    #[derive(Serialize, Deserialize, Debug, PartialEq)]
+    enum Tree {
+        Leaf,
+        Wrap(Box<Tree>),
+    }
+
+    #[test]
+    fn a_deeply_nested_message_decodes_without_overflowing_the_stack() {
+        let depth = 50_000;
+        let mut bytes = vec![1u8; depth];
+        bytes.push(0);
+        // Run on a small stack to make an overflow certain without help.
+        let t = std::thread::Builder::new()
+            .stack_size(256 << 10)
+            .spawn(move || {
+                let tree: Tree = decode(CodecId::Bincode, &bytes).unwrap();
+                let mut n = 0;
+                let mut t = &tree;
+                while let Tree::Wrap(inner) = t {
+                    n += 1;
+                    t = inner;
+                }
+                // Dropping a deep Box chain recurses too; unwind it by hand.
+                let mut tree = tree;
+                while let Tree::Wrap(inner) = tree {
+                    tree = *inner;
+                }
+                n
+            })
+            .unwrap();
+        assert_eq!(t.join().unwrap(), depth);
     }
 }

@@ -64,6 +64,23 @@ pub(crate) struct Inner {
     lost_unconfirmed: u64,
 }
 
+impl Inner {
+    /// Whether endpoints may still be registered (the connection has not
+    /// ended).
+    pub(crate) fn is_live(&self) -> bool {
+        !matches!(self.status, Status::Ended(_))
+    }
+
+    /// The failure that ended the connection; `None` while it lives or
+    /// after a clean end.
+    pub(crate) fn end_error(&self) -> Option<Error> {
+        match &self.status {
+            Status::Ended(Error::Closed) | Status::Ready | Status::Handshaking => None,
+            Status::Ended(e) => Some(e.clone()),
+        }
+    }
+}
+
 /// Work posted by code that must not take `inner` (drop handlers).
 #[derive(Default)]
 struct Deferred {

@@ -275,7 +275,9 @@ impl<'de, T: Message> Deserialize<'de> for Sender<T> {
         });
         {
             let mut inner = conn.lock();
-            if inner.proto.is_channel_open(desc.chan) {
+            // After the connection ended nothing may be registered: its
+            // endpoints were already told, and would never be again.
+            if inner.is_live() && inner.proto.is_channel_open(desc.chan) {
                 inner
                     .eps
                     .insert(desc.chan, Endpoint::Out(Arc::downgrade(&route)));
@@ -294,7 +296,7 @@ impl<'de, T: Message> Deserialize<'de> for Receiver<T> {
         queue.add_link(link.clone());
         let alive = {
             let mut inner = conn.lock();
-            if inner.proto.is_channel_open(desc.chan) {
+            if inner.is_live() && inner.proto.is_channel_open(desc.chan) {
                 inner
                     .eps
                     .insert(desc.chan, Endpoint::In(queue.clone(), link.clone()));
@@ -309,7 +311,10 @@ impl<'de, T: Message> Deserialize<'de> for Receiver<T> {
         if alive {
             conn.kick();
         } else {
-            queue.link_ended(&link, None);
+            // The channel is gone with its connection: the receiver ends
+            // with the connection's failure, or cleanly after a goodbye.
+            let why = conn.lock().end_error();
+            queue.link_ended(&link, why);
         }
         Ok(Receiver::from_queue(queue, None, None))
     }

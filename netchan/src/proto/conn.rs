@@ -453,6 +453,10 @@ impl Connection {
     }
 
     fn fail(&mut self, e: ProtoError) -> ProtoError {
+        // The first error is final: later ones do not replace it.
+        if let ConnState::Ended(Some(first)) = &self.state {
+            return first.clone();
+        }
         self.state = ConnState::Ended(Some(e.clone()));
         e
     }
@@ -963,6 +967,10 @@ impl Connection {
     /// Accepts a channel the peer asked for. `capacity` is our receive
     /// buffer when we receive.
     pub fn accept(&mut self, chan: ChanId, capacity: u32) {
+        // After a protocol error nothing more happens on the connection.
+        if self.error().is_some() {
+            return;
+        }
         let Some(c) = self.chans.get_mut(&chan) else {
             return;
         };
@@ -990,7 +998,9 @@ impl Connection {
 
     /// Refuses a channel the peer asked for.
     pub fn reject(&mut self, chan: ChanId, code: RejectCode, reason: &str) {
-        if self.chans.get(&chan).map(|c| c.state) != Some(State::Requested) {
+        if self.error().is_some()
+            || self.chans.get(&chan).map(|c| c.state) != Some(State::Requested)
+        {
             return;
         }
         self.chans.remove(&chan);
