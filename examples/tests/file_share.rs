@@ -552,10 +552,9 @@ fn demo(args: &[&str]) {
             .any(|l| l.contains("bob lists the clients: alice, bob")),
         "{out:#?}"
     );
-    assert!(
-        out.last().is_some_and(|l| l.starts_with("ok: ")),
-        "{out:#?}"
-    );
+    // The server logs clients leaving from its own task, so its last
+    // "left" line may come after the demo's verdict.
+    assert!(out.iter().any(|l| l.starts_with("ok: ")), "{out:#?}");
 }
 
 #[test]
