@@ -362,13 +362,9 @@ async fn a_half_close(flow: Flow) {
     chaos
         .wait_for("the direction closed", STEP, |c| c.ended(flow))
         .await;
-    assert!(
-        !chaos.ended(match flow {
-            Flow::AToB => Flow::BToA,
-            Flow::BToA => Flow::AToB,
-        }),
-        "the other direction still flows"
-    );
+    // The proxy closed `flow` alone. The other direction may end any
+    // moment now, since the side that read end of stream fails and closes
+    // its socket, so whether it still flows is a race and not asserted.
     let (cut_off, other) = match flow {
         Flow::AToB => (&b, &a),
         Flow::BToA => (&a, &b),
