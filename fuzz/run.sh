@@ -8,8 +8,9 @@
 #   fuzz/run.sh seeds                rewrite fuzz/corpus/ from the seed writer
 #   fuzz/run.sh list                 the targets
 #
-# Installs cargo-fuzz if missing. Uses the nightly toolchain if rustup has
-# one, else the default toolchain with RUSTC_BOOTSTRAP=1. The committed
+# Installs cargo-fuzz if missing. Uses $RUSTUP_TOOLCHAIN if set, else the
+# nightly toolchain if rustup has one, else the default toolchain; with
+# RUSTC_BOOTSTRAP=1 unless it is a nightly. The committed
 # corpus is copied to a temporary directory, so a run adds no file to the
 # repository; crashes are written to fuzz/artifacts/TARGET/ (ignored by
 # git). Exits non-zero if any target crashed, leaked, hung or failed to
@@ -26,7 +27,7 @@ cd "$here"
 TARGETS=(frame_decode hello connection message_decode session_frames session_stream)
 
 usage() {
-    sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//'
     exit 2
 }
 
@@ -39,13 +40,26 @@ if [ "$cmd" = list ]; then
 fi
 
 # --- toolchain -----------------------------------------------------------
+# RUSTUP_TOOLCHAIN, if set, wins (RUSTUP_TOOLCHAIN=stable tries the path of
+# a machine without nightly). Otherwise the first nightly that `rustup
+# toolchain list` shows, else the default toolchain. Anything but nightly
+# gets RUSTC_BOOTSTRAP=1 for cargo-fuzz's -Z flags (sanitizers, coverage).
 TC=()
-if command -v rustup >/dev/null 2>&1 && rustup toolchain list 2>/dev/null | grep -q '^nightly'; then
-    TC=(+nightly)
-    echo "fuzz: using the nightly toolchain ($(rustc +nightly --version))"
+nightly=""
+if [ -z "${RUSTUP_TOOLCHAIN:-}" ] && command -v rustup >/dev/null 2>&1; then
+    nightly=$(rustup toolchain list 2>/dev/null | awk '/^nightly/ { print $1; exit }') || nightly=""
+fi
+if [ -n "$nightly" ]; then
+    TC=(+"$nightly")
+    echo "fuzz: using $nightly ($(rustc "${TC[@]}" --version))"
 else
-    export RUSTC_BOOTSTRAP=1
-    echo "fuzz: no nightly toolchain; using $(rustc --version) with RUSTC_BOOTSTRAP=1"
+    case "${RUSTUP_TOOLCHAIN:-}" in
+    nightly*) echo "fuzz: using $(rustc --version) (RUSTUP_TOOLCHAIN=$RUSTUP_TOOLCHAIN)" ;;
+    *)
+        export RUSTC_BOOTSTRAP=1
+        echo "fuzz: no nightly toolchain chosen; using $(rustc --version) with RUSTC_BOOTSTRAP=1"
+        ;;
+    esac
 fi
 
 if [ "$cmd" = seeds ]; then
@@ -58,18 +72,26 @@ fi
 if ! cargo fuzz --version >/dev/null 2>&1; then
     echo "fuzz: installing cargo-fuzz"
     t0=$(date +%s)
-    cargo install cargo-fuzz --locked
+    # Built like any tool, without RUSTC_BOOTSTRAP.
+    env -u RUSTC_BOOTSTRAP cargo install cargo-fuzz --locked --quiet
     echo "fuzz: cargo-fuzz installed in $(( $(date +%s) - t0 )) s"
 fi
 
 # -a: debug assertions and overflow checks, so arithmetic overflow panics.
 BUILD_FLAGS=(-O -a)
 
+# Builds every target; cargo's output goes to a log, shown if it fails.
 build() {
-    local t0
+    local t0 log
     t0=$(date +%s)
-    echo "fuzz: building $*"
-    cargo "${TC[@]}" fuzz build "${BUILD_FLAGS[@]}" "$@"
+    log="$(mktemp "${TMPDIR:-/tmp}/netchan-fuzz-build.XXXXXX")"
+    echo "fuzz: building the targets (log: $log)"
+    if ! cargo "${TC[@]}" fuzz build "${BUILD_FLAGS[@]}" >"$log" 2>&1; then
+        tail -40 "$log"
+        echo "fuzz: build FAILED (log: $log)"
+        exit 1
+    fi
+    rm -f "$log"
     echo "fuzz: built in $(( $(date +%s) - t0 )) s"
 }
 
@@ -79,6 +101,7 @@ if [ "$cmd" = regress ]; then
     [ $# -ge 2 ] && targets=("$2")
     build
     status=0
+    rlog="$(mktemp "${TMPDIR:-/tmp}/netchan-fuzz-regress.XXXXXX")"
     for t in "${targets[@]}"; do
         dir="regressions/$t"
         [ -d "$dir" ] || continue
@@ -86,16 +109,19 @@ if [ "$cmd" = regress ]; then
             [ -f "$f" ] || continue
             case "$f" in *.md | *.txt) continue ;; esac
             if NETCHAN_FUZZ_STRICT=1 cargo "${TC[@]}" fuzz run "${BUILD_FLAGS[@]}" "$t" "$f" -- \
-                -timeout=10 -runs=1 >"/tmp/netchan-fuzz-regress.log" 2>&1; then
+                -timeout=10 -runs=1 >"$rlog" 2>&1; then
                 echo "PASS $t $(basename "$f")"
             else
                 echo "FAIL $t $(basename "$f")"
                 grep -E -A2 'panicked|ERROR: (AddressSanitizer|libFuzzer|LeakSanitizer)' \
-                    /tmp/netchan-fuzz-regress.log | head -4 | cut -c1-200 | sed 's/^/    /' || true
+                    "$rlog" | head -4 | cut -c1-200 | sed 's/^/    /' || true
+                cp "$rlog" "$rlog-$t-$(basename "$f")"
+                echo "    log: $rlog-$t-$(basename "$f")"
                 status=1
             fi
         done
     done
+    rm -f "$rlog"
     exit $status
 fi
 

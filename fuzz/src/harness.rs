@@ -83,44 +83,6 @@ async fn recv_all<T: Message>(mut rx: netchan::Receiver<T>, limit: usize, mut on
     }
 }
 
-/// [`recv_all`] for the carrier export. With finding F2 tolerated, stops
-/// (dropping the receiver and what it buffered, undecoded) once the
-/// connection has ended: decoding a `Receiver` then leaks the connection
-/// and the receiver never ends. The check runs in the same poll as the
-/// decode, so no message is decoded after the end.
-async fn recv_carriers(
-    mut rx: netchan::Receiver<Carrier>,
-    conn: Session,
-    mut on: impl FnMut(Carrier),
-) {
-    if !known::tolerate("F2") {
-        drop(conn);
-        return recv_all(rx, MAX_RECV, on).await;
-    }
-    let mut errors = 0usize;
-    for _ in 0..MAX_RECV {
-        let r = std::future::poll_fn(|cx| {
-            if conn.is_closed() {
-                return std::task::Poll::Ready(Ok(None));
-            }
-            rx.poll_recv(cx)
-        })
-        .await;
-        match r {
-            Ok(Some(v)) => on(v),
-            Ok(None) => return,
-            Err(RecvError::Decode(_)) => {}
-            Err(_) => {
-                errors += 1;
-                assert!(
-                    errors < 1000,
-                    "Receiver::recv returned a non-decode error 1000 times"
-                );
-            }
-        }
-    }
-}
-
 struct App {
     session: Session,
     tasks: Tasks,
@@ -144,23 +106,26 @@ impl App {
         let out = session
             .export_sender::<u32>(types::OUT)
             .expect("export out");
-        let t0 = spawn(&tasks, recv_all(tree, MAX_RECV, drop));
+        let t0 = spawn(
+            &tasks,
+            recv_all(tree, MAX_RECV, |t: Tree| {
+                // F4: a deep enough tree overflows the stack when dropped.
+                if known::tolerate("F4") {
+                    types::drop_tree(t)
+                } else {
+                    drop(t)
+                }
+            }),
+        );
         let t1 = spawn(&tasks, recv_all(nested, MAX_RECV, drop));
         let inner = tasks.clone();
-        let conn = session.clone();
-        let closed = session.clone();
         let t2 = spawn(
             &tasks,
-            recv_carriers(carrier, closed, move |c: Carrier| {
+            recv_all(carrier, MAX_RECV, move |c: Carrier| {
                 // Answer on the carried sender, read the carried receiver.
                 let _ = c.reply.try_send(c.id as u32);
                 if let Some(extra) = &c.extra {
                     let _ = extra.try_send(1);
-                }
-                if conn.is_closed() && known::tolerate("F2") {
-                    // F2: a Receiver decoded after its connection ended
-                    // never ends; its recv() would hang.
-                    return;
                 }
                 spawn(&inner, recv_all(c.feed, 16, drop));
             }),
