@@ -444,10 +444,10 @@ impl Conn {
         let limit = inner.proto.send_limit();
         let refuse = if size > limit {
             Some(Error::MessageTooLarge { size, limit })
-        } else if n > inner.proto.limits().max_handles {
+        } else if n > inner.proto.send_handle_limit() {
             Some(Error::Codec(format!(
                 "{n} channel handles in one message exceed the limit of {}",
-                inner.proto.limits().max_handles
+                inner.proto.send_handle_limit()
             )))
         } else if n > 0
             && inner.proto.channel_count() + n

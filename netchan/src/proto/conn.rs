@@ -366,6 +366,7 @@ impl Connection {
             codec,
             max_message_len: u32::try_from(limits.max_message_len).unwrap_or(u32::MAX),
             max_channels: u32::try_from(limits.max_channels).unwrap_or(u32::MAX),
+            max_handles: u32::try_from(limits.max_handles).unwrap_or(u32::MAX),
         };
         let mut out = BytesMut::with_capacity(8 << 10);
         ours.encode(&mut out);
@@ -423,6 +424,14 @@ impl Connection {
     pub fn send_limit(&self) -> usize {
         self.peer
             .map_or(self.limits.max_message_len, |p| p.max_message_len as usize)
+    }
+
+    /// The most channel handles one outgoing message may carry: ours and
+    /// the peer's limit, whichever is lower.
+    pub fn send_handle_limit(&self) -> usize {
+        self.peer.map_or(self.limits.max_handles, |p| {
+            self.limits.max_handles.min(p.max_handles as usize)
+        })
     }
 
     fn channel_limit(&self) -> usize {
@@ -1101,11 +1110,12 @@ impl Connection {
         } else {
             2 + handles.len() * HANDLE_ENTRY_LEN
         };
-        if handles.len() > self.limits.max_handles || table > self.limits.chunk_size {
+        let handle_limit = self.send_handle_limit();
+        if handles.len() > handle_limit || table > self.limits.chunk_size {
             self.out.truncate(start);
             return Err(FinishError::TooManyHandles {
                 count: handles.len(),
-                limit: self.limits.max_handles,
+                limit: handle_limit,
             });
         }
         let size = body + table;
