@@ -1125,7 +1125,7 @@ fn handles_beyond_the_peers_announced_limit_are_refused_when_finishing_a_message
     let mut p = Pair::connected_with(Limits::default(), limits(|l| l.max_handles = 2));
     assert_eq!(p.d.conn.send_handle_limit(), 2);
     let chan = p.d_sends(2);
-    let mut handle = |p: &mut Pair| HandleDesc {
+    let handle = |p: &mut Pair| HandleDesc {
         kind: HandleKind::Receiver,
         chan: p.d.conn.alloc_handle(Role::Sending, 1).unwrap(),
         capacity: 1,

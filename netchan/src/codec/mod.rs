@@ -9,6 +9,10 @@ use serde::de::DeserializeOwned;
 
 use crate::proto::CodecId;
 
+mod hint;
+
+use hint::Hinted;
+
 /// bincode writes straight into the transmit buffer.
 struct BufWriter<'a>(&'a mut BytesMut);
 
@@ -82,7 +86,9 @@ impl bincode::de::read::Reader for CountingReader<'_> {
 /// Decodes with bincode under `cfg`'s limit. Deeply nested values (a
 /// recursive enum a thousand levels down) grow the stack on the heap as
 /// they go (serde_stacker) instead of overflowing it and aborting the
-/// process; the depth is still bounded by the message's length.
+/// process; the depth is still bounded by the message's length. The room
+/// collections reserve up front is bounded by the message's length too
+/// ([`Hinted`]).
 fn bincode_decode<T: DeserializeOwned, C: bincode::config::Config>(
     bytes: &[u8],
     cfg: C,
@@ -93,8 +99,12 @@ fn bincode_decode<T: DeserializeOwned, C: bincode::config::Config>(
         left: &left,
     };
     let mut decoder = bincode::serde::OwnedSerdeDecoder::from_reader(reader, cfg);
-    let v = T::deserialize(serde_stacker::Deserializer::new(decoder.as_deserializer()))
-        .map_err(|e| e.to_string())?;
+    let budget = std::cell::Cell::new(bytes.len());
+    let v = T::deserialize(Hinted::new(
+        serde_stacker::Deserializer::new(decoder.as_deserializer()),
+        &budget,
+    ))
+    .map_err(|e| e.to_string())?;
     match left.get() {
         0 => Ok(v),
         n => Err(format!(
@@ -123,11 +133,16 @@ pub(crate) fn decode<T: DeserializeOwned>(codec: CodecId, bytes: &[u8]) -> Resul
             1073741824 4294967296 17179869184),
         #[cfg(feature = "postcard")]
         CodecId::Postcard => {
-            // postcard reads lengths and then the bytes themselves from the
-            // slice, so it cannot allocate past what arrived.
+            // postcard reads strings and byte strings from the slice, so
+            // it cannot allocate past what arrived; collections' size
+            // hints are bounded as for bincode.
             let mut de = postcard::Deserializer::from_bytes(bytes);
-            let r = T::deserialize(serde_stacker::Deserializer::new(&mut de))
-                .map(|v| (v, de.finalize()));
+            let budget = std::cell::Cell::new(bytes.len());
+            let r = T::deserialize(Hinted::new(
+                serde_stacker::Deserializer::new(&mut de),
+                &budget,
+            ))
+            .map(|v| (v, de.finalize()));
             match r.map(|(v, rest)| (v, rest.unwrap_or_default())) {
                 Ok((v, [])) => Ok(v),
                 Ok((_, rest)) => Err(format!("{} trailing bytes after the value", rest.len())),
