@@ -54,7 +54,7 @@ impl<'de, D: de::Deserializer<'de>> de::Deserializer<'de> for Hinted<'_, D> {
         deserialize_i32(); deserialize_i64(); deserialize_i128(); deserialize_u8();
         deserialize_u16(); deserialize_u32(); deserialize_u64(); deserialize_u128();
         deserialize_f32(); deserialize_f64(); deserialize_char(); deserialize_str();
-        deserialize_string(); deserialize_bytes(); deserialize_byte_buf();
+        deserialize_bytes();
         deserialize_option(); deserialize_unit();
         deserialize_unit_struct(name: &'static str);
         deserialize_newtype_struct(name: &'static str);
@@ -64,6 +64,18 @@ impl<'de, D: de::Deserializer<'de>> de::Deserializer<'de> for Hinted<'_, D> {
         deserialize_struct(name: &'static str, fields: &'static [&'static str]);
         deserialize_enum(name: &'static str, variants: &'static [&'static str]);
         deserialize_identifier(); deserialize_ignored_any();
+    }
+
+    /// Asked for as borrowed bytes, which both codecs hand out straight
+    /// from the message: the visitor copies them once into its value,
+    /// instead of the codec filling a buffer of its own first.
+    fn deserialize_byte_buf<V: de::Visitor<'de>>(self, visitor: V) -> Result<V::Value, D::Error> {
+        self.deserialize_bytes(visitor)
+    }
+
+    /// As [`deserialize_byte_buf`](Self::deserialize_byte_buf), for strings.
+    fn deserialize_string<V: de::Visitor<'de>>(self, visitor: V) -> Result<V::Value, D::Error> {
+        self.deserialize_str(visitor)
     }
 
     fn is_human_readable(&self) -> bool {
@@ -140,6 +152,35 @@ impl<'de, V: de::Visitor<'de>> de::Visitor<'de> for Visit<'_, V> {
             hint: None,
             budget: self.budget,
         })
+    }
+}
+
+/// The seed of a whole message of type `T`: the deserializer it is given
+/// is wrapped in [`Hinted`] and, below that, in serde_stacker, which grows
+/// the stack on the heap for deeply nested values.
+pub(crate) struct Whole<'b, T> {
+    budget: &'b Cell<usize>,
+    ty: std::marker::PhantomData<fn() -> T>,
+}
+
+impl<'b, T> Whole<'b, T> {
+    /// `budget` starts at the message's length in bytes.
+    pub(crate) fn new(budget: &'b Cell<usize>) -> Self {
+        Whole {
+            budget,
+            ty: std::marker::PhantomData,
+        }
+    }
+}
+
+impl<'de, T: de::Deserialize<'de>> de::DeserializeSeed<'de> for Whole<'_, T> {
+    type Value = T;
+
+    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<T, D::Error> {
+        T::deserialize(Hinted::new(
+            serde_stacker::Deserializer::new(d),
+            self.budget,
+        ))
     }
 }
 

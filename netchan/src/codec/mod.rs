@@ -61,55 +61,25 @@ macro_rules! bounded {
     }};
 }
 
-/// A slice reader that leaves behind how much it read, so trailing bytes
-/// can be refused.
-struct CountingReader<'a> {
-    rest: &'a [u8],
-    left: &'a std::cell::Cell<usize>,
-}
-
-impl bincode::de::read::Reader for CountingReader<'_> {
-    fn read(&mut self, bytes: &mut [u8]) -> Result<(), bincode::error::DecodeError> {
-        if bytes.len() > self.rest.len() {
-            return Err(bincode::error::DecodeError::UnexpectedEnd {
-                additional: bytes.len() - self.rest.len(),
-            });
-        }
-        let (head, tail) = self.rest.split_at(bytes.len());
-        bytes.copy_from_slice(head);
-        self.rest = tail;
-        self.left.set(tail.len());
-        Ok(())
-    }
-}
-
-/// Decodes with bincode under `cfg`'s limit. Deeply nested values (a
-/// recursive enum a thousand levels down) grow the stack on the heap as
-/// they go (serde_stacker) instead of overflowing it and aborting the
-/// process; the depth is still bounded by the message's length. The room
-/// collections reserve up front is bounded by the message's length too
-/// ([`Hinted`]).
+/// Decodes with bincode under `cfg`'s limit, borrowing from `bytes`: a
+/// byte string or string is copied once, straight into the value. Deeply
+/// nested values (a recursive enum a thousand levels down) grow the stack
+/// on the heap as they go (serde_stacker) instead of overflowing it and
+/// aborting the process; the depth is still bounded by the message's
+/// length. The room collections reserve up front is bounded by the
+/// message's length too ([`Hinted`]).
 fn bincode_decode<T: DeserializeOwned, C: bincode::config::Config>(
     bytes: &[u8],
     cfg: C,
 ) -> Result<T, String> {
-    let left = std::cell::Cell::new(bytes.len());
-    let reader = CountingReader {
-        rest: bytes,
-        left: &left,
-    };
-    let mut decoder = bincode::serde::OwnedSerdeDecoder::from_reader(reader, cfg);
     let budget = std::cell::Cell::new(bytes.len());
-    let v = T::deserialize(Hinted::new(
-        serde_stacker::Deserializer::new(decoder.as_deserializer()),
-        &budget,
-    ))
-    .map_err(|e| e.to_string())?;
-    match left.get() {
+    let seed = hint::Whole::<T>::new(&budget);
+    let (v, used) =
+        bincode::serde::seed_decode_from_slice(seed, bytes, cfg).map_err(|e| e.to_string())?;
+    match bytes.len() - used {
         0 => Ok(v),
         n => Err(format!(
-            "{n} trailing bytes after the value ({} of {} used)",
-            bytes.len() - n,
+            "{n} trailing bytes after the value ({used} of {} used)",
             bytes.len()
         )),
     }
