@@ -11,8 +11,6 @@ use crate::proto::CodecId;
 
 mod hint;
 
-use hint::Hinted;
-
 /// bincode writes straight into the transmit buffer.
 struct BufWriter<'a>(&'a mut BytesMut);
 
@@ -67,7 +65,7 @@ macro_rules! bounded {
 /// on the heap as they go (serde_stacker) instead of overflowing it and
 /// aborting the process; the depth is still bounded by the message's
 /// length. The room collections reserve up front is bounded by the
-/// message's length too ([`Hinted`]).
+/// message's length too ([`hint::Hinted`]).
 fn bincode_decode<T: DeserializeOwned, C: bincode::config::Config>(
     bytes: &[u8],
     cfg: C,
@@ -108,7 +106,7 @@ pub(crate) fn decode<T: DeserializeOwned>(codec: CodecId, bytes: &[u8]) -> Resul
             // hints are bounded as for bincode.
             let mut de = postcard::Deserializer::from_bytes(bytes);
             let budget = std::cell::Cell::new(bytes.len());
-            let r = T::deserialize(Hinted::new(
+            let r = T::deserialize(hint::Hinted::new(
                 serde_stacker::Deserializer::new(&mut de),
                 &budget,
             ))
