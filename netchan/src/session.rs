@@ -522,8 +522,12 @@ impl Conn {
                 }
             }
         }
+        let large = body.len() >= crate::channel::LARGE_MESSAGE;
         match inner.proto.send_message(chan, body, &descs) {
             Ok(()) => {
+                if large {
+                    crate::channel::SENT_LARGE.with(|l| l.set(true));
+                }
                 let rendezvous = inner.proto.capacity_of(chan) == 0;
                 drop(inner);
                 self.kick();
