@@ -223,13 +223,15 @@ struct Chan {
     /// Offset into `pending.front()` already sent.
     pending_off: usize,
     /// A close requested while `pending` was not empty.
-    close_after: Option<(CloseCode, String)>,
+    /// Boxed: rare, and an idle channel's entry stays small.
+    close_after: Option<Box<(CloseCode, String)>>,
     // Receiving side.
     outstanding: u32,
     pending_grant: u32,
     pending_taken: u32,
     credit_dirty: bool,
-    assembling: Option<Assembly>,
+    /// Boxed for the same reason.
+    assembling: Option<Box<Assembly>>,
     /// Closing while a message was arriving: its remaining chunks are skipped.
     skipping: bool,
     /// Messages delivered to the runtime, and reported taken.
@@ -620,7 +622,7 @@ impl Connection {
                     c.capacity = capacity;
                     c.credit = capacity;
                 }
-                if let Some((code, reason)) = c.close_after.take() {
+                if let Some((code, reason)) = c.close_after.take().map(|b| *b) {
                     self.close(chan, code, &reason);
                     return Ok(None);
                 }
@@ -811,10 +813,10 @@ impl Connection {
                 } else {
                     let mut buf = BytesMut::with_capacity(payload.len() * 2);
                     buf.extend_from_slice(&payload);
-                    c.assembling = Some(Assembly {
+                    c.assembling = Some(Box::new(Assembly {
                         buf,
                         handles: has_handles,
-                    });
+                    }));
                     None
                 }
             }
@@ -1320,13 +1322,13 @@ impl Connection {
                 // Closed once the answer arrives (ACCEPT or REJECT may
                 // already be on the way).
                 if c.close_after.is_none() {
-                    c.close_after = Some((code, reason.to_owned()));
+                    c.close_after = Some(Box::new((code, reason.to_owned())));
                 }
             }
             State::Open => {
                 if !c.pending.is_empty() {
                     if c.close_after.is_none() {
-                        c.close_after = Some((code, reason.to_owned()));
+                        c.close_after = Some(Box::new((code, reason.to_owned())));
                     }
                     return;
                 }
@@ -1487,7 +1489,7 @@ impl Connection {
         }
         if !c.pending.is_empty() {
             self.ready.push_back(chan);
-        } else if let Some((code, reason)) = c.close_after.take() {
+        } else if let Some((code, reason)) = c.close_after.take().map(|b| *b) {
             self.close(chan, code, &reason);
         }
         HEADER_LEN + n
