@@ -1,13 +1,13 @@
 //! The markdown report: one row per metric with every contender's value
-//! and the ratios, a table of each child process's peak RSS and CPU time,
-//! and numbered notes (why a cell is n/a, what failed, what the raw
-//! baseline does).
+//! and the ratios, netchan over TLS against netchan in plaintext, a table
+//! of each child process's peak RSS and CPU time, and numbered notes (why
+//! a cell is n/a, what failed, what the raw baseline does).
 
 use std::collections::HashMap;
 use std::fmt::Write;
 
 use crate::child::ChildResult;
-use crate::spec::{Better, Contender, NotApplicable, Unit, Workload};
+use crate::spec::{Better, Contender, Metric, NotApplicable, Unit, Workload};
 
 /// Everything the parent learned about one (workload, contender).
 #[derive(Debug, Clone)]
@@ -90,6 +90,21 @@ fn fmt_ratio(r: f64) -> String {
     }
 }
 
+fn arrow(b: Better) -> &'static str {
+    match b {
+        Better::Higher => "↑",
+        Better::Lower => "↓",
+    }
+}
+
+/// A ratio cell: `x / y`, or a dash when either value is missing.
+fn ratio_cell(x: Option<&f64>, y: Option<&f64>) -> String {
+    match (x, y) {
+        (Some(x), Some(y)) if *y > 0.0 => format!(" {} |", fmt_ratio(x / y)),
+        _ => " – |".into(),
+    }
+}
+
 impl Report {
     /// The value of one metric for one contender, or the cell text (with
     /// its note) that explains why there is none.
@@ -126,6 +141,28 @@ impl Report {
         }
     }
 
+    /// Appends one value cell of metric `m` to `row`: the value, or why
+    /// there is none. Returns the value.
+    fn value_cell(
+        &self,
+        w: Workload,
+        m: &Metric,
+        c: Contender,
+        notes: &mut Notes,
+        row: &mut String,
+    ) -> Option<f64> {
+        let (v, text) = self.cell(w, m.key, c, notes);
+        match v {
+            Some(v) => {
+                let _ = write!(row, " {} |", fmt_value(m.unit, v));
+            }
+            None => {
+                let _ = write!(row, " {text} |");
+            }
+        }
+        v
+    }
+
     pub(crate) fn render(&self) -> String {
         let mut out = String::new();
         let mut notes = Notes::default();
@@ -158,31 +195,15 @@ impl Report {
         let _ = writeln!(out, "{head}\n{rule}");
         for &w in &self.workloads {
             for m in w.metrics() {
-                let arrow = match m.better {
-                    Better::Higher => "↑",
-                    Better::Lower => "↓",
-                };
-                let mut row = format!("| {} | {} {arrow} |", m.label, m.unit.label());
+                let mut row = format!("| {} | {} {} |", m.label, m.unit.label(), arrow(m.better));
                 let mut values = HashMap::new();
                 for &c in &self.contenders {
-                    let (v, text) = self.cell(w, m.key, c, &mut notes);
-                    match v {
-                        Some(v) => {
-                            values.insert(c, v);
-                            let _ = write!(row, " {} |", fmt_value(m.unit, v));
-                        }
-                        None => {
-                            let _ = write!(row, " {text} |");
-                        }
+                    if let Some(v) = self.value_cell(w, m, c, &mut notes, &mut row) {
+                        values.insert(c, v);
                     }
                 }
                 for (a, b) in &pairs {
-                    match (values.get(a), values.get(b)) {
-                        (Some(x), Some(y)) if *y > 0.0 => {
-                            let _ = write!(row, " {} |", fmt_ratio(x / y));
-                        }
-                        _ => row.push_str(" – |"),
-                    }
+                    row.push_str(&ratio_cell(values.get(a), values.get(b)));
                 }
                 let _ = writeln!(out, "{row}");
             }
@@ -190,8 +211,14 @@ impl Report {
         let _ = writeln!(
             out,
             "\n↑ higher is better, ↓ lower is better; a ratio is the first contender's value divided by the second's. \
-             In TLS rows the raw column is raw TLS. MB/s is 10^6 bytes of payload per second."
+             MB/s is 10^6 bytes of payload per second. \
+             Rows starting “TLS:” repeat the plaintext workload of the same name over TLS 1.3 \
+             (rustls with ring, a self-signed certificate made in each child): netchan through \
+             `Config::tls_server` / `tls_client` with the client pinning that certificate, raw as \
+             the same hand-written frames over tokio-rustls. So in TLS rows netchan/raw is netchan \
+             over TLS against raw TLS; tarpc and remoc do not run them."
         );
+        self.tls_vs_plain(&mut out, &mut notes);
 
         // Resources of each child process.
         let _ = writeln!(
@@ -265,5 +292,51 @@ impl Report {
             }
         }
         out
+    }
+
+    /// netchan over TLS against netchan in plaintext (and raw TLS against
+    /// raw TCP, for scale), for each TLS workload whose plaintext twin ran.
+    fn tls_vs_plain(&self, out: &mut String, notes: &mut Notes) {
+        let twins: Vec<Workload> = self
+            .workloads
+            .iter()
+            .copied()
+            .filter(|w| w.tls() && self.workloads.contains(&w.plain()))
+            .collect();
+        if twins.is_empty() || !self.contenders.contains(&Contender::Netchan) {
+            return;
+        }
+        let raw = self.contenders.contains(&Contender::Raw);
+        let _ = writeln!(out, "\n### TLS against plaintext\n");
+        let mut head = String::from(
+            "| workload | unit | netchan plaintext | netchan TLS | netchan TLS/plaintext |",
+        );
+        let mut rule = String::from("|---|---|---:|---:|---:|");
+        if raw {
+            head.push_str(" raw TLS/TCP |");
+            rule.push_str("---:|");
+        }
+        let _ = writeln!(out, "{head}\n{rule}");
+        for w in twins {
+            let plain = w.plain();
+            for m in plain.metrics() {
+                let mut row = format!("| {} | {} {} |", m.label, m.unit.label(), arrow(m.better));
+                let p = self.value_cell(plain, m, Contender::Netchan, notes, &mut row);
+                let t = self.value_cell(w, m, Contender::Netchan, notes, &mut row);
+                row.push_str(&ratio_cell(t.as_ref(), p.as_ref()));
+                if raw {
+                    let p = self.cell(plain, m.key, Contender::Raw, notes).0;
+                    let t = self.cell(w, m.key, Contender::Raw, notes).0;
+                    row.push_str(&ratio_cell(t.as_ref(), p.as_ref()));
+                }
+                let _ = writeln!(out, "{row}");
+            }
+        }
+        let _ = writeln!(
+            out,
+            "\nEach contender over TLS divided by itself in plaintext, in the same run: above 1× a \
+             latency (↓) grew, below 1× a throughput (↑) fell. raw TLS/TCP is what TLS costs the \
+             hand-written baseline, a reference for netchan's own ratio."
+        );
     }
 }

@@ -135,6 +135,11 @@ const ECHO: &[Metric] = &[m(
     MBps,
     Higher,
 )];
+const TLS_SEQ_CALL: &[Metric] = &[
+    m("p50", "TLS: sequential small call, p50", Micros, Lower),
+    m("p99", "TLS: sequential small call, p99", Micros, Lower),
+    m("p999", "TLS: sequential small call, p99.9", Micros, Lower),
+];
 const TLS_BULK: &[Metric] = &[m(
     "mbps",
     "TLS: 1 MiB messages one way, channel",
@@ -192,7 +197,7 @@ impl NotApplicable {
                 "remoc has no rendezvous (capacity 0) channel: its mpsc channels always buffer"
             }
             NotApplicable::TlsRowsRawOnly => {
-                "TLS rows compare netchan over TLS 1.3 with raw TLS 1.3 (tokio-rustls, ring) only"
+                "TLS rows compare netchan over TLS 1.3 with raw TLS 1.3 (the raw baseline's frames over tokio-rustls, ring) only"
             }
             NotApplicable::RawNoChannels => "raw TCP has no channels to open",
         }
@@ -209,6 +214,7 @@ pub(crate) enum Workload {
     Bulk,
     Pipe,
     Echo,
+    TlsSeqCall,
     TlsBulk,
     TlsPipe,
     TlsEcho,
@@ -237,7 +243,7 @@ pub(crate) const BULK_CAPACITY: usize = 8;
 pub(crate) const HOL_INTERVAL_US: u64 = 1000;
 
 impl Workload {
-    pub(crate) const ALL: [Workload; 14] = [
+    pub(crate) const ALL: [Workload; 15] = [
         Workload::SeqCall,
         Workload::Calls64,
         Workload::Calls8x8,
@@ -245,6 +251,7 @@ impl Workload {
         Workload::Bulk,
         Workload::Pipe,
         Workload::Echo,
+        Workload::TlsSeqCall,
         Workload::TlsBulk,
         Workload::TlsPipe,
         Workload::TlsEcho,
@@ -263,6 +270,7 @@ impl Workload {
             Workload::Bulk => "bulk-1MiB-channel",
             Workload::Pipe => "bulk-1MiB-pipe",
             Workload::Echo => "echo-1MiB-call",
+            Workload::TlsSeqCall => "tls-seq-call",
             Workload::TlsBulk => "tls-bulk-1MiB-channel",
             Workload::TlsPipe => "tls-bulk-1MiB-pipe",
             Workload::TlsEcho => "tls-echo-1MiB-call",
@@ -281,13 +289,14 @@ impl Workload {
     pub(crate) fn tls(self) -> bool {
         matches!(
             self,
-            Workload::TlsBulk | Workload::TlsPipe | Workload::TlsEcho
+            Workload::TlsSeqCall | Workload::TlsBulk | Workload::TlsPipe | Workload::TlsEcho
         )
     }
 
     /// The same workload without TLS.
     pub(crate) fn plain(self) -> Workload {
         match self {
+            Workload::TlsSeqCall => Workload::SeqCall,
             Workload::TlsBulk => Workload::Bulk,
             Workload::TlsPipe => Workload::Pipe,
             Workload::TlsEcho => Workload::Echo,
@@ -310,6 +319,7 @@ impl Workload {
             Workload::Bulk => BULK,
             Workload::Pipe => PIPE,
             Workload::Echo => ECHO,
+            Workload::TlsSeqCall => TLS_SEQ_CALL,
             Workload::TlsBulk => TLS_BULK,
             Workload::TlsPipe => TLS_PIPE,
             Workload::TlsEcho => TLS_ECHO,
@@ -329,7 +339,7 @@ impl Workload {
             (_, Netchan) => Ok(()),
             (IdleChan, Raw) => Err(RawNoChannels),
             (_, Raw) => Ok(()),
-            (TlsBulk | TlsPipe | TlsEcho, Tarpc | Remoc) => Err(TlsRowsRawOnly),
+            (TlsSeqCall | TlsBulk | TlsPipe | TlsEcho, Tarpc | Remoc) => Err(TlsRowsRawOnly),
             (SeqCall | Calls64 | Calls8x8 | Echo | IdleConn, Tarpc) => Ok(()),
             (_, Tarpc) => Err(TarpcNoChannels),
             (Rendezvous, Remoc) => Err(NoRendezvous),
@@ -340,7 +350,9 @@ impl Workload {
     /// What the raw baseline does in this workload, for the notes.
     pub(crate) fn raw_note(self) -> Option<&'static str> {
         match self {
-            Workload::SeqCall => Some("raw: one 16-byte request frame, one 16-byte reply frame"),
+            Workload::SeqCall | Workload::TlsSeqCall => {
+                Some("raw: one 16-byte request frame, one 16-byte reply frame")
+            }
             Workload::Calls64 | Workload::Calls8x8 => Some(
                 "raw: pipelined, the client tops the window up and writes all new requests in one write, the server answers every complete request of a read in one write",
             ),

@@ -146,18 +146,30 @@ impl Proc {
 
     /// The rest of stderr, once the process has ended.
     fn rest_of_stderr(&mut self) -> Vec<String> {
-        let mut rest = Vec::new();
-        // The reader thread ends at end-of-file; bounded all the same.
-        while let Ok(line) = self.stderr.recv_timeout(TIMEOUT) {
-            rest.push(line);
-        }
-        rest
+        rest_of(&self.stderr)
+    }
+
+    /// The rest of stdout, once the process has ended.
+    fn rest_of_stdout(&mut self) -> Vec<String> {
+        rest_of(&self.stdout)
     }
 
     fn kill(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Every line still to come from a reader thread. Lines the process wrote
+/// before it exited may still be on their way through the thread, so
+/// this reads up to end-of-file, where the thread ends; bounded all the
+/// same.
+fn rest_of(lines: &mpsc::Receiver<String>) -> Vec<String> {
+    let mut rest = Vec::new();
+    while let Ok(line) = lines.recv_timeout(TIMEOUT) {
+        rest.push(line);
+    }
+    rest
 }
 
 impl Drop for Proc {
@@ -429,9 +441,14 @@ fn a_client_that_quits_or_dies_vanishes_from_list() {
     // End of input leaves as `quit` does.
     s.bob.close_stdin();
     assert!(s.bob.wait().success());
-    let log: Vec<String> = s.server.proc.stdout.try_iter().collect();
+    // The server logs a join just after the client appears in `list`, and
+    // its lines reach us through a reader thread: wait for them (bounded).
+    let mut log = Vec::new();
     for name in ["alice", "bob", "carol"] {
-        assert!(log.contains(&format!("{name} joined")), "{log:?}");
+        let joined = format!("{name} joined");
+        while !log.contains(&joined) {
+            log.push(s.server.proc.out_line());
+        }
     }
 }
 
@@ -541,7 +558,7 @@ fn tls_server_with_cert_and_key_files_is_trusted_through_ca() {
 fn demo(args: &[&str]) {
     let mut demo = Proc::spawn("demo", args);
     let status = demo.wait();
-    let out: Vec<String> = demo.stdout.try_iter().collect();
+    let out = demo.rest_of_stdout();
     let err = demo.rest_of_stderr();
     assert!(
         status.success(),

@@ -108,6 +108,10 @@ struct Tracker {
     payload_left: usize,
     /// Frames whose header passed, per kind byte.
     seen: Vec<u64>,
+    /// Bytes of the original stream passed so far.
+    pos: u64,
+    /// Where each data frame started in the stream, and its channel.
+    data: Vec<(u64, u32)>,
 }
 
 impl Default for Tracker {
@@ -117,6 +121,8 @@ impl Default for Tracker {
             header: Vec::with_capacity(HEADER_LEN),
             payload_left: 0,
             seen: vec![0; 256],
+            pos: 0,
+            data: Vec::new(),
         }
     }
 }
@@ -139,6 +145,7 @@ impl Tracker {
     }
 
     fn advance(&mut self, mut bytes: &[u8]) {
+        self.pos += bytes.len() as u64;
         while !bytes.is_empty() {
             if self.hello_done < HELLO_LEN {
                 let n = bytes.len().min(HELLO_LEN - self.hello_done);
@@ -156,6 +163,11 @@ impl Tracker {
                     let h = &self.header;
                     self.payload_left = u32::from_le_bytes([h[0], h[1], h[2], h[3]]) as usize;
                     self.seen[h[4] as usize] += 1;
+                    if h[4] == Kind::Data as u8 {
+                        let start = self.pos - (bytes.len() + HEADER_LEN) as u64;
+                        let chan = u32::from_le_bytes([h[6], h[7], h[8], h[9]]);
+                        self.data.push((start, chan));
+                    }
                     self.header.clear();
                 }
             }
@@ -365,6 +377,12 @@ impl Chaos {
     /// Frames of `kind` whose header has been forwarded in `flow`.
     pub(crate) fn frames_seen(&self, flow: Flow, kind: Kind) -> u64 {
         self.shared.dir(flow).tracker.seen[kind as usize]
+    }
+
+    /// Where each data frame forwarded in `flow` started (an offset as
+    /// [`forwarded`](Chaos::forwarded) counts), and its channel id.
+    pub(crate) fn data_frames(&self, flow: Flow) -> Vec<(u64, u32)> {
+        self.shared.dir(flow).tracker.data.clone()
     }
 
     /// Whether the pump of `flow` has stopped (cut, half-closed, or its
