@@ -21,18 +21,56 @@ use serde::de;
 /// A deserializer whose collections' size hints draw on a shared budget.
 pub(crate) struct Hinted<'b, D> {
     inner: D,
-    budget: &'b Cell<usize>,
+    budget: &'b Bounds,
 }
 
 impl<'b, D> Hinted<'b, D> {
     /// Wraps `inner`; `budget` starts at the message's length in bytes.
-    pub(crate) fn new(inner: D, budget: &'b Cell<usize>) -> Self {
+    pub(crate) fn new(inner: D, budget: &'b Bounds) -> Self {
         Hinted { inner, budget }
     }
 }
 
+/// How deep values may nest in one message. A deeper value is refused
+/// while it is decoded: dropping it would recurse once per level, and a
+/// peer could make that overflow the stack of the task that drops it.
+pub(crate) const MAX_DEPTH: usize = 1024;
+
+/// What one message's decode may still spend.
+pub(crate) struct Bounds {
+    /// Elements all collections together may still be hinted.
+    budget: Cell<usize>,
+    /// Levels the value currently being decoded is nested.
+    depth: Cell<usize>,
+}
+
+impl Bounds {
+    /// The bounds of a message of `len` bytes.
+    pub(crate) fn new(len: usize) -> Bounds {
+        Bounds {
+            budget: Cell::new(len),
+            depth: Cell::new(0),
+        }
+    }
+
+    /// Runs `f` one level deeper, or refuses if that is too deep.
+    fn nested<R, E: de::Error>(&self, f: impl FnOnce() -> Result<R, E>) -> Result<R, E> {
+        let d = self.depth.get();
+        if d >= MAX_DEPTH {
+            return Err(E::custom(format_args!(
+                "value nested deeper than {MAX_DEPTH} levels"
+            )));
+        }
+        self.depth.set(d + 1);
+        let r = f();
+        self.depth.set(d);
+        r
+    }
+}
+
 /// Takes up to `claimed` from the budget.
-fn draw(budget: &Cell<usize>, claimed: Option<usize>) -> Option<usize> {
+fn draw(bounds: &Bounds, claimed: Option<usize>) -> Option<usize> {
+    let budget = &bounds.budget;
     let n = claimed?.min(budget.get());
     budget.set(budget.get() - n);
     Some(n)
@@ -86,7 +124,7 @@ impl<'de, D: de::Deserializer<'de>> de::Deserializer<'de> for Hinted<'_, D> {
 /// A visitor that wraps what it is given to visit.
 struct Visit<'b, V> {
     inner: V,
-    budget: &'b Cell<usize>,
+    budget: &'b Bounds,
 }
 
 macro_rules! forward_visit {
@@ -121,11 +159,13 @@ impl<'de, V: de::Visitor<'de>> de::Visitor<'de> for Visit<'_, V> {
     }
 
     fn visit_some<D: de::Deserializer<'de>>(self, d: D) -> Result<V::Value, D::Error> {
-        self.inner.visit_some(Hinted::new(d, self.budget))
+        self.budget
+            .nested(|| self.inner.visit_some(Hinted::new(d, self.budget)))
     }
 
     fn visit_newtype_struct<D: de::Deserializer<'de>>(self, d: D) -> Result<V::Value, D::Error> {
-        self.inner.visit_newtype_struct(Hinted::new(d, self.budget))
+        self.budget
+            .nested(|| self.inner.visit_newtype_struct(Hinted::new(d, self.budget)))
     }
 
     fn visit_seq<A: de::SeqAccess<'de>>(self, seq: A) -> Result<V::Value, A::Error> {
@@ -159,13 +199,13 @@ impl<'de, V: de::Visitor<'de>> de::Visitor<'de> for Visit<'_, V> {
 /// is wrapped in [`Hinted`] and, below that, in serde_stacker, which grows
 /// the stack on the heap for deeply nested values.
 pub(crate) struct Whole<'b, T> {
-    budget: &'b Cell<usize>,
+    budget: &'b Bounds,
     ty: std::marker::PhantomData<fn() -> T>,
 }
 
 impl<'b, T> Whole<'b, T> {
     /// `budget` starts at the message's length in bytes.
-    pub(crate) fn new(budget: &'b Cell<usize>) -> Self {
+    pub(crate) fn new(budget: &'b Bounds) -> Self {
         Whole {
             budget,
             ty: std::marker::PhantomData,
@@ -187,14 +227,15 @@ impl<'de, T: de::Deserialize<'de>> de::DeserializeSeed<'de> for Whole<'_, T> {
 /// A seed that wraps the deserializer it is given.
 struct Seed<'b, S> {
     inner: S,
-    budget: &'b Cell<usize>,
+    budget: &'b Bounds,
 }
 
 impl<'de, S: de::DeserializeSeed<'de>> de::DeserializeSeed<'de> for Seed<'_, S> {
     type Value = S::Value;
 
     fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<S::Value, D::Error> {
-        self.inner.deserialize(Hinted::new(d, self.budget))
+        self.budget
+            .nested(|| self.inner.deserialize(Hinted::new(d, self.budget)))
     }
 }
 
@@ -203,7 +244,7 @@ impl<'de, S: de::DeserializeSeed<'de>> de::DeserializeSeed<'de> for Seed<'_, S> 
 struct Access<'b, A> {
     inner: A,
     hint: Option<usize>,
-    budget: &'b Cell<usize>,
+    budget: &'b Bounds,
 }
 
 impl<'b, A> Access<'b, A> {

@@ -70,8 +70,8 @@ fn bincode_decode<T: DeserializeOwned, C: bincode::config::Config>(
     bytes: &[u8],
     cfg: C,
 ) -> Result<T, String> {
-    let budget = std::cell::Cell::new(bytes.len());
-    let seed = hint::Whole::<T>::new(&budget);
+    let bounds = hint::Bounds::new(bytes.len());
+    let seed = hint::Whole::<T>::new(&bounds);
     let (v, used) =
         bincode::serde::seed_decode_from_slice(seed, bytes, cfg).map_err(|e| e.to_string())?;
     match bytes.len() - used {
@@ -105,10 +105,10 @@ pub(crate) fn decode<T: DeserializeOwned>(codec: CodecId, bytes: &[u8]) -> Resul
             // it cannot allocate past what arrived; collections' size
             // hints are bounded as for bincode.
             let mut de = postcard::Deserializer::from_bytes(bytes);
-            let budget = std::cell::Cell::new(bytes.len());
+            let bounds = hint::Bounds::new(bytes.len());
             let r = T::deserialize(hint::Hinted::new(
                 serde_stacker::Deserializer::new(&mut de),
-                &budget,
+                &bounds,
             ))
             .map(|v| (v, de.finalize()));
             match r.map(|(v, rest)| (v, rest.unwrap_or_default())) {
@@ -244,30 +244,38 @@ mod depth_tests {
         Wrap(Box<Tree>),
     }
 
-    #[test]
-    fn a_deeply_nested_message_decodes_without_overflowing_the_stack() {
-        let depth = 50_000;
+    /// Decodes `depth` levels of `Tree::Wrap` on a small stack, where an
+    /// overflow is certain without help; returns the levels found.
+    fn decode_deep(depth: usize) -> Result<usize, String> {
         let mut bytes = vec![1u8; depth];
         bytes.push(0);
-        // Run on a small stack to make an overflow certain without help.
         let t = std::thread::Builder::new()
             .stack_size(256 << 10)
             .spawn(move || {
-                let tree: Tree = decode(CodecId::Bincode, &bytes).unwrap();
+                let tree: Tree = decode(CodecId::Bincode, &bytes)?;
                 let mut n = 0;
                 let mut t = &tree;
                 while let Tree::Wrap(inner) = t {
                     n += 1;
                     t = inner;
                 }
-                // Dropping a deep Box chain recurses too; unwind it by hand.
-                let mut tree = tree;
-                while let Tree::Wrap(inner) = tree {
-                    tree = *inner;
-                }
-                n
+                Ok(n)
             })
             .unwrap();
-        assert_eq!(t.join().unwrap(), depth);
+        t.join().unwrap()
+    }
+
+    #[test]
+    fn values_nested_up_to_the_limit_decode_and_drop_on_a_small_stack() {
+        assert_eq!(decode_deep(hint::MAX_DEPTH - 1), Ok(hint::MAX_DEPTH - 1));
+    }
+
+    #[test]
+    fn a_value_nested_deeper_than_the_limit_is_refused_not_a_stack_overflow() {
+        // Dropping it would recurse once per level, so it must not be built.
+        for depth in [hint::MAX_DEPTH, 50_000] {
+            let e = decode_deep(depth).unwrap_err();
+            assert!(e.contains("nested deeper than 1024 levels"), "{e}");
+        }
     }
 }
