@@ -144,6 +144,7 @@ fn bench_hello(c: &mut Criterion) {
         codec: CodecId::Bincode,
         max_message_len: 16 << 20,
         max_channels: 1024,
+        max_handles: 128,
     };
     let mut wire = BytesMut::new();
     hello.encode(&mut wire);

@@ -53,6 +53,7 @@ fn hello(codec: CodecId) -> Vec<u8> {
         codec,
         max_message_len: 16 << 20,
         max_channels: 1024,
+        max_handles: 128,
     }
     .encode(&mut b);
     b.to_vec()

@@ -185,6 +185,7 @@ fuzz_target!(|input: Input| {
                     codec: input.codec,
                     max_message_len: [64, 4096, 16 << 20, u32::MAX][usize::from(m % 4)],
                     max_channels: [1, 2, 8, 1024][usize::from(c % 4)],
+                    max_handles: 128,
                 }
                 .encode(&mut b);
                 d.pending.extend_from_slice(&b);
@@ -318,6 +319,7 @@ fuzz_target!(|input: Input| {
         codec: input.codec,
         max_message_len: u32::try_from(lim.max_message_len).unwrap_or(u32::MAX),
         max_channels: u32::try_from(lim.max_channels).unwrap_or(u32::MAX),
+        max_handles: u32::try_from(lim.max_handles).unwrap_or(u32::MAX),
         chunk_size: chunk,
         parity: match input.side {
             Side::Dialer => 1,

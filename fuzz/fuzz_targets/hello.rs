@@ -1,7 +1,7 @@
 //! `Hello::decode` on arbitrary bytes, whole and byte by byte.
 //!
-//! The first byte picks our codec. Checked: a hello decodes only from 20
-//! bytes, consumes exactly those, re-encodes to them and carries non-zero
+//! The first byte picks our codec. Checked: a hello decodes only from
+//! `HELLO_LEN` (24) bytes, consumes exactly those, re-encodes to them and carries non-zero
 //! limits and our codec; `Ok(None)` consumes nothing; and the decision
 //! is consistent as bytes arrive: every prefix gives "need more" or the
 //! error the whole input gives (a receiver that checks "as bytes arrive"
@@ -10,9 +10,8 @@
 
 use bytes::BytesMut;
 use libfuzzer_sys::fuzz_target;
+use netchan::proto::hello::HELLO_LEN;
 use netchan::proto::{CodecId, Hello, PROTOCOL_VERSION};
-
-const HELLO_LEN: usize = 20;
 
 fuzz_target!(|data: &[u8]| {
     let Some((&sel, rest)) = data.split_first() else {
@@ -28,6 +27,7 @@ fuzz_target!(|data: &[u8]| {
         codec,
         max_message_len: 16 << 20,
         max_channels: 1024,
+        max_handles: 128,
     };
     let mut buf = BytesMut::from(rest);
     let whole = Hello::decode(&mut buf, &ours);
@@ -38,7 +38,11 @@ fuzz_target!(|data: &[u8]| {
         }
         Ok(Some(h)) => {
             assert!(rest.len() >= HELLO_LEN);
-            assert_eq!(buf.len(), rest.len() - HELLO_LEN, "a hello is 20 bytes");
+            assert_eq!(
+                buf.len(),
+                rest.len() - HELLO_LEN,
+                "a hello is HELLO_LEN bytes"
+            );
             assert_eq!(h.codec, codec);
             assert_eq!(h.version, PROTOCOL_VERSION);
             assert!(h.max_message_len > 0 && h.max_channels > 0);

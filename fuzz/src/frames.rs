@@ -422,6 +422,8 @@ impl PeerFrame {
                 out.push(*flags);
                 out.extend_from_slice(&max_message_len.to_le_bytes());
                 out.extend_from_slice(&max_channels.to_le_bytes());
+                // max_handles: not scripted, always the default.
+                out.extend_from_slice(&128u32.to_le_bytes());
             }
         }
     }

@@ -287,6 +287,7 @@ pub async fn run(script: &Script, timers: bool) {
             } else {
                 max_channels
             },
+            max_handles: 128,
         }
         .encode(&mut b);
         feed.push(&b);
@@ -424,6 +425,7 @@ fn check_output(feed: &Feed, script: &Script, failed: bool) {
         codec: cfg.codec(),
         max_message_len: limits.get_max_message_len() as u32,
         max_channels: if cfg.0 & CfgSel::SMALL != 0 { 8 } else { 1024 },
+        max_handles: 128,
         chunk_size: cfg.chunk_size(),
         parity: match script.side {
             Side::Dialer => 1,

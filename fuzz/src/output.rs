@@ -22,6 +22,8 @@ pub struct Expect {
     pub max_message_len: u32,
     /// Its `max_channels`, as announced.
     pub max_channels: u32,
+    /// Its `max_handles`, as announced.
+    pub max_handles: u32,
     /// Its chunk size: no `DATA` payload may be larger.
     pub chunk_size: usize,
     /// Parity of the ids it allocates (1: odd, dialer; 0: even, acceptor).
@@ -41,6 +43,7 @@ pub fn check(out: &[u8], expect: &Expect, cut: bool, hello: bool) -> Result<Summ
             codec: expect.codec,
             max_message_len: expect.max_message_len,
             max_channels: expect.max_channels,
+            max_handles: expect.max_handles,
         };
         match Hello::decode(&mut buf, &ours) {
             Ok(Some(h)) if h == ours => {}

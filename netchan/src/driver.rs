@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
-use bytes::BytesMut;
+use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use crate::error::{Error, Origin};
@@ -184,8 +184,71 @@ async fn reader<R: AsyncRead + Unpin>(conn: &Arc<Conn>, mut rd: R) {
     }
 }
 
+/// The bytes of one transmit: frames and slices of large messages, written
+/// in order, with vectored writes where the stream takes them.
+#[derive(Default)]
+struct Segments {
+    segs: Vec<Bytes>,
+    /// Index of the first segment not yet written.
+    next: usize,
+    remaining: usize,
+}
+
+impl Segments {
+    fn filled(&mut self) {
+        self.next = 0;
+        self.remaining = self.segs.iter().map(Bytes::len).sum();
+    }
+
+    fn clear(&mut self) {
+        self.segs.clear();
+        self.next = 0;
+        self.remaining = 0;
+    }
+}
+
+impl Buf for Segments {
+    fn remaining(&self) -> usize {
+        self.remaining
+    }
+
+    fn chunk(&self) -> &[u8] {
+        self.segs.get(self.next).map_or(&[], |s| &s[..])
+    }
+
+    fn chunks_vectored<'a>(&'a self, dst: &mut [std::io::IoSlice<'a>]) -> usize {
+        let mut n = 0;
+        for (slot, seg) in dst
+            .iter_mut()
+            .zip(&self.segs[self.next.min(self.segs.len())..])
+        {
+            *slot = std::io::IoSlice::new(seg);
+            n += 1;
+        }
+        n
+    }
+
+    fn advance(&mut self, mut cnt: usize) {
+        self.remaining = self.remaining.saturating_sub(cnt);
+        while cnt > 0 {
+            let Some(seg) = self.segs.get_mut(self.next) else {
+                return;
+            };
+            if cnt < seg.len() {
+                seg.advance(cnt);
+                return;
+            }
+            cnt -= seg.len();
+            self.next += 1;
+        }
+        while self.segs.get(self.next).is_some_and(Bytes::is_empty) {
+            self.next += 1;
+        }
+    }
+}
+
 async fn writer<W: AsyncWrite + Unpin>(conn: &Arc<Conn>, mut wr: W) {
-    let mut buf = BytesMut::with_capacity(READ_CHUNK);
+    let mut buf = Segments::default();
     loop {
         let notified = conn.write_notify.notified();
         conn.writer_awake();
@@ -198,7 +261,7 @@ async fn writer<W: AsyncWrite + Unpin>(conn: &Arc<Conn>, mut wr: W) {
                 fail(conn, peer_violation(error));
                 continue;
             }
-            let have = inner.proto.take_transmit(&mut buf, now);
+            let have = inner.proto.take_segments(&mut buf.segs, now);
             (
                 have,
                 inner.proto.goodbye_sent(),
@@ -207,9 +270,10 @@ async fn writer<W: AsyncWrite + Unpin>(conn: &Arc<Conn>, mut wr: W) {
             )
         };
         if have {
+            buf.filled();
             let written = tokio::select! {
                 biased;
-                r = wr.write_all(&buf) => r,
+                r = wr.write_all_buf(&mut buf) => r,
                 // Failed while this write was stuck (a peer that stopped
                 // reading): give up on the stream.
                 () = conn.dead.cancelled() => return,

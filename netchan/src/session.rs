@@ -17,6 +17,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
+use bytes::BytesMut;
 use tokio::sync::{Notify, oneshot};
 
 use crate::channel::queue::{Inbound, Link, lock};
@@ -275,6 +276,14 @@ pub(crate) enum SendOutcome {
     Invalid(Error),
 }
 
+thread_local! {
+    /// Where messages are encoded before they enter a connection.
+    static SCRATCH: std::cell::RefCell<BytesMut> = std::cell::RefCell::new(BytesMut::new());
+}
+
+/// A scratch buffer larger than this is not kept for the next message.
+const SCRATCH_KEEP: usize = 256 << 10;
+
 impl Conn {
     pub(crate) fn new(
         side: Side,
@@ -420,34 +429,66 @@ impl Conn {
     }
 
     /// Encodes `value` as one message on `chan`, if it has credit.
+    ///
+    /// The value is encoded outside the connection's lock, into a buffer
+    /// kept per thread, so a large message holds up neither the reader nor
+    /// other senders; a message larger than a chunk then moves into the
+    /// connection without a copy.
     pub(crate) fn send_value<T: Message>(self: &Arc<Self>, chan: ChanId, value: &T) -> SendOutcome {
-        let mut inner = self.lock();
-        match inner.proto.can_send(chan) {
-            Ok(()) => {}
-            Err(crate::proto::conn::SendBlock::NoCredit) => return SendOutcome::NoCredit,
-            Err(_) => return SendOutcome::Closed,
+        // A sender without credit must not pay for encoding.
+        if let Some(out) = Self::blocked(&self.lock(), chan) {
+            return out;
         }
-        let codec = self.codec;
-        let (buf, start) = inner.proto.begin_message();
+        let mut buf = SCRATCH.with(|s| std::mem::take(&mut *s.borrow_mut()));
+        buf.clear();
         let scope = embed::EncodeScope::enter();
-        let r = codec::encode(codec, value, buf);
+        let r = codec::encode(self.codec, value, &mut buf);
         let handles = scope.finish();
-        if let Err(e) = r {
-            inner.proto.abort_message(start);
-            drop(inner);
-            let e = Error::Codec(format!("cannot encode a {}: {e}", codec::type_name::<T>()));
-            self.log_error(e.clone());
-            return SendOutcome::Invalid(e);
+        let out = match r {
+            Ok(()) => self.send_encoded::<T>(chan, &mut buf, handles),
+            Err(e) => {
+                drop(handles);
+                let e = Error::Codec(format!("cannot encode a {}: {e}", codec::type_name::<T>()));
+                self.log_error(e.clone());
+                SendOutcome::Invalid(e)
+            }
+        };
+        if buf.capacity() <= SCRATCH_KEEP {
+            SCRATCH.with(|s| *s.borrow_mut() = buf);
+        }
+        out
+    }
+
+    /// Why `chan` cannot take a message now, if it cannot.
+    fn blocked(inner: &Inner, chan: ChanId) -> Option<SendOutcome> {
+        match inner.proto.can_send(chan) {
+            Ok(()) => None,
+            Err(crate::proto::conn::SendBlock::NoCredit) => Some(SendOutcome::NoCredit),
+            Err(_) => Some(SendOutcome::Closed),
+        }
+    }
+
+    /// Sends the encoded `body` with `handles` on `chan`.
+    fn send_encoded<T>(
+        self: &Arc<Self>,
+        chan: ChanId,
+        body: &mut BytesMut,
+        handles: Vec<embed::OutHandle>,
+    ) -> SendOutcome {
+        let mut inner = self.lock();
+        // Credit may have gone to another sender meanwhile.
+        if let Some(out) = Self::blocked(&inner, chan) {
+            return out;
         }
         let n = handles.len();
-        let size = inner.proto.message_len(start) + if n == 0 { 0 } else { 2 + 9 * n };
+        let size = body.len() + if n == 0 { 0 } else { 2 + 9 * n };
         let limit = inner.proto.send_limit();
         let refuse = if size > limit {
             Some(Error::MessageTooLarge { size, limit })
-        } else if n > inner.proto.limits().max_handles {
+        } else if n > inner.proto.send_handle_limit() {
             Some(Error::Codec(format!(
                 "{n} channel handles in one message exceed the limit of {}",
-                inner.proto.limits().max_handles
+                inner.proto.send_handle_limit()
             )))
         } else if n > 0
             && inner.proto.channel_count() + n
@@ -463,7 +504,6 @@ impl Conn {
             None
         };
         if let Some(e) = refuse {
-            inner.proto.abort_message(start);
             drop(inner);
             drop(handles);
             self.log_error(e.clone());
@@ -478,19 +518,25 @@ impl Conn {
                         inner.proto.forget(d.chan);
                         inner.eps.remove(&d.chan);
                     }
-                    inner.proto.abort_message(start);
                     return SendOutcome::Closed;
                 }
             }
         }
-        match inner.proto.finish_message(chan, start, &descs) {
+        let large = body.len() >= crate::channel::LARGE_MESSAGE;
+        match inner.proto.send_message(chan, body, &descs) {
             Ok(()) => {
+                if large {
+                    crate::channel::SENT_LARGE.with(|l| l.set(true));
+                }
                 let rendezvous = inner.proto.capacity_of(chan) == 0;
                 drop(inner);
                 self.kick();
                 SendOutcome::Sent(rendezvous)
             }
-            Err(e) => SendOutcome::Invalid(Error::Codec(format!("{e:?}"))),
+            Err(e) => SendOutcome::Invalid(Error::Codec(format!(
+                "cannot send a {}: {e:?}",
+                codec::type_name::<T>()
+            ))),
         }
     }
 

@@ -218,10 +218,6 @@ fn a_length_prefix_claiming_2_pow_40<T: netchan::Message + std::fmt::Debug>(type
 }
 
 #[test]
-#[ignore = "BUG: serde's Vec visitor preallocates its size hint (capped at 1 MiB) before \
-            bincode's byte limit is checked, so a 9-byte message claiming 2^40 elements \
-            allocates 1 MiB (netchan/src/codec.rs decode: bincode::serde::decode_from_slice \
-            passes the claimed length through as the size hint)"]
 fn a_vec_u8_length_prefix_claiming_2_pow_40_allocates_less_than_64_kib() {
     a_length_prefix_claiming_2_pow_40::<Vec<u8>>("Vec<u8>");
 }
@@ -232,10 +228,6 @@ fn a_string_length_prefix_claiming_2_pow_40_allocates_less_than_64_kib() {
 }
 
 #[test]
-#[ignore = "BUG: serde's Vec visitor preallocates its size hint (capped at 1 MiB) before \
-            bincode's byte limit is checked, so a 9-byte message claiming 2^40 elements \
-            allocates 1 MiB (netchan/src/codec.rs decode: bincode::serde::decode_from_slice \
-            passes the claimed length through as the size hint)"]
 fn a_vec_u64_length_prefix_claiming_2_pow_40_allocates_less_than_64_kib() {
     a_length_prefix_claiming_2_pow_40::<Vec<u64>>("Vec<u64>");
 }
@@ -246,10 +238,6 @@ fn a_byte_buf_length_prefix_claiming_2_pow_40_allocates_less_than_64_kib() {
 }
 
 #[test]
-#[ignore = "BUG: serde's Vec visitor preallocates its size hint (capped at 1 MiB) before \
-            bincode's byte limit is checked, so a 9-byte message claiming 2^40 elements \
-            allocates 1 MiB (netchan/src/codec.rs decode: bincode::serde::decode_from_slice \
-            passes the claimed length through as the size hint)"]
 fn a_nested_vec_length_prefix_claiming_2_pow_40_allocates_less_than_64_kib() {
     a_length_prefix_claiming_2_pow_40::<Vec<Vec<String>>>("Vec<Vec<String>>");
 }

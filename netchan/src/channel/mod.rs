@@ -271,6 +271,30 @@ async fn wait_taken<T: Message>(q: &Arc<Queue<T>>, seq: u64) -> Result<(), SendE
     }
 }
 
+/// A message at least this large took long enough to encode or decode that
+/// the task doing it yields to the runtime's other tasks soon after.
+pub(crate) const LARGE_MESSAGE: usize = 256 << 10;
+
+thread_local! {
+    /// Set by a send of at least [`LARGE_MESSAGE`] bytes on this thread.
+    pub(crate) static SENT_LARGE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Spends the task's cooperative budget, so that it yields to the runtime's
+/// other tasks at its next await on a channel or tokio resource: one large
+/// message must not keep a one-thread runtime's other channels waiting
+/// behind a row of others.
+fn spend_budget(cx: &mut Context<'_>) {
+    // tokio's budget is 128 steps; the bound only guards a runtime
+    // without one, where every step succeeds.
+    for _ in 0..256 {
+        match tokio::task::coop::poll_proceed(cx) {
+            Poll::Ready(step) => step.made_progress(),
+            Poll::Pending => return,
+        }
+    }
+}
+
 async fn send_remote<T: Message>(
     r: &Arc<Route>,
     value: T,
@@ -279,7 +303,10 @@ async fn send_remote<T: Message>(
         let mut f = |c: &ConnRef, chan| c.conn().send_value(chan, value);
         r.try_send(&mut f)
     };
-    // Most sends find credit at once: try before paying for a waiter.
+    // Most sends find credit at once: try before paying for a waiter. (A
+    // send does not spend tokio's budget: yielding every so many small
+    // messages cut batching, and with it throughput, by two thirds in the
+    // `cluster` example; running out of credit makes a sender wait.)
     let mut outcome = attempt(&value);
     while let Attempt::Blocked = outcome {
         let notified = r.notify.notified();
@@ -293,6 +320,13 @@ async fn send_remote<T: Message>(
     }
     match outcome {
         Attempt::Sent(rendezvous) => {
+            if SENT_LARGE.with(|l| l.replace(false)) {
+                std::future::poll_fn(|cx| {
+                    spend_budget(cx);
+                    Poll::Ready(())
+                })
+                .await;
+            }
             if let Some(m) = rendezvous {
                 wait_confirmed(r, &m).await;
             }
@@ -345,12 +379,16 @@ impl<T: Message> Receiver<T> {
         if self.remaining == Some(0) {
             return Poll::Ready(Ok(None));
         }
+        // Like tokio's own channels: a task that keeps finding values
+        // ready yields to the others now and then.
+        let coop = std::task::ready!(tokio::task::coop::poll_proceed(cx));
         let (item, now_empty) = match self.queue.poll_take(cx) {
             Poll::Pending => return Poll::Pending,
             Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
             Poll::Ready(Ok(None)) => return Poll::Ready(Ok(None)),
             Poll::Ready(Ok(Some(x))) => x,
         };
+        coop.made_progress();
         let value = match item {
             Item::Local(v, _) => v,
             Item::Remote {
@@ -359,6 +397,9 @@ impl<T: Message> Receiver<T> {
                 link,
             } => {
                 self.queue.taken_from(&link, now_empty);
+                if data.len() >= LARGE_MESSAGE {
+                    spend_budget(cx);
+                }
                 match embed::decode::<T>(link.conn(), &data, handles) {
                     Ok(v) => v,
                     Err(e) => {

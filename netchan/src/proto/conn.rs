@@ -223,13 +223,15 @@ struct Chan {
     /// Offset into `pending.front()` already sent.
     pending_off: usize,
     /// A close requested while `pending` was not empty.
-    close_after: Option<(CloseCode, String)>,
+    /// Boxed: rare, and an idle channel's entry stays small.
+    close_after: Option<Box<(CloseCode, String)>>,
     // Receiving side.
     outstanding: u32,
     pending_grant: u32,
     pending_taken: u32,
     credit_dirty: bool,
-    assembling: Option<Assembly>,
+    /// Boxed for the same reason.
+    assembling: Option<Box<Assembly>>,
     /// Closing while a message was arriving: its remaining chunks are skipped.
     skipping: bool,
     /// Messages delivered to the runtime, and reported taken.
@@ -366,6 +368,7 @@ impl Connection {
             codec,
             max_message_len: u32::try_from(limits.max_message_len).unwrap_or(u32::MAX),
             max_channels: u32::try_from(limits.max_channels).unwrap_or(u32::MAX),
+            max_handles: u32::try_from(limits.max_handles).unwrap_or(u32::MAX),
         };
         let mut out = BytesMut::with_capacity(8 << 10);
         ours.encode(&mut out);
@@ -423,6 +426,14 @@ impl Connection {
     pub fn send_limit(&self) -> usize {
         self.peer
             .map_or(self.limits.max_message_len, |p| p.max_message_len as usize)
+    }
+
+    /// The most channel handles one outgoing message may carry: ours and
+    /// the peer's limit, whichever is lower.
+    pub fn send_handle_limit(&self) -> usize {
+        self.peer.map_or(self.limits.max_handles, |p| {
+            self.limits.max_handles.min(p.max_handles as usize)
+        })
     }
 
     fn channel_limit(&self) -> usize {
@@ -611,7 +622,7 @@ impl Connection {
                     c.capacity = capacity;
                     c.credit = capacity;
                 }
-                if let Some((code, reason)) = c.close_after.take() {
+                if let Some((code, reason)) = c.close_after.take().map(|b| *b) {
                     self.close(chan, code, &reason);
                     return Ok(None);
                 }
@@ -802,10 +813,10 @@ impl Connection {
                 } else {
                     let mut buf = BytesMut::with_capacity(payload.len() * 2);
                     buf.extend_from_slice(&payload);
-                    c.assembling = Some(Assembly {
+                    c.assembling = Some(Box::new(Assembly {
                         buf,
                         handles: has_handles,
-                    });
+                    }));
                     None
                 }
             }
@@ -1085,6 +1096,87 @@ impl Connection {
         self.out.len() - start - HEADER_LEN
     }
 
+    /// Sends `body`, a message encoded outside the connection, on `chan`
+    /// (which must have passed [`can_send`](Self::can_send)), with
+    /// `handles` allocated by [`alloc_handle`](Self::alloc_handle). A
+    /// message that fits one chunk is copied into the transmit buffer and
+    /// `body` is left as it was; a larger one is taken out of `body`
+    /// without a copy and sent in chunks, round-robin with other channels'.
+    /// On error nothing was sent and `body` is untouched.
+    pub fn send_message(
+        &mut self,
+        chan: ChanId,
+        body: &mut BytesMut,
+        handles: &[HandleDesc],
+    ) -> Result<(), FinishError> {
+        let table = self.check_message(body.len(), handles)?;
+        let size = body.len() + table;
+        let Some(c) = self.chans.get_mut(&chan) else {
+            return Ok(());
+        };
+        c.credit = c.credit.saturating_sub(1);
+        c.unconfirmed += 1;
+        self.sent_total += 1;
+        let flags = if table > 0 { FLAG_HANDLES } else { 0 };
+        if size <= self.limits.chunk_size && c.pending.is_empty() {
+            let start = self.out.len();
+            self.out.reserve(HEADER_LEN + size);
+            self.out.put_bytes(0, HEADER_LEN);
+            put_table(&mut self.out, handles);
+            self.out.extend_from_slice(body);
+            patch_header(
+                &mut self.out,
+                start,
+                size,
+                Kind::Data,
+                flags | FLAG_END,
+                chan,
+            );
+            return Ok(());
+        }
+        let body = if table > 0 {
+            // Rare: a large message with handles; the table goes in front.
+            let mut whole = BytesMut::with_capacity(size);
+            put_table(&mut whole, handles);
+            whole.extend_from_slice(body);
+            body.clear();
+            whole.freeze()
+        } else {
+            body.split().freeze()
+        };
+        if c.pending.is_empty() {
+            self.ready.push_back(chan);
+        }
+        c.pending.push_back(Pending {
+            body,
+            handles: table > 0,
+        });
+        Ok(())
+    }
+
+    /// Checks a message of `body` bytes with `handles` against the limits;
+    /// returns the size of its handle table.
+    fn check_message(&self, body: usize, handles: &[HandleDesc]) -> Result<usize, FinishError> {
+        let table = if handles.is_empty() {
+            0
+        } else {
+            2 + handles.len() * HANDLE_ENTRY_LEN
+        };
+        let handle_limit = self.send_handle_limit();
+        if handles.len() > handle_limit || table > self.limits.chunk_size {
+            return Err(FinishError::TooManyHandles {
+                count: handles.len(),
+                limit: handle_limit,
+            });
+        }
+        let size = body + table;
+        let limit = self.send_limit();
+        if size > limit {
+            return Err(FinishError::TooLarge { size, limit });
+        }
+        Ok(table)
+    }
+
     /// Completes a message begun at `start` on `chan` (which must have
     /// passed [`can_send`](Self::can_send)), with `handles` allocated by
     /// [`alloc_handle`](Self::alloc_handle). On error nothing was sent and
@@ -1096,32 +1188,17 @@ impl Connection {
         handles: &[HandleDesc],
     ) -> Result<(), FinishError> {
         let body = self.message_len(start);
-        let table = if handles.is_empty() {
-            0
-        } else {
-            2 + handles.len() * HANDLE_ENTRY_LEN
+        let table = match self.check_message(body, handles) {
+            Ok(t) => t,
+            Err(e) => {
+                self.out.truncate(start);
+                return Err(e);
+            }
         };
-        if handles.len() > self.limits.max_handles || table > self.limits.chunk_size {
-            self.out.truncate(start);
-            return Err(FinishError::TooManyHandles {
-                count: handles.len(),
-                limit: self.limits.max_handles,
-            });
-        }
         let size = body + table;
-        let limit = self.send_limit();
-        if size > limit {
-            self.out.truncate(start);
-            return Err(FinishError::TooLarge { size, limit });
-        }
         if table > 0 {
             let mut body_bytes = self.out.split_off(start + HEADER_LEN);
-            self.out.put_u16_le(handles.len() as u16);
-            for h in handles {
-                self.out.put_u8(h.kind as u8);
-                self.out.put_u32_le(h.chan);
-                self.out.put_u32_le(h.capacity);
-            }
+            put_table(&mut self.out, handles);
             // `unsplit` is free when the halves are contiguous; the copy
             // only happens on this rare path.
             self.out.extend_from_slice(&body_bytes);
@@ -1245,13 +1322,13 @@ impl Connection {
                 // Closed once the answer arrives (ACCEPT or REJECT may
                 // already be on the way).
                 if c.close_after.is_none() {
-                    c.close_after = Some((code, reason.to_owned()));
+                    c.close_after = Some(Box::new((code, reason.to_owned())));
                 }
             }
             State::Open => {
                 if !c.pending.is_empty() {
                     if c.close_after.is_none() {
-                        c.close_after = Some((code, reason.to_owned()));
+                        c.close_after = Some(Box::new((code, reason.to_owned())));
                     }
                     return;
                 }
@@ -1302,11 +1379,24 @@ impl Connection {
             || matches!(self.goodbye, Goodbye::Queued(_))
     }
 
-    /// Swaps the bytes to write into `dst` (which must be empty) and
-    /// returns whether there are any. Pending credit, a due pong and up to
-    /// a budget of large-message chunks (round-robin over channels) are
-    /// added first.
+    /// Appends the bytes to write to `dst` and returns whether there are
+    /// any. Pending credit, a due pong and up to a budget of large-message
+    /// chunks (round-robin over channels) are added first.
     pub fn take_transmit(&mut self, dst: &mut BytesMut, now: Instant) -> bool {
+        let mut segs = Vec::new();
+        if !self.take_segments(&mut segs, now) {
+            return false;
+        }
+        for s in segs {
+            dst.extend_from_slice(&s);
+        }
+        true
+    }
+
+    /// As [`take_transmit`](Self::take_transmit), but hands the bytes out
+    /// as segments to write in order (with one vectored write): chunks of
+    /// large messages are slices of the encoded message, never copied.
+    pub fn take_segments(&mut self, dst: &mut Vec<Bytes>, now: Instant) -> bool {
         if self.goodbye == Goodbye::Sent {
             // Nothing may follow our goodbye.
             self.out.clear();
@@ -1331,12 +1421,13 @@ impl Connection {
         }
         // One chunk per transmit: a small message queued meanwhile waits
         // behind at most one chunk of a large one.
-        let mut budget = self.limits.chunk_size;
+        let mut budget = TRANSMIT_CHUNKS * self.limits.chunk_size;
+        let before = dst.len();
         while budget > 0 {
             let Some(chan) = self.ready.pop_front() else {
                 break;
             };
-            budget = budget.saturating_sub(self.emit_chunk(chan));
+            budget = budget.saturating_sub(self.emit_chunk(chan, dst));
         }
         if self.ready.is_empty() {
             if let Goodbye::Queued(reason) = &self.goodbye {
@@ -1348,18 +1439,30 @@ impl Connection {
             }
         }
         self.replies = 0;
-        if self.out.is_empty() {
+        if !self.out.is_empty() {
+            dst.push(self.out.split().freeze());
+            self.reserve_out();
+        }
+        if dst.len() == before {
             return false;
         }
         self.last_tx = now;
-        std::mem::swap(&mut self.out, dst);
         true
+    }
+
+    /// Keeps room in the transmit buffer, whose earlier bytes may still be
+    /// shared with segments being written.
+    fn reserve_out(&mut self) {
+        if self.out.capacity() - self.out.len() < OUT_MIN_ROOM {
+            self.out.reserve(OUT_ROOM);
+        }
     }
 
     /// Emits one chunk of `chan`'s first pending message and requeues the
     /// channel if more remain. Returns the bytes emitted.
-    fn emit_chunk(&mut self, chan: ChanId) -> usize {
+    fn emit_chunk(&mut self, chan: ChanId, dst: &mut Vec<Bytes>) -> usize {
         let chunk_size = self.limits.chunk_size;
+        self.reserve_out();
         let Some(c) = self.chans.get_mut(&chan) else {
             return 0;
         };
@@ -1375,8 +1478,9 @@ impl Connection {
         }
         let start = self.out.len();
         self.out.put_bytes(0, HEADER_LEN);
-        self.out.extend_from_slice(&p.body[off..off + n]);
         patch_header(&mut self.out, start, n, Kind::Data, flags, chan);
+        dst.push(self.out.split().freeze());
+        dst.push(p.body.slice(off..off + n));
         if end {
             c.pending.pop_front();
             c.pending_off = 0;
@@ -1385,7 +1489,7 @@ impl Connection {
         }
         if !c.pending.is_empty() {
             self.ready.push_back(chan);
-        } else if let Some((code, reason)) = c.close_after.take() {
+        } else if let Some((code, reason)) = c.close_after.take().map(|b| *b) {
             self.close(chan, code, &reason);
         }
         HEADER_LEN + n
@@ -1437,6 +1541,27 @@ pub enum OpenError {
     NameTooLong,
     /// Every channel id of this side was used.
     IdsExhausted,
+}
+
+/// Chunks of large messages per transmit: a small message queued meanwhile
+/// waits behind at most this many (DESIGN.md: "no more than one chunk").
+const TRANSMIT_CHUNKS: usize = 1;
+/// The transmit buffer grows by this much when less than
+/// `OUT_MIN_ROOM` is left.
+const OUT_ROOM: usize = 16 << 10;
+const OUT_MIN_ROOM: usize = 1 << 10;
+
+/// Writes a message's handle table.
+fn put_table(dst: &mut BytesMut, handles: &[HandleDesc]) {
+    if handles.is_empty() {
+        return;
+    }
+    dst.put_u16_le(handles.len() as u16);
+    for h in handles {
+        dst.put_u8(h.kind as u8);
+        dst.put_u32_le(h.chan);
+        dst.put_u32_le(h.capacity);
+    }
 }
 
 /// Size of a hello; re-exported for the driver's first read.

@@ -1,9 +1,9 @@
 //! The handshake: each side sends one fixed-size `HELLO` before any frame.
 //!
 //! ```text
-//! +----------------+-------------+----------+----------+------------------+------------------+
-//! | magic: 8 bytes | version:u16 | codec:u8 | flags:u8 | max_message: u32 | max_channels:u32 |
-//! +----------------+-------------+----------+----------+------------------+------------------+
+//! +----------------+-------------+----------+----------+------------------+------------------+-----------------+
+//! | magic: 8 bytes | version:u16 | codec:u8 | flags:u8 | max_message: u32 | max_channels:u32 | max_handles:u32 |
+//! +----------------+-------------+----------+----------+------------------+------------------+-----------------+
 //! ```
 //!
 //! The magic comes first so that a peer speaking TLS, HTTP or anything else
@@ -19,7 +19,7 @@ pub const MAGIC: [u8; 8] = *b"\x89NETCHAN";
 /// The wire version this build speaks. Bumped on every incompatible change.
 pub const PROTOCOL_VERSION: u16 = 1;
 /// Size of the `HELLO` in bytes.
-pub const HELLO_LEN: usize = 20;
+pub const HELLO_LEN: usize = 24;
 
 /// Message codecs a connection may agree on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -53,6 +53,9 @@ pub struct Hello {
     pub max_message_len: u32,
     /// The most channels this side keeps open on the connection.
     pub max_channels: u32,
+    /// The most channel handles this side accepts inside one message
+    /// (zero: none).
+    pub max_handles: u32,
 }
 
 impl Hello {
@@ -64,12 +67,13 @@ impl Hello {
         dst.put_u8(0);
         dst.put_u32_le(self.max_message_len);
         dst.put_u32_le(self.max_channels);
+        dst.put_u32_le(self.max_handles);
     }
 
     /// Reads the peer's `HELLO` from the front of `src`.
     ///
     /// Fails as soon as the bytes present cannot be the start of a netchan
-    /// hello, so a stray client is refused before it sends 20 bytes. The
+    /// hello, so a stray client is refused before it sends 24 bytes. The
     /// version is checked before the rest: a peer of another version gets a
     /// version error even if the remaining fields changed meaning.
     pub fn decode(src: &mut BytesMut, ours: &Hello) -> Result<Option<Hello>, ProtoError> {
@@ -106,6 +110,7 @@ impl Hello {
         }
         let max_message_len = u32::from_le_bytes([b[12], b[13], b[14], b[15]]);
         let max_channels = u32::from_le_bytes([b[16], b[17], b[18], b[19]]);
+        let max_handles = u32::from_le_bytes([b[20], b[21], b[22], b[23]]);
         if max_message_len == 0 || max_channels == 0 {
             return Err(ProtoError::BadHello("zero limit"));
         }
@@ -114,6 +119,7 @@ impl Hello {
             codec,
             max_message_len,
             max_channels,
+            max_handles,
         }))
     }
 }

@@ -246,6 +246,8 @@ fn hello_bytes(version: u16, codec: u8, flags: u8, max_message: u32, max_channel
     v.push(flags);
     v.extend_from_slice(&max_message.to_le_bytes());
     v.extend_from_slice(&max_channels.to_le_bytes());
+    // max_handles: the default.
+    v.extend_from_slice(&128u32.to_le_bytes());
     v
 }
 
@@ -453,8 +455,8 @@ proptest! {
     }
 
     #[test]
-    fn every_hello_round_trips(codec in codec(), m in 1u32.., c in 1u32..) {
-        let h = Hello { version: PROTOCOL_VERSION, codec, max_message_len: m, max_channels: c };
+    fn every_hello_round_trips(codec in codec(), m in 1u32.., c in 1u32.., hs in any::<u32>()) {
+        let h = Hello { version: PROTOCOL_VERSION, codec, max_message_len: m, max_channels: c, max_handles: hs };
         let mut b = BytesMut::new();
         h.encode(&mut b);
         prop_assert_eq!(b.len(), HELLO_LEN);
@@ -467,9 +469,10 @@ proptest! {
         codec in codec(),
         m in 1u32..,
         c in 1u32..,
+        hs in any::<u32>(),
         k in 0usize..HELLO_LEN,
     ) {
-        let h = Hello { version: PROTOCOL_VERSION, codec, max_message_len: m, max_channels: c };
+        let h = Hello { version: PROTOCOL_VERSION, codec, max_message_len: m, max_channels: c, max_handles: hs };
         let mut whole = BytesMut::new();
         h.encode(&mut whole);
         let mut part = BytesMut::from(&whole[..k]);
@@ -551,11 +554,12 @@ fn worked_examples_in_protocol_md_are_exact() {
         codec: CodecId::Bincode,
         max_message_len: 16 << 20,
         max_channels: 1024,
+        max_handles: 128,
     }
     .encode(&mut b);
     assert_eq!(
         &b[..],
-        b"\x89NETCHAN\x01\x00\x01\x00\x00\x00\x00\x01\x00\x04\x00\x00"
+        b"\x89NETCHAN\x01\x00\x01\x00\x00\x00\x00\x01\x00\x04\x00\x00\x80\x00\x00\x00"
     );
 
     // The String "hi" as a message on channel 1.
@@ -687,6 +691,7 @@ fn handshake_gives_both_sides_ready_with_the_peers_hello() {
             codec: CodecId::Bincode,
             max_message_len: 1000,
             max_channels: 7,
+            max_handles: 128,
         })]
     );
     assert_eq!(
@@ -696,6 +701,7 @@ fn handshake_gives_both_sides_ready_with_the_peers_hello() {
             codec: CodecId::Bincode,
             max_message_len: 16 << 20,
             max_channels: 1024,
+            max_handles: 128,
         })]
     );
     assert!(p.d.conn.is_open() && p.a.conn.is_open());
@@ -1112,6 +1118,36 @@ fn message_larger_than_the_peer_accepts_is_refused_and_leaves_nothing_behind() {
     p.d.send(chan, &[0; 10], &[]).unwrap();
     p.drive();
     assert_eq!(p.a.take_events(), vec![message(chan, &[0; 10])]);
+}
+
+#[test]
+fn handles_beyond_the_peers_announced_limit_are_refused_when_finishing_a_message() {
+    let mut p = Pair::connected_with(Limits::default(), limits(|l| l.max_handles = 2));
+    assert_eq!(p.d.conn.send_handle_limit(), 2);
+    let chan = p.d_sends(2);
+    let handle = |p: &mut Pair| HandleDesc {
+        kind: HandleKind::Receiver,
+        chan: p.d.conn.alloc_handle(Role::Sending, 1).unwrap(),
+        capacity: 1,
+    };
+    let hs: Vec<HandleDesc> = (0..3).map(|_| handle(&mut p)).collect();
+    assert_eq!(
+        p.d.send(chan, b"x", &hs),
+        Err(FinishError::TooManyHandles { count: 3, limit: 2 })
+    );
+    for h in hs {
+        p.d.conn.forget(h.chan);
+    }
+    assert_eq!(p.d.conn.credit(chan), 2);
+    // Two fit: the message goes through and the connection stays open.
+    let hs: Vec<HandleDesc> = (0..2).map(|_| handle(&mut p)).collect();
+    p.d.send(chan, b"x", &hs).unwrap();
+    p.drive();
+    assert!(matches!(
+        &p.a.take_events()[..],
+        [Event::Message { handles, .. }] if handles.len() == 2
+    ));
+    assert!(p.a.conn.is_open() && p.d.conn.is_open());
 }
 
 #[test]

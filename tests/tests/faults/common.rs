@@ -202,42 +202,10 @@ pub(crate) async fn send_numbered(
     size: usize,
     extra: u64,
 ) -> SendLog {
-    send_numbered_with(tx, n, size, extra, false).await
-}
-
-/// Like [`send_numbered`], but yields to the runtime after every send.
-///
-/// `Sender::send` returns without yielding while the channel has credit,
-/// so a task that only sends keeps its worker thread for the whole burst.
-/// The session's writer, woken by the first send, waits in that worker's
-/// LIFO slot, which the other worker cannot steal: nothing is written,
-/// not even keepalive pings, until the burst ends. With large values and
-/// a short keepalive, a loaded machine makes that longer than the peer's
-/// deadline, and the connection dies before the scenario begins.
-pub(crate) async fn send_numbered_yielding(
-    tx: Sender<Numbered>,
-    n: u64,
-    size: usize,
-    extra: u64,
-) -> SendLog {
-    send_numbered_with(tx, n, size, extra, true).await
-}
-
-async fn send_numbered_with(
-    tx: Sender<Numbered>,
-    n: u64,
-    size: usize,
-    extra: u64,
-    yielding: bool,
-) -> SendLog {
     let mut log = SendLog::default();
     let mut seq = 0;
     while seq < n {
-        let sent = tx.send(numbered(seq, size)).await;
-        if yielding {
-            tokio::task::yield_now().await;
-        }
-        match sent {
+        match tx.send(numbered(seq, size)).await {
             Ok(()) => log.sent.push(seq),
             Err(e) => {
                 assert_eq!(e.0.0, seq, "SendError gives back the value that was sent");

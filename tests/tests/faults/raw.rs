@@ -26,6 +26,7 @@ pub(crate) fn hello() -> Hello {
         codec: CodecId::Bincode,
         max_message_len: 16 << 20,
         max_channels: 1024,
+        max_handles: 128,
     }
 }
 

@@ -94,10 +94,10 @@ async fn a_connection_stalled_under_full_socket_buffers_is_detected_by_keepalive
     let cfg = Config::default().keepalive(KEEPALIVE);
     let Proxied { a, b, chaos } = proxied(cfg.clone(), cfg).await;
     let (tx, rx) = channel::<Numbered>(&a, &b, 64).await;
-    // Yielding: a burst of 1 MiB sends that never yields starves the
-    // session's writer, and the connection would die of keepalive before
-    // the stall (see `send_numbered_yielding`).
-    let sender = tokio::spawn(send_numbered_yielding(tx, u64::MAX, 1 << 20, 2));
+    // A burst of 1 MiB sends: each large send lets the session's writer
+    // run (a sender that never yielded would starve it, and keepalive
+    // would end the connection before the stall).
+    let sender = tokio::spawn(send_numbered(tx, u64::MAX, 1 << 20, 2));
     let receiver = tokio::spawn(recv_numbered(rx));
     chaos
         .wait_for("bulk traffic", STEP, |c| {

@@ -363,6 +363,7 @@ pub(crate) fn hello_with(version: u16, max_channels: u32) -> BytesMut {
         codec: CodecId::Bincode,
         max_message_len: 16 << 20,
         max_channels,
+        max_handles: 128,
     }
     .encode(&mut b);
     b
@@ -450,6 +451,7 @@ impl RawPeer {
             codec: CodecId::Bincode,
             max_message_len: 16 << 20,
             max_channels: 1024,
+            max_handles: 128,
         };
         self.hello_read = true;
         Hello::decode(&mut self.buf, &ours)

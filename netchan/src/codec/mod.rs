@@ -9,6 +9,8 @@ use serde::de::DeserializeOwned;
 
 use crate::proto::CodecId;
 
+mod hint;
+
 /// bincode writes straight into the transmit buffer.
 struct BufWriter<'a>(&'a mut BytesMut);
 
@@ -57,49 +59,25 @@ macro_rules! bounded {
     }};
 }
 
-/// A slice reader that leaves behind how much it read, so trailing bytes
-/// can be refused.
-struct CountingReader<'a> {
-    rest: &'a [u8],
-    left: &'a std::cell::Cell<usize>,
-}
-
-impl bincode::de::read::Reader for CountingReader<'_> {
-    fn read(&mut self, bytes: &mut [u8]) -> Result<(), bincode::error::DecodeError> {
-        if bytes.len() > self.rest.len() {
-            return Err(bincode::error::DecodeError::UnexpectedEnd {
-                additional: bytes.len() - self.rest.len(),
-            });
-        }
-        let (head, tail) = self.rest.split_at(bytes.len());
-        bytes.copy_from_slice(head);
-        self.rest = tail;
-        self.left.set(tail.len());
-        Ok(())
-    }
-}
-
-/// Decodes with bincode under `cfg`'s limit. Deeply nested values (a
-/// recursive enum a thousand levels down) grow the stack on the heap as
-/// they go (serde_stacker) instead of overflowing it and aborting the
-/// process; the depth is still bounded by the message's length.
+/// Decodes with bincode under `cfg`'s limit, borrowing from `bytes`: a
+/// byte string or string is copied once, straight into the value. Deeply
+/// nested values (a recursive enum a thousand levels down) grow the stack
+/// on the heap as they go (serde_stacker) instead of overflowing it and
+/// aborting the process; the depth is still bounded by the message's
+/// length. The room collections reserve up front is bounded by the
+/// message's length too ([`hint::Hinted`]).
 fn bincode_decode<T: DeserializeOwned, C: bincode::config::Config>(
     bytes: &[u8],
     cfg: C,
 ) -> Result<T, String> {
-    let left = std::cell::Cell::new(bytes.len());
-    let reader = CountingReader {
-        rest: bytes,
-        left: &left,
-    };
-    let mut decoder = bincode::serde::OwnedSerdeDecoder::from_reader(reader, cfg);
-    let v = T::deserialize(serde_stacker::Deserializer::new(decoder.as_deserializer()))
-        .map_err(|e| e.to_string())?;
-    match left.get() {
+    let bounds = hint::Bounds::new(bytes.len());
+    let seed = hint::Whole::<T>::new(&bounds);
+    let (v, used) =
+        bincode::serde::seed_decode_from_slice(seed, bytes, cfg).map_err(|e| e.to_string())?;
+    match bytes.len() - used {
         0 => Ok(v),
         n => Err(format!(
-            "{n} trailing bytes after the value ({} of {} used)",
-            bytes.len() - n,
+            "{n} trailing bytes after the value ({used} of {} used)",
             bytes.len()
         )),
     }
@@ -123,11 +101,16 @@ pub(crate) fn decode<T: DeserializeOwned>(codec: CodecId, bytes: &[u8]) -> Resul
             1073741824 4294967296 17179869184),
         #[cfg(feature = "postcard")]
         CodecId::Postcard => {
-            // postcard reads lengths and then the bytes themselves from the
-            // slice, so it cannot allocate past what arrived.
+            // postcard reads strings and byte strings from the slice, so
+            // it cannot allocate past what arrived; collections' size
+            // hints are bounded as for bincode.
             let mut de = postcard::Deserializer::from_bytes(bytes);
-            let r = T::deserialize(serde_stacker::Deserializer::new(&mut de))
-                .map(|v| (v, de.finalize()));
+            let bounds = hint::Bounds::new(bytes.len());
+            let r = T::deserialize(hint::Hinted::new(
+                serde_stacker::Deserializer::new(&mut de),
+                &bounds,
+            ))
+            .map(|v| (v, de.finalize()));
             match r.map(|(v, rest)| (v, rest.unwrap_or_default())) {
                 Ok((v, [])) => Ok(v),
                 Ok((_, rest)) => Err(format!("{} trailing bytes after the value", rest.len())),
@@ -261,30 +244,38 @@ mod depth_tests {
         Wrap(Box<Tree>),
     }
 
-    #[test]
-    fn a_deeply_nested_message_decodes_without_overflowing_the_stack() {
-        let depth = 50_000;
+    /// Decodes `depth` levels of `Tree::Wrap` on a small stack, where an
+    /// overflow is certain without help; returns the levels found.
+    fn decode_deep(depth: usize) -> Result<usize, String> {
         let mut bytes = vec![1u8; depth];
         bytes.push(0);
-        // Run on a small stack to make an overflow certain without help.
         let t = std::thread::Builder::new()
             .stack_size(256 << 10)
             .spawn(move || {
-                let tree: Tree = decode(CodecId::Bincode, &bytes).unwrap();
+                let tree: Tree = decode(CodecId::Bincode, &bytes)?;
                 let mut n = 0;
                 let mut t = &tree;
                 while let Tree::Wrap(inner) = t {
                     n += 1;
                     t = inner;
                 }
-                // Dropping a deep Box chain recurses too; unwind it by hand.
-                let mut tree = tree;
-                while let Tree::Wrap(inner) = tree {
-                    tree = *inner;
-                }
-                n
+                Ok(n)
             })
             .unwrap();
-        assert_eq!(t.join().unwrap(), depth);
+        t.join().unwrap()
+    }
+
+    #[test]
+    fn values_nested_up_to_the_limit_decode_and_drop_on_a_small_stack() {
+        assert_eq!(decode_deep(hint::MAX_DEPTH - 1), Ok(hint::MAX_DEPTH - 1));
+    }
+
+    #[test]
+    fn a_value_nested_deeper_than_the_limit_is_refused_not_a_stack_overflow() {
+        // Dropping it would recurse once per level, so it must not be built.
+        for depth in [hint::MAX_DEPTH, 50_000] {
+            let e = decode_deep(depth).unwrap_err();
+            assert!(e.contains("nested deeper than 1024 levels"), "{e}");
+        }
     }
 }
