@@ -22,7 +22,6 @@ use netchan::{Message, RecvError, Session};
 use tokio::task::JoinHandle;
 
 use crate::frames::{Ctx, PeerFrame};
-use crate::known;
 use crate::output::{self, Expect};
 use crate::script::{AppOp, CfgSel, HelloMode, Script, Step};
 use crate::stream::{Feed, FuzzStream};
@@ -106,17 +105,7 @@ impl App {
         let out = session
             .export_sender::<u32>(types::OUT)
             .expect("export out");
-        let t0 = spawn(
-            &tasks,
-            recv_all(tree, MAX_RECV, |t: Tree| {
-                // F4: a deep enough tree overflows the stack when dropped.
-                if known::tolerate("F4") {
-                    types::drop_tree(t)
-                } else {
-                    drop(t)
-                }
-            }),
-        );
+        let t0 = spawn(&tasks, recv_all(tree, MAX_RECV, |t: Tree| drop(t)));
         let t1 = spawn(&tasks, recv_all(nested, MAX_RECV, drop));
         let inner = tasks.clone();
         let t2 = spawn(
