@@ -20,7 +20,7 @@ use route::{Attempt, Route};
 
 use crate::Message;
 use crate::error::{RecvError, SendError, TrySendError};
-use crate::session::ConnRef;
+use crate::session::{Conn, ConnRef};
 
 /// What keeps a session or exporter up while a handle it produced lives.
 #[derive(Clone)]
@@ -84,6 +84,10 @@ pub struct Receiver<T> {
     queue: Arc<Queue<T>>,
     /// Values still to take (`import_receiver_n`).
     remaining: Option<u64>,
+    /// A large message being decoded on a blocking thread, and its
+    /// connection (for the error log). Kept here, not in the `recv`
+    /// future, so a `recv` given up mid-way loses nothing.
+    decoding: Option<(tokio::task::JoinHandle<Result<T, String>>, Arc<Conn>)>,
     _keep: Option<Keep>,
 }
 
@@ -358,6 +362,7 @@ impl<T: Message> Receiver<T> {
         Receiver {
             queue,
             remaining,
+            decoding: None,
             _keep: keep,
         }
     }
@@ -376,6 +381,13 @@ impl<T: Message> Receiver<T> {
 
     /// Polls for the next value; see [`recv`](Receiver::recv).
     pub fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Result<Option<T>, RecvError>> {
+        if let Some((task, conn)) = self.decoding.as_mut() {
+            let r = std::task::ready!(std::pin::Pin::new(task).poll(cx));
+            let conn = conn.clone();
+            self.decoding = None;
+            let r = r.unwrap_or_else(|e| Err(format!("the decoder failed: {e}")));
+            return Poll::Ready(self.decoded(&conn, r));
+        }
         if self.remaining == Some(0) {
             return Poll::Ready(Ok(None));
         }
@@ -389,37 +401,55 @@ impl<T: Message> Receiver<T> {
             Poll::Ready(Ok(Some(x))) => x,
         };
         coop.made_progress();
-        let value = match item {
-            Item::Local(v, _) => v,
+        match item {
+            Item::Local(v, _) => Poll::Ready(self.decoded_ok(v)),
             Item::Remote {
                 data,
                 handles,
                 link,
             } => {
                 self.queue.taken_from(&link, now_empty);
-                if data.len() >= LARGE_MESSAGE {
-                    spend_budget(cx);
+                let conn = link.conn().clone();
+                if data.len() < LARGE_MESSAGE {
+                    let r = embed::decode::<T>(&conn, &data, handles);
+                    return Poll::Ready(self.decoded(&conn, r));
                 }
-                match embed::decode::<T>(link.conn(), &data, handles) {
-                    Ok(v) => v,
-                    Err(e) => {
-                        let msg = format!(
-                            "cannot decode a {} on a channel: {e}",
-                            crate::codec::type_name::<T>()
-                        );
-                        link.conn().log_error(crate::Error::Codec(msg.clone()));
-                        return Poll::Ready(Err(RecvError::Decode(msg)));
-                    }
-                }
+                // A large message decodes on a blocking thread, so this
+                // runtime's other tasks (other channels) go on meanwhile.
+                let c = conn.clone();
+                let task = conn
+                    .rt
+                    .spawn_blocking(move || embed::decode::<T>(&c, &data, handles));
+                self.decoding = Some((task, conn));
+                self.poll_recv(cx)
             }
-        };
+        }
+    }
+
+    /// The outcome of decoding one message.
+    fn decoded(&mut self, conn: &Arc<Conn>, r: Result<T, String>) -> Result<Option<T>, RecvError> {
+        match r {
+            Ok(v) => self.decoded_ok(v),
+            Err(e) => {
+                let msg = format!(
+                    "cannot decode a {} on a channel: {e}",
+                    crate::codec::type_name::<T>()
+                );
+                conn.log_error(crate::Error::Codec(msg.clone()));
+                Err(RecvError::Decode(msg))
+            }
+        }
+    }
+
+    /// Counts a value handed to the program.
+    fn decoded_ok(&mut self, value: T) -> Result<Option<T>, RecvError> {
         if let Some(n) = self.remaining.as_mut() {
             *n -= 1;
             if *n == 0 {
                 self.queue.finish();
             }
         }
-        Poll::Ready(Ok(Some(value)))
+        Ok(Some(value))
     }
 
     /// The receive buffer size.
@@ -432,6 +462,7 @@ impl<T: Message> Receiver<T> {
         Receiver {
             queue: self.queue.clone(),
             remaining: self.remaining,
+            decoding: None,
             _keep: None,
         }
     }

@@ -498,6 +498,47 @@ async fn a_large_message_does_not_hold_up_small_messages_on_another_channel(t: T
 }
 over_both!(a_large_message_does_not_hold_up_small_messages_on_another_channel);
 
+/// A large message decodes away from the receiving task; a `recv` given
+/// up while that runs (a `select!` whose other branch won) loses nothing:
+/// the next `recv` returns the value, and order is kept.
+async fn a_recv_given_up_during_a_large_decode_loses_nothing(t: Transport) {
+    const BIG: usize = 4 << 20;
+    let (a, b) = t.connect().await;
+    let (tx, mut rx) = Way::ExportedSender
+        .channel::<(u32, ByteBuf)>(&a, &b, 4)
+        .await;
+    for i in 0..3u32 {
+        send_ok(
+            "a large message",
+            &tx,
+            (i, ByteBuf::from(vec![i as u8; BIG])),
+        )
+        .await;
+    }
+    send_ok("a small message", &tx, (3, ByteBuf::new())).await;
+    for i in 0..4u32 {
+        // Poll once (for a large message this starts its decode, which is
+        // then still running) and give up unless the value is there.
+        let mut first = Box::pin(rx.recv());
+        let got = match first.as_mut().now_or_never() {
+            Some(r) => r,
+            None => {
+                drop(first);
+                within("the next value", rx.recv()).await
+            }
+        };
+        let (k, bytes) = match got {
+            Ok(Some(v)) => v,
+            other => panic!("value {i} did not arrive: {other:?}"),
+        };
+        assert_eq!(k, i, "values keep their order across a given-up recv");
+        let len = if i < 3 { BIG } else { 0 };
+        assert_eq!(bytes.len(), len);
+        assert!(bytes.iter().all(|&x| x == i as u8), "value {i} is intact");
+    }
+}
+over_both!(a_recv_given_up_during_a_large_decode_loses_nothing);
+
 // -------------------------------------------------------------------- stream
 
 async fn a_receiver_is_a_stream_that_ends_when_the_channel_closes(t: Transport) {
