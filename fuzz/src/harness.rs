@@ -414,7 +414,7 @@ fn check_output(feed: &Feed, script: &Script, failed: bool) {
         codec: cfg.codec(),
         max_message_len: limits.get_max_message_len() as u32,
         max_channels: if cfg.0 & CfgSel::SMALL != 0 { 8 } else { 1024 },
-        max_handles: 128,
+        max_handles: if cfg.0 & CfgSel::SMALL != 0 { 4 } else { 128 },
         chunk_size: cfg.chunk_size(),
         parity: match script.side {
             Side::Dialer => 1,
