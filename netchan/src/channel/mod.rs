@@ -75,6 +75,9 @@ impl<T> fmt::Debug for Sender<T> {
     }
 }
 
+/// A message's decode on a blocking thread, and the connection it came on.
+type Decoding<T> = (tokio::task::JoinHandle<Result<T, String>>, Arc<Conn>);
+
 /// The receiving half of a channel. Also a [`futures::Stream`] of
 /// `Result<T, RecvError>`.
 ///
@@ -87,7 +90,7 @@ pub struct Receiver<T> {
     /// A large message being decoded on a blocking thread, and its
     /// connection (for the error log). Kept here, not in the `recv`
     /// future, so a `recv` given up mid-way loses nothing.
-    decoding: Option<(tokio::task::JoinHandle<Result<T, String>>, Arc<Conn>)>,
+    decoding: Option<Decoding<T>>,
     _keep: Option<Keep>,
 }
 
