@@ -76,7 +76,9 @@ impl Config {
         self
     }
 
-    /// Channel handles inside one message (default 128).
+    /// Channel handles inside one message (default 128, at most 65,535).
+    /// The peer learns it in the handshake; a value carrying more handles
+    /// than the lower of the two sides' limits fails its own send.
     pub fn max_handles(mut self, n: usize) -> Config {
         self.limits.max_handles = n.min(u16::MAX as usize);
         self
