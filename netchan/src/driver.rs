@@ -158,12 +158,16 @@ async fn reader<R: AsyncRead + Unpin>(conn: &Arc<Conn>, mut rd: R) {
         }
         let mut garbage = Vec::new();
         let mut ended = false;
+        let mut delivered = false;
         {
             let mut inner = conn.lock();
             let now = Instant::now();
             loop {
                 match inner.proto.poll_input(&mut buf, now) {
-                    Ok(Some(ev)) => conn.dispatch(&mut inner, ev, &mut garbage),
+                    Ok(Some(ev)) => {
+                        delivered |= matches!(ev, crate::proto::Event::Message { .. });
+                        conn.dispatch(&mut inner, ev, &mut garbage);
+                    }
                     Ok(None) => break,
                     Err(error) => {
                         drop(inner);
@@ -180,6 +184,12 @@ async fn reader<R: AsyncRead + Unpin>(conn: &Arc<Conn>, mut rd: R) {
         conn.kick();
         if ended {
             return;
+        }
+        if delivered {
+            // Let the receivers just woken run before the next read: with
+            // data always waiting (a large message arriving), tokio's
+            // budget alone would let this task read megabytes first.
+            tokio::task::yield_now().await;
         }
     }
 }

@@ -459,6 +459,19 @@ impl Conn {
         out
     }
 
+    /// Sends `body`, encoded with `codec` and carrying no channel handles,
+    /// on `chan`; `None` if this connection uses another codec (the caller
+    /// then encodes the value for it). `body` is left as it was unless the
+    /// message was sent.
+    pub(crate) fn send_body<T>(
+        self: &Arc<Self>,
+        chan: ChanId,
+        codec: crate::proto::CodecId,
+        body: &mut BytesMut,
+    ) -> Option<SendOutcome> {
+        (codec == self.codec).then(|| self.send_encoded::<T>(chan, body, Vec::new()))
+    }
+
     /// Why `chan` cannot take a message now, if it cannot.
     fn blocked(inner: &Inner, chan: ChanId) -> Option<SendOutcome> {
         match inner.proto.can_send(chan) {

@@ -13,6 +13,7 @@ use std::fmt;
 use std::future::poll_fn;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::task::{Context, Poll};
 
 use queue::{Item, Push, Queue};
@@ -302,12 +303,60 @@ fn spend_budget(cx: &mut Context<'_>) {
     }
 }
 
+/// A value encoded ahead of the attempts to send it, and its codec.
+type Encoded = (crate::proto::CodecId, bytes::BytesMut);
+
+/// Encodes `value` on the blocking pool, so the runtime's other tasks go on
+/// meanwhile. `None` (the value is then encoded by each attempt, as usual)
+/// when there is no runtime or member yet, or the value carries channel
+/// handles, which are registered with the connection it goes out on.
+async fn encode_aside<T: Message>(r: &Route, value: T) -> (T, Option<Encoded>) {
+    let (Some(codec), Ok(rt)) = (r.codec(), tokio::runtime::Handle::try_current()) else {
+        return (value, None);
+    };
+    let job = rt.spawn_blocking(move || {
+        let mut body = bytes::BytesMut::new();
+        let scope = embed::EncodeScope::enter();
+        let ok = crate::codec::encode(codec, &value, &mut body).is_ok();
+        let handles = scope.finish();
+        let ok = ok && handles.is_empty();
+        drop(handles);
+        (value, ok.then_some((codec, body)))
+    });
+    match job.await {
+        Ok(done) => done,
+        // The value's `Serialize` panicked: as when it runs inline.
+        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+        // Only when the runtime shuts down, which drops this task too.
+        Err(_) => std::future::pending().await,
+    }
+}
+
 async fn send_remote<T: Message>(
     r: &Arc<Route>,
     value: T,
 ) -> Result<(), (T, Option<crate::Error>)> {
-    let attempt = |value: &T| {
-        let mut f = |c: &ConnRef, chan| c.conn().send_value(chan, value);
+    // After a large value, the next is encoded on the blocking pool: a
+    // row of large values does not hold this runtime for their encoding.
+    let (value, mut pre) = if r.large.load(Ordering::Relaxed) {
+        encode_aside(r, value).await
+    } else {
+        (value, None)
+    };
+    if let Some((_, body)) = &pre {
+        if body.len() < LARGE_MESSAGE {
+            r.large.store(false, Ordering::Relaxed);
+        }
+    }
+    let mut attempt = |value: &T| {
+        let mut f = |c: &ConnRef, chan| {
+            if let Some((codec, body)) = pre.as_mut() {
+                if let Some(out) = c.conn().send_body::<T>(chan, *codec, body) {
+                    return out;
+                }
+            }
+            c.conn().send_value(chan, value)
+        };
         r.try_send(&mut f)
     };
     // Most sends find credit at once: try before paying for a waiter. (A
@@ -328,6 +377,7 @@ async fn send_remote<T: Message>(
     match outcome {
         Attempt::Sent(rendezvous) => {
             if SENT_LARGE.with(|l| l.replace(false)) {
+                r.large.store(true, Ordering::Relaxed);
                 std::future::poll_fn(|cx| {
                     spend_budget(cx);
                     Poll::Ready(())

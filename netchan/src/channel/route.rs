@@ -33,6 +33,9 @@ pub(crate) struct Route {
     export: bool,
     closed: AtomicBool,
     rr: AtomicUsize,
+    /// The last value sent was large: the next one is encoded on the
+    /// blocking pool before it is offered to the members.
+    pub(crate) large: AtomicBool,
 }
 
 /// What one attempt to send achieved.
@@ -57,6 +60,7 @@ impl Route {
             export: false,
             closed: AtomicBool::new(false),
             rr: AtomicUsize::new(0),
+            large: AtomicBool::new(false),
         })
     }
 
@@ -68,6 +72,7 @@ impl Route {
             export: true,
             closed: AtomicBool::new(false),
             rr: AtomicUsize::new(0),
+            large: AtomicBool::new(false),
         })
     }
 
@@ -103,6 +108,14 @@ impl Route {
             m.conn.conn().defer_close(m.chan, code, reason);
         }
         self.notify.notify_waiters();
+    }
+
+    /// The codec of one member's connection, if there is a member.
+    pub(crate) fn codec(&self) -> Option<crate::proto::CodecId> {
+        if let Some(m) = &self.single {
+            return Some(m.conn.conn().codec);
+        }
+        lock(&self.members).first().map(|m| m.conn.conn().codec)
     }
 
     pub(crate) fn is_closed(&self) -> bool {
