@@ -26,6 +26,7 @@ use crate::channel::{Receiver, Sender, embed};
 use crate::config::Config;
 use crate::error::Error;
 use crate::export::{Export, Exports};
+use crate::proto::conn::FinishError;
 use crate::proto::{
     ChanId, CloseCode, CodecId, Connection, Dir, Event, HandleDesc, HandleKind, RejectCode, Side,
 };
@@ -494,27 +495,27 @@ impl Conn {
             return out;
         }
         let n = handles.len();
-        let size = body.len() + if n == 0 { 0 } else { 2 + 9 * n };
-        let limit = inner.proto.send_limit();
-        let refuse = if size > limit {
-            Some(Error::MessageTooLarge { size, limit })
-        } else if n > inner.proto.send_handle_limit() {
-            Some(Error::Codec(format!(
-                "{n} channel handles in one message exceed the limit of {}",
-                inner.proto.send_handle_limit()
-            )))
-        } else if n > 0
-            && inner.proto.channel_count() + n
-                > inner.proto.limits().max_channels.min(
-                    inner
-                        .proto
-                        .peer()
-                        .map_or(usize::MAX, |p| p.max_channels as usize),
-                )
-        {
-            Some(Error::TooManyChannels(inner.proto.limits().max_channels))
-        } else {
-            None
+        // The protocol's own check, before any handle's channel exists.
+        let refuse = match inner.proto.check_message(body.len(), n) {
+            Err(FinishError::TooLarge { size, limit }) => {
+                Some(Error::MessageTooLarge { size, limit })
+            }
+            Err(FinishError::TooManyHandles { count, limit }) => Some(Error::Codec(format!(
+                "{count} channel handles in one message exceed the limit of {limit}"
+            ))),
+            Ok(_)
+                if n > 0
+                    && inner.proto.channel_count() + n
+                        > inner.proto.limits().max_channels.min(
+                            inner
+                                .proto
+                                .peer()
+                                .map_or(usize::MAX, |p| p.max_channels as usize),
+                        ) =>
+            {
+                Some(Error::TooManyChannels(inner.proto.limits().max_channels))
+            }
+            Ok(_) => None,
         };
         if let Some(e) = refuse {
             drop(inner);

@@ -1109,7 +1109,7 @@ impl Connection {
         body: &mut BytesMut,
         handles: &[HandleDesc],
     ) -> Result<(), FinishError> {
-        let table = self.check_message(body.len(), handles)?;
+        let table = self.check_message(body.len(), handles.len())?;
         let size = body.len() + table;
         let Some(c) = self.chans.get_mut(&chan) else {
             return Ok(());
@@ -1154,18 +1154,20 @@ impl Connection {
         Ok(())
     }
 
-    /// Checks a message of `body` bytes with `handles` against the limits;
-    /// returns the size of its handle table.
-    fn check_message(&self, body: usize, handles: &[HandleDesc]) -> Result<usize, FinishError> {
-        let table = if handles.is_empty() {
+    /// Checks a message of `body` bytes with `handles` channel handles
+    /// against ours and the peer's limits, as sending it would; returns the
+    /// size of its handle table. Lets a caller refuse a message before it
+    /// allocates the handles' channels.
+    pub fn check_message(&self, body: usize, handles: usize) -> Result<usize, FinishError> {
+        let table = if handles == 0 {
             0
         } else {
-            2 + handles.len() * HANDLE_ENTRY_LEN
+            2 + handles * HANDLE_ENTRY_LEN
         };
         let handle_limit = self.send_handle_limit();
-        if handles.len() > handle_limit || table > self.limits.chunk_size {
+        if handles > handle_limit || table > self.limits.chunk_size {
             return Err(FinishError::TooManyHandles {
-                count: handles.len(),
+                count: handles,
                 limit: handle_limit,
             });
         }
@@ -1188,7 +1190,7 @@ impl Connection {
         handles: &[HandleDesc],
     ) -> Result<(), FinishError> {
         let body = self.message_len(start);
-        let table = match self.check_message(body, handles) {
+        let table = match self.check_message(body, handles.len()) {
             Ok(t) => t,
             Err(e) => {
                 self.out.truncate(start);
