@@ -98,26 +98,9 @@ pub fn type_names() -> Vec<String> {
 }
 
 /// netchan's type name for `T`: `std::any::type_name` without module
-/// paths (a copy of `netchan::codec::strip_paths`, which is private).
+/// paths, as netchan compares it.
 pub fn type_name<T: ?Sized>() -> String {
-    let full = std::any::type_name::<T>();
-    let mut out = String::with_capacity(full.len());
-    let mut ident = String::new();
-    let mut chars = full.chars().peekable();
-    while let Some(c) = chars.next() {
-        if c == ':' && chars.peek() == Some(&':') {
-            chars.next();
-            ident.clear();
-        } else if c.is_alphanumeric() || c == '_' {
-            ident.push(c);
-        } else {
-            out.push_str(&ident);
-            ident.clear();
-            out.push(c);
-        }
-    }
-    out.push_str(&ident);
-    out
+    netchan::__private::type_name::<T>()
 }
 
 /// Encodes `value` as netchan would with `codec`.

@@ -126,7 +126,7 @@ pub(crate) fn decode<T: DeserializeOwned>(codec: CodecId, bytes: &[u8]) -> Resul
 /// name with every module path removed (`alloc::vec::Vec<app::Job>`
 /// becomes `Vec<Job>`), so programs that define the same type in different
 /// modules, or share it from a crate, agree.
-pub(crate) fn type_name<T: ?Sized>() -> String {
+pub fn type_name<T: ?Sized>() -> String {
     strip_paths(std::any::type_name::<T>())
 }
 
