@@ -91,7 +91,7 @@ fn sample_frames() -> Vec<Frame> {
         Frame::Credit {
             chan: 2,
             grant: 4,
-            taken: 1,
+            received: 1,
         },
         Frame::Close {
             chan: 1,
@@ -133,8 +133,12 @@ fn data(chan: Sel, body: Body) -> PeerFrame {
     }
 }
 
-fn credit(chan: Sel, grant: u32, taken: u32) -> PeerFrame {
-    PeerFrame::Credit { chan, grant, taken }
+fn credit(chan: Sel, grant: u32, received: u32) -> PeerFrame {
+    PeerFrame::Credit {
+        chan,
+        grant,
+        received,
+    }
 }
 
 // Indexes into `types::NAMES` and `types::type_names()`.

@@ -263,9 +263,9 @@ fuzz_target!(|input: Input| {
                     }
                     continue;
                 }
-                let (buf, start) = d.conn.begin_message();
-                buf.put_bytes(0x5a, usize::from(*len) * 4);
-                if d.conn.finish_message(chan, start, &descs).is_err() {
+                let mut body = BytesMut::new();
+                body.put_bytes(0x5a, usize::from(*len) * 4);
+                if d.conn.send_message(chan, &mut body, &descs).is_err() {
                     for h in &descs {
                         d.conn.forget(h.chan);
                     }
@@ -275,7 +275,7 @@ fuzz_target!(|input: Input| {
                 chan,
                 grant,
                 taken,
-                urgent,
+                urgent: _,
             } => {
                 let chan = d.pick(*chan);
                 // As the runtime does: never more than the window.
@@ -283,12 +283,8 @@ fuzz_target!(|input: Input| {
                     .conn
                     .capacity_of(chan)
                     .saturating_sub(d.conn.outstanding(chan));
-                d.conn.credit_update(
-                    chan,
-                    u32::from(*grant).min(room),
-                    u32::from(*taken),
-                    *urgent,
-                );
+                d.conn
+                    .credit_update(chan, u32::from(*grant).min(room), u32::from(*taken));
             }
             Op::Rendezvous(i) => {
                 let chan = d.pick(*i);

@@ -55,7 +55,8 @@ pub enum Op {
         grant: u8,
         /// Taken.
         taken: u8,
-        /// Urgent.
+        /// Kept so that older inputs still parse; credit is never urgent
+        /// now (it always leaves at the next transmit).
         urgent: bool,
     },
     /// `rendezvous_grant`.

@@ -136,8 +136,8 @@ pub enum PeerFrame {
         chan: Sel,
         /// New slots.
         grant: u32,
-        /// Messages taken.
-        taken: u32,
+        /// Messages received through (cumulative; sent as a `u64`).
+        received: u32,
     },
     /// `CLOSE`.
     Close {
@@ -384,11 +384,15 @@ impl PeerFrame {
                     out.extend_from_slice(c);
                 }
             }
-            PeerFrame::Credit { chan, grant, taken } => {
+            PeerFrame::Credit {
+                chan,
+                grant,
+                received,
+            } => {
                 let chan = ctx.chan(chan);
-                put_header(out, 8, 0x05, 0, chan);
+                put_header(out, 12, 0x05, 0, chan);
                 out.extend_from_slice(&grant.to_le_bytes());
-                out.extend_from_slice(&taken.to_le_bytes());
+                out.extend_from_slice(&u64::from(*received).to_le_bytes());
             }
             PeerFrame::Close { chan, code, reason } => {
                 let chan = ctx.chan(chan);
@@ -457,7 +461,7 @@ impl PeerFrame {
             4 => PeerFrame::Credit {
                 chan: parse_sel(r),
                 grant: r.u32(),
-                taken: r.u32(),
+                received: r.u32(),
             },
             5 => PeerFrame::Close {
                 chan: parse_sel(r),
@@ -531,9 +535,13 @@ impl PeerFrame {
                 write_body(w, body);
                 w.u8(*split);
             }
-            PeerFrame::Credit { chan, grant, taken } => {
+            PeerFrame::Credit {
+                chan,
+                grant,
+                received,
+            } => {
                 write_sel(w, chan);
-                w.u32(*grant).u32(*taken);
+                w.u32(*grant).u32(*received);
             }
             PeerFrame::Goodbye { reason } => {
                 w.bytes8(reason);

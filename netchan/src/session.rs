@@ -400,9 +400,11 @@ impl Conn {
         }
     }
 
-    pub(crate) fn credit_update(&self, chan: ChanId, grant: u32, taken: u32, urgent: bool) {
+    /// The program took a message from `chan` (`taken`) and `grant` slots
+    /// are free: both go to the peer at the writer's next transmit.
+    pub(crate) fn credit_update(&self, chan: ChanId, grant: u32, taken: u32) {
         let mut inner = self.lock();
-        inner.proto.credit_update(chan, grant, taken, urgent);
+        inner.proto.credit_update(chan, grant, taken);
         drop(inner);
         self.kick();
     }
@@ -620,9 +622,11 @@ impl Conn {
                 match inner.eps.get(&chan) {
                     Some(Endpoint::In(q, link)) => {
                         if let Some(back) = q.deliver(link, data, guard) {
-                            // The receiver is gone: give the credit back
-                            // so the sender is not stuck, drop the rest.
-                            inner.proto.credit_update(chan, 0, 1, false);
+                            // The receiver is gone: the message counts as
+                            // taken and its slot is given back, so the
+                            // sender is not stuck; the rest is dropped.
+                            let grant = u32::from(inner.proto.capacity_of(chan) > 0);
+                            inner.proto.credit_update(chan, grant, 1);
                             garbage.push(Box::new(back));
                         }
                     }
@@ -1233,8 +1237,10 @@ impl Session {
         }
     }
 
-    /// Waits until the peer confirmed every value sent on this session
-    /// (taken by its receivers), or `timeout` passes.
+    /// Waits until the peer confirmed the arrival of every value sent on
+    /// this session (each is in a receiver's buffer, or was taken), or
+    /// `timeout` passes. A rendezvous (capacity 0) value is confirmed when
+    /// it is taken.
     ///
     /// On timeout, or if the connection fails first, the error counts the
     /// values whose arrival was never confirmed.
@@ -1246,8 +1252,6 @@ impl Session {
                 let notified = conn.changed.notified();
                 tokio::pin!(notified);
                 notified.as_mut().enable();
-                // Flush credit batched on the peer side: nothing to do here;
-                // the peer flushes when its buffer runs empty.
                 {
                     let inner = conn.lock();
                     if let Status::Ended(e) = &inner.status {

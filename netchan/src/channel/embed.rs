@@ -301,7 +301,7 @@ impl<'de, T: Message> Deserialize<'de> for Receiver<T> {
                     .eps
                     .insert(desc.chan, Endpoint::In(queue.clone(), link.clone()));
                 if desc.capacity > 0 {
-                    inner.proto.credit_update(desc.chan, desc.capacity, 0, true);
+                    inner.proto.credit_update(desc.chan, desc.capacity, 0);
                 }
                 true
             } else {

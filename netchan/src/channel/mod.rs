@@ -447,7 +447,7 @@ impl<T: Message> Receiver<T> {
         // Like tokio's own channels: a task that keeps finding values
         // ready yields to the others now and then.
         let coop = std::task::ready!(tokio::task::coop::poll_proceed(cx));
-        let (item, now_empty) = match self.queue.poll_take(cx) {
+        let item = match self.queue.poll_take(cx) {
             Poll::Pending => return Poll::Pending,
             Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
             Poll::Ready(Ok(None)) => return Poll::Ready(Ok(None)),
@@ -461,7 +461,7 @@ impl<T: Message> Receiver<T> {
                 handles,
                 link,
             } => {
-                self.queue.taken_from(&link, now_empty);
+                self.queue.taken_from(&link);
                 let conn = link.conn().clone();
                 if data.len() < LARGE_MESSAGE {
                     let r = embed::decode::<T>(&conn, &data, handles);

@@ -27,10 +27,6 @@ pub(crate) struct Link {
     /// For `import_receiver_n`: grants still allowed (`None`: unlimited).
     pub(crate) grants_left: Mutex<Option<u64>>,
     limited: bool,
-    /// Credit taken but not yet handed to the connection, packed as
-    /// `grant << 32 | taken`, so that `recv` takes the connection's lock
-    /// once per batch rather than once per message.
-    batch: std::sync::atomic::AtomicU64,
 }
 
 impl Link {
@@ -40,21 +36,11 @@ impl Link {
             chan,
             limited: grants_left.is_some(),
             grants_left: Mutex::new(grants_left),
-            batch: std::sync::atomic::AtomicU64::new(0),
         })
     }
 
     pub(crate) fn conn(&self) -> &Arc<Conn> {
         self.conn.conn()
-    }
-
-    /// Hands the batched credit to the connection.
-    fn flush_credit(&self) {
-        let batch = self.batch.swap(0, std::sync::atomic::Ordering::AcqRel);
-        if batch != 0 {
-            let (grant, taken) = ((batch >> 32) as u32, batch as u32);
-            self.conn().credit_update(self.chan, grant, taken, true);
-        }
     }
 
     /// One more grant allowed? Consumes it.
@@ -282,20 +268,18 @@ impl<T> Queue<T> {
 
     /// Takes the next item, or registers `cx` to be woken. `Ready(None)`
     /// means the queue has ended (and the end was reported).
-    #[allow(clippy::type_complexity)]
     pub(crate) fn poll_take(
         &self,
         cx: &mut Context<'_>,
-    ) -> Poll<Result<Option<(Item<T>, bool)>, RecvError>> {
+    ) -> Poll<Result<Option<Item<T>>, RecvError>> {
         let mut st = lock(&self.st);
         if let Some(item) = st.items.pop_front() {
-            let now_empty = st.items.is_empty();
             if let Item::Local(..) = item {
                 st.local_len -= 1;
                 drop(st);
                 self.space.notify_waiters();
             }
-            return Poll::Ready(Ok(Some((item, now_empty))));
+            return Poll::Ready(Ok(Some(item)));
         }
         match st.end.clone() {
             Some(End::Clean) => Poll::Ready(Ok(None)),
@@ -327,32 +311,17 @@ impl<T> Queue<T> {
         }
     }
 
-    /// After taking a remote item: returns credit to its source.
-    pub(crate) fn taken_from(&self, link: &Link, now_empty: bool) {
-        use std::sync::atomic::Ordering;
+    /// After taking a remote item: frees its slot for the source (one
+    /// credit per value taken, as in Go each receive lets one waiting send
+    /// in) and, for a rendezvous channel, confirms the take. The
+    /// connection sends both at its next transmit.
+    pub(crate) fn taken_from(&self, link: &Link) {
         let grant = if self.capacity == 0 {
             0
         } else {
-            u64::from(link.take_grant())
+            u32::from(link.take_grant())
         };
-        let add = (grant << 32) | 1;
-        let batch = link.batch.fetch_add(add, Ordering::AcqRel) + add;
-        let taken = batch & 0xffff_ffff;
-        // Hand a link's batch over once half its window was taken, and for
-        // rendezvous at once.
-        let threshold = (self.capacity as u64 / 2).max(1);
-        if self.capacity == 0 || taken >= threshold {
-            link.flush_credit();
-        }
-        // When the buffer runs empty every source's batch goes out: their
-        // senders may be waiting, and `drain` wants the confirmations.
-        if now_empty {
-            let links = lock(&self.st).links.clone();
-            for l in links {
-                l.flush_credit();
-            }
-            link.flush_credit();
-        }
+        link.conn().credit_update(link.chan, grant, 1);
     }
 
     /// Closes the queue's remote sources (`import_receiver_n` reached its

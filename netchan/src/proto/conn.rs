@@ -2,23 +2,36 @@
 //! flow control, chunking of large messages, keepalive.
 //!
 //! Inputs: [`Connection::poll_input`] (bytes read from the peer) and the
-//! methods that the runtime calls for its users (`open`, `begin_message` /
-//! `finish_message`, `credit`, `close`, `goodbye`, `handle_timeout`).
+//! methods that the runtime calls for its users (`open`, `send_message`,
+//! `credit_update`, `close`, `goodbye`, `handle_timeout`).
 //! Outputs: [`Event`]s returned by `poll_input`, and bytes to write taken by
 //! [`Connection::take_transmit`].
 //!
-//! # Flow control
+//! # Flow control and delivery confirmation
 //!
 //! Credit counts messages, not bytes. A channel's receiving side grants one
 //! credit per free slot of its buffer; the sending side spends one per
-//! message and never sends without. `CREDIT` carries both new slots
-//! (`grant`) and messages the receiving program took (`taken`); the latter
-//! confirms delivery, which `drain` waits for. Grants are batched: a
-//! channel's pending grant is sent once it reaches half the capacity, or
-//! when the runtime asks for it urgently (its buffer ran empty, or a
-//! rendezvous receiver is waiting), and in any case at the next transmit.
-//! The invariant `credit + unconfirmed <= max(capacity, 1)` holds on the
-//! sending side; a peer that breaks it has overflowed credit.
+//! message and never sends without. Each message the receiving program
+//! takes frees one slot, so it adds one to the channel's pending grant.
+//!
+//! Messages on a channel are numbered from 1 in sending order; the
+//! receiving side confirms them with a cumulative count, `received`: the
+//! messages now in its buffer or already taken (for a rendezvous channel,
+//! capacity 0: the messages taken, since a rendezvous send completes on
+//! take). `drain` and `sync` wait for these confirmations, so they wait for
+//! arrival, not for the receiving program.
+//!
+//! Both travel in one `CREDIT { grant, received }` frame. Nothing is held
+//! back: a channel whose grant or confirmation changed is marked, and every
+//! marked channel gets exactly one `CREDIT` at the next transmit, so a
+//! waiting sender is let in within one round trip at every capacity and a
+//! busy stream costs one `CREDIT` per write, not one per message.
+//!
+//! On the sending side `unconfirmed = sent - received`, and the invariant
+//! `credit + unconfirmed <= max(capacity, 1)` holds (a grant is only ever
+//! made for a message already confirmed); a peer that breaks it, or
+//! confirms more than was sent, or less than before, has overflowed
+//! credit.
 
 use std::collections::VecDeque;
 
@@ -217,7 +230,10 @@ struct Chan {
     capacity: u32,
     // Sending side.
     credit: u32,
-    unconfirmed: u64,
+    /// Messages sent: the sequence number of the last one.
+    sent: u64,
+    /// Messages the peer confirmed (`received` of its last `CREDIT`).
+    acked: u64,
     /// Messages too large for one chunk, and any sent after them.
     pending: VecDeque<Pending>,
     /// Offset into `pending.front()` already sent.
@@ -228,13 +244,15 @@ struct Chan {
     // Receiving side.
     outstanding: u32,
     pending_grant: u32,
-    pending_taken: u32,
+    /// `received` as last reported to the peer.
+    reported: u64,
+    /// Marked for a `CREDIT` at the next transmit.
     credit_dirty: bool,
     /// Boxed for the same reason.
     assembling: Option<Box<Assembly>>,
     /// Closing while a message was arriving: its remaining chunks are skipped.
     skipping: bool,
-    /// Messages delivered to the runtime, and reported taken.
+    /// Messages delivered to the runtime, and taken by the program.
     delivered: u64,
     taken_total: u64,
 }
@@ -258,18 +276,34 @@ impl Chan {
             role,
             capacity,
             credit,
-            unconfirmed: 0,
+            sent: 0,
+            acked: 0,
             pending: VecDeque::new(),
             pending_off: 0,
             close_after: None,
             outstanding: 0,
             pending_grant: 0,
-            pending_taken: 0,
+            reported: 0,
             credit_dirty: false,
             assembling: None,
             skipping: false,
             delivered: 0,
             taken_total: 0,
+        }
+    }
+
+    /// Sent and not yet confirmed (0 on a receiving channel).
+    fn unconfirmed(&self) -> u64 {
+        self.sent - self.acked
+    }
+
+    /// What this receiving side confirms: arrival, or for a rendezvous
+    /// channel, take.
+    fn received(&self) -> u64 {
+        if self.capacity == 0 {
+            self.taken_total
+        } else {
+            self.delivered
         }
     }
 }
@@ -449,7 +483,7 @@ impl Connection {
     /// Messages sent on channels still open whose delivery the peer has
     /// not yet confirmed.
     pub fn unconfirmed(&self) -> u64 {
-        self.chans.values().map(|c| c.unconfirmed).sum()
+        self.chans.values().map(Chan::unconfirmed).sum()
     }
 
     /// Messages whose delivery the peer confirmed, in total (a channel the
@@ -644,7 +678,11 @@ impl Connection {
                 flags,
                 payload,
             } => self.handle_data(chan, flags, payload),
-            Frame::Credit { chan, grant, taken } => {
+            Frame::Credit {
+                chan,
+                grant,
+                received,
+            } => {
                 let c = self
                     .chans
                     .get_mut(&chan)
@@ -657,11 +695,12 @@ impl Connection {
                     });
                 }
                 match c.state {
-                    // Confirmations still count for a channel we closed.
+                    // Confirmations still count for a channel we closed;
+                    // its grant is moot.
                     State::Closing => {
-                        let taken = u64::from(taken).min(c.unconfirmed);
-                        c.unconfirmed -= taken;
-                        self.confirmed_total += taken;
+                        let received = received.clamp(c.acked, c.sent);
+                        self.confirmed_total += received - c.acked;
+                        c.acked = received;
                         return Ok(Some(Event::Credit { chan }));
                     }
                     State::Open => {}
@@ -673,13 +712,13 @@ impl Connection {
                         });
                     }
                 }
-                if u64::from(taken) > c.unconfirmed {
+                if received < c.acked || received > c.sent {
                     return Err(ProtoError::CreditOverflow(chan));
                 }
-                c.unconfirmed -= u64::from(taken);
-                self.confirmed_total += u64::from(taken);
+                self.confirmed_total += received - c.acked;
+                c.acked = received;
                 let credit = u64::from(c.credit) + u64::from(grant);
-                if credit + c.unconfirmed > u64::from(c.capacity.max(1)) {
+                if credit + c.unconfirmed() > u64::from(c.capacity.max(1)) {
                     return Err(ProtoError::CreditOverflow(chan));
                 }
                 c.credit = credit as u32;
@@ -695,7 +734,7 @@ impl Connection {
                         // The peer's CLOSE answers ours (or crossed it); it
                         // follows every message we sent, so those arrived.
                         if let Some(c) = self.chans.remove(&chan) {
-                            self.confirmed_total += c.unconfirmed;
+                            self.confirmed_total += c.unconfirmed();
                             if c.role == Role::Sending {
                                 // Tells `drain` its last values arrived.
                                 return Ok(Some(Event::Credit { chan }));
@@ -708,7 +747,7 @@ impl Connection {
                             self.requested -= 1;
                         }
                         if let Some(c) = self.chans.remove(&chan) {
-                            self.confirmed_total += c.unconfirmed;
+                            self.confirmed_total += c.unconfirmed();
                         }
                         self.remove_pending(chan);
                         self.reply(Frame::Close {
@@ -849,6 +888,11 @@ impl Connection {
             return Ok(None);
         };
         c.delivered += 1;
+        if c.capacity > 0 && !c.credit_dirty {
+            // Arrival is confirmed at the next transmit.
+            c.credit_dirty = true;
+            self.credit_dirty.push(chan);
+        }
         let handles = if has_handles {
             self.adopt_handles(&mut data)?
         } else {
@@ -1076,26 +1120,6 @@ impl Connection {
             .map_or(0, |c| c.credit)
     }
 
-    /// Starts a message: reserves room for a header in the transmit buffer
-    /// and returns it. The caller appends the encoded message to the
-    /// buffer, then calls [`finish_message`](Self::finish_message) or
-    /// [`abort_message`](Self::abort_message) with the returned start.
-    pub fn begin_message(&mut self) -> (&mut BytesMut, usize) {
-        let start = self.out.len();
-        self.out.put_bytes(0, HEADER_LEN);
-        (&mut self.out, start)
-    }
-
-    /// Undoes [`begin_message`](Self::begin_message).
-    pub fn abort_message(&mut self, start: usize) {
-        self.out.truncate(start);
-    }
-
-    /// Size of the message body written since `start`.
-    pub fn message_len(&self, start: usize) -> usize {
-        self.out.len() - start - HEADER_LEN
-    }
-
     /// Sends `body`, a message encoded outside the connection, on `chan`
     /// (which must have passed [`can_send`](Self::can_send)), with
     /// `handles` allocated by [`alloc_handle`](Self::alloc_handle). A
@@ -1115,7 +1139,7 @@ impl Connection {
             return Ok(());
         };
         c.credit = c.credit.saturating_sub(1);
-        c.unconfirmed += 1;
+        c.sent += 1;
         self.sent_total += 1;
         let flags = if table > 0 { FLAG_HANDLES } else { 0 };
         if size <= self.limits.chunk_size && c.pending.is_empty() {
@@ -1179,70 +1203,11 @@ impl Connection {
         Ok(table)
     }
 
-    /// Completes a message begun at `start` on `chan` (which must have
-    /// passed [`can_send`](Self::can_send)), with `handles` allocated by
-    /// [`alloc_handle`](Self::alloc_handle). On error nothing was sent and
-    /// the buffer is as before `begin_message`.
-    pub fn finish_message(
-        &mut self,
-        chan: ChanId,
-        start: usize,
-        handles: &[HandleDesc],
-    ) -> Result<(), FinishError> {
-        let body = self.message_len(start);
-        let table = match self.check_message(body, handles.len()) {
-            Ok(t) => t,
-            Err(e) => {
-                self.out.truncate(start);
-                return Err(e);
-            }
-        };
-        let size = body + table;
-        if table > 0 {
-            let mut body_bytes = self.out.split_off(start + HEADER_LEN);
-            put_table(&mut self.out, handles);
-            // `unsplit` is free when the halves are contiguous; the copy
-            // only happens on this rare path.
-            self.out.extend_from_slice(&body_bytes);
-            body_bytes.clear();
-        }
-        let Some(c) = self.chans.get_mut(&chan) else {
-            self.out.truncate(start);
-            return Ok(());
-        };
-        c.credit = c.credit.saturating_sub(1);
-        c.unconfirmed += 1;
-        self.sent_total += 1;
-        if size <= self.limits.chunk_size && c.pending.is_empty() {
-            let flags = if table > 0 { FLAG_HANDLES } else { 0 };
-            patch_header(
-                &mut self.out,
-                start,
-                size,
-                Kind::Data,
-                flags | FLAG_END,
-                chan,
-            );
-        } else {
-            // Chunked later, round-robin with other channels' large messages.
-            let mut body = self.out.split_off(start);
-            body.advance(HEADER_LEN);
-            if c.pending.is_empty() {
-                self.ready.push_back(chan);
-            }
-            c.pending.push_back(Pending {
-                body: body.freeze(),
-                handles: table > 0,
-            });
-        }
-        Ok(())
-    }
-
     /// Reports that the program took `taken` messages from receiving
-    /// channel `chan` and that `grant` slots are free for the peer. Sent
-    /// at once when `urgent` or when half the capacity has built up,
-    /// otherwise at the next transmit.
-    pub fn credit_update(&mut self, chan: ChanId, grant: u32, taken: u32, urgent: bool) {
+    /// channel `chan` and that `grant` slots are free for the peer. Both
+    /// leave in one `CREDIT` at the next transmit, coalesced with anything
+    /// else pending for the channel, never held back for more.
+    pub fn credit_update(&mut self, chan: ChanId, grant: u32, taken: u32) {
         let Some(c) = self.chans.get_mut(&chan) else {
             return;
         };
@@ -1250,15 +1215,9 @@ impl Connection {
             return;
         }
         c.pending_grant = c.pending_grant.saturating_add(grant);
-        c.pending_taken = c.pending_taken.saturating_add(taken);
         c.taken_total += u64::from(taken);
         c.outstanding = c.outstanding.saturating_add(grant);
-        if urgent || c.pending_grant >= (c.capacity / 2).max(1) {
-            let (grant, taken) = (c.pending_grant, c.pending_taken);
-            c.pending_grant = 0;
-            c.pending_taken = 0;
-            Frame::Credit { chan, grant, taken }.encode(&mut self.out);
-        } else if !c.credit_dirty {
+        if !c.credit_dirty {
             c.credit_dirty = true;
             self.credit_dirty.push(chan);
         }
@@ -1280,7 +1239,7 @@ impl Connection {
         {
             return false;
         }
-        self.credit_update(chan, 1, 0, true);
+        self.credit_update(chan, 1, 0);
         true
     }
 
@@ -1303,7 +1262,12 @@ impl Connection {
 
     /// Messages sent on `chan` whose delivery is not yet confirmed.
     pub fn unconfirmed_on(&self, chan: ChanId) -> u64 {
-        self.chans.get(&chan).map_or(0, |c| c.unconfirmed)
+        self.chans.get(&chan).map_or(0, Chan::unconfirmed)
+    }
+
+    /// Messages sent on `chan` so far: the sequence number of the last.
+    pub fn sent_on(&self, chan: ChanId) -> u64 {
+        self.chans.get(&chan).map_or(0, |c| c.sent)
     }
 
     /// Credit granted to the peer on receiving channel `chan` and not yet used.
@@ -1410,11 +1374,15 @@ impl Connection {
         for chan in std::mem::take(&mut self.credit_dirty) {
             if let Some(c) = self.chans.get_mut(&chan) {
                 c.credit_dirty = false;
-                if c.pending_grant > 0 || c.pending_taken > 0 {
-                    let (grant, taken) = (c.pending_grant, c.pending_taken);
-                    c.pending_grant = 0;
-                    c.pending_taken = 0;
-                    Frame::Credit { chan, grant, taken }.encode(&mut self.out);
+                let received = c.received();
+                if c.pending_grant > 0 || received != c.reported {
+                    Frame::Credit {
+                        chan,
+                        grant: std::mem::take(&mut c.pending_grant),
+                        received,
+                    }
+                    .encode(&mut self.out);
+                    c.reported = received;
                 }
             }
         }

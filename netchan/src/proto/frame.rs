@@ -188,10 +188,12 @@ pub enum Frame {
     Credit {
         /// The channel.
         chan: ChanId,
-        /// New receive slots.
+        /// New receive slots: one per message the receiving program took.
         grant: u32,
-        /// Messages taken by the receiving program since the last report.
-        taken: u32,
+        /// Cumulative delivery confirmation: messages received on the
+        /// channel so far (in its buffer; for a rendezvous channel, taken
+        /// by the receiving program). Never decreases.
+        received: u64,
     },
     /// `CLOSE`.
     Close {
@@ -212,6 +214,9 @@ pub enum Frame {
     /// `PONG`.
     Pong(u64),
 }
+
+/// Payload bytes of a `CREDIT` frame: grant (`u32`), received (`u64`).
+pub const CREDIT_LEN: usize = 12;
 
 /// Largest payload accepted for a frame of `kind`: `max_data` for `DATA`
 /// (the receiver's message limit: the sender's chunk size is its own
@@ -305,10 +310,14 @@ impl Frame {
                 put_header(dst, payload.len(), Kind::Data, *flags, *chan);
                 dst.put_slice(payload);
             }
-            Frame::Credit { chan, grant, taken } => {
-                put_header(dst, 8, Kind::Credit, 0, *chan);
+            Frame::Credit {
+                chan,
+                grant,
+                received,
+            } => {
+                put_header(dst, CREDIT_LEN, Kind::Credit, 0, *chan);
                 dst.put_u32_le(*grant);
-                dst.put_u32_le(*taken);
+                dst.put_u64_le(*received);
             }
             Frame::Close { chan, code, reason } => {
                 let reason = clip(reason, MAX_REASON_LEN);
@@ -423,13 +432,13 @@ impl Frame {
                 }
             }
             Kind::Credit => {
-                if p.remaining() != 8 {
+                if p.remaining() != CREDIT_LEN {
                     return Err(malformed("payload length"));
                 }
                 Frame::Credit {
                     chan,
                     grant: p.get_u32_le(),
-                    taken: p.get_u32_le(),
+                    received: p.get_u64_le(),
                 }
             }
             Kind::Close => {

@@ -79,12 +79,7 @@ enum Op {
     /// `by` sends a message on one of its sending channels, if it may.
     Send { by: W, pick: usize, pad: usize },
     /// `by`'s program takes up to `n` messages from one receiving channel.
-    Take {
-        by: W,
-        pick: usize,
-        n: u32,
-        urgent: bool,
-    },
+    Take { by: W, pick: usize, n: u32 },
     /// A rendezvous receiver of `by` waits in `recv`.
     Wait { by: W, pick: usize },
     /// `by` closes one of its channels.
@@ -109,8 +104,8 @@ fn op() -> impl Strategy<Value = Op> {
             .prop_map(|(by, pick, accept, cap)| Op::Answer { by, pick, accept, cap }),
         16 => (w.clone(), any::<usize>(), prop_oneof![0..40usize, 40..160usize])
             .prop_map(|(by, pick, pad)| Op::Send { by, pick, pad }),
-        8 => (w.clone(), any::<usize>(), 1..4u32, any::<bool>())
-            .prop_map(|(by, pick, n, urgent)| Op::Take { by, pick, n, urgent }),
+        8 => (w.clone(), any::<usize>(), 1..4u32)
+            .prop_map(|(by, pick, n)| Op::Take { by, pick, n }),
         2 => (w.clone(), any::<usize>()).prop_map(|(by, pick)| Op::Wait { by, pick }),
         2 => (w.clone(), any::<usize>(), 0..4u8)
             .prop_map(|(by, pick, code)| Op::Close { by, pick, code }),
@@ -141,6 +136,8 @@ struct End {
     // Sending side.
     credit: u32,
     unconfirmed: u64,
+    /// Messages sent on the channel.
+    nsent: u64,
     /// Messages queued for chunking and not yet written.
     pending: usize,
     // Receiving side.
@@ -160,6 +157,7 @@ impl End {
             cap,
             credit: 0,
             unconfirmed: 0,
+            nsent: 0,
             pending: 0,
             outstanding: 0,
             assembling: None,
@@ -376,12 +374,7 @@ impl World {
                 }
                 self.send(by, senders[pick % senders.len()], pad);
             }
-            Op::Take {
-                by,
-                pick,
-                n,
-                urgent,
-            } => {
+            Op::Take { by, pick, n } => {
                 let receivers: Vec<ChanId> = self
                     .chans
                     .iter()
@@ -391,7 +384,7 @@ impl World {
                 if receivers.is_empty() {
                     return;
                 }
-                self.take(by, receivers[pick % receivers.len()], n, urgent);
+                self.take(by, receivers[pick % receivers.len()], n);
             }
             Op::Wait { by, pick } => {
                 let rv = self.ends_of(by, |e| !e.sending && e.cap == 0);
@@ -516,22 +509,22 @@ impl World {
         let id = self.next_msg;
         self.next_msg += 1;
         let b = body(id, pad);
-        let (buf, start) = self.p[by].conn.begin_message();
-        buf.extend_from_slice(&b);
+        let mut buf = BytesMut::from(&b[..]);
         self.p[by]
             .conn
-            .finish_message(chan, start, &[])
-            .expect("a small message without handles");
+            .send_message(chan, &mut buf, &[])
+            .expect("a message without handles");
         let e = self.end(by, chan);
         e.credit -= 1;
         e.unconfirmed += 1;
+        e.nsent += 1;
         if b.len() > limits().chunk_size || e.pending > 0 {
             e.pending += 1;
         }
         self.chans.get_mut(&chan).expect("chan").sent.push(id);
     }
 
-    fn take(&mut self, by: W, chan: ChanId, n: u32, urgent: bool) {
+    fn take(&mut self, by: W, chan: ChanId, n: u32) {
         let c = self.chans.get_mut(&chan).expect("chan");
         let k = (n as usize).min(c.untaken.len());
         c.untaken.drain(..k);
@@ -540,7 +533,7 @@ impl World {
         // The runtime grants a slot per message taken; a rendezvous
         // receiver only reports them taken.
         let grant = if cap == Some(0) { 0 } else { k };
-        self.p[by].conn.credit_update(chan, grant, k, urgent);
+        self.p[by].conn.credit_update(chan, grant, k);
         if let Some(e) = c.ends[by].as_mut() {
             if e.state == St::Open {
                 e.outstanding += grant;
@@ -738,19 +731,28 @@ impl World {
                     data: Bytes::from(buf),
                 });
             }
-            Frame::Credit { chan, grant, taken } => {
+            Frame::Credit {
+                chan,
+                grant,
+                received,
+            } => {
                 let e = self.end(to, chan);
                 assert!(e.sending, "credit arrives at the sending end");
+                let acked = e.nsent - e.unconfirmed;
+                assert!(
+                    received >= acked && received <= e.nsent,
+                    "channel {chan}: received {received} outside {acked}..={}",
+                    e.nsent
+                );
                 if e.state == St::Closing {
                     // A channel this side closed: no new credit, but its
                     // confirmations still count.
-                    e.unconfirmed -= u64::from(taken).min(e.unconfirmed);
+                    e.unconfirmed = e.nsent - received;
                     out.push(Ev::Credit { chan });
                     return;
                 }
                 assert_eq!(e.state, St::Open);
-                assert!(u64::from(taken) <= e.unconfirmed);
-                e.unconfirmed -= u64::from(taken);
+                e.unconfirmed = e.nsent - received;
                 e.credit += grant;
                 out.push(Ev::Credit { chan });
             }
@@ -872,7 +874,7 @@ impl World {
                     .map(|(id, _)| *id)
                     .collect();
                 for chan in mine {
-                    self.take(w, chan, u32::MAX, true);
+                    self.take(w, chan, u32::MAX);
                 }
                 for chan in self.ends_of(w, |_| true) {
                     self.close(w, chan, CloseCode::Done);
@@ -1062,13 +1064,11 @@ fn the_model_follows_a_simple_exchange() {
             by: 1,
             pick: 0,
             n: 1,
-            urgent: false,
         },
         Take {
             by: 0,
             pick: 0,
             n: 1,
-            urgent: true,
         },
         Close {
             by: 0,

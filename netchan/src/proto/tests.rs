@@ -105,9 +105,8 @@ impl Peer {
         handles: &[HandleDesc],
     ) -> Result<(), FinishError> {
         assert_eq!(self.conn.can_send(chan), Ok(()), "send without can_send");
-        let (buf, start) = self.conn.begin_message();
-        buf.extend_from_slice(body);
-        self.conn.finish_message(chan, start, handles)
+        let mut buf = BytesMut::from(body);
+        self.conn.send_message(chan, &mut buf, handles)
     }
 }
 
@@ -390,10 +389,10 @@ fn frame() -> impl Strategy<Value = Frame> {
                 flags,
                 payload: payload.into(),
             }),
-        (chan_id(), any::<u32>(), any::<u32>()).prop_map(|(chan, grant, taken)| Frame::Credit {
+        (chan_id(), any::<u32>(), any::<u64>()).prop_map(|(chan, grant, received)| Frame::Credit {
             chan,
             grant,
-            taken
+            received
         }),
         (chan_id(), close_code(), text(256)).prop_map(|(chan, code, reason)| Frame::Close {
             chan,
@@ -559,7 +558,7 @@ fn worked_examples_in_protocol_md_are_exact() {
     .encode(&mut b);
     assert_eq!(
         &b[..],
-        b"\x89NETCHAN\x01\x00\x01\x00\x00\x00\x00\x01\x00\x04\x00\x00\x80\x00\x00\x00"
+        b"\x89NETCHAN\x02\x00\x01\x00\x00\x00\x00\x01\x00\x04\x00\x00\x80\x00\x00\x00"
     );
 
     // The String "hi" as a message on channel 1.
@@ -595,14 +594,15 @@ fn worked_examples_in_protocol_md_are_exact() {
         b"\x0c\x00\x00\x00\x04\x03\x01\x00\x00\x00\x01\x00\x00\x03\x00\x00\x00\x04\x00\x00\x00\x00"
     );
 
-    // CREDIT: grant 4, taken 1 on channel 2.
+    // CREDIT: grant 4, received through 1 on channel 2.
     assert_eq!(
         enc(&Frame::Credit {
             chan: 2,
             grant: 4,
-            taken: 1
+            received: 1
         }),
-        b"\x08\x00\x00\x00\x05\x00\x02\x00\x00\x00\x04\x00\x00\x00\x01\x00\x00\x00".to_vec()
+        b"\x0c\x00\x00\x00\x05\x00\x02\x00\x00\x00\x04\x00\x00\x00\x01\x00\x00\x00\x00\x00\x00\x00"
+            .to_vec()
     );
 
     // OPEN: channel 1 receives "jobs" of type u32 with capacity 8.
@@ -751,13 +751,13 @@ fn hello_with_wrong_magic_is_not_netchan_before_eight_bytes_arrive() {
 #[test]
 fn hello_with_another_version_is_a_version_mismatch_as_soon_as_the_version_arrives() {
     let mut p = Peer::new(Side::Acceptor, Limits::default(), CodecId::Bincode, t0());
-    let bytes = hello_bytes(2, 1, 0, 100, 100);
+    let bytes = hello_bytes(PROTOCOL_VERSION + 1, 1, 0, 100, 100);
     assert_eq!(p.receive(&bytes[..9], t0()), Ok(()));
     assert_eq!(
         p.receive(&bytes[9..10], t0()),
         Err(ProtoError::VersionMismatch {
             ours: PROTOCOL_VERSION,
-            theirs: 2
+            theirs: PROTOCOL_VERSION + 1
         })
     );
 }
@@ -1250,9 +1250,13 @@ fn adopted_handles_are_usable_in_both_directions() {
         vec![message(hs, b"up1"), message(hs, b"up2")]
     );
 
+    // Their arrival is confirmed to the sender.
+    assert_eq!(p.a.take_events(), vec![Event::Credit { chan: hs }]);
+    assert_eq!(p.a.conn.unconfirmed_on(hs), 0);
+
     // A Receiver handle's new owner grants credit to the originator.
     assert_eq!(p.d.conn.can_send(hr), Err(SendBlock::NoCredit));
-    p.a.conn.credit_update(hr, 3, 0, true);
+    p.a.conn.credit_update(hr, 3, 0);
     p.drive();
     assert_eq!(p.d.take_events(), vec![Event::Credit { chan: hr }]);
     assert_eq!(p.d.conn.credit(hr), 3);
@@ -1306,32 +1310,69 @@ fn sending_without_credit_is_refused_by_can_send() {
 }
 
 #[test]
-fn credit_returns_through_credit_update() {
+fn arrival_is_confirmed_at_the_next_transmit_before_anything_is_taken() {
     let mut p = Pair::connected();
-    let chan = p.d_sends(1);
-    p.d.send(chan, b"1", &[]).unwrap();
-    p.drive();
-    p.clear();
-    assert_eq!(p.a.conn.outstanding(chan), 0);
-    p.a.conn.credit_update(chan, 1, 1, false);
-    assert_eq!(p.a.conn.outstanding(chan), 1);
-    p.drive();
+    let chan = p.d_sends(8);
+    for m in [b"1", b"2", b"3"] {
+        p.d.send(chan, m, &[]).unwrap();
+    }
+    assert_eq!(p.d.conn.unconfirmed(), 3);
+    // One transmit carries the three messages; the receiver confirms all
+    // of them in one CREDIT at its next transmit, with no grant.
+    let bytes = p.d.transmit(p.now);
+    p.a.receive(&bytes, p.now).unwrap();
+    assert_eq!(p.a.take_events().len(), 3);
+    let bytes = p.a.transmit(p.now);
+    p.d.receive(&bytes, p.now).unwrap();
     assert_eq!(
         p.a.take_sent(),
         vec![Frame::Credit {
             chan,
-            grant: 1,
-            taken: 1
+            grant: 0,
+            received: 3
         }]
     );
     assert_eq!(p.d.take_events(), vec![Event::Credit { chan }]);
-    assert_eq!(p.d.conn.credit(chan), 1);
     assert_eq!(p.d.conn.unconfirmed(), 0);
-    assert_eq!(p.d.conn.can_send(chan), Ok(()));
+    assert_eq!(p.d.conn.confirmed_total(), 3);
+    // The slots stay taken until the program takes the messages.
+    assert_eq!(p.d.conn.credit(chan), 5);
 }
 
 #[test]
-fn grants_below_half_capacity_wait_for_the_next_transmit() {
+fn one_take_lets_one_waiting_send_in_at_every_capacity() {
+    for cap in [1, 2, 3, 4, 5, 8, 16, 64] {
+        let mut p = Pair::connected();
+        let chan = p.d_sends(cap);
+        for _ in 0..cap {
+            p.d.send(chan, b"m", &[]).unwrap();
+        }
+        p.drive();
+        assert_eq!(p.d.conn.can_send(chan), Err(SendBlock::NoCredit), "{cap}");
+        for round in 0..3 {
+            p.clear();
+            p.a.conn.credit_update(chan, 1, 1);
+            assert_eq!(p.a.conn.outstanding(chan), 1);
+            p.drive();
+            assert_eq!(
+                p.a.take_sent(),
+                vec![Frame::Credit {
+                    chan,
+                    grant: 1,
+                    received: u64::from(cap) + round
+                }],
+                "capacity {cap}, round {round}"
+            );
+            assert_eq!(p.d.conn.credit(chan), 1, "capacity {cap}, round {round}");
+            p.d.send(chan, b"m", &[]).unwrap();
+            p.drive();
+            assert_eq!(p.d.conn.can_send(chan), Err(SendBlock::NoCredit));
+        }
+    }
+}
+
+#[test]
+fn takes_between_two_transmits_leave_in_one_credit_frame_behind_earlier_frames() {
     let mut p = Pair::connected();
     let chan = p.d_sends(4);
     for _ in 0..4 {
@@ -1340,24 +1381,10 @@ fn grants_below_half_capacity_wait_for_the_next_transmit() {
     p.drive();
     p.clear();
 
-    // Two small updates become one frame.
-    p.a.conn.credit_update(chan, 1, 1, false);
+    p.a.conn.credit_update(chan, 1, 1);
     assert!(p.a.conn.wants_transmit());
-    p.a.conn.credit_update(chan, 1, 1, false);
-    p.drive();
-    assert_eq!(
-        p.a.take_sent(),
-        vec![Frame::Credit {
-            chan,
-            grant: 2,
-            taken: 2
-        }]
-    );
-
-    // Below half: it is added at transmit time, behind frames queued
-    // after it (here an OPEN).
-    p.a.conn.credit_update(chan, 1, 1, false);
     let other = p.a.conn.open("z", Dir::OpenerSends, 0, "T").unwrap();
+    p.a.conn.credit_update(chan, 1, 1);
     p.drive();
     let sent = p.a.take_sent();
     assert!(matches!(sent[0], Frame::Open { chan, .. } if chan == other));
@@ -1365,45 +1392,36 @@ fn grants_below_half_capacity_wait_for_the_next_transmit() {
         sent[1],
         Frame::Credit {
             chan,
-            grant: 1,
-            taken: 1
+            grant: 2,
+            received: 4
         }
     );
-
-    // Half the capacity, or urgent: encoded in place, ahead of later frames.
-    p.a.conn.credit_update(chan, 1, 1, true);
-    p.a.conn.open("z", Dir::OpenerSends, 0, "T").unwrap();
-    p.drive();
-    let sent = p.a.take_sent();
-    assert_eq!(
-        sent[0],
-        Frame::Credit {
-            chan,
-            grant: 1,
-            taken: 1
-        }
-    );
-    assert_eq!(p.d.conn.credit(chan), 4);
+    assert_eq!(sent.len(), 2);
+    assert_eq!(p.d.conn.credit(chan), 2);
     assert_eq!(p.d.conn.unconfirmed(), 0);
 }
 
 #[test]
-fn taken_reduces_unconfirmed() {
+fn a_stream_of_messages_costs_one_credit_frame_per_transmit_not_per_message() {
     let mut p = Pair::connected();
-    let chan = p.d_sends(2);
-    p.d.send(chan, b"1", &[]).unwrap();
-    p.d.send(chan, b"2", &[]).unwrap();
-    p.drive();
-    assert_eq!(p.d.conn.unconfirmed(), 2);
-    p.a.conn.credit_update(chan, 0, 1, true);
-    p.drive();
-    assert_eq!(p.d.conn.unconfirmed(), 1);
-    assert_eq!(p.d.conn.credit(chan), 0);
-    p.a.conn.credit_update(chan, 2, 1, true);
-    p.drive();
-    assert_eq!(p.d.conn.unconfirmed(), 0);
-    assert_eq!(p.d.conn.credit(chan), 2);
-    assert_eq!(p.d.conn.sent_total(), 2);
+    let chan = p.d_sends(64);
+    for _ in 0..32 {
+        p.d.send(chan, b"m", &[]).unwrap();
+    }
+    let bytes = p.d.transmit(p.now);
+    p.a.receive(&bytes, p.now).unwrap();
+    for _ in 0..32 {
+        p.a.conn.credit_update(chan, 1, 1);
+    }
+    p.a.transmit(p.now);
+    assert_eq!(
+        p.a.take_sent(),
+        vec![Frame::Credit {
+            chan,
+            grant: 32,
+            received: 32
+        }]
+    );
 }
 
 #[test]
@@ -1416,18 +1434,21 @@ fn rendezvous_send_gets_one_credit_while_a_receive_waits_and_completes_on_taken(
     p.clear();
     assert_eq!(p.a.conn.can_send(chan), Err(SendBlock::NoCredit));
 
-    // A receive starts waiting: one credit, urgently.
-    p.d.conn.credit_update(chan, 1, 0, true);
+    // A receive starts waiting: one credit.
+    p.d.conn.credit_update(chan, 1, 0);
     p.drive();
     assert_eq!(p.a.take_events(), vec![Event::Credit { chan }]);
+    p.d.take_sent();
     p.a.send(chan, b"v", &[]).unwrap();
     p.drive();
     assert_eq!(p.d.take_events(), vec![message(chan, b"v")]);
-    // Delivered but not yet taken: the send is not complete.
+    // Arrived but not yet taken: a rendezvous send is not complete, and
+    // arrival alone sends no confirmation.
     assert_eq!(p.a.conn.unconfirmed(), 1);
+    assert_eq!(p.d.take_sent(), vec![]);
 
     // The receive takes it.
-    p.d.conn.credit_update(chan, 0, 1, false);
+    p.d.conn.credit_update(chan, 0, 1);
     p.drive();
     assert_eq!(p.a.take_events(), vec![Event::Credit { chan }]);
     assert_eq!(p.a.conn.unconfirmed(), 0);
@@ -1453,7 +1474,7 @@ fn rendezvous_grant_gives_one_credit_only_when_none_is_out_and_all_delivered_was
         vec![Frame::Credit {
             chan,
             grant: 1,
-            taken: 0
+            received: 0
         }]
     );
     p.a.send(chan, b"v", &[]).unwrap();
@@ -1461,7 +1482,7 @@ fn rendezvous_grant_gives_one_credit_only_when_none_is_out_and_all_delivered_was
     // Delivered but not taken: another credit would let the sender hold
     // credit + unconfirmed = 2.
     assert!(!p.d.conn.rendezvous_grant(chan));
-    p.d.conn.credit_update(chan, 0, 1, false);
+    p.d.conn.credit_update(chan, 0, 1);
     assert!(p.d.conn.rendezvous_grant(chan));
     p.drive();
     assert_eq!(
@@ -1469,7 +1490,7 @@ fn rendezvous_grant_gives_one_credit_only_when_none_is_out_and_all_delivered_was
         vec![Frame::Credit {
             chan,
             grant: 1,
-            taken: 1
+            received: 1
         }]
     );
     assert_eq!(p.a.conn.unconfirmed(), 0);
@@ -1483,7 +1504,7 @@ fn rendezvous_grant_of_more_than_one_is_a_credit_overflow() {
     p.drive();
     p.a.conn.accept(chan, 0);
     p.drive();
-    p.d.conn.credit_update(chan, 2, 0, true);
+    p.d.conn.credit_update(chan, 2, 0);
     assert_eq!(
         p.try_drive(),
         Err((Side::Acceptor, ProtoError::CreditOverflow(chan)))
@@ -1497,7 +1518,7 @@ fn credit_arriving_at_a_closing_sender_is_ignored() {
     p.d.send(chan, b"1", &[]).unwrap();
     p.drive();
     p.d.conn.close(chan, CloseCode::Done, "");
-    p.a.conn.credit_update(chan, 1, 1, true);
+    p.a.conn.credit_update(chan, 1, 1);
     p.drive();
     assert_eq!(p.d.conn.channel_count(), 0);
     assert_eq!(p.a.conn.channel_count(), 0);
@@ -1554,7 +1575,7 @@ fn close_from_the_sender_gives_closed_to_the_receiver_and_empties_both_tables() 
             &enc(&Frame::Credit {
                 chan,
                 grant: 1,
-                taken: 0
+                received: 0
             }),
             p.now
         ),
@@ -1918,7 +1939,7 @@ fn credit_beyond_capacity_or_confirming_unsent_messages_is_credit_overflow() {
             &enc(&Frame::Credit {
                 chan: 1,
                 grant: 1,
-                taken: 0
+                received: 0
             }),
             t0()
         ),
@@ -1931,21 +1952,22 @@ fn credit_beyond_capacity_or_confirming_unsent_messages_is_credit_overflow() {
             &enc(&Frame::Credit {
                 chan: 1,
                 grant: 0,
-                taken: 1
+                received: 1
             }),
             t0()
         ),
         Err(ProtoError::CreditOverflow(1))
     );
 
-    // Within the invariant it is fine: one sent, one taken, one granted.
+    // Within the invariant it is fine: one sent and confirmed, one granted;
+    // a confirmation that goes backwards is not.
     let mut p = lone_sending(2);
     p.send(1, b"x", &[]).unwrap();
     p.receive(
         &enc(&Frame::Credit {
             chan: 1,
             grant: 1,
-            taken: 1,
+            received: 1,
         }),
         t0(),
     )
@@ -1956,7 +1978,7 @@ fn credit_beyond_capacity_or_confirming_unsent_messages_is_credit_overflow() {
             &enc(&Frame::Credit {
                 chan: 1,
                 grant: 1,
-                taken: 0
+                received: 0
             }),
             t0()
         ),
@@ -1972,7 +1994,7 @@ fn frames_for_a_channel_never_opened_are_unknown_channel() {
             enc(&Frame::Credit {
                 chan: 9,
                 grant: 1,
-                taken: 0,
+                received: 0,
             }),
             9,
         ),
@@ -2342,7 +2364,7 @@ fn non_zero_flags_on_control_frames_are_malformed() {
         enc(&Frame::Credit {
             chan: 1,
             grant: 0,
-            taken: 0,
+            received: 0,
         }),
         enc(&Frame::Close {
             chan: 1,
@@ -2410,7 +2432,7 @@ fn data_and_credit_the_wrong_way_are_unexpected() {
             &enc(&Frame::Credit {
                 chan: 1,
                 grant: 1,
-                taken: 0
+                received: 0
             }),
             t0()
         ),

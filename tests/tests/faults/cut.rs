@@ -467,7 +467,7 @@ async fn an_injected_frame_for_an_unknown_channel_fails_both_sides() {
         crate::raw::wire(&[netchan::proto::Frame::Credit {
             chan: 999_999,
             grant: 1,
-            taken: 0,
+            received: 0,
         }]),
     );
     let ea = fails_within("the receiver of the injected frame fails", &a, STEP).await;

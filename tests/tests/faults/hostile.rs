@@ -135,7 +135,7 @@ async fn frames_for_channels_never_opened_are_unknown_channels() {
         Frame::Credit {
             chan: 7,
             grant: 1,
-            taken: 0,
+            received: 0,
         },
         Frame::Close {
             chan: 11,
@@ -260,7 +260,7 @@ async fn credit_beyond_the_announced_capacity_is_a_credit_overflow() {
     raw.send_frame(Frame::Credit {
         chan: 1,
         grant: 3,
-        taken: 2,
+        received: 2,
     })
     .await;
     ends_with(s, raw, tasks, ProtoError::CreditOverflow(1)).await;
@@ -277,7 +277,7 @@ async fn confirming_more_messages_than_were_sent_is_a_credit_overflow() {
     raw.send_frame(Frame::Credit {
         chan: 1,
         grant: 0,
-        taken: 3,
+        received: 3,
     })
     .await;
     ends_with(s, raw, tasks, ProtoError::CreditOverflow(1)).await;

@@ -2,6 +2,7 @@
 //! sharing and merging, `import_receiver_n`, drain, and the exporter's
 //! sync and shutdown.
 
+use netchan::proto::{Dir, Frame};
 use netchan::{Error, Exporter, RecvError, SendError, Session};
 use serde::{Deserialize, Serialize};
 
@@ -524,60 +525,122 @@ over_both!(import_receiver_n_takes_exactly_n_values_and_leaves_the_rest_to_other
 
 // ---------------------------------------------------------------- drain/sync
 
-async fn drain_waits_until_the_peer_took_every_value(t: Transport) {
-    let (hub, imps) = t.hub(1).await;
-    let name = unique("drain");
-    let tx = hub.export_sender::<u32>(&name).expect("export");
-    let mut rx = within("import", imps[0].import_receiver::<u32>(&name, 4))
-        .await
-        .expect("import");
-    for i in 0..3 {
-        send_ok("send", &tx, i).await;
+async fn drain_waits_for_arrival_not_for_the_receiving_program(t: Transport) {
+    for cap in [1usize, 2, 4, 8, 64] {
+        let (hub, imps) = t.hub(1).await;
+        let name = unique("drain");
+        let tx = hub.export_sender::<u32>(&name).expect("export");
+        let mut rx = within("import", imps[0].import_receiver::<u32>(&name, cap))
+            .await
+            .expect("import");
+        let k = cap.min(5) as u32;
+        for i in 0..k {
+            send_ok("send", &tx, i).await;
+        }
+        // Go's Drain returns once the importer has the values: nothing
+        // has been taken yet.
+        within("drain before any recv", hub.drain(Some(LIMIT)))
+            .await
+            .unwrap_or_else(|e| panic!("capacity {cap}: drain waits for arrival only: {e}"));
+        for i in 0..k {
+            assert_eq!(recv_some("recv after drain", &mut rx).await, i);
+        }
     }
-    match within("drain with a short timeout", hub.drain(Some(QUIET))).await {
-        Err(Error::Undelivered { count, .. }) => assert_eq!(count, 3, "three values not taken"),
-        other => panic!("drain must fail while values are untaken: {other:?}"),
-    }
-    let mut drain = Box::pin(hub.drain(None));
-    stays_pending("drain without a timeout", &mut drain).await;
-    for i in 0..3 {
-        assert_eq!(recv_some("recv", &mut rx).await, i);
-    }
-    within("drain once everything was taken", &mut drain)
-        .await
-        .expect("drain");
 }
-over_both!(drain_waits_until_the_peer_took_every_value);
+over_both!(drain_waits_for_arrival_not_for_the_receiving_program);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn exporter_sync_waits_only_for_values_sent_before_it() {
+async fn exporter_sync_waits_only_for_the_arrival_of_values_sent_before_it() {
+    bounded(async {
+        let exp = Exporter::bind("127.0.0.1:0").await.expect("bind");
+        let tx = exp.export_sender::<u32>("jobs").expect("export");
+        // An importer that confirms arrivals only when told to.
+        let mut raw = RawPeer::connect(exp.local_addr()).await;
+        raw.read_hello().await;
+        raw.write(&hello_bytes()).await.expect("hello");
+        raw.send(&[Frame::Open {
+            chan: 1,
+            dir: Dir::OpenerReceives,
+            capacity: 4,
+            name: "jobs".into(),
+            type_name: "u32".into(),
+        }])
+        .await;
+        assert_eq!(
+            raw.expect_frame("the exporter accepts").await,
+            Frame::Accept {
+                chan: 1,
+                capacity: 0
+            }
+        );
+        send_ok("send", &tx, 0).await;
+        send_ok("send", &tx, 1).await;
+        for _ in 0..2 {
+            assert!(matches!(
+                raw.expect_frame("a value").await,
+                Frame::Data { chan: 1, .. }
+            ));
+        }
+        let mut sync = Box::pin(exp.sync(Some(LIMIT)));
+        stays_pending("sync before the importer confirmed arrival", &mut sync).await;
+        send_ok("a send while sync waits", &tx, 2).await;
+        assert!(matches!(
+            raw.expect_frame("the third value").await,
+            Frame::Data { chan: 1, .. }
+        ));
+        raw.send(&[Frame::Credit {
+            chan: 1,
+            grant: 0,
+            received: 2,
+        }])
+        .await;
+        within(
+            "sync, though the value sent after it is unconfirmed",
+            &mut sync,
+        )
+        .await
+        .expect("sync");
+        match within("drain", exp.drain(Some(QUIET))).await {
+            Err(Error::Undelivered { count, .. }) => assert_eq!(count, 1),
+            other => panic!("drain waits for every value: {other:?}"),
+        }
+        raw.send(&[Frame::Credit {
+            chan: 1,
+            grant: 0,
+            received: 3,
+        }])
+        .await;
+        within("drain", exp.drain(Some(LIMIT)))
+            .await
+            .expect("drain once all arrived");
+        exp.shutdown().await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exporter_drain_and_sync_return_before_anything_is_taken() {
     bounded(async {
         let exp = Exporter::bind("127.0.0.1:0").await.expect("bind");
         let tx = exp.export_sender::<u32>("jobs").expect("export");
         let s = within("connect", Session::connect(exp.local_addr()))
             .await
             .expect("connect");
-        let mut rx = within("import", s.import_receiver::<u32>("jobs", 4))
+        let mut rx = within("import", s.import_receiver::<u32>("jobs", 8))
             .await
             .expect("import");
-        send_ok("send", &tx, 0).await;
-        send_ok("send", &tx, 1).await;
-        let mut sync = Box::pin(exp.sync(Some(LIMIT)));
-        stays_pending("sync before the importer took anything", &mut sync).await;
-        send_ok("a send while sync waits", &tx, 2).await;
-        assert_eq!(recv_some("recv", &mut rx).await, 0);
-        assert_eq!(recv_some("recv", &mut rx).await, 1);
-        within("sync, though the value sent after it is untaken", &mut sync)
-            .await
-            .expect("sync");
-        match within("drain", exp.drain(Some(QUIET))).await {
-            Err(Error::Undelivered { count, .. }) => assert_eq!(count, 1),
-            other => panic!("drain waits for every value: {other:?}"),
+        for i in 0..5 {
+            send_ok("send", &tx, i).await;
         }
-        assert_eq!(recv_some("recv", &mut rx).await, 2);
+        within("sync", exp.sync(Some(LIMIT)))
+            .await
+            .expect("sync waits for arrival only");
         within("drain", exp.drain(Some(LIMIT)))
             .await
-            .expect("drain once all were taken");
+            .expect("drain waits for arrival only");
+        for i in 0..5 {
+            assert_eq!(recv_some("recv", &mut rx).await, i);
+        }
     })
     .await;
 }

@@ -285,7 +285,7 @@ fn frames_for_unknown_channels_close_the_connection() {
                 Frame::Credit {
                     chan: 7,
                     grant: 1,
-                    taken: 0,
+                    received: 0,
                 },
                 7,
             ),
@@ -355,7 +355,7 @@ fn credit_beyond_the_capacity_closes_the_connection() {
         raw.send(&[Frame::Credit {
             chan: 1,
             grant: 5,
-            taken: 0,
+            received: 0,
         }])
         .await;
         goodbye_has_a_reason(&raw.expect_closed().await);
@@ -370,7 +370,7 @@ fn credit_beyond_the_capacity_closes_the_connection() {
         raw.send(&[Frame::Credit {
             chan: 1,
             grant: 0,
-            taken: 1,
+            received: 1,
         }])
         .await;
         raw.expect_closed().await;
@@ -515,11 +515,15 @@ fn a_client_of_another_protocol_is_refused_by_the_magic() {
         }
         // The right magic with another version.
         let mut raw = RawPeer::connect(target.addr()).await;
-        raw.write(&hello_with(2, 1024)).await.expect("write");
+        let other = netchan::proto::PROTOCOL_VERSION + 1;
+        raw.write(&hello_with(other, 1024)).await.expect("write");
         raw.expect_closed().await;
         assert_eq!(
             remote_violation(target.reported().await),
-            ProtoError::VersionMismatch { ours: 1, theirs: 2 }
+            ProtoError::VersionMismatch {
+                ours: netchan::proto::PROTOCOL_VERSION,
+                theirs: other
+            }
         );
         target.unharmed().await;
     });
