@@ -556,7 +556,17 @@ impl Conn {
         }
     }
 
-    /// Messages sent on `chan` and not yet confirmed taken.
+    /// Whether `chan` may send now (`Some(true)`), must wait for credit
+    /// (`Some(false)`), or is closed (`None`).
+    pub(crate) fn has_credit(&self, chan: ChanId) -> Option<bool> {
+        match self.lock().proto.can_send(chan) {
+            Ok(()) => Some(true),
+            Err(crate::proto::conn::SendBlock::NoCredit) => Some(false),
+            Err(_) => None,
+        }
+    }
+
+    /// Messages sent on `chan` and not yet confirmed received.
     pub(crate) fn unconfirmed_on(&self, chan: ChanId) -> Option<u64> {
         let inner = self.lock();
         if !inner.proto.has_channel(chan) || inner.proto.is_ended() {

@@ -18,7 +18,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use super::queue::{Inbound, Link, Queue};
 use super::route::{Member, Route};
-use super::{Receiver, Sender, channel, forward};
+use super::{Receiver, Sender, channel, forward, relay};
 use crate::Message;
 use crate::proto::{HandleDesc, HandleKind, Role};
 use crate::session::{Conn, ConnRef, Endpoint, HandleGuard, Inner};
@@ -239,7 +239,7 @@ impl<T: Message> Serialize for Receiver<T> {
         let idx = push_handle(move || OutHandle::Forward {
             capacity,
             start: Box::new(move |route, rt| {
-                rt.spawn(forward(rx, Sender::from_route(route, None)));
+                rt.spawn(relay(rx, route));
             }),
         })
         .map_err(S::Error::custom)?;

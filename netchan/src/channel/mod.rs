@@ -179,7 +179,7 @@ impl<T: Message> Sender<T> {
     pub fn try_send(&self, value: T) -> Result<(), TrySendError<T>> {
         match &self.shared.target {
             Target::Local(q) => {
-                if q.capacity() == 0 && !q.has_waiting_receiver() {
+                if q.completes_on_take() && !q.has_waiting_receiver() {
                     return Err(if q.is_closed() {
                         TrySendError::Closed(value)
                     } else {
@@ -242,7 +242,7 @@ async fn send_local<T: Message>(q: &Arc<Queue<T>>, value: T) -> Result<(), SendE
         }
     }
     match push {
-        Push::Done(seq) if q.capacity() == 0 => wait_taken(q, seq).await,
+        Push::Done(seq) if q.completes_on_take() => wait_taken(q, seq).await,
         Push::Done(_) => Ok(()),
         Push::Full(v) | Push::Closed(v) => Err(SendError(v)),
     }
@@ -264,6 +264,10 @@ async fn wait_taken<T: Message>(q: &Arc<Queue<T>>, seq: u64) -> Result<(), SendE
         let notified = q.space.notified();
         tokio::pin!(notified);
         notified.as_mut().enable();
+        if let Some(v) = q.take_returned(seq) {
+            guard.2 = true;
+            return Err(SendError(v));
+        }
         if !q.is_queued(seq) {
             guard.2 = true;
             return Ok(());
@@ -536,6 +540,38 @@ impl<T: Message> futures::Stream for Receiver<T> {
 
 /// Moves every value from `rx` into `tx` until either side ends. Used when
 /// a handle travels on to where it cannot be linked directly.
+/// Forwards a travelled receiver's values into the remote channel `route`
+/// (see [`Queue::set_relay`]): a value is taken only when the remote
+/// channel has room, and its local sender is told once it went on, or
+/// given it back if it could not.
+pub(crate) async fn relay<T: Message>(mut rx: Receiver<T>, route: Arc<Route>) {
+    let queue = rx.queue.clone();
+    queue.set_relay();
+    // Senders already waiting for room re-check it under the new rule.
+    queue.space.notify_waiters();
+    let tx = Sender::from_route(route.clone(), None);
+    loop {
+        if !route.ready().await {
+            return;
+        }
+        match rx.recv().await {
+            Ok(Some(v)) => match tx.send(v).await {
+                Ok(()) => queue.relay_done(None),
+                Err(SendError(v)) => {
+                    queue.relay_done(Some(v));
+                    return;
+                }
+            },
+            Ok(None) => return,
+            Err(RecvError::Decode(_)) => {}
+            Err(RecvError::Lost(e)) => {
+                tx.fail(&e);
+                return;
+            }
+        }
+    }
+}
+
 pub(crate) async fn forward<T: Message>(mut rx: Receiver<T>, tx: Sender<T>) {
     loop {
         match rx.recv().await {

@@ -98,6 +98,14 @@ struct State<T> {
     end: Option<End>,
     error_reported: bool,
     next_seq: u64,
+    /// The receiver travelled to a peer: a relay forwards each local
+    /// value, and a local send completes only once its value went on (see
+    /// [`Queue::set_relay`]).
+    relay: bool,
+    /// The local value the relay took and has not yet sent on.
+    relaying: Option<u64>,
+    /// A local value the relay could not send on, for its sender.
+    returned: Option<(u64, T)>,
 }
 
 /// The buffer of one receiving end.
@@ -161,6 +169,9 @@ impl<T> Queue<T> {
                 end: None,
                 error_reported: false,
                 next_seq: 0,
+                relay: false,
+                relaying: None,
+                returned: None,
             }),
             capacity,
             space: Notify::new(),
@@ -183,7 +194,8 @@ impl<T> Queue<T> {
         if st.end.is_some() || st.receivers == 0 {
             return Push::Closed(value);
         }
-        if st.local_len >= self.capacity.max(1) {
+        let room = if st.relay { 1 } else { self.capacity.max(1) };
+        if st.local_len >= room {
             return Push::Full(value);
         }
         let seq = st.next_seq;
@@ -197,9 +209,11 @@ impl<T> Queue<T> {
     /// Whether local item `seq` is still waiting in the buffer.
     pub(crate) fn is_queued(&self, seq: u64) -> bool {
         let st = lock(&self.st);
-        st.items
-            .iter()
-            .any(|i| matches!(i, Item::Local(_, s) if *s == seq))
+        st.relaying == Some(seq)
+            || st
+                .items
+                .iter()
+                .any(|i| matches!(i, Item::Local(_, s) if *s == seq))
     }
 
     /// Takes local item `seq` back out if it is still queued (a cancelled
@@ -214,6 +228,45 @@ impl<T> Queue<T> {
         match st.items.remove(pos) {
             Some(Item::Local(v, _)) => Some(v),
             _ => None,
+        }
+    }
+
+    /// Makes this queue a relay's: its receiver travelled to a peer and
+    /// a relay task forwards every value into the remote channel, taking
+    /// one only when the remote channel has room. A local send then holds
+    /// one value at most and completes once the relay sent it on, so the
+    /// channel's capacity is the remote buffer's, exactly, as if the
+    /// senders wrote to it directly.
+    pub(crate) fn set_relay(&self) {
+        lock(&self.st).relay = true;
+    }
+
+    /// Whether local sends wait until their value was taken: a rendezvous
+    /// channel, or a relay's queue.
+    pub(crate) fn completes_on_take(&self) -> bool {
+        self.capacity == 0 || lock(&self.st).relay
+    }
+
+    /// The relay sent on the value it took (`back` is `None`), or could
+    /// not and gives it back for its sender.
+    pub(crate) fn relay_done(&self, back: Option<T>) {
+        let mut st = lock(&self.st);
+        if let (Some(seq), Some(v)) = (st.relaying.take(), back) {
+            st.returned = Some((seq, v));
+        }
+        drop(st);
+        self.space.notify_waiters();
+    }
+
+    /// A value of `seq` the relay gave back.
+    pub(crate) fn take_returned(&self, seq: u64) -> Option<T> {
+        let mut st = lock(&self.st);
+        match st.returned.take() {
+            Some((s, v)) if s == seq => Some(v),
+            other => {
+                st.returned = other;
+                None
+            }
         }
     }
 
@@ -274,7 +327,10 @@ impl<T> Queue<T> {
     ) -> Poll<Result<Option<Item<T>>, RecvError>> {
         let mut st = lock(&self.st);
         if let Some(item) = st.items.pop_front() {
-            if let Item::Local(..) = item {
+            if let Item::Local(_, seq) = item {
+                if st.relay {
+                    st.relaying = Some(seq);
+                }
                 st.local_len -= 1;
                 drop(st);
                 self.space.notify_waiters();

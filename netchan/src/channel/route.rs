@@ -118,6 +118,27 @@ impl Route {
         lock(&self.members).first().map(|m| m.conn.conn().codec)
     }
 
+    /// For a single remote channel: waits until it has credit (`true`),
+    /// or is closed (`false`). An export route is always ready.
+    pub(crate) async fn ready(&self) -> bool {
+        let Some(m) = &self.single else {
+            return true;
+        };
+        loop {
+            let notified = self.notify.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.is_closed() {
+                return false;
+            }
+            match m.conn.conn().has_credit(m.chan) {
+                Some(true) => return true,
+                Some(false) => notified.await,
+                None => return false,
+            }
+        }
+    }
+
     pub(crate) fn is_closed(&self) -> bool {
         self.closed.load(Ordering::Acquire)
     }
