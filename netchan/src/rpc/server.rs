@@ -81,6 +81,11 @@ async fn dispatch<S: Service>(
                 let replies = replies.clone();
                 let table = running.clone();
                 let done = finished.clone();
+                // The table stays locked until the call is in it: a handler
+                // that finishes at once, on another worker, waits here to
+                // remove its entry, so no entry outlives its call (one
+                // that did would count against the limit for ever).
+                let mut table_now = lock(&running);
                 let task = tokio::spawn(async move {
                     let run = AssertUnwindSafe(fut).catch_unwind();
                     let result = match tokio::time::timeout(deadline, run).await {
@@ -108,10 +113,8 @@ async fn dispatch<S: Service>(
                             .await;
                     }
                 });
-                let mut table = lock(&running);
-                if !task.is_finished() {
-                    table.insert(id, task.abort_handle());
-                }
+                table_now.insert(id, task.abort_handle());
+                drop(table_now);
             }
             Ok(Some(ToServer::Cancel { id })) => {
                 if let Some(h) = lock(&running).remove(&id) {

@@ -196,3 +196,28 @@ async fn disconnect_mid_call_is_disconnected() {
     let r = within(pending).await.unwrap();
     assert_eq!(r, Err(RpcError::Disconnected));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn calls_that_finish_at_once_leave_no_stale_entry_in_the_in_flight_table() {
+    // A handler that completes on its first poll can finish on another
+    // worker before the dispatcher records it; an entry recorded after
+    // that would count against the limit forever, and with a limit of 2,
+    // two such entries would stall every later call.
+    let cfg = crate::Config::default().max_rpc_in_flight(2);
+    let (a, b) = Session::pair_with(cfg);
+    a.serve(Svc::default());
+    let c = client(&b);
+    for round in 0..500 {
+        let calls = (0..4).map(|i| {
+            let c = c.clone();
+            async move { c.call(Req::Echo(i.to_string())).await }
+        });
+        let results =
+            tokio::time::timeout(Duration::from_secs(10), futures::future::join_all(calls))
+                .await
+                .unwrap_or_else(|_| panic!("round {round}: calls stalled at the in-flight limit"));
+        for (i, r) in results.into_iter().enumerate() {
+            assert_eq!(r, Ok(Resp::Echo(i.to_string())));
+        }
+    }
+}
