@@ -15,6 +15,8 @@ mod channel_semantics;
 mod cluster;
 #[path = "integration/export_import.rs"]
 mod export_import;
+#[path = "integration/go_semantics.rs"]
+mod go_semantics;
 #[path = "integration/handles.rs"]
 mod handles;
 #[path = "integration/hostile.rs"]
