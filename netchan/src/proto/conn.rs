@@ -7,31 +7,10 @@
 //! Outputs: [`Event`]s returned by `poll_input`, and bytes to write taken by
 //! [`Connection::take_transmit`].
 //!
-//! # Flow control and delivery confirmation
-//!
-//! Credit counts messages, not bytes. A channel's receiving side grants one
-//! credit per free slot of its buffer; the sending side spends one per
-//! message and never sends without. Each message the receiving program
-//! takes frees one slot, so it adds one to the channel's pending grant.
-//!
-//! Messages on a channel are numbered from 1 in sending order; the
-//! receiving side confirms them with a cumulative count, `received`: the
-//! messages now in its buffer or already taken (for a rendezvous channel,
-//! capacity 0: the messages taken, since a rendezvous send completes on
-//! take). `drain` and `sync` wait for these confirmations, so they wait for
-//! arrival, not for the receiving program.
-//!
-//! Both travel in one `CREDIT { grant, received }` frame. Nothing is held
-//! back: a channel whose grant or confirmation changed is marked, and every
-//! marked channel gets exactly one `CREDIT` at the next transmit, so a
-//! waiting sender is let in within one round trip at every capacity and a
-//! busy stream costs one `CREDIT` per write, not one per message.
-//!
-//! On the sending side `unconfirmed = sent - received`, and the invariant
-//! `credit + unconfirmed <= max(capacity, 1)` holds (a grant is only ever
-//! made for a message already confirmed); a peer that breaks it, or
-//! confirms more than was sent, or less than before, has overflowed
-//! credit.
+//! Flow control and delivery confirmation (credit, sequence numbers,
+//! cumulative acknowledgements) are ruled by [`super::flow`]; this module
+//! applies those rules to the channel table and turns their outcome into
+//! frames.
 
 use std::collections::VecDeque;
 
@@ -41,6 +20,7 @@ use std::time::{Duration, Instant};
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
 use super::ProtoError;
+use super::flow::Flow;
 use super::frame::{
     ChanId, CloseCode, Dir, FLAG_END, FLAG_HANDLES, Frame, HEADER_LEN, Kind, RejectCode,
     patch_header,
@@ -226,14 +206,8 @@ enum State {
 struct Chan {
     state: State,
     role: Role,
-    /// Receive buffer size of the receiving side.
-    capacity: u32,
-    // Sending side.
-    credit: u32,
-    /// Messages sent: the sequence number of the last one.
-    sent: u64,
-    /// Messages the peer confirmed (`received` of its last `CREDIT`).
-    acked: u64,
+    /// Credit, sequence numbers and confirmations.
+    flow: Flow,
     /// Messages too large for one chunk, and any sent after them.
     pending: VecDeque<Pending>,
     /// Offset into `pending.front()` already sent.
@@ -242,19 +216,10 @@ struct Chan {
     /// Boxed: rare, and an idle channel's entry stays small.
     close_after: Option<Box<(CloseCode, String)>>,
     // Receiving side.
-    outstanding: u32,
-    pending_grant: u32,
-    /// `received` as last reported to the peer.
-    reported: u64,
-    /// Marked for a `CREDIT` at the next transmit.
-    credit_dirty: bool,
     /// Boxed for the same reason.
     assembling: Option<Box<Assembly>>,
     /// Closing while a message was arriving: its remaining chunks are skipped.
     skipping: bool,
-    /// Messages delivered to the runtime, and taken by the program.
-    delivered: u64,
-    taken_total: u64,
 }
 
 #[derive(Debug)]
@@ -270,41 +235,27 @@ struct Assembly {
 }
 
 impl Chan {
-    fn new(state: State, role: Role, capacity: u32, credit: u32) -> Chan {
+    fn new(state: State, role: Role, flow: Flow) -> Chan {
         Chan {
             state,
             role,
-            capacity,
-            credit,
-            sent: 0,
-            acked: 0,
+            flow,
             pending: VecDeque::new(),
             pending_off: 0,
             close_after: None,
-            outstanding: 0,
-            pending_grant: 0,
-            reported: 0,
-            credit_dirty: false,
             assembling: None,
             skipping: false,
-            delivered: 0,
-            taken_total: 0,
         }
     }
 
-    /// Sent and not yet confirmed (0 on a receiving channel).
-    fn unconfirmed(&self) -> u64 {
-        self.sent - self.acked
+    /// A receiving end of `capacity` that has granted nothing yet.
+    fn receiving(state: State, capacity: u32) -> Chan {
+        Chan::new(state, Role::Receiving, Flow::receiving(capacity))
     }
 
-    /// What this receiving side confirms: arrival, or for a rendezvous
-    /// channel, take.
-    fn received(&self) -> u64 {
-        if self.capacity == 0 {
-            self.taken_total
-        } else {
-            self.delivered
-        }
+    /// A sending end with `credit` of the receiver's `capacity`.
+    fn sending(state: State, capacity: u32, credit: u32) -> Chan {
+        Chan::new(state, Role::Sending, Flow::sending(capacity, credit))
     }
 }
 
@@ -383,7 +334,8 @@ pub struct Connection {
     out: BytesMut,
     /// Channels with pending chunks, in round-robin order.
     ready: VecDeque<ChanId>,
-    credit_dirty: Vec<ChanId>,
+    /// Receiving ends marked for a `CREDIT` at the next transmit.
+    credit_due: Vec<ChanId>,
     pong_due: Option<u64>,
     /// Bytes of peer-provoked replies since the last transmit.
     replies: usize,
@@ -424,7 +376,7 @@ impl Connection {
             requested: 0,
             out,
             ready: VecDeque::new(),
-            credit_dirty: Vec::new(),
+            credit_due: Vec::new(),
             pong_due: None,
             replies: 0,
             last_rx: now,
@@ -483,7 +435,7 @@ impl Connection {
     /// Messages sent on channels still open whose delivery the peer has
     /// not yet confirmed.
     pub fn unconfirmed(&self) -> u64 {
-        self.chans.values().map(Chan::unconfirmed).sum()
+        self.chans.values().map(|c| c.flow.unconfirmed()).sum()
     }
 
     /// Messages whose delivery the peer confirmed, in total (a channel the
@@ -634,12 +586,12 @@ impl Connection {
                     })?;
                     return Ok(None);
                 }
-                let role = match dir {
-                    Dir::OpenerReceives => Role::Sending,
-                    Dir::OpenerSends => Role::Receiving,
+                let c = match dir {
+                    // The opener's buffer; the credit comes with our ACCEPT.
+                    Dir::OpenerReceives => Chan::sending(State::Requested, capacity, 0),
+                    Dir::OpenerSends => Chan::receiving(State::Requested, 0),
                 };
-                self.chans
-                    .insert(chan, Chan::new(State::Requested, role, capacity, 0));
+                self.chans.insert(chan, c);
                 self.requested += 1;
                 Ok(Some(Event::Open {
                     chan,
@@ -653,8 +605,7 @@ impl Connection {
                 let c = self.chan_in(chan, Kind::Accept, State::Opening)?;
                 c.state = State::Open;
                 if c.role == Role::Sending {
-                    c.capacity = capacity;
-                    c.credit = capacity;
+                    c.flow.accepted(capacity);
                 }
                 if let Some((code, reason)) = c.close_after.take().map(|b| *b) {
                     self.close(chan, code, &reason);
@@ -698,9 +649,7 @@ impl Connection {
                     // Confirmations still count for a channel we closed;
                     // its grant is moot.
                     State::Closing => {
-                        let received = received.clamp(c.acked, c.sent);
-                        self.confirmed_total += received - c.acked;
-                        c.acked = received;
+                        self.confirmed_total += c.flow.on_credit_closing(received);
                         return Ok(Some(Event::Credit { chan }));
                     }
                     State::Open => {}
@@ -712,16 +661,10 @@ impl Connection {
                         });
                     }
                 }
-                if received < c.acked || received > c.sent {
-                    return Err(ProtoError::CreditOverflow(chan));
-                }
-                self.confirmed_total += received - c.acked;
-                c.acked = received;
-                let credit = u64::from(c.credit) + u64::from(grant);
-                if credit + c.unconfirmed() > u64::from(c.capacity.max(1)) {
-                    return Err(ProtoError::CreditOverflow(chan));
-                }
-                c.credit = credit as u32;
+                self.confirmed_total += c
+                    .flow
+                    .on_credit(grant, received)
+                    .map_err(|_| ProtoError::CreditOverflow(chan))?;
                 Ok(Some(Event::Credit { chan }))
             }
             Frame::Close { chan, code, reason } => {
@@ -734,7 +677,7 @@ impl Connection {
                         // The peer's CLOSE answers ours (or crossed it); it
                         // follows every message we sent, so those arrived.
                         if let Some(c) = self.chans.remove(&chan) {
-                            self.confirmed_total += c.unconfirmed();
+                            self.confirmed_total += c.flow.unconfirmed();
                             if c.role == Role::Sending {
                                 // Tells `drain` its last values arrived.
                                 return Ok(Some(Event::Credit { chan }));
@@ -747,7 +690,7 @@ impl Connection {
                             self.requested -= 1;
                         }
                         if let Some(c) = self.chans.remove(&chan) {
-                            self.confirmed_total += c.unconfirmed();
+                            self.confirmed_total += c.flow.unconfirmed();
                         }
                         self.remove_pending(chan);
                         self.reply(Frame::Close {
@@ -837,10 +780,9 @@ impl Connection {
         let has_handles = flags & FLAG_HANDLES != 0;
         let message = match c.assembling.as_mut() {
             None => {
-                if c.outstanding == 0 {
+                if !c.flow.spend_incoming() {
                     return Err(ProtoError::NoCredit(chan));
                 }
-                c.outstanding -= 1;
                 if payload.len() > max {
                     return Err(ProtoError::MessageTooLarge {
                         len: payload.len(),
@@ -887,11 +829,8 @@ impl Connection {
         let Some((mut data, has_handles)) = message else {
             return Ok(None);
         };
-        c.delivered += 1;
-        if c.capacity > 0 && !c.credit_dirty {
-            // Arrival is confirmed at the next transmit.
-            c.credit_dirty = true;
-            self.credit_dirty.push(chan);
+        if c.flow.arrived() {
+            self.credit_due.push(chan);
         }
         let handles = if has_handles {
             self.adopt_handles(&mut data)?
@@ -939,8 +878,9 @@ impl Connection {
             self.take_peer_id(chan)?;
             let mut c = match kind {
                 // The recipient sends; the originator granted `capacity` up front.
-                HandleKind::Sender => Chan::new(State::Open, Role::Sending, capacity, capacity),
-                HandleKind::Receiver => Chan::new(State::Open, Role::Receiving, capacity, 0),
+                HandleKind::Sender => Chan::sending(State::Open, capacity, capacity),
+                // The recipient grants when it binds the handle.
+                HandleKind::Receiver => Chan::receiving(State::Open, capacity),
             };
             if self.chans.len() >= 2 * self.channel_limit() {
                 // Far beyond anything crossing frames explain.
@@ -971,7 +911,7 @@ impl Connection {
 
     fn remove_pending(&mut self, chan: ChanId) {
         self.ready.retain(|c| *c != chan);
-        self.credit_dirty.retain(|c| *c != chan);
+        self.credit_due.retain(|c| *c != chan);
     }
 
     fn alloc_id(&mut self) -> Option<ChanId> {
@@ -1003,10 +943,15 @@ impl Connection {
             Dir::OpenerReceives => Role::Receiving,
             Dir::OpenerSends => Role::Sending,
         };
-        let mut c = Chan::new(State::Opening, role, capacity, 0);
-        if role == Role::Receiving {
-            c.outstanding = capacity;
-        }
+        let c = match role {
+            Role::Receiving => {
+                // The OPEN carries the whole buffer as credit.
+                let mut c = Chan::receiving(State::Opening, capacity);
+                c.flow.grant_all(capacity);
+                c
+            }
+            Role::Sending => Chan::sending(State::Opening, 0, 0),
+        };
         self.chans.insert(chan, c);
         Frame::Open {
             chan,
@@ -1036,12 +981,12 @@ impl Connection {
         c.state = State::Open;
         let cap = match c.role {
             Role::Receiving => {
-                c.capacity = capacity;
-                c.outstanding = capacity;
+                c.flow.grant_all(capacity);
                 capacity
             }
             Role::Sending => {
-                c.credit = c.capacity;
+                let theirs = c.flow.capacity();
+                c.flow.accepted(theirs);
                 0
             }
         };
@@ -1077,11 +1022,16 @@ impl Connection {
             return Err(OpenError::TooManyChannels(self.channel_limit()));
         }
         let chan = self.alloc_id().ok_or(OpenError::IdsExhausted)?;
-        let mut c = Chan::new(State::Open, role, capacity, 0);
-        if role == Role::Receiving {
-            // The handle's table entry carries this grant.
-            c.outstanding = capacity;
-        }
+        let c = match role {
+            Role::Receiving => {
+                // The handle's table entry carries this grant.
+                let mut c = Chan::receiving(State::Open, capacity);
+                c.flow.grant_all(capacity);
+                c
+            }
+            // The recipient grants when it binds the handle.
+            Role::Sending => Chan::sending(State::Open, capacity, 0),
+        };
         self.chans.insert(chan, c);
         Ok(chan)
     }
@@ -1101,7 +1051,7 @@ impl Connection {
             Some(c) if c.role == Role::Sending && c.state == State::Open => {
                 if c.close_after.is_some() {
                     Err(SendBlock::Closed)
-                } else if c.credit > 0 {
+                } else if c.flow.credit() > 0 {
                     Ok(())
                 } else {
                     Err(SendBlock::NoCredit)
@@ -1117,7 +1067,7 @@ impl Connection {
         self.chans
             .get(&chan)
             .filter(|c| c.role == Role::Sending)
-            .map_or(0, |c| c.credit)
+            .map_or(0, |c| c.flow.credit())
     }
 
     /// Sends `body`, a message encoded outside the connection, on `chan`
@@ -1138,8 +1088,7 @@ impl Connection {
         let Some(c) = self.chans.get_mut(&chan) else {
             return Ok(());
         };
-        c.credit = c.credit.saturating_sub(1);
-        c.sent += 1;
+        c.flow.spend();
         self.sent_total += 1;
         let flags = if table > 0 { FLAG_HANDLES } else { 0 };
         if size <= self.limits.chunk_size && c.pending.is_empty() {
@@ -1214,12 +1163,8 @@ impl Connection {
         if c.role != Role::Receiving || c.state != State::Open {
             return;
         }
-        c.pending_grant = c.pending_grant.saturating_add(grant);
-        c.taken_total += u64::from(taken);
-        c.outstanding = c.outstanding.saturating_add(grant);
-        if !c.credit_dirty {
-            c.credit_dirty = true;
-            self.credit_dirty.push(chan);
+        if c.flow.took(grant, taken) {
+            self.credit_due.push(chan);
         }
     }
 
@@ -1233,8 +1178,7 @@ impl Connection {
         };
         if c.role != Role::Receiving
             || c.state != State::Open
-            || c.outstanding > 0
-            || c.delivered != c.taken_total
+            || !c.flow.may_grant_rendezvous()
             || c.assembling.is_some()
         {
             return false;
@@ -1245,7 +1189,7 @@ impl Connection {
 
     /// The receiving side's capacity of `chan` (0 if unknown).
     pub fn capacity_of(&self, chan: ChanId) -> u32 {
-        self.chans.get(&chan).map_or(0, |c| c.capacity)
+        self.chans.get(&chan).map_or(0, |c| c.flow.capacity())
     }
 
     /// Whether `chan` is open (not opening, requested or closing).
@@ -1262,17 +1206,17 @@ impl Connection {
 
     /// Messages sent on `chan` whose delivery is not yet confirmed.
     pub fn unconfirmed_on(&self, chan: ChanId) -> u64 {
-        self.chans.get(&chan).map_or(0, Chan::unconfirmed)
+        self.chans.get(&chan).map_or(0, |c| c.flow.unconfirmed())
     }
 
     /// Messages sent on `chan` so far: the sequence number of the last.
     pub fn sent_on(&self, chan: ChanId) -> u64 {
-        self.chans.get(&chan).map_or(0, |c| c.sent)
+        self.chans.get(&chan).map_or(0, |c| c.flow.sent())
     }
 
     /// Credit granted to the peer on receiving channel `chan` and not yet used.
     pub fn outstanding(&self, chan: ChanId) -> u32 {
-        self.chans.get(&chan).map_or(0, |c| c.outstanding)
+        self.chans.get(&chan).map_or(0, |c| c.flow.outstanding())
     }
 
     /// Closes `chan` from this side. On a sending channel the close follows
@@ -1299,7 +1243,7 @@ impl Connection {
                     return;
                 }
                 c.state = State::Closing;
-                c.credit_dirty = false;
+                c.flow.unmark();
                 c.skipping = c.assembling.take().is_some();
                 Frame::Close {
                     chan,
@@ -1307,7 +1251,7 @@ impl Connection {
                     reason: reason.to_owned(),
                 }
                 .encode(&mut self.out);
-                self.credit_dirty.retain(|x| *x != chan);
+                self.credit_due.retain(|x| *x != chan);
             }
         }
     }
@@ -1340,7 +1284,7 @@ impl Connection {
     pub fn wants_transmit(&self) -> bool {
         !self.out.is_empty()
             || !self.ready.is_empty()
-            || !self.credit_dirty.is_empty()
+            || !self.credit_due.is_empty()
             || self.pong_due.is_some()
             || matches!(self.goodbye, Goodbye::Queued(_))
     }
@@ -1367,23 +1311,20 @@ impl Connection {
             // Nothing may follow our goodbye.
             self.out.clear();
             self.ready.clear();
-            self.credit_dirty.clear();
+            self.credit_due.clear();
             self.pong_due = None;
             return false;
         }
-        for chan in std::mem::take(&mut self.credit_dirty) {
-            if let Some(c) = self.chans.get_mut(&chan) {
-                c.credit_dirty = false;
-                let received = c.received();
-                if c.pending_grant > 0 || received != c.reported {
-                    Frame::Credit {
-                        chan,
-                        grant: std::mem::take(&mut c.pending_grant),
-                        received,
-                    }
-                    .encode(&mut self.out);
-                    c.reported = received;
+        for chan in std::mem::take(&mut self.credit_due) {
+            if let Some((grant, received)) =
+                self.chans.get_mut(&chan).and_then(|c| c.flow.credit_due())
+            {
+                Frame::Credit {
+                    chan,
+                    grant,
+                    received,
                 }
+                .encode(&mut self.out);
             }
         }
         if let Some(n) = self.pong_due.take() {

@@ -7,9 +7,13 @@
 //!
 //! * [`frame`]: frame types and their byte layout.
 //! * [`hello`]: the handshake.
-//! * [`conn`]: one connection: channel table, credit, chunking, keepalive.
+//! * `flow`: flow control and delivery confirmation, every credit and
+//!   acknowledgement rule for one channel.
+//! * [`conn`]: one connection: channel table, chunking, keepalive; applies
+//!   `flow`'s rules and turns them into frames.
 
 pub mod conn;
+mod flow;
 pub mod frame;
 pub mod hello;
 #[cfg(test)]
