@@ -17,14 +17,18 @@ use std::collections::VecDeque;
 use rustc_hash::{FxHashMap as HashMap, FxHashSet};
 use std::time::{Duration, Instant};
 
-use bytes::{Buf, BufMut, Bytes, BytesMut};
+use bytes::{BufMut, Bytes, BytesMut};
 
 use super::ProtoError;
-use super::flow::Flow;
+pub use super::chan::Role;
+use super::chan::{Chan, State};
+use super::chunk::{Assembly, Pending, TRANSMIT_CHUNKS};
 use super::frame::{
     ChanId, CloseCode, Dir, FLAG_END, FLAG_HANDLES, Frame, HEADER_LEN, Kind, RejectCode,
     patch_header,
 };
+pub use super::handles::{HandleDesc, HandleKind};
+use super::handles::{parse_table, put_table, table_len};
 use super::hello::{CodecId, HELLO_LEN, Hello, PROTOCOL_VERSION};
 
 /// Limits one side enforces. See `Config` for the user-facing defaults.
@@ -77,42 +81,6 @@ pub enum Side {
     /// The side that accepted: allocates even ids.
     Acceptor,
 }
-
-/// What this side does on a channel.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Role {
-    /// This side sends `DATA` and receives `CREDIT`.
-    Sending,
-    /// This side receives `DATA` and sends `CREDIT`.
-    Receiving,
-}
-
-/// Kind of a channel handle carried inside a message, named after what the
-/// recipient gets.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[repr(u8)]
-pub enum HandleKind {
-    /// The recipient gets a `Sender`: it will send, the originator receives.
-    Sender = 0,
-    /// The recipient gets a `Receiver`: the originator sends.
-    Receiver = 1,
-}
-
-/// One entry of a message's handle table.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct HandleDesc {
-    /// What the recipient gets.
-    pub kind: HandleKind,
-    /// The channel, allocated by the message's originator.
-    pub chan: ChanId,
-    /// For [`HandleKind::Sender`]: the credit the originator grants up
-    /// front. For [`HandleKind::Receiver`]: the buffer the recipient should
-    /// give its receiver.
-    pub capacity: u32,
-}
-
-/// Bytes of one handle table entry.
-const HANDLE_ENTRY_LEN: usize = 9;
 
 /// What happened on the connection, as seen by the runtime above.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -179,84 +147,6 @@ pub enum Event {
         /// Detail.
         reason: String,
     },
-}
-
-/// A channel's state.
-///
-/// ```text
-///   open() ──► Opening ──ACCEPT──► Open ──close()──► Closing ──CLOSE──► (removed)
-///                 │                  │
-///               REJECT             CLOSE from peer: ack with CLOSE ──► (removed)
-///                 ▼                  ▲
-///            (removed)   OPEN ──► Requested ──accept()──┘   (reject(): removed)
-///   handle in a message (either way) ──────────────────► Open
-/// ```
-///
-/// A channel leaves the table once both sides have sent `CLOSE`; ids are
-/// never reused, so a late frame for a removed id is a protocol error.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum State {
-    Opening,
-    Requested,
-    Open,
-    Closing,
-}
-
-#[derive(Debug)]
-struct Chan {
-    state: State,
-    role: Role,
-    /// Credit, sequence numbers and confirmations.
-    flow: Flow,
-    /// Messages too large for one chunk, and any sent after them.
-    pending: VecDeque<Pending>,
-    /// Offset into `pending.front()` already sent.
-    pending_off: usize,
-    /// A close requested while `pending` was not empty.
-    /// Boxed: rare, and an idle channel's entry stays small.
-    close_after: Option<Box<(CloseCode, String)>>,
-    // Receiving side.
-    /// Boxed for the same reason.
-    assembling: Option<Box<Assembly>>,
-    /// Closing while a message was arriving: its remaining chunks are skipped.
-    skipping: bool,
-}
-
-#[derive(Debug)]
-struct Pending {
-    body: Bytes,
-    handles: bool,
-}
-
-#[derive(Debug)]
-struct Assembly {
-    buf: BytesMut,
-    handles: bool,
-}
-
-impl Chan {
-    fn new(state: State, role: Role, flow: Flow) -> Chan {
-        Chan {
-            state,
-            role,
-            flow,
-            pending: VecDeque::new(),
-            pending_off: 0,
-            close_after: None,
-            assembling: None,
-            skipping: false,
-        }
-    }
-
-    /// A receiving end of `capacity` that has granted nothing yet.
-    fn receiving(state: State, capacity: u32) -> Chan {
-        Chan::new(state, Role::Receiving, Flow::receiving(capacity))
-    }
-
-    /// A sending end with `credit` of the receiver's `capacity`.
-    fn sending(state: State, capacity: u32, credit: u32) -> Chan {
-        Chan::new(state, Role::Sending, Flow::sending(capacity, credit))
-    }
 }
 
 /// The connection's receive-side state.
@@ -792,12 +682,7 @@ impl Connection {
                 if end {
                     Some((payload, has_handles))
                 } else {
-                    let mut buf = BytesMut::with_capacity(payload.len() * 2);
-                    buf.extend_from_slice(&payload);
-                    c.assembling = Some(Box::new(Assembly {
-                        buf,
-                        handles: has_handles,
-                    }));
+                    c.assembling = Some(Assembly::start(&payload, has_handles));
                     None
                 }
             }
@@ -809,18 +694,13 @@ impl Connection {
                         what: "handle flag on a continuation chunk",
                     });
                 }
-                let len = a.buf.len() + payload.len();
-                if len > max {
-                    return Err(ProtoError::MessageTooLarge { len, max });
-                }
-                // Grows only as bytes arrive, never to a declared size.
-                a.buf.extend_from_slice(&payload);
+                a.push(&payload, max)?;
                 if end {
                     let a = c
                         .assembling
                         .take()
                         .ok_or(ProtoError::UnknownChannel(chan))?;
-                    Some((a.buf.freeze(), a.handles))
+                    Some(a.finish())
                 } else {
                     None
                 }
@@ -846,41 +726,14 @@ impl Connection {
 
     /// Parses and registers the handle table at the front of `data`.
     fn adopt_handles(&mut self, data: &mut Bytes) -> Result<Vec<HandleDesc>, ProtoError> {
-        let bad = |what| ProtoError::Malformed {
-            kind: Kind::Data,
-            what,
-        };
-        if data.remaining() < 2 {
-            return Err(bad("short handle table"));
-        }
-        let n = data.get_u16_le() as usize;
-        if n == 0 {
-            return Err(bad("empty handle table"));
-        }
-        if n > self.limits.max_handles {
-            return Err(ProtoError::LimitExceeded {
-                what: "handles in one message",
-                limit: self.limits.max_handles,
-            });
-        }
-        if data.remaining() < n * HANDLE_ENTRY_LEN {
-            return Err(bad("short handle table"));
-        }
-        let mut out = Vec::with_capacity(n);
-        for _ in 0..n {
-            let kind = match data.get_u8() {
-                0 => HandleKind::Sender,
-                1 => HandleKind::Receiver,
-                _ => return Err(bad("handle kind")),
-            };
-            let chan = data.get_u32_le();
-            let capacity = data.get_u32_le();
-            self.take_peer_id(chan)?;
-            let mut c = match kind {
+        let table = parse_table(data, self.limits.max_handles)?;
+        for h in &table {
+            self.take_peer_id(h.chan)?;
+            let mut c = match h.kind {
                 // The recipient sends; the originator granted `capacity` up front.
-                HandleKind::Sender => Chan::sending(State::Open, capacity, capacity),
+                HandleKind::Sender => Chan::sending(State::Open, h.capacity, h.capacity),
                 // The recipient grants when it binds the handle.
-                HandleKind::Receiver => Chan::receiving(State::Open, capacity),
+                HandleKind::Receiver => Chan::receiving(State::Open, h.capacity),
             };
             if self.chans.len() >= 2 * self.channel_limit() {
                 // Far beyond anything crossing frames explain.
@@ -894,19 +747,14 @@ impl Connection {
                 // a handle over the limit is closed, not fatal.
                 c.state = State::Closing;
                 self.reply(Frame::Close {
-                    chan,
+                    chan: h.chan,
                     code: CloseCode::Error,
                     reason: format!("channel limit {} reached", self.channel_limit()),
                 })?;
             }
-            self.chans.insert(chan, c);
-            out.push(HandleDesc {
-                kind,
-                chan,
-                capacity,
-            });
+            self.chans.insert(h.chan, c);
         }
-        Ok(out)
+        Ok(table)
     }
 
     fn remove_pending(&mut self, chan: ChanId) {
@@ -1132,11 +980,7 @@ impl Connection {
     /// size of its handle table. Lets a caller refuse a message before it
     /// allocates the handles' channels.
     pub fn check_message(&self, body: usize, handles: usize) -> Result<usize, FinishError> {
-        let table = if handles == 0 {
-            0
-        } else {
-            2 + handles * HANDLE_ENTRY_LEN
-        };
+        let table = table_len(handles);
         let handle_limit = self.send_handle_limit();
         if handles > handle_limit || table > self.limits.chunk_size {
             return Err(FinishError::TooManyHandles {
@@ -1454,26 +1298,10 @@ pub enum OpenError {
     IdsExhausted,
 }
 
-/// Chunks of large messages per transmit: a small message queued meanwhile
-/// waits behind at most this many (DESIGN.md: "no more than one chunk").
-const TRANSMIT_CHUNKS: usize = 1;
 /// The transmit buffer grows by this much when less than
 /// `OUT_MIN_ROOM` is left.
 const OUT_ROOM: usize = 16 << 10;
 const OUT_MIN_ROOM: usize = 1 << 10;
-
-/// Writes a message's handle table.
-fn put_table(dst: &mut BytesMut, handles: &[HandleDesc]) {
-    if handles.is_empty() {
-        return;
-    }
-    dst.put_u16_le(handles.len() as u16);
-    for h in handles {
-        dst.put_u8(h.kind as u8);
-        dst.put_u32_le(h.chan);
-        dst.put_u32_le(h.capacity);
-    }
-}
 
 /// Size of a hello; re-exported for the driver's first read.
 pub const HELLO_SIZE: usize = HELLO_LEN;

@@ -7,14 +7,20 @@
 //!
 //! * [`frame`]: frame types and their byte layout.
 //! * [`hello`]: the handshake.
+//! * `chan`: one channel's entry: its state machine and role.
+//! * `chunk`: large messages split on the way out, reassembled on the way in.
+//! * `handles`: the handle table of a message carrying channels.
 //! * `flow`: flow control and delivery confirmation, every credit and
 //!   acknowledgement rule for one channel.
 //! * [`conn`]: one connection: channel table, chunking, keepalive; applies
 //!   `flow`'s rules and turns them into frames.
 
+mod chan;
+mod chunk;
 pub mod conn;
 mod flow;
 pub mod frame;
+mod handles;
 pub mod hello;
 #[cfg(test)]
 mod model_tests;

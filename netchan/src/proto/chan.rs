@@ -1,0 +1,85 @@
+//! One channel's entry in the connection's table: its state machine, its
+//! role, and the parts that flow control, chunking and reassembly keep for
+//! it. The rules live beside it: `flow` (credit and confirmation), `chunk`
+//! (large messages); `conn` drives the state transitions.
+
+use std::collections::VecDeque;
+
+use super::chunk::{Assembly, Pending};
+use super::flow::Flow;
+use super::frame::CloseCode;
+
+/// What this side does on a channel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// This side sends `DATA` and receives `CREDIT`.
+    Sending,
+    /// This side receives `DATA` and sends `CREDIT`.
+    Receiving,
+}
+
+/// A channel's state.
+///
+/// ```text
+///   open() ──► Opening ──ACCEPT──► Open ──close()──► Closing ──CLOSE──► (removed)
+///                 │                  │
+///               REJECT             CLOSE from peer: ack with CLOSE ──► (removed)
+///                 ▼                  ▲
+///            (removed)   OPEN ──► Requested ──accept()──┘   (reject(): removed)
+///   handle in a message (either way) ──────────────────► Open
+/// ```
+///
+/// A channel leaves the table once both sides have sent `CLOSE`; ids are
+/// never reused, so a late frame for a removed id is a protocol error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum State {
+    Opening,
+    Requested,
+    Open,
+    Closing,
+}
+
+#[derive(Debug)]
+pub(super) struct Chan {
+    pub(super) state: State,
+    pub(super) role: Role,
+    /// Credit, sequence numbers and confirmations.
+    pub(super) flow: Flow,
+    /// Messages too large for one chunk, and any sent after them.
+    pub(super) pending: VecDeque<Pending>,
+    /// Offset into `pending.front()` already sent.
+    pub(super) pending_off: usize,
+    /// A close requested while `pending` was not empty.
+    /// Boxed: rare, and an idle channel's entry stays small.
+    pub(super) close_after: Option<Box<(CloseCode, String)>>,
+    // Receiving side.
+    /// Boxed for the same reason.
+    pub(super) assembling: Option<Box<Assembly>>,
+    /// Closing while a message was arriving: its remaining chunks are skipped.
+    pub(super) skipping: bool,
+}
+
+impl Chan {
+    pub(super) fn new(state: State, role: Role, flow: Flow) -> Chan {
+        Chan {
+            state,
+            role,
+            flow,
+            pending: VecDeque::new(),
+            pending_off: 0,
+            close_after: None,
+            assembling: None,
+            skipping: false,
+        }
+    }
+
+    /// A receiving end of `capacity` that has granted nothing yet.
+    pub(super) fn receiving(state: State, capacity: u32) -> Chan {
+        Chan::new(state, Role::Receiving, Flow::receiving(capacity))
+    }
+
+    /// A sending end with `credit` of the receiver's `capacity`.
+    pub(super) fn sending(state: State, capacity: u32, credit: u32) -> Chan {
+        Chan::new(state, Role::Sending, Flow::sending(capacity, credit))
+    }
+}

@@ -1,0 +1,55 @@
+//! Large messages: split into chunks on the way out, reassembled on the
+//! way in.
+//!
+//! A message larger than a chunk waits in its channel's queue of
+//! [`Pending`] messages and leaves one chunk per transmit, round-robin with
+//! other channels' large messages (`conn` keeps the round-robin), so a small
+//! message on another channel waits behind at most one chunk. On the way
+//! in, an [`Assembly`] grows only as bytes arrive, never to a declared size,
+//! and is bounded by the message limit.
+
+use bytes::{Bytes, BytesMut};
+
+use super::ProtoError;
+
+/// Chunks of large messages per transmit: a small message queued meanwhile
+/// waits behind at most this many (DESIGN.md: "no more than one chunk").
+pub(super) const TRANSMIT_CHUNKS: usize = 1;
+
+#[derive(Debug)]
+pub(super) struct Pending {
+    /// The message, handle table first.
+    pub(super) body: Bytes,
+    /// Whether it starts with a handle table.
+    pub(super) handles: bool,
+}
+
+#[derive(Debug)]
+pub(super) struct Assembly {
+    buf: BytesMut,
+    handles: bool,
+}
+
+impl Assembly {
+    /// Starts a message from its first chunk (not its last).
+    pub(super) fn start(first: &[u8], handles: bool) -> Box<Assembly> {
+        let mut buf = BytesMut::with_capacity(first.len() * 2);
+        buf.extend_from_slice(first);
+        Box::new(Assembly { buf, handles })
+    }
+
+    /// Adds a continuation chunk, refusing to grow past `max` bytes.
+    pub(super) fn push(&mut self, chunk: &[u8], max: usize) -> Result<(), ProtoError> {
+        let len = self.buf.len() + chunk.len();
+        if len > max {
+            return Err(ProtoError::MessageTooLarge { len, max });
+        }
+        self.buf.extend_from_slice(chunk);
+        Ok(())
+    }
+
+    /// The whole message, and whether it starts with a handle table.
+    pub(super) fn finish(self) -> (Bytes, bool) {
+        (self.buf.freeze(), self.handles)
+    }
+}
