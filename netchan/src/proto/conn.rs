@@ -8,7 +8,7 @@
 //! [`Connection::take_transmit`].
 //!
 //! Flow control and delivery confirmation (credit, sequence numbers,
-//! cumulative acknowledgements) are ruled by [`super::flow`]; this module
+//! cumulative acknowledgements) are ruled by `proto::flow`; this module
 //! applies those rules to the channel table and turns their outcome into
 //! frames.
 
