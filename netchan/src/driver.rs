@@ -130,6 +130,10 @@ async fn reader<R: AsyncRead + Unpin>(conn: &Arc<Conn>, mut rd: R) {
                     }
                 },
                 () = conn.dead.cancelled() => return,
+                // We said goodbye: this read's keepalive deadline no longer
+                // applies; read again under the close timeout (no byte is
+                // lost: a read cancelled before it completed read nothing).
+                () = conn.close_asked.cancelled() => continue,
             }
         };
         match read {

@@ -181,6 +181,9 @@ pub(crate) struct Conn {
     pub(crate) rt: tokio::runtime::Handle,
     users: AtomicUsize,
     closing: AtomicBool,
+    /// Cancelled when this side asks for a clean close: a read pending
+    /// since before then starts over under the close timeout.
+    pub(crate) close_asked: tokio_util::sync::CancellationToken,
     pub(crate) errors: Arc<ErrorLog>,
     /// The exporter's error log, for sessions it accepted.
     pub(crate) parent_errors: Option<Arc<ErrorLog>>,
@@ -311,6 +314,7 @@ impl Conn {
             rt: tokio::runtime::Handle::current(),
             users: AtomicUsize::new(0),
             closing: AtomicBool::new(false),
+            close_asked: tokio_util::sync::CancellationToken::new(),
             errors: ErrorLog::new(),
             parent_errors,
             exports: Exports::new(),
@@ -380,6 +384,7 @@ impl Conn {
     pub(crate) fn request_close(&self) {
         if !self.closing.swap(true, Ordering::AcqRel) {
             lock(&self.deferred).goodbye = true;
+            self.close_asked.cancel();
             self.kick();
         }
     }

@@ -475,3 +475,29 @@ async fn handles_and_futures_are_send_and_errors_do_not_print_values() {
         "TrySendError printed its value: {shown}"
     );
 }
+
+async fn a_peer_that_stays_silent_after_our_goodbye_is_let_go_after_the_close_timeout(
+    t: Transport,
+) {
+    let cfg = Config::default().close_timeout(Duration::from_millis(300));
+    let (s, mut raw) = t.raw_peer(cfg).await;
+    let mut errors = s.errors();
+    raw.read_hello().await;
+    raw.write(&hello_bytes()).await.expect("hello");
+    within("handshake", s.ready()).await.expect("ready");
+    // The reader is now waiting for the peer under its keepalive deadline
+    // (45 s); the close must not wait for that.
+    within("close", s.close()).await;
+    assert!(matches!(
+        raw.expect_frame("our goodbye").await,
+        Frame::Goodbye { .. }
+    ));
+    let why = within("the session ends", s.closed()).await;
+    assert!(matches!(why, Error::Closed), "a clean end, not {why:?}");
+    // The peer never answered: that is not an error worth reporting.
+    if let Ok(Some(e)) = tokio::time::timeout(QUIET, errors.next()).await {
+        panic!("no error after a clean close, got {e:?}");
+    }
+    drop(raw);
+}
+over_both!(a_peer_that_stays_silent_after_our_goodbye_is_let_go_after_the_close_timeout);
