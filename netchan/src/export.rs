@@ -9,12 +9,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
-use crate::channel::queue::{Inbound, Queue, lock};
+use crate::channel::queue::{Inbound, Queue};
 use crate::channel::route::Route;
 use crate::channel::{Keep, Receiver, Sender};
 use crate::error::Error;
 use crate::proto::{CloseCode, Side};
 use crate::session::{ErrorLog, Session};
+use crate::util::lock;
 use crate::{Config, Message, codec};
 
 /// One exported name.
@@ -218,7 +219,7 @@ impl Exporter {
     }
 
     fn keep(&self) -> Keep {
-        Keep::Exporter(self.inner.clone())
+        self.inner.clone()
     }
 
     /// Listens on `addr` over TCP with the default [`Config`].

@@ -109,6 +109,7 @@ pub mod proto;
 mod rpc;
 mod session;
 pub(crate) mod transport;
+mod util;
 
 pub use channel::{Receiver, Sender, channel};
 pub use cluster::{dial, dial_with, listen, listen_with};

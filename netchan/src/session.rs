@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use bytes::BytesMut;
 use tokio::sync::{Notify, oneshot};
 
-use crate::channel::queue::{Inbound, Link, lock};
+use crate::channel::queue::{Inbound, Link};
 use crate::channel::route::{Member, Route};
 use crate::channel::{Receiver, Sender, embed};
 use crate::config::Config;
@@ -31,6 +31,7 @@ use crate::proto::{
     ChanId, CloseCode, CodecId, Connection, Dir, Event, HandleDesc, HandleKind, RejectCode, Side,
 };
 use crate::transport::{Halves, Joined};
+use crate::util::lock;
 use crate::{Message, codec};
 
 static NEXT_CONN_ID: AtomicU64 = AtomicU64::new(1);
@@ -1158,10 +1159,7 @@ impl Session {
     pub fn export_sender<T: Message>(&self, name: &str) -> Result<Sender<T>, Error> {
         let route = Route::export();
         self.conn().exports.add(name, Export::sender::<T>(&route))?;
-        Ok(Sender::from_route(
-            route,
-            Some(crate::channel::Keep::Conn(self.conn.clone())),
-        ))
+        Ok(Sender::from_route(route, Some(Arc::new(self.conn.clone()))))
     }
 
     /// Exports a receiver named `name` to this session's peer: whatever the
@@ -1178,7 +1176,7 @@ impl Session {
         Ok(Receiver::from_queue(
             queue,
             None,
-            Some(crate::channel::Keep::Conn(self.conn.clone())),
+            Some(Arc::new(self.conn.clone())),
         ))
     }
 

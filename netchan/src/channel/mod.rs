@@ -23,13 +23,10 @@ use crate::Message;
 use crate::error::{RecvError, SendError, TrySendError};
 use crate::session::{Conn, ConnRef};
 
-/// What keeps a session or exporter up while a handle it produced lives.
-#[derive(Clone)]
-#[allow(dead_code)]
-pub(crate) enum Keep {
-    Conn(ConnRef),
-    Exporter(Arc<crate::export::ExporterRef>),
-}
+/// What keeps a session or exporter up while a handle it produced lives
+/// (its owner's reference, held and never looked at: channels name no
+/// owner).
+pub(crate) type Keep = Arc<dyn std::any::Any + Send + Sync>;
 
 enum Target<T> {
     Local(Arc<Queue<T>>),

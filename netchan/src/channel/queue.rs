@@ -9,7 +9,7 @@
 //! is taken, never the other way round.
 
 use std::collections::VecDeque;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
 
 use bytes::Bytes;
@@ -18,6 +18,7 @@ use tokio::sync::Notify;
 use crate::error::{Error, RecvError};
 use crate::proto::{ChanId, CloseCode};
 use crate::session::{Conn, ConnRef, HandleGuard};
+use crate::util::lock;
 
 /// A remote channel feeding a queue.
 #[derive(Debug)]
@@ -72,12 +73,6 @@ impl Link {
             }
         }
     }
-}
-
-pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    // A panic while a lock was held cannot leave these structures in a
-    // state worse than the panic itself; keep serving.
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// A message waiting in a queue.

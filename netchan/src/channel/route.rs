@@ -7,9 +7,9 @@ use std::sync::{Arc, Mutex};
 
 use tokio::sync::Notify;
 
-use super::queue::lock;
 use crate::proto::{ChanId, CloseCode};
 use crate::session::{ConnRef, SendOutcome};
+use crate::util::lock;
 
 /// One remote channel a route may send on.
 #[derive(Debug, Clone)]

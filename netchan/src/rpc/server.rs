@@ -12,9 +12,10 @@ use tokio::sync::Notify;
 
 use super::Service;
 use super::wire::{Failure, Reply, ToServer};
-use crate::channel::queue::{Inbound, Queue, lock};
+use crate::channel::queue::{Inbound, Queue};
 use crate::export::Export;
 use crate::session::Conn;
+use crate::util::lock;
 use crate::{Error, Receiver, RecvError, Session, codec};
 
 /// Calls buffered per client before it waits for the server to read.
