@@ -12,9 +12,10 @@ use std::time::Duration;
 use crate::channel::queue::{Inbound, Queue};
 use crate::channel::route::Route;
 use crate::channel::{Keep, Receiver, Sender};
+use crate::conn::ErrorLog;
 use crate::error::Error;
 use crate::proto::{CloseCode, Side};
-use crate::session::{ErrorLog, Session};
+use crate::session::Session;
 use crate::util::lock;
 use crate::{Config, Message, codec};
 
@@ -41,7 +42,7 @@ pub(crate) enum Export {
 
 /// Starts a dispatcher for one import of a service; returns its queue.
 pub(crate) type ServiceStart =
-    Arc<dyn Fn(&Arc<crate::session::Conn>) -> Arc<dyn Inbound> + Send + Sync>;
+    Arc<dyn Fn(&Arc<crate::conn::Conn>) -> Arc<dyn Inbound> + Send + Sync>;
 
 impl Export {
     pub(crate) fn sender<T: Message>(route: &Arc<Route>) -> Export {
@@ -500,7 +501,7 @@ fn register<S: crate::transport::Halves>(
     shared: &Weak<ExporterShared>,
     stream: S,
     cfg: Config,
-    init: impl FnOnce(&crate::session::Conn),
+    init: impl FnOnce(&crate::conn::Conn),
 ) -> Option<Session> {
     let shared = shared.upgrade()?;
     if shared.shut.load(Ordering::Acquire) {

@@ -101,7 +101,7 @@ mod channel;
 mod cluster;
 mod codec;
 mod config;
-mod driver;
+mod conn;
 mod error;
 mod export;
 mod pipe;

@@ -20,8 +20,8 @@ use super::queue::{Inbound, Link, Queue};
 use super::route::{Member, Route};
 use super::{Receiver, Sender, channel, forward};
 use crate::Message;
+use crate::conn::{Conn, ConnRef, Endpoint, HandleGuard, Inner};
 use crate::proto::{HandleDesc, HandleKind, Role};
-use crate::session::{Conn, ConnRef, Endpoint, HandleGuard, Inner};
 
 /// Starts a forwarder task on the connection's runtime.
 type StartTask = Box<dyn FnOnce(&tokio::runtime::Handle) + Send>;

@@ -20,8 +20,8 @@ use queue::{Item, Push, Queue};
 use route::{Attempt, Route};
 
 use crate::Message;
+use crate::conn::{Conn, ConnRef};
 use crate::error::{RecvError, SendError, TrySendError};
-use crate::session::{Conn, ConnRef};
 
 /// What keeps a session or exporter up while a handle it produced lives
 /// (its owner's reference, held and never looked at: channels name no

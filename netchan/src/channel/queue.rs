@@ -15,9 +15,9 @@ use std::task::{Context, Poll, Waker};
 use bytes::Bytes;
 use tokio::sync::Notify;
 
+use crate::conn::{Conn, ConnRef, HandleGuard};
 use crate::error::{Error, RecvError};
 use crate::proto::{ChanId, CloseCode};
-use crate::session::{Conn, ConnRef, HandleGuard};
 use crate::util::lock;
 
 /// A remote channel feeding a queue.

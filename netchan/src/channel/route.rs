@@ -7,8 +7,8 @@ use std::sync::{Arc, Mutex};
 
 use tokio::sync::Notify;
 
+use crate::conn::{ConnRef, SendOutcome};
 use crate::proto::{ChanId, CloseCode};
-use crate::session::{ConnRef, SendOutcome};
 use crate::util::lock;
 
 /// One remote channel a route may send on.

@@ -13,8 +13,8 @@ use tokio::sync::Notify;
 use super::Service;
 use super::wire::{Failure, Reply, ToServer};
 use crate::channel::queue::{Inbound, Queue};
+use crate::conn::Conn;
 use crate::export::Export;
-use crate::session::Conn;
 use crate::util::lock;
 use crate::{Error, Receiver, RecvError, Session, codec};
 

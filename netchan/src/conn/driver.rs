@@ -13,8 +13,8 @@ use std::time::Instant;
 use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
+use super::{Conn, Status};
 use crate::error::{Error, Origin};
-use crate::session::{Conn, Status};
 
 /// Read buffer growth step; also the size below which it is topped up.
 const READ_CHUNK: usize = 64 << 10;
