@@ -9,10 +9,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
-use crate::channel::queue::{Inbound, Queue};
+use crate::channel::queue::Queue;
 use crate::channel::route::Route;
 use crate::channel::{Keep, Receiver, Sender};
-use crate::conn::ErrorLog;
+use crate::conn::{ErrorLog, Inbound};
 use crate::error::Error;
 use crate::proto::{CloseCode, Side};
 use crate::session::Session;

@@ -10,11 +10,10 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use crate::channel::queue::{Inbound, Link};
 use crate::channel::route::{Member, Route};
 use crate::channel::{Receiver, Sender};
 use crate::config::Config;
-use crate::conn::{Conn, ConnRef, Endpoint, ErrorLog, Status};
+use crate::conn::{Conn, ConnRef, Endpoint, ErrorLog, Inbound, Link, Status};
 use crate::error::Error;
 use crate::export::{Export, Exports};
 use crate::proto::{CloseCode, Dir, Side};
@@ -246,7 +245,7 @@ impl Session {
                     conn: ConnRef::new(conn),
                     chan,
                 });
-                let ep = Endpoint::Out(Arc::downgrade(&route));
+                let ep = Endpoint::outbound(&route);
                 route_slot = Some(route);
                 ep
             })
@@ -317,7 +316,7 @@ impl Session {
                     }
                     Some(Endpoint::Out(route)) => {
                         if let Some(r) = route.upgrade() {
-                            r.notify.notify_waiters();
+                            r.wake();
                         }
                     }
                     _ => {}

@@ -16,11 +16,11 @@ use serde::de::Error as _;
 use serde::ser::Error as _;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use super::queue::{Inbound, Link, Queue};
+use super::queue::Queue;
 use super::route::{Member, Route};
 use super::{Receiver, Sender, channel, forward};
 use crate::Message;
-use crate::conn::{Conn, ConnRef, Endpoint, HandleGuard, Inner};
+use crate::conn::{Conn, ConnRef, Endpoint, HandleGuard, Inbound, Inner, Link};
 use crate::proto::{HandleDesc, HandleKind, Role};
 
 /// Starts a forwarder task on the connection's runtime.
@@ -81,9 +81,7 @@ impl OutHandle {
                     conn: ConnRef::new(conn),
                     chan,
                 });
-                inner
-                    .eps
-                    .insert(chan, Endpoint::Out(Arc::downgrade(&route)));
+                inner.eps.insert(chan, Endpoint::outbound(&route));
                 start(route, &conn.rt);
                 Some(HandleDesc {
                     kind: HandleKind::Receiver,
@@ -278,9 +276,7 @@ impl<'de, T: Message> Deserialize<'de> for Sender<T> {
             // After the connection ended nothing may be registered: its
             // endpoints were already told, and would never be again.
             if inner.is_live() && inner.proto.is_channel_open(desc.chan) {
-                inner
-                    .eps
-                    .insert(desc.chan, Endpoint::Out(Arc::downgrade(&route)));
+                inner.eps.insert(desc.chan, Endpoint::outbound(&route));
             }
         }
         Ok(Sender::from_route(route, None))

@@ -213,7 +213,7 @@ impl<T: Message> Sender<T> {
     /// receiver gets `Err(RecvError::Lost)` after what it already has.
     pub(crate) fn fail(&self, e: &crate::Error) {
         match &self.shared.target {
-            Target::Local(q) => queue::Inbound::fail(&**q, e.clone()),
+            Target::Local(q) => crate::conn::Inbound::fail(&**q, e.clone()),
             Target::Remote(r) => r.close(crate::proto::CloseCode::Error, &e.to_string()),
         }
     }

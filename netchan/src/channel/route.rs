@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 
 use tokio::sync::Notify;
 
-use crate::conn::{ConnRef, SendOutcome};
+use crate::conn::{ConnRef, Outbound, SendOutcome};
 use crate::proto::{ChanId, CloseCode};
 use crate::util::lock;
 
@@ -155,6 +155,12 @@ impl Route {
         } else {
             Attempt::Closed
         }
+    }
+}
+
+impl Outbound for Route {
+    fn wake(&self) {
+        self.notify.notify_waiters();
     }
 }
 

@@ -7,8 +7,7 @@ use std::sync::atomic::Ordering;
 
 use tokio::sync::oneshot;
 
-use super::{Conn, ConnRef, Endpoint, HandleGuard, Inner, Status};
-use crate::channel::queue::Link;
+use super::{Conn, ConnRef, Endpoint, HandleGuard, Inner, Link, Status};
 use crate::channel::route::Member;
 use crate::error::Error;
 use crate::export::Export;
@@ -41,7 +40,7 @@ impl Conn {
                 }
                 if let Some(Endpoint::Out(route)) = inner.eps.get(&chan) {
                     if let Some(r) = route.upgrade() {
-                        r.notify.notify_waiters();
+                        r.wake();
                     }
                 }
             }
@@ -84,7 +83,7 @@ impl Conn {
             Event::Credit { chan } => {
                 if let Some(Endpoint::Out(route)) = inner.eps.get(&chan) {
                     if let Some(r) = route.upgrade() {
-                        r.notify.notify_waiters();
+                        r.wake();
                     }
                 }
                 if self.draining.load(Ordering::Acquire) > 0 {
@@ -103,7 +102,7 @@ impl Conn {
                     }
                     Some(Endpoint::Out(route)) => {
                         if let Some(r) = route.upgrade() {
-                            r.notify.notify_waiters();
+                            r.wake();
                         }
                     }
                     _ => {}
@@ -164,9 +163,7 @@ impl Conn {
                     return;
                 };
                 inner.proto.accept(chan, 0);
-                inner
-                    .eps
-                    .insert(chan, Endpoint::Out(Arc::downgrade(&route)));
+                inner.eps.insert(chan, Endpoint::outbound(&route));
                 route.add_member(Member {
                     conn: ConnRef::new(self),
                     chan,
@@ -252,7 +249,7 @@ impl Conn {
                 }
                 Endpoint::Out(route) => {
                     if let Some(r) = route.upgrade() {
-                        r.notify.notify_waiters();
+                        r.wake();
                     }
                 }
                 Endpoint::Adopted => {}

@@ -23,7 +23,7 @@ mod endpoint;
 mod errors;
 mod send;
 
-pub(crate) use endpoint::Endpoint;
+pub(crate) use endpoint::{Endpoint, Inbound, Link, Outbound};
 pub(crate) use errors::ErrorLog;
 pub(crate) use send::SendOutcome;
 

@@ -12,8 +12,8 @@ use tokio::sync::Notify;
 
 use super::Service;
 use super::wire::{Failure, Reply, ToServer};
-use crate::channel::queue::{Inbound, Queue};
-use crate::conn::Conn;
+use crate::channel::queue::Queue;
+use crate::conn::{Conn, Inbound};
 use crate::export::Export;
 use crate::util::lock;
 use crate::{Error, Receiver, RecvError, Session, codec};
