@@ -1,6 +1,5 @@
 //! [`Exporter`]: a listener whose named channels are shared by every
-//! session it accepts, and the name registry ([`Exports`]) that sessions
-//! consult when a peer imports.
+//! session it accepts.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -12,143 +11,12 @@ use std::time::Duration;
 use crate::channel::queue::Queue;
 use crate::channel::route::Route;
 use crate::channel::{Keep, Receiver, Sender};
-use crate::conn::{ErrorLog, Inbound};
+use crate::conn::{ErrorLog, Export, Exports};
 use crate::error::Error;
-use crate::proto::{CloseCode, Side};
+use crate::proto::Side;
 use crate::session::Session;
 use crate::util::lock;
-use crate::{Config, Message, codec};
-
-/// One exported name.
-#[derive(Clone)]
-pub(crate) enum Export {
-    /// Importers receive; values are shared out among them.
-    Sender {
-        route: Weak<Route>,
-        type_name: String,
-    },
-    /// Importers send; their values merge into one queue.
-    Receiver {
-        queue: Arc<dyn Inbound>,
-        type_name: String,
-    },
-    /// Importers send calls; each import gets a fresh queue with its own
-    /// dispatcher (an RPC service).
-    Service {
-        type_name: String,
-        start: ServiceStart,
-    },
-}
-
-/// Starts a dispatcher for one import of a service; returns its queue.
-pub(crate) type ServiceStart =
-    Arc<dyn Fn(&Arc<crate::conn::Conn>) -> Arc<dyn Inbound> + Send + Sync>;
-
-impl Export {
-    pub(crate) fn sender<T: Message>(route: &Arc<Route>) -> Export {
-        Export::Sender {
-            route: Arc::downgrade(route),
-            type_name: codec::type_name::<T>(),
-        }
-    }
-
-    pub(crate) fn receiver<T: Message>(queue: Arc<Queue<T>>) -> Export {
-        Export::Receiver {
-            queue,
-            type_name: codec::type_name::<T>(),
-        }
-    }
-
-    fn is_dead(&self) -> bool {
-        match self {
-            Export::Sender { route, .. } => route.upgrade().is_none_or(|r| r.is_closed()),
-            Export::Receiver { .. } | Export::Service { .. } => false,
-        }
-    }
-}
-
-/// Names exported by a session or an exporter.
-#[derive(Default)]
-pub(crate) struct Exports {
-    map: Mutex<HashMap<String, Export>>,
-}
-
-impl fmt::Debug for Exports {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let names: Vec<String> = lock(&self.map).keys().cloned().collect();
-        f.debug_struct("Exports").field("names", &names).finish()
-    }
-}
-
-impl Exports {
-    pub(crate) fn new() -> Arc<Exports> {
-        Arc::new(Exports::default())
-    }
-
-    pub(crate) fn add(&self, name: &str, e: Export) -> Result<(), Error> {
-        if name.len() > crate::proto::frame::MAX_NAME_LEN {
-            return Err(Error::Config(format!(
-                "channel name of {} bytes is longer than {}",
-                name.len(),
-                crate::proto::frame::MAX_NAME_LEN
-            )));
-        }
-        let mut map = lock(&self.map);
-        if map.get(name).is_some_and(|old| !old.is_dead()) {
-            return Err(Error::AlreadyExported(name.to_owned()));
-        }
-        map.insert(name.to_owned(), e);
-        Ok(())
-    }
-
-    pub(crate) fn get(&self, name: &str) -> Option<Export> {
-        lock(&self.map).get(name).cloned()
-    }
-
-    /// Withdraws `name` and closes it. False if it was not exported.
-    pub(crate) fn hangup(&self, name: &str) -> bool {
-        let e = lock(&self.map).remove(name);
-        match e {
-            Some(e) => {
-                close_export(e);
-                true
-            }
-            None => false,
-        }
-    }
-
-    /// Ends every export because the session owning them ended: cleanly
-    /// (`None`), or with an error that exported receivers report.
-    pub(crate) fn end_all(&self, error: Option<&Error>) {
-        let all: Vec<Export> = lock(&self.map).drain().map(|(_, e)| e).collect();
-        for e in all {
-            match (e, error) {
-                (Export::Receiver { queue, .. }, Some(err)) => queue.fail(err.clone()),
-                (e, _) => close_export(e),
-            }
-        }
-    }
-
-    pub(crate) fn hangup_all(&self) {
-        let all: Vec<Export> = lock(&self.map).drain().map(|(_, e)| e).collect();
-        for e in all {
-            close_export(e);
-        }
-    }
-}
-
-fn close_export(e: Export) {
-    match e {
-        Export::Sender { route, .. } => {
-            if let Some(r) = route.upgrade() {
-                r.close(CloseCode::Hangup, "hung up");
-            }
-        }
-        Export::Receiver { queue, .. } => queue.hangup(),
-        // Running dispatchers end with their clients' channels.
-        Export::Service { .. } => {}
-    }
-}
+use crate::{Config, Message};
 
 pub(crate) struct ExporterShared {
     exports: Arc<Exports>,
@@ -275,7 +143,7 @@ impl Exporter {
         let route = Route::export();
         self.shared()
             .exports
-            .add(name, Export::sender::<T>(&route))?;
+            .add(name, Export::sender::<T, _>(&route))?;
         Ok(Sender::from_route(route, Some(self.keep())))
     }
 

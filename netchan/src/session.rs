@@ -13,9 +13,8 @@ use std::time::Duration;
 use crate::channel::route::{Member, Route};
 use crate::channel::{Receiver, Sender};
 use crate::config::Config;
-use crate::conn::{Conn, ConnRef, Endpoint, ErrorLog, Inbound, Link, Status};
+use crate::conn::{Conn, ConnRef, Endpoint, ErrorLog, Export, Exports, Inbound, Link, Status};
 use crate::error::Error;
-use crate::export::{Export, Exports};
 use crate::proto::{CloseCode, Dir, Side};
 use crate::transport::{Halves, Joined};
 use crate::{Message, codec};
@@ -259,7 +258,9 @@ impl Session {
     /// while none has room.
     pub fn export_sender<T: Message>(&self, name: &str) -> Result<Sender<T>, Error> {
         let route = Route::export();
-        self.conn().exports.add(name, Export::sender::<T>(&route))?;
+        self.conn()
+            .exports
+            .add(name, Export::sender::<T, _>(&route))?;
         Ok(Sender::from_route(route, Some(Arc::new(self.conn.clone()))))
     }
 

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 
 use tokio::sync::Notify;
 
-use crate::conn::{ConnRef, Outbound, SendOutcome};
+use crate::conn::{ConnRef, Outbound, SendOutcome, SenderExport};
 use crate::proto::{ChanId, CloseCode};
 use crate::util::lock;
 
@@ -161,6 +161,24 @@ impl Route {
 impl Outbound for Route {
     fn wake(&self) {
         self.notify.notify_waiters();
+    }
+}
+
+impl SenderExport for Route {
+    fn is_closed(&self) -> bool {
+        Route::is_closed(self)
+    }
+
+    fn add_member(&self, conn: ConnRef, chan: ChanId) {
+        Route::add_member(self, Member { conn, chan });
+    }
+
+    fn close(&self, code: CloseCode, reason: &str) {
+        Route::close(self, code, reason);
+    }
+
+    fn outbound(self: Arc<Self>) -> Arc<dyn Outbound> {
+        self
     }
 }
 

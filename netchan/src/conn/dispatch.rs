@@ -7,10 +7,8 @@ use std::sync::atomic::Ordering;
 
 use tokio::sync::oneshot;
 
-use super::{Conn, ConnRef, Endpoint, HandleGuard, Inner, Link, Status};
-use crate::channel::route::Member;
+use super::{Conn, ConnRef, Endpoint, Export, HandleGuard, Inner, Link, Status};
 use crate::error::Error;
-use crate::export::Export;
 use crate::proto::{ChanId, CloseCode, Dir, Event, RejectCode};
 
 impl Conn {
@@ -163,11 +161,9 @@ impl Conn {
                     return;
                 };
                 inner.proto.accept(chan, 0);
-                inner.eps.insert(chan, Endpoint::outbound(&route));
-                route.add_member(Member {
-                    conn: ConnRef::new(self),
-                    chan,
-                });
+                let out = route.clone().outbound();
+                inner.eps.insert(chan, Endpoint::Out(Arc::downgrade(&out)));
+                route.add_member(ConnRef::new(self), chan);
             }
             (
                 Export::Receiver {

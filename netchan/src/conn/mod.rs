@@ -21,10 +21,12 @@ mod dispatch;
 pub(crate) mod driver;
 mod endpoint;
 mod errors;
+mod exports;
 mod send;
 
 pub(crate) use endpoint::{Endpoint, Inbound, Link, Outbound};
 pub(crate) use errors::ErrorLog;
+pub(crate) use exports::{Export, Exports, SenderExport};
 pub(crate) use send::SendOutcome;
 
 use std::collections::HashMap;
@@ -37,7 +39,6 @@ use tokio::sync::{Notify, oneshot};
 
 use crate::config::Config;
 use crate::error::Error;
-use crate::export::Exports;
 use crate::proto::{ChanId, CloseCode, CodecId, Connection, HandleDesc, HandleKind, Side};
 use crate::util::lock;
 

@@ -13,8 +13,7 @@ use tokio::sync::Notify;
 use super::Service;
 use super::wire::{Failure, Reply, ToServer};
 use crate::channel::queue::Queue;
-use crate::conn::{Conn, Inbound};
-use crate::export::Export;
+use crate::conn::{Conn, Export, Inbound};
 use crate::util::lock;
 use crate::{Error, Receiver, RecvError, Session, codec};
 
