@@ -20,7 +20,7 @@ use super::queue::Queue;
 use super::route::{Member, Route};
 use super::{Receiver, Sender, channel, forward};
 use crate::Message;
-use crate::conn::{Conn, ConnRef, Endpoint, HandleGuard, Inbound, Inner, Link};
+use crate::conn::{Conn, ConnRef, Endpoint, HandleGuard, Inbound, Inner, Link, OutgoingHandle};
 use crate::proto::{HandleDesc, HandleKind, Role};
 
 /// Starts a forwarder task on the connection's runtime.
@@ -90,6 +90,12 @@ impl OutHandle {
                 })
             }
         }
+    }
+}
+
+impl OutgoingHandle for OutHandle {
+    fn attach(self: Box<Self>, inner: &mut Inner, conn: &Arc<Conn>) -> Option<HandleDesc> {
+        OutHandle::attach(*self, inner, conn)
     }
 }
 

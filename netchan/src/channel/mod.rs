@@ -8,6 +8,7 @@
 pub(crate) mod embed;
 pub(crate) mod queue;
 pub(crate) mod route;
+mod send;
 
 use std::fmt;
 use std::future::poll_fn;
@@ -20,7 +21,7 @@ use queue::{Item, Push, Queue};
 use route::{Attempt, Route};
 
 use crate::Message;
-use crate::conn::{Conn, ConnRef};
+use crate::conn::{Conn, ConnRef, LARGE_MESSAGE, SENT_LARGE};
 use crate::error::{RecvError, SendError, TrySendError};
 
 /// What keeps a session or exporter up while a handle it produced lives
@@ -190,7 +191,7 @@ impl<T: Message> Sender<T> {
                 }
             }
             Target::Remote(r) => {
-                let mut f = |c: &ConnRef, chan| c.conn().send_value(chan, &value);
+                let mut f = |c: &ConnRef, chan| send::send_value(c.conn(), chan, &value);
                 match r.try_send(&mut f) {
                     Attempt::Sent(..) => Ok(()),
                     Attempt::Blocked => Err(TrySendError::Full(value)),
@@ -276,15 +277,6 @@ async fn wait_taken<T: Message>(q: &Arc<Queue<T>>, seq: u64) -> Result<(), SendE
     }
 }
 
-/// A message at least this large took long enough to encode or decode that
-/// the task doing it yields to the runtime's other tasks soon after.
-pub(crate) const LARGE_MESSAGE: usize = 256 << 10;
-
-thread_local! {
-    /// Set by a send of at least [`LARGE_MESSAGE`] bytes on this thread.
-    pub(crate) static SENT_LARGE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
-}
-
 /// Spends the task's cooperative budget, so that it yields to the runtime's
 /// other tasks at its next await on a channel or tokio resource: one large
 /// message must not keep a one-thread runtime's other channels waiting
@@ -352,7 +344,7 @@ async fn send_remote<T: Message>(
                     return out;
                 }
             }
-            c.conn().send_value(chan, value)
+            send::send_value(c.conn(), chan, value)
         };
         r.try_send(&mut f)
     };

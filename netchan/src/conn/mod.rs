@@ -27,7 +27,7 @@ mod send;
 pub(crate) use endpoint::{Endpoint, Inbound, Link, Outbound};
 pub(crate) use errors::ErrorLog;
 pub(crate) use exports::{Export, Exports, SenderExport};
-pub(crate) use send::SendOutcome;
+pub(crate) use send::{LARGE_MESSAGE, OutgoingHandle, SENT_LARGE, SendOutcome};
 
 use std::collections::HashMap;
 use std::fmt;

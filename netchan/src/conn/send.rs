@@ -6,11 +6,10 @@ use std::sync::Arc;
 use bytes::BytesMut;
 
 use super::{Conn, Inner};
-use crate::channel::embed;
+use crate::codec;
 use crate::error::Error;
-use crate::proto::ChanId;
 use crate::proto::conn::FinishError;
-use crate::{Message, codec};
+use crate::proto::{ChanId, HandleDesc};
 
 /// Result of one attempt to send on one channel.
 pub(crate) enum SendOutcome {
@@ -22,45 +21,24 @@ pub(crate) enum SendOutcome {
     Invalid(Error),
 }
 
+/// A message at least this large took long enough to encode or decode that
+/// the task doing it yields to the runtime's other tasks soon after.
+pub(crate) const LARGE_MESSAGE: usize = 256 << 10;
+
 thread_local! {
-    /// Where messages are encoded before they enter a connection.
-    static SCRATCH: std::cell::RefCell<BytesMut> = std::cell::RefCell::new(BytesMut::new());
+    /// Set by a send of at least [`LARGE_MESSAGE`] bytes on this thread.
+    pub(crate) static SENT_LARGE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
-/// A scratch buffer larger than this is not kept for the next message.
-const SCRATCH_KEEP: usize = 256 << 10;
-impl Conn {
-    /// Encodes `value` as one message on `chan`, if it has credit.
-    ///
-    /// The value is encoded outside the connection's lock, into a buffer
-    /// kept per thread, so a large message holds up neither the reader nor
-    /// other senders; a message larger than a chunk then moves into the
-    /// connection without a copy.
-    pub(crate) fn send_value<T: Message>(self: &Arc<Self>, chan: ChanId, value: &T) -> SendOutcome {
-        // A sender without credit must not pay for encoding.
-        if let Some(out) = Self::blocked(&self.lock(), chan) {
-            return out;
-        }
-        let mut buf = SCRATCH.with(|s| std::mem::take(&mut *s.borrow_mut()));
-        buf.clear();
-        let scope = embed::EncodeScope::enter();
-        let r = codec::encode(self.codec, value, &mut buf);
-        let handles = scope.finish();
-        let out = match r {
-            Ok(()) => self.send_encoded::<T>(chan, &mut buf, handles),
-            Err(e) => {
-                drop(handles);
-                let e = Error::Codec(format!("cannot encode a {}: {e}", codec::type_name::<T>()));
-                self.log_error(e.clone());
-                SendOutcome::Invalid(e)
-            }
-        };
-        if buf.capacity() <= SCRATCH_KEEP {
-            SCRATCH.with(|s| *s.borrow_mut() = buf);
-        }
-        out
-    }
+/// A channel handle inside an outgoing message, attached to the
+/// connection once the message is known to fit.
+pub(crate) trait OutgoingHandle: Send {
+    /// Allocates the handle's channel and registers its local end. `None`
+    /// if the connection refused (it is ending).
+    fn attach(self: Box<Self>, inner: &mut Inner, conn: &Arc<Conn>) -> Option<HandleDesc>;
+}
 
+impl Conn {
     /// Sends `body`, encoded with `codec` and carrying no channel handles,
     /// on `chan`; `None` if this connection uses another codec (the caller
     /// then encodes the value for it). `body` is left as it was unless the
@@ -75,7 +53,7 @@ impl Conn {
     }
 
     /// Why `chan` cannot take a message now, if it cannot.
-    fn blocked(inner: &Inner, chan: ChanId) -> Option<SendOutcome> {
+    pub(crate) fn blocked(inner: &Inner, chan: ChanId) -> Option<SendOutcome> {
         match inner.proto.can_send(chan) {
             Ok(()) => None,
             Err(crate::proto::conn::SendBlock::NoCredit) => Some(SendOutcome::NoCredit),
@@ -84,11 +62,11 @@ impl Conn {
     }
 
     /// Sends the encoded `body` with `handles` on `chan`.
-    fn send_encoded<T>(
+    pub(crate) fn send_encoded<T>(
         self: &Arc<Self>,
         chan: ChanId,
         body: &mut BytesMut,
-        handles: Vec<embed::OutHandle>,
+        handles: Vec<Box<dyn OutgoingHandle>>,
     ) -> SendOutcome {
         let mut inner = self.lock();
         // Credit may have gone to another sender meanwhile.
@@ -137,11 +115,11 @@ impl Conn {
                 }
             }
         }
-        let large = body.len() >= crate::channel::LARGE_MESSAGE;
+        let large = body.len() >= LARGE_MESSAGE;
         match inner.proto.send_message(chan, body, &descs) {
             Ok(()) => {
                 if large {
-                    crate::channel::SENT_LARGE.with(|l| l.set(true));
+                    SENT_LARGE.with(|l| l.set(true));
                 }
                 let rendezvous = inner.proto.capacity_of(chan) == 0;
                 drop(inner);
