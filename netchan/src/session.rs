@@ -282,19 +282,6 @@ impl Session {
         ))
     }
 
-    /// Serves `service` to this session's peer only. Both ends of a
-    /// session may serve and call at once.
-    pub fn serve<S: crate::Service>(&self, service: S) {
-        let name = crate::rpc::export_name(service.name());
-        let service = Arc::new(service);
-        let make: crate::rpc::MakeService<Arc<S>> = Arc::new(move |_: &Session| service.clone());
-        self.conn().exports.hangup(&name);
-        let _ = self
-            .conn()
-            .exports
-            .add(&name, crate::rpc::service_export(make));
-    }
-
     /// Closes the channel(s) named `name` on this session: an export of
     /// that name is withdrawn (its receivers get `Ok(None)` after what was
     /// sent; its senders' sends fail), and imports of that name are closed.

@@ -173,30 +173,13 @@ impl Exporter {
         }
     }
 
-    /// Serves `service` to every session, present and future: one instance
-    /// shared by all (clones share it).
-    pub fn serve<S: crate::Service + Clone>(&self, service: S) {
-        let name = service.name().to_owned();
-        let make: crate::rpc::MakeService<S> = Arc::new(move |_: &Session| service.clone());
-        self.add_service(&name, crate::rpc::service_export(make));
-    }
-
-    /// Serves a service made for each session by `make`, which gets the
-    /// session, so a handler knows its peer and can call it back.
-    pub fn serve_each<S: crate::Service>(
-        &self,
-        make: impl Fn(&Session) -> S + Send + Sync + 'static,
-    ) {
-        let make: crate::rpc::MakeService<S> = Arc::new(make);
-        self.add_service(S::NAME, crate::rpc::service_export(make));
-    }
-
-    fn add_service(&self, name: &str, export: Export) {
-        let name = crate::rpc::export_name(name);
+    /// Exports `export` as `name` (a service's export name), replacing
+    /// what was there.
+    pub(crate) fn add_service(&self, name: &str, export: Export) {
         // Serving again under the same name replaces the service for new
         // clients; running dispatchers go on.
-        self.shared().exports.hangup(&name);
-        let _ = self.shared().exports.add(&name, export);
+        self.shared().exports.hangup(name);
+        let _ = self.shared().exports.add(name, export);
     }
 
     /// Sessions currently connected.
