@@ -15,6 +15,7 @@ use crate::conn::{ErrorLog, Export, Exports};
 use crate::error::Error;
 use crate::proto::Side;
 use crate::session::Session;
+use crate::transport::tcp::{Accepted, Listener};
 use crate::util::lock;
 use crate::{Config, Message};
 
@@ -101,21 +102,8 @@ impl Exporter {
         addr: impl tokio::net::ToSocketAddrs,
         cfg: Config,
     ) -> Result<Exporter, Error> {
-        let listener = tokio::net::TcpListener::bind(addr).await?;
-        let local_addr = listener.local_addr()?;
-        #[cfg(feature = "tls")]
-        let tls = match &cfg.tls_server {
-            Some(t) => Some(t.acceptor()?),
-            None => None,
-        };
-        #[cfg(not(feature = "tls"))]
-        let tls: Option<()> = None;
-        if tls.is_none() && !cfg.allow_plaintext && !local_addr.ip().is_loopback() {
-            return Err(Error::Config(format!(
-                "refusing to serve plaintext on {local_addr}: anyone on the network could read and forge messages; \
-                 use Config::tls_server(ServerTls::new(identity)), or Config::allow_plaintext() to opt out"
-            )));
-        }
+        let listener = Listener::bind(addr, &cfg).await?;
+        let local_addr = listener.local_addr();
         let shared = Arc::new(ExporterShared {
             exports: Exports::new(),
             sessions: Mutex::new(HashMap::new()),
@@ -125,7 +113,7 @@ impl Exporter {
             shut: AtomicBool::new(false),
         });
         let weak = Arc::downgrade(&shared);
-        let task = tokio::spawn(accept_loop(listener, weak, cfg, tls));
+        let task = tokio::spawn(accept_loop(listener, weak, cfg));
         *lock(&shared.accept) = Some(task);
         Ok(Exporter {
             inner: Arc::new(ExporterRef(shared)),
@@ -278,71 +266,42 @@ fn sum_undelivered(results: Vec<Result<(), Error>>) -> Result<(), Error> {
     }
 }
 
-#[cfg(feature = "tls")]
-type Acceptor = Option<tokio_rustls::TlsAcceptor>;
-#[cfg(not(feature = "tls"))]
-type Acceptor = Option<()>;
-
-async fn accept_loop(
-    listener: tokio::net::TcpListener,
-    shared: Weak<ExporterShared>,
-    cfg: Config,
-    tls: Acceptor,
-) {
+async fn accept_loop(listener: Listener, shared: Weak<ExporterShared>, cfg: Config) {
     loop {
-        let (stream, peer_addr) = match listener.accept().await {
-            Ok(x) => x,
-            Err(e) => {
-                // Out of file descriptors and the like: back off, go on.
-                tracing::warn!(error = %e, "netchan exporter: accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
-        };
+        let next = listener.accept(&cfg).await;
         let Some(strong) = shared.upgrade() else {
             return;
         };
-        if let Err(e) = crate::transport::tcp::tune(&stream, &cfg) {
-            strong.errors.push(e);
-            continue;
-        }
+        let (stream, peer_addr) = match next {
+            Ok(x) => x,
+            Err(e) => {
+                strong.errors.push(e);
+                continue;
+            }
+        };
         drop(strong);
         // Each connection's TLS handshake runs on its own, under the
         // handshake timeout, so a slow client cannot stall the others.
-        #[allow(clippy::clone_on_copy)] // `Acceptor` is `Option<()>` without TLS.
-        let (shared, cfg, tls) = (shared.clone(), cfg.clone(), tls.clone());
+        let (shared, cfg, handshake) = (shared.clone(), cfg.clone(), listener.handshake());
         tokio::spawn(async move {
-            #[cfg(feature = "tls")]
-            if let Some(acceptor) = tls {
-                let timeout = cfg.handshake_timeout;
-                let r = tokio::time::timeout(timeout, acceptor.accept(stream)).await;
-                let stream = match r {
-                    Ok(Ok(s)) => s,
-                    Ok(Err(e)) => {
-                        if let Some(s) = shared.upgrade() {
-                            s.errors
-                                .push(crate::tls::explain("server", Some(peer_addr), e));
+            match handshake.run(stream, peer_addr, &cfg).await {
+                Ok(Accepted::Tcp(stream)) => {
+                    register(&shared, stream, cfg, |_| {});
+                }
+                #[cfg(feature = "tls")]
+                Ok(Accepted::Tls(stream, peer)) => {
+                    register(&shared, stream, cfg, |c| {
+                        if let Some(p) = peer {
+                            let _ = c.peer.set(p);
                         }
-                        return;
+                    });
+                }
+                Err(e) => {
+                    if let Some(s) = shared.upgrade() {
+                        s.errors.push(e);
                     }
-                    Err(_) => {
-                        if let Some(s) = shared.upgrade() {
-                            s.errors.push(Error::HandshakeTimeout(timeout));
-                        }
-                        return;
-                    }
-                };
-                let peer = crate::tls::PeerIdentity::of_stream(stream.get_ref().1);
-                register(&shared, crate::transport::Joined(stream), cfg, |c| {
-                    if let Some(p) = peer {
-                        let _ = c.peer.set(p);
-                    }
-                });
-                return;
+                }
             }
-            #[cfg(not(feature = "tls"))]
-            let _ = (tls, peer_addr);
-            register(&shared, stream, cfg, |_| {});
         });
     }
 }

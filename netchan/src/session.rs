@@ -16,6 +16,7 @@ use crate::config::Config;
 use crate::conn::{Conn, ConnRef, Endpoint, ErrorLog, Export, Exports, Inbound, Link, Status};
 use crate::error::Error;
 use crate::proto::{CloseCode, Dir, Side};
+use crate::transport::tcp::{self, Dialed};
 use crate::transport::{Halves, Joined};
 use crate::{Message, codec};
 
@@ -78,25 +79,17 @@ impl Session {
     ) -> Result<Session, Error> {
         let timeout = cfg.handshake_timeout;
         let fut = async {
-            let stream = tokio::net::TcpStream::connect(addr).await?;
-            crate::transport::tcp::tune(&stream, &cfg)?;
-            #[cfg(feature = "tls")]
-            if let Some(tls) = cfg.tls_client.clone() {
-                let (connector, name) = tls.connector()?;
-                let stream = connector
-                    .connect(name, stream)
-                    .await
-                    .map_err(|e| crate::tls::explain("client", None, e))?;
-                let peer = crate::tls::PeerIdentity::of_stream(stream.get_ref().1);
-                let s = Session::start_with(Joined(stream), Side::Dialer, cfg, None, None, |c| {
-                    if let Some(p) = peer {
-                        let _ = c.peer.set(p);
-                    }
-                });
-                s.conn().ready().await?;
-                return Ok(s);
-            }
-            let s = Session::start(stream, Side::Dialer, cfg, None, None);
+            let s = match tcp::dial(addr, &cfg).await? {
+                Dialed::Tcp(stream) => Session::start(stream, Side::Dialer, cfg, None, None),
+                #[cfg(feature = "tls")]
+                Dialed::Tls(stream, peer) => {
+                    Session::start_with(stream, Side::Dialer, cfg, None, None, |c| {
+                        if let Some(p) = peer {
+                            let _ = c.peer.set(p);
+                        }
+                    })
+                }
+            };
             s.conn().ready().await?;
             Ok(s)
         };
