@@ -2,8 +2,8 @@
 //! by name (with type and direction checks), hangup, drain, the error
 //! stream and close; the connection itself is `conn::Conn`.
 //!
-//! It owns no connection state and never touches the protocol core's
-//! endpoint table beyond what `conn` offers.
+//! It owns no connection state: the connection is `conn`'s, dialling is
+//! `transport`'s, and `Session::serve` lives with RPC in `rpc::serve`.
 
 use std::fmt;
 use std::sync::Arc;
@@ -15,7 +15,7 @@ use crate::channel::{Receiver, Sender};
 use crate::config::Config;
 use crate::conn::{Conn, ConnRef, Endpoint, ErrorLog, Export, Exports, Inbound, Link, Status};
 use crate::error::Error;
-use crate::proto::{CloseCode, Dir, Side};
+use crate::proto::{Dir, Side};
 use crate::transport::tcp::{self, Dialed};
 use crate::transport::{Halves, Joined};
 use crate::{Message, codec};
@@ -280,33 +280,9 @@ impl Session {
     /// sent; its senders' sends fail), and imports of that name are closed.
     pub fn hangup(&self, name: &str) -> Result<(), Error> {
         let conn = self.conn();
-        let mut found = conn.exports.hangup(name);
-        let mut garbage: Vec<Box<dyn Send>> = Vec::new();
-        {
-            let mut inner = conn.lock();
-            let chans = inner.imports.remove(name).unwrap_or_default();
-            for chan in chans {
-                found = true;
-                // Closed at once, so that a send right after `hangup`
-                // fails (the CLOSE itself follows any pending chunks).
-                inner.proto.close(chan, CloseCode::Hangup, "hung up");
-                match inner.eps.remove(&chan) {
-                    Some(Endpoint::In(q, link)) => {
-                        q.link_ended(&link, None);
-                        garbage.push(Box::new(link));
-                    }
-                    Some(Endpoint::Out(route)) => {
-                        if let Some(r) = route.upgrade() {
-                            r.wake();
-                        }
-                    }
-                    _ => {}
-                }
-            }
-        }
-        drop(garbage);
-        conn.kick();
-        if found {
+        let exported = conn.exports.hangup(name);
+        let imported = conn.hangup_imports(name);
+        if exported || imported {
             Ok(())
         } else {
             Err(Error::NotFound(name.to_owned()))

@@ -169,21 +169,7 @@ fn claim(idx: u32, want: HandleKind) -> Result<(Arc<Conn>, HandleDesc), String> 
         let ctx = c
             .as_mut()
             .ok_or_else(|| "message carries a channel handle but no handle table".to_string())?;
-        let slot = ctx
-            .guard
-            .handles
-            .get_mut(idx as usize)
-            .ok_or_else(|| format!("handle index {idx} outside the table"))?;
-        let desc = slot
-            .take()
-            .ok_or_else(|| format!("handle {idx} used twice"))?;
-        if desc.kind != want {
-            *slot = Some(desc);
-            return Err(format!(
-                "handle {idx} is a {:?} where a {want:?} was expected",
-                desc.kind
-            ));
-        }
+        let desc = ctx.guard.claim(idx, want)?;
         Ok((ctx.guard.conn.clone(), desc))
     })
 }

@@ -223,6 +223,38 @@ impl Conn {
         }
     }
 
+    /// Closes this side's imports of `name` (`hangup`); false if there
+    /// were none.
+    pub(crate) fn hangup_imports(&self, name: &str) -> bool {
+        let mut found = false;
+        let mut garbage: Vec<Box<dyn Send>> = Vec::new();
+        {
+            let mut inner = self.lock();
+            let chans = inner.imports.remove(name).unwrap_or_default();
+            for chan in chans {
+                found = true;
+                // Closed at once, so that a send right after `hangup`
+                // fails (the CLOSE itself follows any pending chunks).
+                inner.proto.close(chan, CloseCode::Hangup, "hung up");
+                match inner.eps.remove(&chan) {
+                    Some(Endpoint::In(q, link)) => {
+                        q.link_ended(&link, None);
+                        garbage.push(Box::new(link));
+                    }
+                    Some(Endpoint::Out(route)) => {
+                        if let Some(r) = route.upgrade() {
+                            r.wake();
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        }
+        drop(garbage);
+        self.kick();
+        found
+    }
+
     /// Ends the connection: every endpoint learns why.
     pub(crate) fn end(
         self: &Arc<Self>,

@@ -59,7 +59,7 @@ pub(crate) struct Inner {
     pub(crate) eps: rustc_hash::FxHashMap<ChanId, Endpoint>,
     opens: HashMap<ChanId, oneshot::Sender<Result<u32, Error>>>,
     /// Channels this side imported, by name, for `hangup`.
-    pub(crate) imports: HashMap<String, Vec<ChanId>>,
+    imports: HashMap<String, Vec<ChanId>>,
     pub(crate) status: Status,
     /// Sends whose delivery was unconfirmed when the connection failed.
     pub(crate) lost_unconfirmed: u64,
@@ -174,7 +174,29 @@ impl fmt::Debug for ConnRef {
 /// not claim is closed when this drops.
 pub(crate) struct HandleGuard {
     pub(crate) conn: Arc<Conn>,
-    pub(crate) handles: Vec<Option<HandleDesc>>,
+    handles: Vec<Option<HandleDesc>>,
+}
+
+impl HandleGuard {
+    /// Takes entry `idx` of the handle table, which must be a `want`
+    /// (decoding a handle claims it; what nobody claims closes on drop).
+    pub(crate) fn claim(&mut self, idx: u32, want: HandleKind) -> Result<HandleDesc, String> {
+        let slot = self
+            .handles
+            .get_mut(idx as usize)
+            .ok_or_else(|| format!("handle index {idx} outside the table"))?;
+        let desc = slot
+            .take()
+            .ok_or_else(|| format!("handle {idx} used twice"))?;
+        if desc.kind != want {
+            *slot = Some(desc);
+            return Err(format!(
+                "handle {idx} is a {:?} where a {want:?} was expected",
+                desc.kind
+            ));
+        }
+        Ok(desc)
+    }
 }
 
 impl Drop for HandleGuard {
