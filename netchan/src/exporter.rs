@@ -1,5 +1,10 @@
 //! [`Exporter`]: a listener whose named channels are shared by every
-//! session it accepts.
+//! session it accepts: the accept loop, the names all its sessions share,
+//! their error log, `drain`/`sync` across them, and shutdown.
+//!
+//! Sockets and TLS are `transport`'s (it only calls `Listener`); the
+//! registry of names and each connection are `conn`'s. It knows nothing of
+//! RPC: `serve` and `serve_each` live in `rpc::serve`.
 
 use std::collections::HashMap;
 use std::fmt;

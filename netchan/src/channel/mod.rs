@@ -3,7 +3,14 @@
 //! A `Sender` either feeds a local queue (a channel made with [`channel`])
 //! or a route of remote channels (imported, exported, or received inside a
 //! message). A `Receiver` always reads a local queue, which remote channels
-//! may feed. Both halves may travel inside messages (see `embed`).
+//! may feed. Both halves may travel inside messages (see `embed`); `send`
+//! encodes a value for its connection.
+//!
+//! Channels reach a connection only through `conn`: a queue is its
+//! `Inbound`, a route its `Outbound` (and, exported, its `SenderExport`),
+//! a handle in a message its `OutgoingHandle`. They know no socket, no
+//! name, no session or exporter (an owner is kept alive as an opaque
+//! [`Keep`]), and nothing of RPC.
 
 pub(crate) mod embed;
 pub(crate) mod queue;

@@ -5,6 +5,9 @@
 //! the capacity). Remote messages stay encoded until `recv` takes them, so
 //! decoding happens in the receiving task, not in the connection's reader.
 //!
+//! A queue is the connection's `conn::Inbound`; the links feeding it
+//! belong to the connection (`conn::Link`).
+//!
 //! Lock order: a connection's `inner` lock may be held while a queue's lock
 //! is taken, never the other way round.
 

@@ -1,6 +1,9 @@
 //! Where a remote `Sender` sends: one remote channel, or, for an exported
 //! sender, every importer's channel (each value goes to exactly one member
 //! with free credit).
+//!
+//! A route is the connection's `conn::Outbound` (credit wakes it) and,
+//! exported, its `conn::SenderExport`.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
