@@ -37,7 +37,7 @@ fn frames() -> Vec<(&'static str, Frame)> {
             Frame::Credit {
                 chan: 7,
                 grant: 64,
-                taken: 64,
+                received: 64,
             },
         ),
         (

@@ -85,11 +85,22 @@
 //! ## Layers
 //!
 //! ```text
-//!  Exporter / Session import & export   names, type and direction checks
-//!  Sender / Receiver / Pipe             typed channels; handles inside messages
-//!  driver                               reader + writer tasks over any AsyncRead + AsyncWrite
-//!  proto (sans-IO)                      frames, handshake, credit, chunking, keepalive
+//!  rpc                           Service, clients, dispatchers; serve / serve_each
+//!  session, exporter             Session, Exporter: import & export by name, type and
+//!                                direction checks; cluster: listen / dial
+//!  channel, pipe                 Sender / Receiver / Pipe: typed channels; handles
+//!                                inside messages (embed), typed encode (send)
+//!  conn, transport               conn: one live connection (state behind one lock,
+//!                                endpoint traits, dispatch, send path, driver = reader
+//!                                + writer tasks, error log); transport: TCP / TLS
+//!                                dial and accept, any AsyncRead + AsyncWrite
+//!  codec, error, util            message encoding, bounded decoding, type names
+//!  proto (sans-IO)               frames, handshake, credit, chunking, keepalive
 //! ```
+//!
+//! Each layer imports only from the layers below it (`conn` never names a
+//! channel, session, exporter or RPC type: endpoints plug in through its
+//! traits); `python3 ../shared/tools/layers.py .` checks this.
 //!
 //! The wire format is described byte by byte in `docs/PROTOCOL.md`.
 #![deny(missing_docs)]
@@ -101,20 +112,21 @@ mod channel;
 mod cluster;
 mod codec;
 mod config;
-mod driver;
+mod conn;
 mod error;
-mod export;
+mod exporter;
 mod pipe;
 pub mod proto;
 mod rpc;
 mod session;
 pub(crate) mod transport;
+mod util;
 
 pub use channel::{Receiver, Sender, channel};
 pub use cluster::{dial, dial_with, listen, listen_with};
 pub use config::Config;
 pub use error::{Error, Origin, RecvError, RpcError, SendError, TrySendError};
-pub use export::Exporter;
+pub use exporter::Exporter;
 pub use netchan_macros::service;
 pub use pipe::{Pipe, pipe};
 pub use rpc::Service;

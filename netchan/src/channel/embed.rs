@@ -16,12 +16,12 @@ use serde::de::Error as _;
 use serde::ser::Error as _;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use super::queue::{Inbound, Link, Queue};
+use super::queue::Queue;
 use super::route::{Member, Route};
 use super::{Receiver, Sender, channel, forward, relay};
 use crate::Message;
+use crate::conn::{Conn, ConnRef, Endpoint, HandleGuard, Inbound, Inner, Link, OutgoingHandle};
 use crate::proto::{HandleDesc, HandleKind, Role};
-use crate::session::{Conn, ConnRef, Endpoint, HandleGuard, Inner};
 
 /// Starts a forwarder task on the connection's runtime.
 type StartTask = Box<dyn FnOnce(&tokio::runtime::Handle) + Send>;
@@ -81,9 +81,7 @@ impl OutHandle {
                     conn: ConnRef::new(conn),
                     chan,
                 });
-                inner
-                    .eps
-                    .insert(chan, Endpoint::Out(Arc::downgrade(&route)));
+                inner.eps.insert(chan, Endpoint::outbound(&route));
                 start(route, &conn.rt);
                 Some(HandleDesc {
                     kind: HandleKind::Receiver,
@@ -92,6 +90,12 @@ impl OutHandle {
                 })
             }
         }
+    }
+}
+
+impl OutgoingHandle for OutHandle {
+    fn attach(self: Box<Self>, inner: &mut Inner, conn: &Arc<Conn>) -> Option<HandleDesc> {
+        OutHandle::attach(*self, inner, conn)
     }
 }
 
@@ -165,21 +169,7 @@ fn claim(idx: u32, want: HandleKind) -> Result<(Arc<Conn>, HandleDesc), String> 
         let ctx = c
             .as_mut()
             .ok_or_else(|| "message carries a channel handle but no handle table".to_string())?;
-        let slot = ctx
-            .guard
-            .handles
-            .get_mut(idx as usize)
-            .ok_or_else(|| format!("handle index {idx} outside the table"))?;
-        let desc = slot
-            .take()
-            .ok_or_else(|| format!("handle {idx} used twice"))?;
-        if desc.kind != want {
-            *slot = Some(desc);
-            return Err(format!(
-                "handle {idx} is a {:?} where a {want:?} was expected",
-                desc.kind
-            ));
-        }
+        let desc = ctx.guard.claim(idx, want)?;
         Ok((ctx.guard.conn.clone(), desc))
     })
 }
@@ -278,9 +268,7 @@ impl<'de, T: Message> Deserialize<'de> for Sender<T> {
             // After the connection ended nothing may be registered: its
             // endpoints were already told, and would never be again.
             if inner.is_live() && inner.proto.is_channel_open(desc.chan) {
-                inner
-                    .eps
-                    .insert(desc.chan, Endpoint::Out(Arc::downgrade(&route)));
+                inner.eps.insert(desc.chan, Endpoint::outbound(&route));
             }
         }
         Ok(Sender::from_route(route, None))

@@ -3,11 +3,19 @@
 //! A `Sender` either feeds a local queue (a channel made with [`channel`])
 //! or a route of remote channels (imported, exported, or received inside a
 //! message). A `Receiver` always reads a local queue, which remote channels
-//! may feed. Both halves may travel inside messages (see `embed`).
+//! may feed. Both halves may travel inside messages (see `embed`); `send`
+//! encodes a value for its connection.
+//!
+//! Channels reach a connection only through `conn`: a queue is its
+//! `Inbound`, a route its `Outbound` (and, exported, its `SenderExport`),
+//! a handle in a message its `OutgoingHandle`. They know no socket, no
+//! name, no session or exporter (an owner is kept alive as an opaque
+//! [`Keep`]), and nothing of RPC.
 
 pub(crate) mod embed;
 pub(crate) mod queue;
 pub(crate) mod route;
+mod send;
 
 use std::fmt;
 use std::future::poll_fn;
@@ -20,16 +28,13 @@ use queue::{Item, Push, Queue};
 use route::{Attempt, Route};
 
 use crate::Message;
+use crate::conn::{Conn, ConnRef, LARGE_MESSAGE, SENT_LARGE};
 use crate::error::{RecvError, SendError, TrySendError};
-use crate::session::{Conn, ConnRef};
 
-/// What keeps a session or exporter up while a handle it produced lives.
-#[derive(Clone)]
-#[allow(dead_code)]
-pub(crate) enum Keep {
-    Conn(ConnRef),
-    Exporter(Arc<crate::export::ExporterRef>),
-}
+/// What keeps a session or exporter up while a handle it produced lives
+/// (its owner's reference, held and never looked at: channels name no
+/// owner).
+pub(crate) type Keep = Arc<dyn std::any::Any + Send + Sync>;
 
 enum Target<T> {
     Local(Arc<Queue<T>>),
@@ -193,7 +198,7 @@ impl<T: Message> Sender<T> {
                 }
             }
             Target::Remote(r) => {
-                let mut f = |c: &ConnRef, chan| c.conn().send_value(chan, &value);
+                let mut f = |c: &ConnRef, chan| send::send_value(c.conn(), chan, &value);
                 match r.try_send(&mut f) {
                     Attempt::Sent(..) => Ok(()),
                     Attempt::Blocked => Err(TrySendError::Full(value)),
@@ -216,7 +221,7 @@ impl<T: Message> Sender<T> {
     /// receiver gets `Err(RecvError::Lost)` after what it already has.
     pub(crate) fn fail(&self, e: &crate::Error) {
         match &self.shared.target {
-            Target::Local(q) => queue::Inbound::fail(&**q, e.clone()),
+            Target::Local(q) => crate::conn::Inbound::fail(&**q, e.clone()),
             Target::Remote(r) => r.close(crate::proto::CloseCode::Error, &e.to_string()),
         }
     }
@@ -281,15 +286,6 @@ async fn wait_taken<T: Message>(q: &Arc<Queue<T>>, seq: u64) -> Result<(), SendE
         }
         notified.await;
     }
-}
-
-/// A message at least this large took long enough to encode or decode that
-/// the task doing it yields to the runtime's other tasks soon after.
-pub(crate) const LARGE_MESSAGE: usize = 256 << 10;
-
-thread_local! {
-    /// Set by a send of at least [`LARGE_MESSAGE`] bytes on this thread.
-    pub(crate) static SENT_LARGE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
 /// Spends the task's cooperative budget, so that it yields to the runtime's
@@ -359,7 +355,7 @@ async fn send_remote<T: Message>(
                     return out;
                 }
             }
-            c.conn().send_value(chan, value)
+            send::send_value(c.conn(), chan, value)
         };
         r.try_send(&mut f)
     };

@@ -5,66 +5,23 @@
 //! the capacity). Remote messages stay encoded until `recv` takes them, so
 //! decoding happens in the receiving task, not in the connection's reader.
 //!
+//! A queue is the connection's `conn::Inbound`; the links feeding it
+//! belong to the connection (`conn::Link`).
+//!
 //! Lock order: a connection's `inner` lock may be held while a queue's lock
 //! is taken, never the other way round.
 
 use std::collections::VecDeque;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
 
 use bytes::Bytes;
 use tokio::sync::Notify;
 
+use crate::conn::{HandleGuard, Inbound, Link};
 use crate::error::{Error, RecvError};
-use crate::proto::{ChanId, CloseCode};
-use crate::session::{Conn, ConnRef, HandleGuard};
-
-/// A remote channel feeding a queue.
-#[derive(Debug)]
-pub(crate) struct Link {
-    pub(crate) conn: ConnRef,
-    pub(crate) chan: ChanId,
-    /// For `import_receiver_n`: grants still allowed (`None`: unlimited).
-    pub(crate) grants_left: Mutex<Option<u64>>,
-    limited: bool,
-}
-
-impl Link {
-    pub(crate) fn new(conn: ConnRef, chan: ChanId, grants_left: Option<u64>) -> Arc<Link> {
-        Arc::new(Link {
-            conn,
-            chan,
-            limited: grants_left.is_some(),
-            grants_left: Mutex::new(grants_left),
-        })
-    }
-
-    pub(crate) fn conn(&self) -> &Arc<Conn> {
-        self.conn.conn()
-    }
-
-    /// One more grant allowed? Consumes it.
-    fn take_grant(&self) -> bool {
-        if !self.limited {
-            return true;
-        }
-        let mut g = lock(&self.grants_left);
-        match g.as_mut() {
-            None => true,
-            Some(0) => false,
-            Some(n) => {
-                *n -= 1;
-                true
-            }
-        }
-    }
-}
-
-pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    // A panic while a lock was held cannot leave these structures in a
-    // state worse than the panic itself; keep serving.
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
+use crate::proto::CloseCode;
+use crate::util::lock;
 
 /// A message waiting in a queue.
 pub(crate) enum Item<T> {
@@ -122,30 +79,6 @@ impl<T> std::fmt::Debug for Queue<T> {
             .field("capacity", &self.capacity)
             .finish_non_exhaustive()
     }
-}
-
-/// What a connection needs from a queue, without knowing `T`.
-pub(crate) trait Inbound: Send + Sync + 'static {
-    /// A message arrived on `link`. Returns it back if the queue no longer
-    /// takes messages (the caller drops it after releasing its locks).
-    fn deliver(
-        &self,
-        link: &Arc<Link>,
-        data: Bytes,
-        handles: Option<HandleGuard>,
-    ) -> Option<Option<HandleGuard>>;
-    /// `link` ended: cleanly (the peer closed it) or with an error.
-    fn link_ended(&self, link: &Arc<Link>, error: Option<Error>);
-    /// Adds a remote source. False if the queue is closed.
-    fn add_link(&self, link: Arc<Link>) -> bool;
-    /// The receive buffer size.
-    fn capacity(&self) -> usize;
-    /// Ends the queue from its name (`hangup`): sources are closed, the
-    /// receiver gets the buffer then `Ok(None)`.
-    fn hangup(&self);
-    /// Ends the queue because the session that exported it failed: the
-    /// receiver gets the buffer, then the error.
-    fn fail(&self, e: Error);
 }
 
 /// Outcome of a local push.
@@ -392,14 +325,6 @@ impl<T> Queue<T> {
             l.conn()
                 .defer_close(l.chan, CloseCode::ReceiverGone, "count reached");
         }
-    }
-}
-
-impl Link {
-    /// Whether a rendezvous grant is allowed (does not consume it: the
-    /// grant is consumed when the message is taken).
-    fn take_grant_peek(&self) -> bool {
-        !matches!(*lock(&self.grants_left), Some(0))
     }
 }
 

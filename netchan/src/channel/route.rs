@@ -1,15 +1,18 @@
 //! Where a remote `Sender` sends: one remote channel, or, for an exported
 //! sender, every importer's channel (each value goes to exactly one member
 //! with free credit).
+//!
+//! A route is the connection's `conn::Outbound` (credit wakes it) and,
+//! exported, its `conn::SenderExport`.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::Notify;
 
-use super::queue::lock;
+use crate::conn::{ConnRef, Outbound, SendOutcome, SenderExport};
 use crate::proto::{ChanId, CloseCode};
-use crate::session::{ConnRef, SendOutcome};
+use crate::util::lock;
 
 /// One remote channel a route may send on.
 #[derive(Debug, Clone)]
@@ -176,6 +179,30 @@ impl Route {
         } else {
             Attempt::Closed
         }
+    }
+}
+
+impl Outbound for Route {
+    fn wake(&self) {
+        self.notify.notify_waiters();
+    }
+}
+
+impl SenderExport for Route {
+    fn is_closed(&self) -> bool {
+        Route::is_closed(self)
+    }
+
+    fn add_member(&self, conn: ConnRef, chan: ChanId) {
+        Route::add_member(self, Member { conn, chan });
+    }
+
+    fn close(&self, code: CloseCode, reason: &str) {
+        Route::close(self, code, reason);
+    }
+
+    fn outbound(self: Arc<Self>) -> Arc<dyn Outbound> {
+        self
     }
 }
 

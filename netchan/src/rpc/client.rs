@@ -12,7 +12,7 @@ use tokio::sync::{OnceCell, Semaphore, oneshot};
 
 use super::export_name;
 use super::wire::{Failure, Reply, ToServer};
-use crate::channel::queue::lock;
+use crate::util::lock;
 use crate::{Error, Message, RpcError, Sender, Session, channel};
 
 type Pending<Resp> = Mutex<HashMap<u64, oneshot::Sender<Result<Resp, RpcError>>>>;

@@ -7,11 +7,12 @@
 //! connection, in both directions at once.
 
 mod client;
+mod serve;
 mod server;
 pub(crate) mod wire;
 
 pub use client::Client;
-pub(crate) use server::{MakeService, service_export};
+use server::{MakeService, service_export};
 
 use std::future::Future;
 use std::pin::Pin;

@@ -12,9 +12,9 @@ use tokio::sync::Notify;
 
 use super::Service;
 use super::wire::{Failure, Reply, ToServer};
-use crate::channel::queue::{Inbound, Queue, lock};
-use crate::export::Export;
-use crate::session::Conn;
+use crate::channel::queue::Queue;
+use crate::conn::{Conn, Export, Inbound};
+use crate::util::lock;
 use crate::{Error, Receiver, RecvError, Session, codec};
 
 /// Calls buffered per client before it waits for the server to read.

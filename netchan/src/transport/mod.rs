@@ -1,6 +1,8 @@
-//! Transports: byte streams a session runs over. The protocol and the
-//! driver take any `AsyncRead + AsyncWrite`; this module only holds what is
-//! specific to each kind of stream.
+//! Transports: byte streams a session runs over. Dial and accept (`tcp`,
+//! with TLS from `tls` when configured) give a byte stream and the peer's
+//! identity; the driver takes any `AsyncRead + AsyncWrite` (`Halves`).
+//!
+//! Knows nothing of frames, connections, channels or sessions.
 
 pub(crate) mod tcp;
 #[cfg(feature = "tls")]

@@ -1,10 +1,17 @@
-//! TCP: no Nagle (the writer batches frames itself), and TCP keepalive as a
+//! TCP, with TLS over it when the config asks for it: dial, listen and
+//! accept, each giving a byte stream and, on TLS, the peer's identity.
+//! No Nagle (the writer batches frames itself), and TCP keepalive as a
 //! second line behind the protocol's own pings.
+//!
+//! Knows nothing of frames, connections or sessions.
 
+use std::net::SocketAddr;
 use std::time::Duration;
 
-use tokio::net::TcpStream;
+use tokio::net::{TcpListener, TcpStream, ToSocketAddrs};
 
+#[cfg(feature = "tls")]
+use super::Joined;
 use crate::Config;
 use crate::error::Error;
 
@@ -15,4 +22,151 @@ pub(crate) fn tune(stream: &TcpStream, cfg: &Config) -> Result<(), Error> {
         socket2::TcpKeepalive::new().with_time(cfg.limits.keepalive.max(Duration::from_secs(1)));
     sock.set_tcp_keepalive(&ka)?;
     Ok(())
+}
+
+/// A dialled connection: plain TCP, or TLS and the server's identity.
+// Lives only until it is moved into the driver: no box needed.
+#[allow(clippy::large_enum_variant)]
+pub(crate) enum Dialed {
+    Tcp(TcpStream),
+    #[cfg(feature = "tls")]
+    Tls(
+        Joined<tokio_rustls::client::TlsStream<TcpStream>>,
+        Option<super::tls::PeerIdentity>,
+    ),
+}
+
+/// Connects to `addr`, over TLS if `cfg` has a client TLS config.
+pub(crate) async fn dial(addr: impl ToSocketAddrs, cfg: &Config) -> Result<Dialed, Error> {
+    let stream = TcpStream::connect(addr).await?;
+    tune(&stream, cfg)?;
+    #[cfg(feature = "tls")]
+    if let Some(tls) = cfg.tls_client.clone() {
+        let (connector, name) = tls.connector()?;
+        let stream = connector
+            .connect(name, stream)
+            .await
+            .map_err(|e| super::tls::explain("client", None, e))?;
+        let peer = super::tls::PeerIdentity::of_stream(stream.get_ref().1);
+        return Ok(Dialed::Tls(Joined(stream), peer));
+    }
+    Ok(Dialed::Tcp(stream))
+}
+
+/// An accepted connection: plain TCP, or TLS and the client's identity.
+// Lives only until it is moved into the driver: no box needed.
+#[allow(clippy::large_enum_variant)]
+pub(crate) enum Accepted {
+    Tcp(TcpStream),
+    #[cfg(feature = "tls")]
+    Tls(
+        Joined<tokio_rustls::server::TlsStream<TcpStream>>,
+        Option<super::tls::PeerIdentity>,
+    ),
+}
+
+#[cfg(feature = "tls")]
+type Acceptor = Option<tokio_rustls::TlsAcceptor>;
+#[cfg(not(feature = "tls"))]
+type Acceptor = Option<()>;
+
+/// A TCP listener, with the TLS acceptor its config asks for.
+#[derive(Debug)]
+pub(crate) struct Listener {
+    tcp: TcpListener,
+    local_addr: SocketAddr,
+    tls: Handshake,
+}
+
+/// The accepting side's TLS handshake (none on plaintext); cheap to clone
+/// into each connection's task.
+#[derive(Clone)]
+pub(crate) struct Handshake(Acceptor);
+
+impl std::fmt::Debug for Handshake {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("Handshake")
+            .field(&if self.0.is_some() { "tls" } else { "plaintext" })
+            .finish()
+    }
+}
+
+impl Listener {
+    /// Listens on `addr`; refuses plaintext beyond loopback unless `cfg`
+    /// allows it.
+    pub(crate) async fn bind(addr: impl ToSocketAddrs, cfg: &Config) -> Result<Listener, Error> {
+        let listener = TcpListener::bind(addr).await?;
+        let local_addr = listener.local_addr()?;
+        #[cfg(feature = "tls")]
+        let tls = match &cfg.tls_server {
+            Some(t) => Some(t.acceptor()?),
+            None => None,
+        };
+        #[cfg(not(feature = "tls"))]
+        let tls: Option<()> = None;
+        if tls.is_none() && !cfg.allow_plaintext && !local_addr.ip().is_loopback() {
+            return Err(Error::Config(format!(
+                "refusing to serve plaintext on {local_addr}: anyone on the network could read and forge messages; \
+                 use Config::tls_server(ServerTls::new(identity)), or Config::allow_plaintext() to opt out"
+            )));
+        }
+        Ok(Listener {
+            tcp: listener,
+            local_addr,
+            tls: Handshake(tls),
+        })
+    }
+
+    pub(crate) fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// The handshake each accepted stream goes through.
+    pub(crate) fn handshake(&self) -> Handshake {
+        self.tls.clone()
+    }
+
+    /// The next TCP connection, tuned as `cfg` says. A failed accept (out
+    /// of file descriptors and the like) is retried after a pause; a
+    /// failed tuning is returned.
+    pub(crate) async fn accept(&self, cfg: &Config) -> Result<(TcpStream, SocketAddr), Error> {
+        let (stream, peer_addr) = loop {
+            match self.tcp.accept().await {
+                Ok(x) => break x,
+                Err(e) => {
+                    tracing::warn!(error = %e, "netchan exporter: accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+        };
+        tune(&stream, cfg)?;
+        Ok((stream, peer_addr))
+    }
+}
+
+impl Handshake {
+    /// Runs the TLS handshake on an accepted stream, under `cfg`'s
+    /// handshake timeout (plaintext passes through).
+    pub(crate) async fn run(
+        self,
+        stream: TcpStream,
+        peer_addr: SocketAddr,
+        cfg: &Config,
+    ) -> Result<Accepted, Error> {
+        #[cfg(feature = "tls")]
+        if let Some(acceptor) = self.0 {
+            let timeout = cfg.handshake_timeout;
+            let r = tokio::time::timeout(timeout, acceptor.accept(stream)).await;
+            let stream = match r {
+                Ok(Ok(s)) => s,
+                Ok(Err(e)) => return Err(super::tls::explain("server", Some(peer_addr), e)),
+                Err(_) => return Err(Error::HandshakeTimeout(timeout)),
+            };
+            let peer = super::tls::PeerIdentity::of_stream(stream.get_ref().1);
+            return Ok(Accepted::Tls(Joined(stream), peer));
+        }
+        #[cfg(not(feature = "tls"))]
+        let _ = (self, peer_addr, cfg);
+        Ok(Accepted::Tcp(stream))
+    }
 }

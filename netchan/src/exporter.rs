@@ -1,6 +1,10 @@
 //! [`Exporter`]: a listener whose named channels are shared by every
-//! session it accepts, and the name registry ([`Exports`]) that sessions
-//! consult when a peer imports.
+//! session it accepts: the accept loop, the names all its sessions share,
+//! their error log, `drain`/`sync` across them, and shutdown.
+//!
+//! Sockets and TLS are `transport`'s (it only calls `Listener`); the
+//! registry of names and each connection are `conn`'s. It knows nothing of
+//! RPC: `serve` and `serve_each` live in `rpc::serve`.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -9,144 +13,16 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
-use crate::channel::queue::{Inbound, Queue, lock};
+use crate::channel::queue::Queue;
 use crate::channel::route::Route;
 use crate::channel::{Keep, Receiver, Sender};
+use crate::conn::{ErrorLog, Export, Exports};
 use crate::error::Error;
-use crate::proto::{CloseCode, Side};
-use crate::session::{ErrorLog, Session};
-use crate::{Config, Message, codec};
-
-/// One exported name.
-#[derive(Clone)]
-pub(crate) enum Export {
-    /// Importers receive; values are shared out among them.
-    Sender {
-        route: Weak<Route>,
-        type_name: String,
-    },
-    /// Importers send; their values merge into one queue.
-    Receiver {
-        queue: Arc<dyn Inbound>,
-        type_name: String,
-    },
-    /// Importers send calls; each import gets a fresh queue with its own
-    /// dispatcher (an RPC service).
-    Service {
-        type_name: String,
-        start: ServiceStart,
-    },
-}
-
-/// Starts a dispatcher for one import of a service; returns its queue.
-pub(crate) type ServiceStart =
-    Arc<dyn Fn(&Arc<crate::session::Conn>) -> Arc<dyn Inbound> + Send + Sync>;
-
-impl Export {
-    pub(crate) fn sender<T: Message>(route: &Arc<Route>) -> Export {
-        Export::Sender {
-            route: Arc::downgrade(route),
-            type_name: codec::type_name::<T>(),
-        }
-    }
-
-    pub(crate) fn receiver<T: Message>(queue: Arc<Queue<T>>) -> Export {
-        Export::Receiver {
-            queue,
-            type_name: codec::type_name::<T>(),
-        }
-    }
-
-    fn is_dead(&self) -> bool {
-        match self {
-            Export::Sender { route, .. } => route.upgrade().is_none_or(|r| r.is_closed()),
-            Export::Receiver { .. } | Export::Service { .. } => false,
-        }
-    }
-}
-
-/// Names exported by a session or an exporter.
-#[derive(Default)]
-pub(crate) struct Exports {
-    map: Mutex<HashMap<String, Export>>,
-}
-
-impl fmt::Debug for Exports {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let names: Vec<String> = lock(&self.map).keys().cloned().collect();
-        f.debug_struct("Exports").field("names", &names).finish()
-    }
-}
-
-impl Exports {
-    pub(crate) fn new() -> Arc<Exports> {
-        Arc::new(Exports::default())
-    }
-
-    pub(crate) fn add(&self, name: &str, e: Export) -> Result<(), Error> {
-        if name.len() > crate::proto::frame::MAX_NAME_LEN {
-            return Err(Error::Config(format!(
-                "channel name of {} bytes is longer than {}",
-                name.len(),
-                crate::proto::frame::MAX_NAME_LEN
-            )));
-        }
-        let mut map = lock(&self.map);
-        if map.get(name).is_some_and(|old| !old.is_dead()) {
-            return Err(Error::AlreadyExported(name.to_owned()));
-        }
-        map.insert(name.to_owned(), e);
-        Ok(())
-    }
-
-    pub(crate) fn get(&self, name: &str) -> Option<Export> {
-        lock(&self.map).get(name).cloned()
-    }
-
-    /// Withdraws `name` and closes it. False if it was not exported.
-    pub(crate) fn hangup(&self, name: &str) -> bool {
-        let e = lock(&self.map).remove(name);
-        match e {
-            Some(e) => {
-                close_export(e);
-                true
-            }
-            None => false,
-        }
-    }
-
-    /// Ends every export because the session owning them ended: cleanly
-    /// (`None`), or with an error that exported receivers report.
-    pub(crate) fn end_all(&self, error: Option<&Error>) {
-        let all: Vec<Export> = lock(&self.map).drain().map(|(_, e)| e).collect();
-        for e in all {
-            match (e, error) {
-                (Export::Receiver { queue, .. }, Some(err)) => queue.fail(err.clone()),
-                (e, _) => close_export(e),
-            }
-        }
-    }
-
-    pub(crate) fn hangup_all(&self) {
-        let all: Vec<Export> = lock(&self.map).drain().map(|(_, e)| e).collect();
-        for e in all {
-            close_export(e);
-        }
-    }
-}
-
-fn close_export(e: Export) {
-    match e {
-        Export::Sender { route, .. } => {
-            if let Some(r) = route.upgrade() {
-                r.close(CloseCode::Hangup, "hung up");
-            }
-        }
-        Export::Receiver { queue, .. } => queue.hangup(),
-        // Running dispatchers end with their clients' channels.
-        Export::Service { .. } => {}
-    }
-}
+use crate::proto::Side;
+use crate::session::Session;
+use crate::transport::tcp::{Accepted, Listener};
+use crate::util::lock;
+use crate::{Config, Message};
 
 pub(crate) struct ExporterShared {
     exports: Arc<Exports>,
@@ -218,7 +94,7 @@ impl Exporter {
     }
 
     fn keep(&self) -> Keep {
-        Keep::Exporter(self.inner.clone())
+        self.inner.clone()
     }
 
     /// Listens on `addr` over TCP with the default [`Config`].
@@ -231,21 +107,8 @@ impl Exporter {
         addr: impl tokio::net::ToSocketAddrs,
         cfg: Config,
     ) -> Result<Exporter, Error> {
-        let listener = tokio::net::TcpListener::bind(addr).await?;
-        let local_addr = listener.local_addr()?;
-        #[cfg(feature = "tls")]
-        let tls = match &cfg.tls_server {
-            Some(t) => Some(t.acceptor()?),
-            None => None,
-        };
-        #[cfg(not(feature = "tls"))]
-        let tls: Option<()> = None;
-        if tls.is_none() && !cfg.allow_plaintext && !local_addr.ip().is_loopback() {
-            return Err(Error::Config(format!(
-                "refusing to serve plaintext on {local_addr}: anyone on the network could read and forge messages; \
-                 use Config::tls_server(ServerTls::new(identity)), or Config::allow_plaintext() to opt out"
-            )));
-        }
+        let listener = Listener::bind(addr, &cfg).await?;
+        let local_addr = listener.local_addr();
         let shared = Arc::new(ExporterShared {
             exports: Exports::new(),
             sessions: Mutex::new(HashMap::new()),
@@ -255,7 +118,7 @@ impl Exporter {
             shut: AtomicBool::new(false),
         });
         let weak = Arc::downgrade(&shared);
-        let task = tokio::spawn(accept_loop(listener, weak, cfg, tls));
+        let task = tokio::spawn(accept_loop(listener, weak, cfg));
         *lock(&shared.accept) = Some(task);
         Ok(Exporter {
             inner: Arc::new(ExporterRef(shared)),
@@ -273,7 +136,7 @@ impl Exporter {
         let route = Route::export();
         self.shared()
             .exports
-            .add(name, Export::sender::<T>(&route))?;
+            .add(name, Export::sender::<T, _>(&route))?;
         Ok(Sender::from_route(route, Some(self.keep())))
     }
 
@@ -303,30 +166,13 @@ impl Exporter {
         }
     }
 
-    /// Serves `service` to every session, present and future: one instance
-    /// shared by all (clones share it).
-    pub fn serve<S: crate::Service + Clone>(&self, service: S) {
-        let name = service.name().to_owned();
-        let make: crate::rpc::MakeService<S> = Arc::new(move |_: &Session| service.clone());
-        self.add_service(&name, crate::rpc::service_export(make));
-    }
-
-    /// Serves a service made for each session by `make`, which gets the
-    /// session, so a handler knows its peer and can call it back.
-    pub fn serve_each<S: crate::Service>(
-        &self,
-        make: impl Fn(&Session) -> S + Send + Sync + 'static,
-    ) {
-        let make: crate::rpc::MakeService<S> = Arc::new(make);
-        self.add_service(S::NAME, crate::rpc::service_export(make));
-    }
-
-    fn add_service(&self, name: &str, export: Export) {
-        let name = crate::rpc::export_name(name);
+    /// Exports `export` as `name` (a service's export name), replacing
+    /// what was there.
+    pub(crate) fn add_service(&self, name: &str, export: Export) {
         // Serving again under the same name replaces the service for new
         // clients; running dispatchers go on.
-        self.shared().exports.hangup(&name);
-        let _ = self.shared().exports.add(&name, export);
+        self.shared().exports.hangup(name);
+        let _ = self.shared().exports.add(name, export);
     }
 
     /// Sessions currently connected.
@@ -425,71 +271,42 @@ fn sum_undelivered(results: Vec<Result<(), Error>>) -> Result<(), Error> {
     }
 }
 
-#[cfg(feature = "tls")]
-type Acceptor = Option<tokio_rustls::TlsAcceptor>;
-#[cfg(not(feature = "tls"))]
-type Acceptor = Option<()>;
-
-async fn accept_loop(
-    listener: tokio::net::TcpListener,
-    shared: Weak<ExporterShared>,
-    cfg: Config,
-    tls: Acceptor,
-) {
+async fn accept_loop(listener: Listener, shared: Weak<ExporterShared>, cfg: Config) {
     loop {
-        let (stream, peer_addr) = match listener.accept().await {
-            Ok(x) => x,
-            Err(e) => {
-                // Out of file descriptors and the like: back off, go on.
-                tracing::warn!(error = %e, "netchan exporter: accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
-        };
+        let next = listener.accept(&cfg).await;
         let Some(strong) = shared.upgrade() else {
             return;
         };
-        if let Err(e) = crate::transport::tcp::tune(&stream, &cfg) {
-            strong.errors.push(e);
-            continue;
-        }
+        let (stream, peer_addr) = match next {
+            Ok(x) => x,
+            Err(e) => {
+                strong.errors.push(e);
+                continue;
+            }
+        };
         drop(strong);
         // Each connection's TLS handshake runs on its own, under the
         // handshake timeout, so a slow client cannot stall the others.
-        #[allow(clippy::clone_on_copy)] // `Acceptor` is `Option<()>` without TLS.
-        let (shared, cfg, tls) = (shared.clone(), cfg.clone(), tls.clone());
+        let (shared, cfg, handshake) = (shared.clone(), cfg.clone(), listener.handshake());
         tokio::spawn(async move {
-            #[cfg(feature = "tls")]
-            if let Some(acceptor) = tls {
-                let timeout = cfg.handshake_timeout;
-                let r = tokio::time::timeout(timeout, acceptor.accept(stream)).await;
-                let stream = match r {
-                    Ok(Ok(s)) => s,
-                    Ok(Err(e)) => {
-                        if let Some(s) = shared.upgrade() {
-                            s.errors
-                                .push(crate::tls::explain("server", Some(peer_addr), e));
+            match handshake.run(stream, peer_addr, &cfg).await {
+                Ok(Accepted::Tcp(stream)) => {
+                    register(&shared, stream, cfg, |_| {});
+                }
+                #[cfg(feature = "tls")]
+                Ok(Accepted::Tls(stream, peer)) => {
+                    register(&shared, stream, cfg, |c| {
+                        if let Some(p) = peer {
+                            let _ = c.peer.set(p);
                         }
-                        return;
+                    });
+                }
+                Err(e) => {
+                    if let Some(s) = shared.upgrade() {
+                        s.errors.push(e);
                     }
-                    Err(_) => {
-                        if let Some(s) = shared.upgrade() {
-                            s.errors.push(Error::HandshakeTimeout(timeout));
-                        }
-                        return;
-                    }
-                };
-                let peer = crate::tls::PeerIdentity::of_stream(stream.get_ref().1);
-                register(&shared, crate::transport::Joined(stream), cfg, |c| {
-                    if let Some(p) = peer {
-                        let _ = c.peer.set(p);
-                    }
-                });
-                return;
+                }
             }
-            #[cfg(not(feature = "tls"))]
-            let _ = (tls, peer_addr);
-            register(&shared, stream, cfg, |_| {});
         });
     }
 }
@@ -499,7 +316,7 @@ fn register<S: crate::transport::Halves>(
     shared: &Weak<ExporterShared>,
     stream: S,
     cfg: Config,
-    init: impl FnOnce(&crate::session::Conn),
+    init: impl FnOnce(&crate::conn::Conn),
 ) -> Option<Session> {
     let shared = shared.upgrade()?;
     if shared.shut.load(Ordering::Acquire) {

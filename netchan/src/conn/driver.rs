@@ -5,6 +5,10 @@
 //! single lock and routes it. The writer sleeps until woken, takes the
 //! whole transmit buffer at once (many frames, one `write_all`), and runs
 //! keepalive timers. Neither knows about names or services.
+//!
+//! Part of the connection core: it takes any stream `transport` gives
+//! (`Halves`) and hands every event to `Conn::dispatch`; it touches no
+//! endpoint itself.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -13,8 +17,8 @@ use std::time::Instant;
 use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
+use super::{Conn, Status};
 use crate::error::{Error, Origin};
-use crate::session::{Conn, Status};
 
 /// Read buffer growth step; also the size below which it is topped up.
 const READ_CHUNK: usize = 64 << 10;

@@ -1,0 +1,57 @@
+//! The typed end of the send path: a value encoded, with the channel
+//! handles it carries, and handed to its connection as one message.
+
+use std::sync::Arc;
+
+use bytes::BytesMut;
+
+use super::embed;
+use crate::conn::{Conn, OutgoingHandle, SendOutcome};
+use crate::error::Error;
+use crate::proto::ChanId;
+use crate::{Message, codec};
+
+thread_local! {
+    /// Where messages are encoded before they enter a connection.
+    static SCRATCH: std::cell::RefCell<BytesMut> = std::cell::RefCell::new(BytesMut::new());
+}
+
+/// A scratch buffer larger than this is not kept for the next message.
+const SCRATCH_KEEP: usize = 256 << 10;
+
+/// Encodes `value` as one message on `chan` of `conn`, if it has credit.
+///
+/// The value is encoded outside the connection's lock, into a buffer
+/// kept per thread, so a large message holds up neither the reader nor
+/// other senders; a message larger than a chunk then moves into the
+/// connection without a copy.
+pub(crate) fn send_value<T: Message>(conn: &Arc<Conn>, chan: ChanId, value: &T) -> SendOutcome {
+    // A sender without credit must not pay for encoding.
+    if let Some(out) = Conn::blocked(&conn.lock(), chan) {
+        return out;
+    }
+    let mut buf = SCRATCH.with(|s| std::mem::take(&mut *s.borrow_mut()));
+    buf.clear();
+    let scope = embed::EncodeScope::enter();
+    let r = codec::encode(conn.codec, value, &mut buf);
+    let handles = scope.finish();
+    let out = match r {
+        Ok(()) => {
+            let handles = handles
+                .into_iter()
+                .map(|h| Box::new(h) as Box<dyn OutgoingHandle>)
+                .collect();
+            conn.send_encoded::<T>(chan, &mut buf, handles)
+        }
+        Err(e) => {
+            drop(handles);
+            let e = Error::Codec(format!("cannot encode a {}: {e}", codec::type_name::<T>()));
+            conn.log_error(e.clone());
+            SendOutcome::Invalid(e)
+        }
+    };
+    if buf.capacity() <= SCRATCH_KEEP {
+        SCRATCH.with(|s| *s.borrow_mut() = buf);
+    }
+    out
+}

@@ -1,0 +1,115 @@
+//! Where a channel id leads on this side: the endpoint table's entries,
+//! and the narrow traits through which endpoints plug into a connection.
+//!
+//! A receiving endpoint is an [`Inbound`] (a channel's queue) fed through
+//! a [`Link`] (one remote channel of this connection and its credit); a
+//! sending endpoint is an [`Outbound`] (a channel's route) that credit
+//! wakes. This module knows neither queues nor routes.
+
+use std::sync::{Arc, Mutex, Weak};
+
+use bytes::Bytes;
+
+use super::{Conn, ConnRef, HandleGuard};
+use crate::error::Error;
+use crate::proto::ChanId;
+use crate::util::lock;
+
+/// Where a channel id leads on this side.
+pub(crate) enum Endpoint {
+    /// We receive: messages go to this queue through this link.
+    In(Arc<dyn Inbound>, Arc<Link>),
+    /// We send: credit wakes this route.
+    Out(Weak<dyn Outbound>),
+    /// A handle that arrived in a message not yet decoded.
+    Adopted,
+}
+
+impl Endpoint {
+    /// The entry of a sending endpoint; the table does not keep it alive.
+    pub(crate) fn outbound<O: Outbound>(route: &Arc<O>) -> Endpoint {
+        let weak: Weak<O> = Arc::downgrade(route);
+        Endpoint::Out(weak)
+    }
+}
+
+/// What a connection needs from a receiving endpoint (a queue), without
+/// knowing `T`.
+pub(crate) trait Inbound: Send + Sync + 'static {
+    /// A message arrived on `link`. Returns it back if the queue no longer
+    /// takes messages (the caller drops it after releasing its locks).
+    fn deliver(
+        &self,
+        link: &Arc<Link>,
+        data: Bytes,
+        handles: Option<HandleGuard>,
+    ) -> Option<Option<HandleGuard>>;
+    /// `link` ended: cleanly (the peer closed it) or with an error.
+    fn link_ended(&self, link: &Arc<Link>, error: Option<Error>);
+    /// Adds a remote source. False if the queue is closed.
+    fn add_link(&self, link: Arc<Link>) -> bool;
+    /// The receive buffer size.
+    fn capacity(&self) -> usize;
+    /// Ends the queue from its name (`hangup`): sources are closed, the
+    /// receiver gets the buffer then `Ok(None)`.
+    fn hangup(&self);
+    /// Ends the queue because the session that exported it failed: the
+    /// receiver gets the buffer, then the error.
+    fn fail(&self, e: Error);
+}
+
+/// What a connection needs from a sending endpoint (a route).
+pub(crate) trait Outbound: Send + Sync + 'static {
+    /// Credit arrived, the channel was accepted or closed, or the
+    /// connection ended: senders waiting on the route look again.
+    fn wake(&self);
+}
+
+/// A remote channel feeding a queue.
+#[derive(Debug)]
+pub(crate) struct Link {
+    pub(crate) conn: ConnRef,
+    pub(crate) chan: ChanId,
+    /// For `import_receiver_n`: grants still allowed (`None`: unlimited).
+    pub(crate) grants_left: Mutex<Option<u64>>,
+    limited: bool,
+}
+
+impl Link {
+    pub(crate) fn new(conn: ConnRef, chan: ChanId, grants_left: Option<u64>) -> Arc<Link> {
+        Arc::new(Link {
+            conn,
+            chan,
+            limited: grants_left.is_some(),
+            grants_left: Mutex::new(grants_left),
+        })
+    }
+
+    pub(crate) fn conn(&self) -> &Arc<Conn> {
+        self.conn.conn()
+    }
+
+    /// One more grant allowed? Consumes it.
+    pub(crate) fn take_grant(&self) -> bool {
+        if !self.limited {
+            return true;
+        }
+        let mut g = lock(&self.grants_left);
+        match g.as_mut() {
+            None => true,
+            Some(0) => false,
+            Some(n) => {
+                *n -= 1;
+                true
+            }
+        }
+    }
+}
+
+impl Link {
+    /// Whether a rendezvous grant is allowed (does not consume it: the
+    /// grant is consumed when the message is taken).
+    pub(crate) fn take_grant_peek(&self) -> bool {
+        !matches!(*lock(&self.grants_left), Some(0))
+    }
+}

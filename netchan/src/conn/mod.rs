@@ -1,0 +1,383 @@
+//! The connection core: [`Conn`], the state one live connection shares
+//! with its driver tasks and with every endpoint bound to it.
+//!
+//! `Conn` owns the protocol core behind one mutex (`inner`), the table of
+//! local endpoints (which receive queue or send route each channel id
+//! belongs to), the names exported on this connection and its error log.
+//! It routes protocol events to endpoints (`dispatch`), sends encoded
+//! messages (`send`), and runs over any byte stream (`driver`).
+//!
+//! It knows nothing of sockets (the driver takes any stream from
+//! `transport`) and nothing of channel, session, exporter or RPC types:
+//! endpoints plug in through the traits of `endpoint`, exports through
+//! the registry of `exports`, handles inside messages through
+//! `send::OutgoingHandle`.
+//!
+//! Lock order: `Conn::inner`, then a queue's or route's lock, then
+//! `Conn::deferred`. Drop implementations never take `inner`: they post
+//! to `deferred`, which the writer task applies.
+
+mod dispatch;
+pub(crate) mod driver;
+mod endpoint;
+mod errors;
+mod exports;
+mod send;
+
+pub(crate) use endpoint::{Endpoint, Inbound, Link, Outbound};
+pub(crate) use errors::ErrorLog;
+pub(crate) use exports::{Export, Exports, SenderExport};
+pub(crate) use send::{LARGE_MESSAGE, OutgoingHandle, SENT_LARGE, SendOutcome};
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use tokio::sync::{Notify, oneshot};
+
+use crate::config::Config;
+use crate::error::Error;
+use crate::proto::{ChanId, CloseCode, CodecId, Connection, HandleDesc, HandleKind, Side};
+use crate::util::lock;
+
+static NEXT_CONN_ID: AtomicU64 = AtomicU64::new(1);
+
+/// The connection's life, as the runtime sees it.
+#[derive(Debug, Clone)]
+pub(crate) enum Status {
+    Handshaking,
+    Ready,
+    /// Ended: `Error::Closed` after a clean goodbye, anything else after a
+    /// failure.
+    Ended(Error),
+}
+
+pub(crate) struct Inner {
+    pub(crate) proto: Connection,
+    pub(crate) eps: rustc_hash::FxHashMap<ChanId, Endpoint>,
+    opens: HashMap<ChanId, oneshot::Sender<Result<u32, Error>>>,
+    /// Channels this side imported, by name, for `hangup`.
+    imports: HashMap<String, Vec<ChanId>>,
+    pub(crate) status: Status,
+    /// Sends whose delivery was unconfirmed when the connection failed.
+    pub(crate) lost_unconfirmed: u64,
+}
+
+impl Inner {
+    /// Whether endpoints may still be registered (the connection has not
+    /// ended).
+    pub(crate) fn is_live(&self) -> bool {
+        !matches!(self.status, Status::Ended(_))
+    }
+
+    /// The failure that ended the connection; `None` while it lives or
+    /// after a clean end.
+    pub(crate) fn end_error(&self) -> Option<Error> {
+        match &self.status {
+            Status::Ended(Error::Closed) | Status::Ready | Status::Handshaking => None,
+            Status::Ended(e) => Some(e.clone()),
+        }
+    }
+}
+
+/// Work posted by code that must not take `inner` (drop handlers).
+#[derive(Default)]
+struct Deferred {
+    closes: Vec<(ChanId, CloseCode, String)>,
+    goodbye: bool,
+}
+/// One connection's shared state.
+pub(crate) struct Conn {
+    pub(crate) inner: Mutex<Inner>,
+    deferred: Mutex<Deferred>,
+    pub(crate) write_notify: Notify,
+    /// Set when the writer has been woken and not yet looked: saves a
+    /// wake-up per message when many are sent in a burst.
+    writer_kicked: AtomicBool,
+    /// Woken on status changes and delivery confirmations.
+    pub(crate) changed: Notify,
+    pub(crate) draining: AtomicUsize,
+    pub(crate) codec: CodecId,
+    pub(crate) rt: tokio::runtime::Handle,
+    users: AtomicUsize,
+    closing: AtomicBool,
+    /// Cancelled when this side asks for a clean close: a read pending
+    /// since before then starts over under the close timeout.
+    pub(crate) close_asked: tokio_util::sync::CancellationToken,
+    pub(crate) errors: Arc<ErrorLog>,
+    /// The exporter's error log, for sessions it accepted.
+    pub(crate) parent_errors: Option<Arc<ErrorLog>>,
+    pub(crate) exports: Arc<Exports>,
+    pub(crate) shared_exports: Option<Arc<Exports>>,
+    pub(crate) config: Config,
+    pub(crate) id: u64,
+    pub(crate) side: Side,
+    /// Services this session serves (used by the RPC layer).
+    pub(crate) driver_done: Notify,
+    pub(crate) driver_ended: AtomicBool,
+    /// Cancelled when the connection failed: the driver stops waiting on
+    /// the stream.
+    pub(crate) dead: tokio_util::sync::CancellationToken,
+    /// The peer's certificate, on a TLS session.
+    #[cfg(feature = "tls")]
+    pub(crate) peer: std::sync::OnceLock<crate::tls::PeerIdentity>,
+}
+
+impl fmt::Debug for Conn {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Conn")
+            .field("id", &self.id)
+            .field("side", &self.side)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A counted reference to a connection: while any exists, the connection
+/// stays up; when the last goes, it closes cleanly.
+pub(crate) struct ConnRef(Arc<Conn>);
+
+impl ConnRef {
+    pub(crate) fn new(conn: &Arc<Conn>) -> ConnRef {
+        conn.users.fetch_add(1, Ordering::AcqRel);
+        ConnRef(conn.clone())
+    }
+
+    pub(crate) fn conn(&self) -> &Arc<Conn> {
+        &self.0
+    }
+
+    pub(crate) fn same(&self, other: &ConnRef) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl Clone for ConnRef {
+    fn clone(&self) -> ConnRef {
+        ConnRef::new(&self.0)
+    }
+}
+
+impl Drop for ConnRef {
+    fn drop(&mut self) {
+        if self.0.users.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.request_close();
+        }
+    }
+}
+
+impl fmt::Debug for ConnRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ConnRef({})", self.0.id)
+    }
+}
+
+/// Handles of a received message not yet decoded. Whatever decoding does
+/// not claim is closed when this drops.
+pub(crate) struct HandleGuard {
+    pub(crate) conn: Arc<Conn>,
+    handles: Vec<Option<HandleDesc>>,
+}
+
+impl HandleGuard {
+    /// Takes entry `idx` of the handle table, which must be a `want`
+    /// (decoding a handle claims it; what nobody claims closes on drop).
+    pub(crate) fn claim(&mut self, idx: u32, want: HandleKind) -> Result<HandleDesc, String> {
+        let slot = self
+            .handles
+            .get_mut(idx as usize)
+            .ok_or_else(|| format!("handle index {idx} outside the table"))?;
+        let desc = slot
+            .take()
+            .ok_or_else(|| format!("handle {idx} used twice"))?;
+        if desc.kind != want {
+            *slot = Some(desc);
+            return Err(format!(
+                "handle {idx} is a {:?} where a {want:?} was expected",
+                desc.kind
+            ));
+        }
+        Ok(desc)
+    }
+}
+
+impl Drop for HandleGuard {
+    fn drop(&mut self) {
+        for h in self.handles.iter().flatten() {
+            let code = match h.kind {
+                HandleKind::Sender => CloseCode::Done,
+                HandleKind::Receiver => CloseCode::ReceiverGone,
+            };
+            self.conn.defer_close(h.chan, code, "handle dropped unused");
+        }
+    }
+}
+
+impl Conn {
+    pub(crate) fn new(
+        side: Side,
+        config: Config,
+        shared_exports: Option<Arc<Exports>>,
+        parent_errors: Option<Arc<ErrorLog>>,
+    ) -> Arc<Conn> {
+        let proto = Connection::new(side, config.limits.clone(), config.codec, Instant::now());
+        Arc::new(Conn {
+            inner: Mutex::new(Inner {
+                proto,
+                eps: rustc_hash::FxHashMap::default(),
+                opens: HashMap::new(),
+                imports: HashMap::new(),
+                status: Status::Handshaking,
+                lost_unconfirmed: 0,
+            }),
+            deferred: Mutex::new(Deferred::default()),
+            write_notify: Notify::new(),
+            writer_kicked: AtomicBool::new(false),
+            changed: Notify::new(),
+            draining: AtomicUsize::new(0),
+            codec: config.codec,
+            rt: tokio::runtime::Handle::current(),
+            users: AtomicUsize::new(0),
+            closing: AtomicBool::new(false),
+            close_asked: tokio_util::sync::CancellationToken::new(),
+            errors: ErrorLog::new(),
+            parent_errors,
+            exports: Exports::new(),
+            shared_exports,
+            config,
+            id: NEXT_CONN_ID.fetch_add(1, Ordering::Relaxed),
+            side,
+            driver_done: Notify::new(),
+            driver_ended: AtomicBool::new(false),
+            dead: tokio_util::sync::CancellationToken::new(),
+            #[cfg(feature = "tls")]
+            peer: std::sync::OnceLock::new(),
+        })
+    }
+
+    pub(crate) fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        lock(&self.inner)
+    }
+
+    pub(crate) fn log_error(&self, e: Error) {
+        tracing::debug!(conn = self.id, error = %e, "netchan session error");
+        self.errors.push(e.clone());
+        if let Some(p) = &self.parent_errors {
+            p.push(e);
+        }
+    }
+
+    /// Wakes the writer (once per burst).
+    pub(crate) fn kick(&self) {
+        if !self.writer_kicked.swap(true, Ordering::AcqRel) {
+            self.write_notify.notify_one();
+        }
+    }
+
+    /// Called by the writer before it takes the transmit buffer.
+    pub(crate) fn writer_awake(&self) {
+        self.writer_kicked.store(false, Ordering::Release);
+    }
+
+    /// Asks the writer to close `chan` (from a drop handler).
+    pub(crate) fn defer_close(&self, chan: ChanId, code: CloseCode, reason: &str) {
+        lock(&self.deferred)
+            .closes
+            .push((chan, code, reason.to_owned()));
+        self.kick();
+    }
+
+    /// Waits until both driver tasks ended.
+    pub(crate) async fn wait_driver_done(&self) {
+        loop {
+            let notified = self.driver_done.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.driver_ended.load(Ordering::Acquire) {
+                return;
+            }
+            notified.await;
+        }
+    }
+
+    /// Whether this side started a clean close.
+    pub(crate) fn closing(&self) -> bool {
+        self.closing.load(Ordering::Acquire)
+    }
+
+    /// Starts a clean close without waiting (the last handle went away).
+    pub(crate) fn request_close(&self) {
+        if !self.closing.swap(true, Ordering::AcqRel) {
+            lock(&self.deferred).goodbye = true;
+            self.close_asked.cancel();
+            self.kick();
+        }
+    }
+
+    /// Applies deferred work; called by the writer with `inner` held.
+    pub(crate) fn apply_deferred(&self, inner: &mut Inner) {
+        let d = std::mem::take(&mut *lock(&self.deferred));
+        for (chan, code, reason) in d.closes {
+            inner.proto.close(chan, code, &reason);
+            if let Some(Endpoint::In(q, link)) = inner.eps.remove(&chan) {
+                // Closed from this side (hangup, count reached): the
+                // receiver ends cleanly after what it already has.
+                q.link_ended(&link, None);
+            }
+        }
+        if d.goodbye {
+            inner.proto.goodbye("");
+        }
+    }
+
+    /// The program took a message from `chan` (`taken`) and `grant` slots
+    /// are free: both go to the peer at the writer's next transmit.
+    pub(crate) fn credit_update(&self, chan: ChanId, grant: u32, taken: u32) {
+        let mut inner = self.lock();
+        inner.proto.credit_update(chan, grant, taken);
+        drop(inner);
+        self.kick();
+    }
+
+    pub(crate) fn rendezvous_grant(&self, chan: ChanId) {
+        let sent = self.lock().proto.rendezvous_grant(chan);
+        if sent {
+            self.kick();
+        }
+    }
+
+    /// Waits until the handshake finished; the error if it failed.
+    pub(crate) async fn ready(&self) -> Result<(), Error> {
+        loop {
+            let notified = self.changed.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            match &self.lock().status {
+                Status::Ready => return Ok(()),
+                Status::Ended(e) => return Err(e.clone()),
+                Status::Handshaking => {}
+            }
+            notified.await;
+        }
+    }
+
+    /// Whether `chan` may send now (`Some(true)`), must wait for credit
+    /// (`Some(false)`), or is closed (`None`).
+    pub(crate) fn has_credit(&self, chan: ChanId) -> Option<bool> {
+        match self.lock().proto.can_send(chan) {
+            Ok(()) => Some(true),
+            Err(crate::proto::conn::SendBlock::NoCredit) => Some(false),
+            Err(_) => None,
+        }
+    }
+
+    /// Messages sent on `chan` and not yet confirmed received.
+    pub(crate) fn unconfirmed_on(&self, chan: ChanId) -> Option<u64> {
+        let inner = self.lock();
+        if !inner.proto.has_channel(chan) || inner.proto.is_ended() {
+            return None;
+        }
+        Some(inner.proto.unconfirmed_on(chan))
+    }
+}

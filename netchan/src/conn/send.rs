@@ -1,0 +1,135 @@
+//! The send path: one encoded message, with the channel handles it
+//! carries, into the protocol core under the connection's lock.
+
+use std::sync::Arc;
+
+use bytes::BytesMut;
+
+use super::{Conn, Inner};
+use crate::codec;
+use crate::error::Error;
+use crate::proto::conn::FinishError;
+use crate::proto::{ChanId, HandleDesc};
+
+/// Result of one attempt to send on one channel.
+pub(crate) enum SendOutcome {
+    /// Sent; `true` when the channel is a rendezvous (capacity 0), so the
+    /// send completes only once the peer confirms it was taken.
+    Sent(bool),
+    NoCredit,
+    Closed,
+    Invalid(Error),
+}
+
+/// A message at least this large took long enough to encode or decode that
+/// the task doing it yields to the runtime's other tasks soon after.
+pub(crate) const LARGE_MESSAGE: usize = 256 << 10;
+
+thread_local! {
+    /// Set by a send of at least [`LARGE_MESSAGE`] bytes on this thread.
+    pub(crate) static SENT_LARGE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// A channel handle inside an outgoing message, attached to the
+/// connection once the message is known to fit.
+pub(crate) trait OutgoingHandle: Send {
+    /// Allocates the handle's channel and registers its local end. `None`
+    /// if the connection refused (it is ending).
+    fn attach(self: Box<Self>, inner: &mut Inner, conn: &Arc<Conn>) -> Option<HandleDesc>;
+}
+
+impl Conn {
+    /// Sends `body`, encoded with `codec` and carrying no channel handles,
+    /// on `chan`; `None` if this connection uses another codec (the caller
+    /// then encodes the value for it). `body` is left as it was unless the
+    /// message was sent.
+    pub(crate) fn send_body<T>(
+        self: &Arc<Self>,
+        chan: ChanId,
+        codec: crate::proto::CodecId,
+        body: &mut BytesMut,
+    ) -> Option<SendOutcome> {
+        (codec == self.codec).then(|| self.send_encoded::<T>(chan, body, Vec::new()))
+    }
+
+    /// Why `chan` cannot take a message now, if it cannot.
+    pub(crate) fn blocked(inner: &Inner, chan: ChanId) -> Option<SendOutcome> {
+        match inner.proto.can_send(chan) {
+            Ok(()) => None,
+            Err(crate::proto::conn::SendBlock::NoCredit) => Some(SendOutcome::NoCredit),
+            Err(_) => Some(SendOutcome::Closed),
+        }
+    }
+
+    /// Sends the encoded `body` with `handles` on `chan`.
+    pub(crate) fn send_encoded<T>(
+        self: &Arc<Self>,
+        chan: ChanId,
+        body: &mut BytesMut,
+        handles: Vec<Box<dyn OutgoingHandle>>,
+    ) -> SendOutcome {
+        let mut inner = self.lock();
+        // Credit may have gone to another sender meanwhile.
+        if let Some(out) = Self::blocked(&inner, chan) {
+            return out;
+        }
+        let n = handles.len();
+        // The protocol's own check, before any handle's channel exists.
+        let refuse = match inner.proto.check_message(body.len(), n) {
+            Err(FinishError::TooLarge { size, limit }) => {
+                Some(Error::MessageTooLarge { size, limit })
+            }
+            Err(FinishError::TooManyHandles { count, limit }) => Some(Error::Codec(format!(
+                "{count} channel handles in one message exceed the limit of {limit}"
+            ))),
+            Ok(_)
+                if n > 0
+                    && inner.proto.channel_count() + n
+                        > inner.proto.limits().max_channels.min(
+                            inner
+                                .proto
+                                .peer()
+                                .map_or(usize::MAX, |p| p.max_channels as usize),
+                        ) =>
+            {
+                Some(Error::TooManyChannels(inner.proto.limits().max_channels))
+            }
+            Ok(_) => None,
+        };
+        if let Some(e) = refuse {
+            drop(inner);
+            drop(handles);
+            self.log_error(e.clone());
+            return SendOutcome::Invalid(e);
+        }
+        let mut descs = Vec::with_capacity(n);
+        for h in handles {
+            match h.attach(&mut inner, self) {
+                Some(d) => descs.push(d),
+                None => {
+                    for d in &descs {
+                        inner.proto.forget(d.chan);
+                        inner.eps.remove(&d.chan);
+                    }
+                    return SendOutcome::Closed;
+                }
+            }
+        }
+        let large = body.len() >= LARGE_MESSAGE;
+        match inner.proto.send_message(chan, body, &descs) {
+            Ok(()) => {
+                if large {
+                    SENT_LARGE.with(|l| l.set(true));
+                }
+                let rendezvous = inner.proto.capacity_of(chan) == 0;
+                drop(inner);
+                self.kick();
+                SendOutcome::Sent(rendezvous)
+            }
+            Err(e) => SendOutcome::Invalid(Error::Codec(format!(
+                "cannot send a {}: {e:?}",
+                codec::type_name::<T>()
+            ))),
+        }
+    }
+}
