@@ -85,17 +85,20 @@
 //! ## Layers
 //!
 //! ```text
-//!  rpc                           Service, clients, dispatchers; serve / serve_each
-//!  session, exporter             Session, Exporter: import & export by name, type and
-//!                                direction checks; cluster: listen / dial
-//!  channel, pipe                 Sender / Receiver / Pipe: typed channels; handles
-//!                                inside messages (embed), typed encode (send)
-//!  conn, transport               conn: one live connection (state behind one lock,
-//!                                endpoint traits, dispatch, send path, driver = reader
-//!                                + writer tasks, error log); transport: TCP / TLS
-//!                                dial and accept, any AsyncRead + AsyncWrite
-//!  codec, error, util            message encoding, bounded decoding, type names
-//!  proto (sans-IO)               frames, handshake, credit, chunking, keepalive
+//!  layer            files (netchan/src/)               holds
+//!  rpc              rpc/{mod,client,server,serve,wire}  Service, clients, dispatchers, serve / serve_each
+//!  session,         session.rs, exporter.rs,            Session, Exporter: import & export by name,
+//!  exporter         cluster.rs                          type and direction checks; listen / dial
+//!  channel, pipe    channel/{mod,queue,route,embed,     Sender / Receiver / Pipe; buffers, routes,
+//!                   send}, pipe.rs                      handles inside messages, typed encode
+//!  conn,            conn/{mod,dispatch,endpoint,        one live connection: state behind one lock,
+//!  transport        exports,send,driver,errors};        endpoint traits, dispatch, send path, reader
+//!                   transport/{mod,tcp,tls}             and writer tasks, error log; TCP/TLS dial+accept
+//!  codec, config,   codec/{mod,hint}, config.rs,        message encoding, bounded decoding, type
+//!  error, util      error.rs, util.rs                   names; limits; errors
+//!  proto (sans-IO)  proto/{frame,hello,conn,chan,       frames, handshake, the channel table and its
+//!                   flow,chunk,handles}                 state machines, credit and confirmation,
+//!                                                       chunking, handle tables, keepalive
 //! ```
 //!
 //! Each layer imports only from the layers below it (`conn` never names a
@@ -139,3 +142,40 @@ pub use transport::tls;
 pub trait Message: serde::Serialize + serde::de::DeserializeOwned + Send + 'static {}
 
 impl<T: serde::Serialize + serde::de::DeserializeOwned + Send + 'static> Message for T {}
+
+#[cfg(test)]
+mod layout_tests {
+    /// The layer diagram in this file's docs names every source file, so
+    /// it cannot drift from the tree unnoticed.
+    #[test]
+    fn the_layer_diagram_names_every_source_file() {
+        let lib = include_str!("lib.rs");
+        let start = lib.find("## Layers").expect("a Layers section");
+        let diagram = &lib[start..start + lib[start..].find("```\n//!\n").expect("its end")];
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+        let mut missing = Vec::new();
+        let mut dirs = vec![root.clone()];
+        while let Some(dir) = dirs.pop() {
+            for entry in std::fs::read_dir(&dir).expect("read src") {
+                let path = entry.expect("entry").path();
+                if path.is_dir() {
+                    dirs.push(path);
+                    continue;
+                }
+                let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or("");
+                if ["lib", "__private", "tests", "model_tests"].contains(&stem) {
+                    continue;
+                }
+                if !diagram.contains(stem) {
+                    missing.push(
+                        path.strip_prefix(&root)
+                            .expect("under src")
+                            .display()
+                            .to_string(),
+                    );
+                }
+            }
+        }
+        assert!(missing.is_empty(), "not in the layer diagram: {missing:?}");
+    }
+}
