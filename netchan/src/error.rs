@@ -233,3 +233,41 @@ pub enum RpcError {
     #[error("codec error: {0}")]
     Codec(String),
 }
+
+/// A `try_recv` that found no value: the channel is empty for now, closed
+/// cleanly (every sender gone and every value taken), or lost with its
+/// connection. As tokio's `TryRecvError`, with the loss told apart.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum TryRecvError {
+    /// No value is ready; the channel is open.
+    #[error("channel empty")]
+    Empty,
+    /// The channel was closed cleanly and every value was taken.
+    #[error("channel closed")]
+    Closed,
+    /// The connection carrying the channel failed (reported once; then
+    /// `Closed`).
+    #[error("channel lost: {0}")]
+    Lost(Error),
+    /// One message could not be decoded as the receiver's type; the
+    /// channel goes on with the next.
+    #[error("message could not be decoded: {0}")]
+    Decode(String),
+}
+
+impl PartialEq for TryRecvError {
+    /// Variants compare equal when they are the same kind with the same
+    /// text, so tests can `assert_eq!(rx.try_recv(), Err(TryRecvError::Empty))`.
+    fn eq(&self, other: &TryRecvError) -> bool {
+        match (self, other) {
+            (TryRecvError::Empty, TryRecvError::Empty)
+            | (TryRecvError::Closed, TryRecvError::Closed) => true,
+            (TryRecvError::Lost(a), TryRecvError::Lost(b)) => a.to_string() == b.to_string(),
+            (TryRecvError::Decode(a), TryRecvError::Decode(b)) => a == b,
+            _ => false,
+        }
+    }
+}
+
+impl Eq for TryRecvError {}

@@ -128,7 +128,7 @@ mod util;
 pub use channel::{Receiver, Sender, channel};
 pub use cluster::{dial, dial_with, listen, listen_with};
 pub use config::Config;
-pub use error::{Error, Origin, RecvError, RpcError, SendError, TrySendError};
+pub use error::{Error, Origin, RecvError, RpcError, SendError, TryRecvError, TrySendError};
 pub use exporter::Exporter;
 pub use netchan_macros::service;
 pub use pipe::{Pipe, pipe};

@@ -9,6 +9,8 @@
 #[path = "integration/support.rs"]
 mod support;
 
+#[path = "integration/batching.rs"]
+mod batching;
 #[path = "integration/channel_semantics.rs"]
 mod channel_semantics;
 #[path = "integration/cluster.rs"]

@@ -18,10 +18,11 @@ pub(crate) mod route;
 mod send;
 
 use std::fmt;
+use std::future::Future;
 use std::future::poll_fn;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
 use queue::{Item, Push, Queue};
@@ -29,7 +30,7 @@ use route::{Attempt, Route};
 
 use crate::Message;
 use crate::conn::{Conn, ConnRef, LARGE_MESSAGE, SENT_LARGE};
-use crate::error::{RecvError, SendError, TrySendError};
+use crate::error::{RecvError, SendError, TryRecvError, TrySendError};
 
 /// What keeps a session or exporter up while a handle it produced lives
 /// (its owner's reference, held and never looked at: channels name no
@@ -61,13 +62,27 @@ impl<T> Drop for SenderShared<T> {
 /// whose values arrive at this side's receiver.
 pub struct Sender<T> {
     shared: Arc<SenderShared<T>>,
+    /// The send the `Sink` started and has not finished (this clone's
+    /// own; behind a mutex only so that `Sender` stays `Sync`, always
+    /// reached through `&mut`).
+    sink: Mutex<Option<PendingSend<T>>>,
+}
+
+/// A send started by `Sink::start_send` that had to wait.
+type PendingSend<T> = Pin<Box<dyn Future<Output = Result<(), SendError<T>>> + Send>>;
+
+impl<T> Sender<T> {
+    fn with_shared(shared: Arc<SenderShared<T>>) -> Sender<T> {
+        Sender {
+            shared,
+            sink: Mutex::new(None),
+        }
+    }
 }
 
 impl<T> Clone for Sender<T> {
     fn clone(&self) -> Sender<T> {
-        Sender {
-            shared: self.shared.clone(),
-        }
+        Sender::with_shared(self.shared.clone())
     }
 }
 
@@ -134,24 +149,20 @@ impl<T> Drop for Receiver<T> {
 pub fn channel<T: Message>(capacity: usize) -> (Sender<T>, Receiver<T>) {
     let q = Queue::new(capacity, 1, 0);
     (
-        Sender {
-            shared: Arc::new(SenderShared {
-                target: Target::Local(q.clone()),
-                _keep: None,
-            }),
-        },
+        Sender::with_shared(Arc::new(SenderShared {
+            target: Target::Local(q.clone()),
+            _keep: None,
+        })),
         Receiver::from_queue(q, None, None),
     )
 }
 
 impl<T: Message> Sender<T> {
     pub(crate) fn from_route(route: Arc<Route>, keep: Option<Keep>) -> Sender<T> {
-        Sender {
-            shared: Arc::new(SenderShared {
-                target: Target::Remote(route),
-                _keep: keep,
-            }),
-        }
+        Sender::with_shared(Arc::new(SenderShared {
+            target: Target::Remote(route),
+            _keep: keep,
+        }))
     }
 
     /// Sends `value`, waiting while the receiving end's buffer is full.
@@ -447,7 +458,7 @@ impl<T: Message> Receiver<T> {
         // Like tokio's own channels: a task that keeps finding values
         // ready yields to the others now and then.
         let coop = std::task::ready!(tokio::task::coop::poll_proceed(cx));
-        let item = match self.queue.poll_take(cx) {
+        let item = match self.queue.poll_take(Some(cx)) {
             Poll::Pending => return Poll::Pending,
             Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
             Poll::Ready(Ok(None)) => return Poll::Ready(Ok(None)),
@@ -477,6 +488,112 @@ impl<T: Message> Receiver<T> {
                 self.poll_recv(cx)
             }
         }
+    }
+
+    /// Takes a value if one is ready now, without waiting, as tokio's
+    /// `try_recv`: `Err(TryRecvError::Empty)` while the channel is open and
+    /// empty, `Err(TryRecvError::Closed)` once it was closed cleanly and
+    /// every value was taken (`recv` then gives `Ok(None)`),
+    /// `Err(TryRecvError::Lost(_))` once if its connection failed. A value
+    /// is always `Ok(Some(value))`.
+    ///
+    /// On a rendezvous channel (capacity 0) a remote sender can only send
+    /// while a `recv` waits, so `try_recv` finds a value only if one
+    /// already arrived.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// use netchan::TryRecvError;
+    /// let (tx, mut rx) = netchan::channel::<u32>(4);
+    /// assert_eq!(rx.try_recv(), Err(TryRecvError::Empty));
+    /// tx.send(7).await.unwrap();
+    /// assert_eq!(rx.try_recv(), Ok(Some(7)));
+    /// drop(tx);
+    /// assert_eq!(rx.try_recv(), Err(TryRecvError::Closed));
+    /// # }
+    /// ```
+    pub fn try_recv(&mut self) -> Result<Option<T>, TryRecvError> {
+        if let Some((task, conn)) = self.decoding.as_mut() {
+            if !task.is_finished() {
+                return Err(TryRecvError::Empty);
+            }
+            let waker = futures::task::noop_waker();
+            let mut cx = Context::from_waker(&waker);
+            let Poll::Ready(r) = std::pin::Pin::new(task).poll(&mut cx) else {
+                return Err(TryRecvError::Empty);
+            };
+            let conn = conn.clone();
+            self.decoding = None;
+            let r = r.unwrap_or_else(|e| Err(format!("the decoder failed: {e}")));
+            return try_result(self.decoded(&conn, r));
+        }
+        if self.remaining == Some(0) {
+            return Err(TryRecvError::Closed);
+        }
+        let item = match self.queue.poll_take(None) {
+            Poll::Pending => return Err(TryRecvError::Empty),
+            Poll::Ready(r) => r.map_err(try_error)?,
+        };
+        let Some(item) = item else {
+            return Err(TryRecvError::Closed);
+        };
+        match item {
+            Item::Local(v, _) => try_result(self.decoded_ok(v)),
+            Item::Remote {
+                data,
+                handles,
+                link,
+            } => {
+                self.queue.taken_from(&link);
+                let conn = link.conn().clone();
+                let r = embed::decode::<T>(&conn, &data, handles);
+                try_result(self.decoded(&conn, r))
+            }
+        }
+    }
+
+    /// Waits for at least one value, then takes up to `limit` values that
+    /// are ready into `buf` (appended), as tokio's `recv_many`; returns how
+    /// many. `Ok(0)` means the channel was closed cleanly (or `limit` is
+    /// 0). Values that arrive together are taken together, so a consumer
+    /// pays for one wake-up per batch.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let (tx, mut rx) = netchan::channel::<u32>(8);
+    /// for i in 0..5 {
+    ///     tx.send(i).await.unwrap();
+    /// }
+    /// let mut buf = Vec::new();
+    /// assert_eq!(rx.recv_many(&mut buf, 3).await.unwrap(), 3);
+    /// assert_eq!(rx.recv_many(&mut buf, 10).await.unwrap(), 2);
+    /// assert_eq!(buf, [0, 1, 2, 3, 4]);
+    /// drop(tx);
+    /// assert_eq!(rx.recv_many(&mut buf, 10).await.unwrap(), 0);
+    /// # }
+    /// ```
+    pub async fn recv_many(&mut self, buf: &mut Vec<T>, limit: usize) -> Result<usize, RecvError> {
+        if limit == 0 {
+            return Ok(0);
+        }
+        let Some(first) = self.recv().await? else {
+            return Ok(0);
+        };
+        buf.push(first);
+        let mut n = 1;
+        while n < limit {
+            match self.try_recv() {
+                Ok(Some(v)) => {
+                    buf.push(v);
+                    n += 1;
+                }
+                // The rest (an error, the end) is for the next call.
+                _ => break,
+            }
+        }
+        Ok(n)
     }
 
     /// The outcome of decoding one message.
@@ -521,6 +638,70 @@ impl<T: Message> Receiver<T> {
     }
 }
 
+impl<T: Message> Sender<T> {
+    /// Drives the `Sink`'s waiting send, if any, to its end.
+    fn poll_sink(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), SendError<T>>> {
+        let slot = self.sink.get_mut().unwrap_or_else(|p| p.into_inner());
+        let Some(send) = slot.as_mut() else {
+            return Poll::Ready(Ok(()));
+        };
+        let r = std::task::ready!(send.as_mut().poll(cx));
+        *slot = None;
+        Poll::Ready(r)
+    }
+}
+
+/// A `Sender` is a [`futures::Sink`], for `feed`, `send_all` and
+/// `forward`: values with credit go straight into the connection's write
+/// buffer, so a batch of them leaves in one write. A value that finds the
+/// buffer full waits in the sink (one at most) until it has a slot;
+/// `poll_ready` and `poll_flush` wait for it. `poll_close` only flushes: the
+/// channel closes when its last `Sender` is dropped.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// use futures::{SinkExt, StreamExt};
+/// let (mut tx, rx) = netchan::channel::<u32>(64);
+/// let mut values = futures::stream::iter((0..10).map(Ok));
+/// tx.send_all(&mut values).await.unwrap();
+/// drop(tx);
+/// let got: Vec<u32> = rx.map(|r| r.unwrap()).collect().await;
+/// assert_eq!(got, (0..10).collect::<Vec<_>>());
+/// # }
+/// ```
+impl<T: Message> futures::Sink<T> for Sender<T> {
+    type Error = SendError<T>;
+
+    fn poll_ready(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), SendError<T>>> {
+        self.get_mut().poll_sink(cx)
+    }
+
+    fn start_send(self: Pin<&mut Self>, value: T) -> Result<(), SendError<T>> {
+        let this = self.get_mut();
+        match this.try_send(value) {
+            Ok(()) => Ok(()),
+            Err(TrySendError::Full(value)) => {
+                let tx = this.clone();
+                let slot = this.sink.get_mut().unwrap_or_else(|p| p.into_inner());
+                *slot = Some(Box::pin(async move { tx.send(value).await }));
+                Ok(())
+            }
+            Err(TrySendError::Closed(value)) | Err(TrySendError::Invalid(value, _)) => {
+                Err(SendError(value))
+            }
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), SendError<T>>> {
+        self.get_mut().poll_sink(cx)
+    }
+
+    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), SendError<T>>> {
+        self.get_mut().poll_sink(cx)
+    }
+}
+
 impl<T: Message> futures::Stream for Receiver<T> {
     type Item = Result<T, RecvError>;
 
@@ -531,6 +712,22 @@ impl<T: Message> futures::Stream for Receiver<T> {
             Poll::Ready(Ok(None)) => Poll::Ready(None),
             Poll::Ready(Err(e)) => Poll::Ready(Some(Err(e))),
         }
+    }
+}
+
+/// A `recv` outcome as a `try_recv` one.
+fn try_result<T>(r: Result<Option<T>, RecvError>) -> Result<Option<T>, TryRecvError> {
+    match r {
+        Ok(Some(v)) => Ok(Some(v)),
+        Ok(None) => Err(TryRecvError::Closed),
+        Err(e) => Err(try_error(e)),
+    }
+}
+
+fn try_error(e: RecvError) -> TryRecvError {
+    match e {
+        RecvError::Lost(e) => TryRecvError::Lost(e),
+        RecvError::Decode(s) => TryRecvError::Decode(s),
     }
 }
 

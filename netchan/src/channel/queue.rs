@@ -253,10 +253,12 @@ impl<T> Queue<T> {
     }
 
     /// Takes the next item, or registers `cx` to be woken. `Ready(None)`
-    /// means the queue has ended (and the end was reported).
+    /// means the queue has ended (and the end was reported). Without a
+    /// context (`try_recv`) nothing is registered and no rendezvous credit
+    /// is granted: `Pending` then just means empty.
     pub(crate) fn poll_take(
         &self,
-        cx: &mut Context<'_>,
+        cx: Option<&mut Context<'_>>,
     ) -> Poll<Result<Option<Item<T>>, RecvError>> {
         let mut st = lock(&self.st);
         if let Some(item) = st.items.pop_front() {
@@ -281,6 +283,9 @@ impl<T> Queue<T> {
                 }
             }
             None => {
+                let Some(cx) = cx else {
+                    return Poll::Pending;
+                };
                 st.rx_waker = Some(cx.waker().clone());
                 let rendezvous: Vec<Arc<Link>> = if self.capacity == 0 {
                     st.links.clone()

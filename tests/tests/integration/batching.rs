@@ -1,0 +1,203 @@
+//! What a tokio or futures user reaches for, across the connection:
+//! `try_recv` (as tokio's), `recv_many`, and `Sender` as a `Sink`
+//! (`feed`, `send_all`), in both directions a named channel can take, over
+//! memory and TCP.
+
+use futures::{SinkExt, StreamExt};
+use netchan::{Session, TryRecvError, channel};
+
+use crate::support::*;
+
+/// Sends `values` and waits until every one of them is in the receiving
+/// end's buffer (`drain` confirms arrival).
+async fn send_and_settle(tx: &netchan::Sender<u32>, from: &Session, values: std::ops::Range<u32>) {
+    for v in values {
+        send_ok("send", tx, v).await;
+    }
+    within("drain", from.drain(Some(LIMIT)))
+        .await
+        .expect("the values arrive");
+}
+
+/// The session a way's sender lives on.
+fn sending<'a>(way: Way, a: &'a Session, b: &'a Session) -> &'a Session {
+    match way {
+        Way::ExportedSender => a,
+        Way::ExportedReceiver => b,
+    }
+}
+
+async fn try_recv_is_empty_then_takes_what_arrived_then_reports_the_clean_end(t: Transport) {
+    for way in Way::ALL {
+        let (a, b) = t.connect().await;
+        let (tx, mut rx) = way.channel::<u32>(&a, &b, 8).await;
+        assert_eq!(rx.try_recv(), Err(TryRecvError::Empty), "{way:?}");
+        send_and_settle(&tx, sending(way, &a, &b), 0..5).await;
+        for v in 0..5 {
+            assert_eq!(rx.try_recv(), Ok(Some(v)), "{way:?}");
+        }
+        assert_eq!(rx.try_recv(), Err(TryRecvError::Empty), "{way:?}");
+        // A value taken with try_recv frees its slot like recv: eight more
+        // fit again.
+        send_and_settle(&tx, sending(way, &a, &b), 5..13).await;
+        let mut buf = Vec::new();
+        assert_eq!(rx.recv_many(&mut buf, 100).await.expect("recv_many"), 8);
+        assert_eq!(buf, (5..13).collect::<Vec<_>>());
+        drop(tx);
+        if way == Way::ExportedReceiver {
+            // An exported receiver is an inbox that outlives its importers:
+            // it ends with its session.
+            a.close().await;
+        }
+        let mut ended = false;
+        for _ in 0..200 {
+            match rx.try_recv() {
+                Err(TryRecvError::Empty) => {
+                    tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                }
+                Err(TryRecvError::Closed) => {
+                    ended = true;
+                    break;
+                }
+                other => panic!("{way:?}: expected the clean end, got {other:?}"),
+            }
+        }
+        assert!(ended, "{way:?}: try_recv never saw the end");
+        assert_eq!(within("recv", rx.recv()).await.ok(), Some(None));
+    }
+}
+over_both!(try_recv_is_empty_then_takes_what_arrived_then_reports_the_clean_end);
+
+async fn recv_many_waits_for_one_then_takes_what_is_ready_up_to_the_limit(t: Transport) {
+    for way in Way::ALL {
+        let (a, b) = t.connect().await;
+        let (tx, mut rx) = way.channel::<u32>(&a, &b, 16).await;
+        let mut buf = Vec::new();
+        assert_eq!(rx.recv_many(&mut buf, 0).await.expect("limit 0"), 0);
+        {
+            let mut waiting = Box::pin(rx.recv_many(&mut buf, 4));
+            stays_pending("recv_many on an empty channel", &mut waiting).await;
+            send_ok("send", &tx, 100).await;
+            assert_eq!(within("recv_many", &mut waiting).await.expect("one"), 1);
+        }
+        assert_eq!(buf, [100]);
+        buf.clear();
+        send_and_settle(&tx, sending(way, &a, &b), 0..10).await;
+        assert_eq!(rx.recv_many(&mut buf, 4).await.expect("4"), 4);
+        assert_eq!(rx.recv_many(&mut buf, 4).await.expect("4"), 4);
+        assert_eq!(rx.recv_many(&mut buf, 4).await.expect("2"), 2);
+        assert_eq!(buf, (0..10).collect::<Vec<_>>());
+    }
+}
+over_both!(recv_many_waits_for_one_then_takes_what_is_ready_up_to_the_limit);
+
+async fn send_all_through_a_small_window_keeps_order_and_loses_nothing(t: Transport) {
+    for way in Way::ALL {
+        for cap in [1usize, 4, 64] {
+            let (a, b) = t.connect().await;
+            let (mut tx, mut rx) = way.channel::<u32>(&a, &b, cap).await;
+            let producer = tokio::spawn(async move {
+                let mut values = futures::stream::iter((0..2000u32).map(Ok));
+                tx.send_all(&mut values).await.map_err(|e| e.0)?;
+                tx.feed(2000).await.map_err(|e| e.0)?;
+                tx.flush().await.map_err(|e| e.0)
+            });
+            for want in 0..=2000u32 {
+                assert_eq!(
+                    recv_some("recv", &mut rx).await,
+                    want,
+                    "{way:?} capacity {cap}"
+                );
+            }
+            within("producer", producer)
+                .await
+                .expect("task")
+                .expect("send_all");
+        }
+    }
+}
+over_both!(send_all_through_a_small_window_keeps_order_and_loses_nothing);
+
+async fn a_sink_on_a_closed_channel_gives_the_value_back(t: Transport) {
+    let (a, b) = t.connect().await;
+    let (mut tx, rx) = Way::ExportedReceiver.channel::<u32>(&a, &b, 4).await;
+    // The inbox's receiver goes away: the peer's sends must fail.
+    drop(rx);
+    let mut refused = None;
+    for v in 0..200u32 {
+        if let Err(e) = within("feed", tx.feed(v)).await {
+            refused = Some(e.0);
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    assert!(
+        refused.is_some(),
+        "a closed channel refuses the sink's values"
+    );
+}
+
+over_both!(a_sink_on_a_closed_channel_gives_the_value_back);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn try_recv_on_a_local_rendezvous_channel_does_not_pose_as_a_waiting_receiver() {
+    let (tx, mut rx) = channel::<u32>(0);
+    assert_eq!(rx.try_recv(), Err(TryRecvError::Empty));
+    // Nobody waits in recv, so a non-blocking send finds no taker.
+    assert!(matches!(
+        tx.try_send(1),
+        Err(netchan::TrySendError::Full(1))
+    ));
+    let sender = tokio::spawn(async move { tx.send(2).await.map_err(|e| e.0) });
+    let mut got = None;
+    for _ in 0..200 {
+        match rx.try_recv() {
+            Ok(Some(v)) => {
+                got = Some(v);
+                break;
+            }
+            Err(TryRecvError::Empty) => {
+                tokio::time::sleep(std::time::Duration::from_millis(5)).await
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(
+        got,
+        Some(2),
+        "a waiting sender's value is taken by try_recv"
+    );
+    within("the rendezvous send completes on take", sender)
+        .await
+        .expect("task")
+        .expect("send");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_receiver_is_a_stream_and_a_sender_a_sink_for_forward() {
+    let (a, b) = Session::pair();
+    let (tx, rx) = Way::ExportedSender.channel::<u32>(&a, &b, 8).await;
+    let (out_tx, mut out_rx) = channel::<u32>(8);
+    let pump = tokio::spawn(async move {
+        rx.map(|r| r.map_err(|_| netchan::SendError(0)))
+            .forward(out_tx)
+            .await
+    });
+    let producer = tokio::spawn(async move {
+        for v in 0..50 {
+            tx.send(v).await.map_err(|e| e.0)?;
+        }
+        Ok::<_, u32>(())
+    });
+    for v in 0..50 {
+        assert_eq!(recv_some("forwarded", &mut out_rx).await, v);
+    }
+    within("producer", producer)
+        .await
+        .expect("task")
+        .expect("sends");
+    within("forward ends with the stream", pump)
+        .await
+        .expect("task")
+        .expect("forward");
+}
