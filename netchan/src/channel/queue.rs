@@ -309,13 +309,14 @@ impl<T> Queue<T> {
     /// credit per value taken, as in Go each receive lets one waiting send
     /// in) and, for a rendezvous channel, confirms the take. The
     /// connection sends both at its next transmit.
-    pub(crate) fn taken_from(&self, link: &Link) {
-        let grant = if self.capacity == 0 {
-            0
+    pub(crate) fn taken_from(&self, link: &Arc<Link>) {
+        if self.capacity == 0 {
+            // A rendezvous take is confirmed at once: the receiver's next
+            // wait grants again only once the take is counted.
+            link.conn().credit_update(link.chan, 0, 1);
         } else {
-            u32::from(link.take_grant())
-        };
-        link.conn().credit_update(link.chan, grant, 1);
+            link.took(u32::from(link.take_grant()));
+        }
     }
 
     /// Closes the queue's remote sources (`import_receiver_n` reached its

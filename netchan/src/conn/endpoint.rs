@@ -6,6 +6,7 @@
 //! sending endpoint is an [`Outbound`] (a channel's route) that credit
 //! wakes. This module knows neither queues nor routes.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 
 use bytes::Bytes;
@@ -73,6 +74,9 @@ pub(crate) struct Link {
     /// For `import_receiver_n`: grants still allowed (`None`: unlimited).
     pub(crate) grants_left: Mutex<Option<u64>>,
     limited: bool,
+    /// Takes not yet handed to the connection, packed as
+    /// `grant << 32 | taken` (see [`Link::took`]).
+    batch: AtomicU64,
 }
 
 impl Link {
@@ -82,11 +86,31 @@ impl Link {
             chan,
             limited: grants_left.is_some(),
             grants_left: Mutex::new(grants_left),
+            batch: AtomicU64::new(0),
         })
     }
 
     pub(crate) fn conn(&self) -> &Arc<Conn> {
         self.conn.conn()
+    }
+
+    /// The receiving program took a message from this link and `grant`
+    /// slots are free. The first take since the writer last looked posts
+    /// the link to it; later ones only add to the batch. So a receiver
+    /// takes the connection's lock once per write, not once per message,
+    /// and nothing is held back: the writer applies the batch before its
+    /// next transmit, and the credit leaves in that write.
+    pub(crate) fn took(self: &Arc<Self>, grant: u32) {
+        let add = (u64::from(grant) << 32) | 1;
+        if self.batch.fetch_add(add, Ordering::AcqRel) == 0 {
+            self.conn().post_credit(self.clone());
+        }
+    }
+
+    /// Takes the batch: `(grant, taken)`.
+    pub(crate) fn take_batch(&self) -> (u32, u32) {
+        let b = self.batch.swap(0, Ordering::AcqRel);
+        ((b >> 32) as u32, b as u32)
     }
 
     /// One more grant allowed? Consumes it.

@@ -87,6 +87,9 @@ impl Inner {
 struct Deferred {
     closes: Vec<(ChanId, CloseCode, String)>,
     goodbye: bool,
+    /// Links whose receivers took messages since the writer last looked
+    /// (see [`Link::took`]).
+    credits: Vec<Arc<Link>>,
 }
 /// One connection's shared state.
 pub(crate) struct Conn {
@@ -318,6 +321,12 @@ impl Conn {
     /// Applies deferred work; called by the writer with `inner` held.
     pub(crate) fn apply_deferred(&self, inner: &mut Inner) {
         let d = std::mem::take(&mut *lock(&self.deferred));
+        for link in d.credits {
+            let (grant, taken) = link.take_batch();
+            if grant > 0 || taken > 0 {
+                inner.proto.credit_update(link.chan, grant, taken);
+            }
+        }
         for (chan, code, reason) in d.closes {
             inner.proto.close(chan, code, &reason);
             if let Some(Endpoint::In(q, link)) = inner.eps.remove(&chan) {
@@ -329,6 +338,13 @@ impl Conn {
         if d.goodbye {
             inner.proto.goodbye("");
         }
+    }
+
+    /// Hands `link`'s batch of takes to the writer, which applies it
+    /// before its next transmit (see [`Link::took`]).
+    pub(crate) fn post_credit(&self, link: Arc<Link>) {
+        lock(&self.deferred).credits.push(link);
+        self.kick();
     }
 
     /// The program took a message from `chan` (`taken`) and `grant` slots
