@@ -57,6 +57,8 @@ pub(super) struct Chan {
     pub(super) assembling: Option<Box<Assembly>>,
     /// Closing while a message was arriving: its remaining chunks are skipped.
     pub(super) skipping: bool,
+    /// Bytes of the messages sent or received whole on it.
+    pub(super) bytes: u64,
 }
 
 impl Chan {
@@ -70,6 +72,7 @@ impl Chan {
             close_after: None,
             assembling: None,
             skipping: false,
+            bytes: 0,
         }
     }
 

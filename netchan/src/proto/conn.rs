@@ -234,6 +234,45 @@ pub struct Connection {
     ping_seq: u64,
     sent_total: u64,
     confirmed_total: u64,
+    counters: Counters,
+}
+
+/// Traffic of one connection, counted as it passes (see
+/// [`Connection::counters`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counters {
+    /// Bytes handed out to write, the hello included.
+    pub bytes_out: u64,
+    /// Bytes read and consumed, the hello included.
+    pub bytes_in: u64,
+    /// Frames queued to write.
+    pub frames_out: u64,
+    /// Frames read.
+    pub frames_in: u64,
+}
+
+/// One channel as the protocol sees it (see [`Connection::channels`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChannelCounters {
+    /// The channel.
+    pub chan: ChanId,
+    /// Whether this side sends or receives on it.
+    pub role: Role,
+    /// Whether it is open (not opening, requested or closing).
+    pub open: bool,
+    /// The receiving end's buffer.
+    pub capacity: u32,
+    /// Sending side: messages it may send now.
+    pub credit: u32,
+    /// Sending side: messages sent and not yet confirmed received.
+    pub unconfirmed: u64,
+    /// Receiving side: credit granted and not yet used by the peer.
+    pub outstanding: u32,
+    /// Messages sent (sending side) or received whole (receiving side).
+    pub messages: u64,
+    /// Bytes of those messages (handle tables included, frame headers
+    /// not).
+    pub bytes: u64,
 }
 
 impl Connection {
@@ -274,6 +313,7 @@ impl Connection {
             ping_seq: 0,
             sent_total: 0,
             confirmed_total: 0,
+            counters: Counters::default(),
         }
     }
 
@@ -355,6 +395,7 @@ impl Connection {
         }
         let before = self.out.len();
         f.encode(&mut self.out);
+        self.counters.frames_out += 1;
         self.replies += self.out.len() - before;
         if self.replies > self.limits.max_reply_backlog {
             return Err(self.fail(ProtoError::PeerNotReading(self.replies)));
@@ -380,9 +421,11 @@ impl Connection {
             self.last_rx = now;
         }
         if self.state == ConnState::Handshaking {
+            let before = buf.len();
             match Hello::decode(buf, &self.ours) {
                 Ok(None) => return Ok(None),
                 Ok(Some(h)) => {
+                    self.counters.bytes_in += (before - buf.len()) as u64;
                     self.peer = Some(h);
                     self.state = ConnState::Open;
                     return Ok(Some(Event::Ready(h)));
@@ -392,8 +435,13 @@ impl Connection {
         }
         loop {
             let max_data = self.limits.max_message_len.max(self.limits.chunk_size);
+            let before = buf.len();
             let frame = match Frame::decode(buf, max_data) {
-                Ok(Some(f)) => f,
+                Ok(Some(f)) => {
+                    self.counters.bytes_in += (before - buf.len()) as u64;
+                    self.counters.frames_in += 1;
+                    f
+                }
                 Ok(None) => return Ok(None),
                 Err(e) => return Err(self.fail(e)),
             };
@@ -709,6 +757,7 @@ impl Connection {
         let Some((mut data, has_handles)) = message else {
             return Ok(None);
         };
+        c.bytes += data.len() as u64;
         if c.flow.arrived() {
             self.credit_due.push(chan);
         }
@@ -809,6 +858,7 @@ impl Connection {
             type_name: type_name.to_owned(),
         }
         .encode(&mut self.out);
+        self.counters.frames_out += 1;
         Ok(chan)
     }
 
@@ -937,9 +987,11 @@ impl Connection {
             return Ok(());
         };
         c.flow.spend();
+        c.bytes += size as u64;
         self.sent_total += 1;
         let flags = if table > 0 { FLAG_HANDLES } else { 0 };
         if size <= self.limits.chunk_size && c.pending.is_empty() {
+            self.counters.frames_out += 1;
             let start = self.out.len();
             self.out.reserve(HEADER_LEN + size);
             self.out.put_bytes(0, HEADER_LEN);
@@ -1095,6 +1147,7 @@ impl Connection {
                     reason: reason.to_owned(),
                 }
                 .encode(&mut self.out);
+                self.counters.frames_out += 1;
                 self.credit_due.retain(|x| *x != chan);
             }
         }
@@ -1169,10 +1222,12 @@ impl Connection {
                     received,
                 }
                 .encode(&mut self.out);
+                self.counters.frames_out += 1;
             }
         }
         if let Some(n) = self.pong_due.take() {
             Frame::Pong(n).encode(&mut self.out);
+            self.counters.frames_out += 1;
         }
         // One chunk per transmit: a small message queued meanwhile waits
         // behind at most one chunk of a large one.
@@ -1190,6 +1245,7 @@ impl Connection {
                     reason: reason.clone(),
                 }
                 .encode(&mut self.out);
+                self.counters.frames_out += 1;
                 self.goodbye = Goodbye::Sent;
             }
         }
@@ -1201,8 +1257,32 @@ impl Connection {
         if dst.len() == before {
             return false;
         }
+        self.counters.bytes_out += dst[before..].iter().map(|b| b.len() as u64).sum::<u64>();
         self.last_tx = now;
         true
+    }
+
+    /// Bytes and frames this connection has moved each way.
+    pub fn counters(&self) -> Counters {
+        self.counters
+    }
+
+    /// Every channel in the table, with its flow state and traffic.
+    pub fn channels(&self) -> impl Iterator<Item = ChannelCounters> + '_ {
+        self.chans.iter().map(|(&chan, c)| ChannelCounters {
+            chan,
+            role: c.role,
+            open: c.state == State::Open,
+            capacity: c.flow.capacity(),
+            credit: c.flow.credit(),
+            unconfirmed: c.flow.unconfirmed(),
+            outstanding: c.flow.outstanding(),
+            messages: match c.role {
+                Role::Sending => c.flow.sent(),
+                Role::Receiving => c.flow.delivered(),
+            },
+            bytes: c.bytes,
+        })
     }
 
     /// Keeps room in the transmit buffer, whose earlier bytes may still be
@@ -1234,6 +1314,7 @@ impl Connection {
         let start = self.out.len();
         self.out.put_bytes(0, HEADER_LEN);
         patch_header(&mut self.out, start, n, Kind::Data, flags, chan);
+        self.counters.frames_out += 1;
         dst.push(self.out.split().freeze());
         dst.push(p.body.slice(off..off + n));
         if end {
@@ -1273,6 +1354,7 @@ impl Connection {
         {
             self.ping_seq += 1;
             Frame::Ping(self.ping_seq).encode(&mut self.out);
+            self.counters.frames_out += 1;
         }
         Ok(())
     }

@@ -225,6 +225,11 @@ impl Flow {
         self.marked = false;
     }
 
+    /// Messages that arrived whole.
+    pub(super) fn delivered(&self) -> u64 {
+        self.delivered
+    }
+
     /// What this receiving end confirms: arrival, or on a rendezvous
     /// channel, take.
     pub(super) fn received(&self) -> u64 {

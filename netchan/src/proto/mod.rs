@@ -27,7 +27,9 @@ mod model_tests;
 #[cfg(test)]
 mod tests;
 
-pub use conn::{Connection, Event, HandleDesc, HandleKind, Limits, Role, Side};
+pub use conn::{
+    ChannelCounters, Connection, Counters, Event, HandleDesc, HandleKind, Limits, Role, Side,
+};
 pub use frame::{ChanId, CloseCode, Dir, Frame, FrameCodec, Kind, RejectCode};
 pub use hello::{CodecId, Hello, MAGIC, PROTOCOL_VERSION};
 

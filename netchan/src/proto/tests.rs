@@ -2651,3 +2651,43 @@ fn handle_crossing_an_open_at_the_channel_limit_is_not_fatal() {
     p.d.send(chan, b"x", &[desc]).unwrap();
     assert_eq!(p.try_drive(), Ok(()));
 }
+
+// ---------------------------------------------------------------------------
+// Counters
+// ---------------------------------------------------------------------------
+
+#[test]
+fn counters_match_each_way_and_count_every_message_and_byte_of_a_channel() {
+    let mut p = Pair::connected_with(chunked(16), chunked(16));
+    let chan = p.d_sends(4);
+    let before = p.a.conn.counters();
+    for body in [&b"0123456789"[..], b"abc", &[7u8; 40][..]] {
+        p.d.send(chan, body, &[]).unwrap();
+    }
+    p.drive();
+    let after = p.a.conn.counters();
+    // 10 + 3 bytes in one frame each, 40 in three chunks of 16, 16 and 8,
+    // and nothing else reached the receiver (its CREDITs went the other way).
+    assert_eq!(after.frames_in - before.frames_in, 5);
+    assert_eq!(
+        after.bytes_in - before.bytes_in,
+        (10 + 3 + 40 + 5 * HEADER_LEN) as u64
+    );
+    let sent = p.d.conn.channels().find(|c| c.chan == chan).unwrap();
+    let received = p.a.conn.channels().find(|c| c.chan == chan).unwrap();
+    assert_eq!(
+        (sent.role, sent.messages, sent.bytes),
+        (Role::Sending, 3, 53)
+    );
+    assert_eq!(
+        (received.role, received.messages, received.bytes),
+        (Role::Receiving, 3, 53)
+    );
+    assert_eq!(sent.unconfirmed, 0, "arrival was confirmed");
+    assert_eq!(sent.credit, 1);
+    assert_eq!(received.outstanding, 1);
+    // Whatever one side wrote, the other read: bytes and frames, both ways.
+    let (d, a) = (p.d.conn.counters(), p.a.conn.counters());
+    assert_eq!((d.bytes_out, d.frames_out), (a.bytes_in, a.frames_in));
+    assert_eq!((a.bytes_out, a.frames_out), (d.bytes_in, d.frames_in));
+}
