@@ -59,6 +59,8 @@ pub(super) struct Chan {
     pub(super) skipping: bool,
     /// Bytes of the messages sent or received whole on it.
     pub(super) bytes: u64,
+    /// The export name it was opened by (`None` for a handle's channel).
+    pub(super) name: Option<Box<str>>,
 }
 
 impl Chan {
@@ -73,6 +75,7 @@ impl Chan {
             assembling: None,
             skipping: false,
             bytes: 0,
+            name: None,
         }
     }
 

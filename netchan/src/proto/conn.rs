@@ -253,9 +253,12 @@ pub struct Counters {
 
 /// One channel as the protocol sees it (see [`Connection::channels`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ChannelCounters {
+pub struct ChannelCounters<'a> {
     /// The channel.
     pub chan: ChanId,
+    /// The export name it was opened by; `None` for a channel that
+    /// travelled inside a message.
+    pub name: Option<&'a str>,
     /// Whether this side sends or receives on it.
     pub role: Role,
     /// Whether it is open (not opening, requested or closing).
@@ -524,11 +527,12 @@ impl Connection {
                     })?;
                     return Ok(None);
                 }
-                let c = match dir {
+                let mut c = match dir {
                     // The opener's buffer; the credit comes with our ACCEPT.
                     Dir::OpenerReceives => Chan::sending(State::Requested, capacity, 0),
                     Dir::OpenerSends => Chan::receiving(State::Requested, 0),
                 };
+                c.name = Some(name.as_str().into());
                 self.chans.insert(chan, c);
                 self.requested += 1;
                 Ok(Some(Event::Open {
@@ -840,7 +844,7 @@ impl Connection {
             Dir::OpenerReceives => Role::Receiving,
             Dir::OpenerSends => Role::Sending,
         };
-        let c = match role {
+        let mut c = match role {
             Role::Receiving => {
                 // The OPEN carries the whole buffer as credit.
                 let mut c = Chan::receiving(State::Opening, capacity);
@@ -849,6 +853,7 @@ impl Connection {
             }
             Role::Sending => Chan::sending(State::Opening, 0, 0),
         };
+        c.name = Some(name.into());
         self.chans.insert(chan, c);
         Frame::Open {
             chan,
@@ -1268,9 +1273,10 @@ impl Connection {
     }
 
     /// Every channel in the table, with its flow state and traffic.
-    pub fn channels(&self) -> impl Iterator<Item = ChannelCounters> + '_ {
+    pub fn channels(&self) -> impl Iterator<Item = ChannelCounters<'_>> + '_ {
         self.chans.iter().map(|(&chan, c)| ChannelCounters {
             chan,
+            name: c.name.as_deref(),
             role: c.role,
             open: c.state == State::Open,
             capacity: c.flow.capacity(),

@@ -2683,6 +2683,7 @@ fn counters_match_each_way_and_count_every_message_and_byte_of_a_channel() {
         (received.role, received.messages, received.bytes),
         (Role::Receiving, 3, 53)
     );
+    assert_eq!((sent.name, received.name), (Some("inbox"), Some("inbox")));
     assert_eq!(sent.unconfirmed, 0, "arrival was confirmed");
     assert_eq!(sent.credit, 1);
     assert_eq!(received.outstanding, 1);
