@@ -16,7 +16,7 @@ use std::time::Duration;
 use crate::channel::queue::Queue;
 use crate::channel::route::Route;
 use crate::channel::{Keep, Receiver, Sender};
-use crate::conn::{ErrorLog, Export, Exports};
+use crate::conn::{ErrorLog, Export, Exports, SessionStats};
 use crate::error::Error;
 use crate::proto::Side;
 use crate::session::Session;
@@ -217,6 +217,14 @@ impl Exporter {
         .await
     }
 
+    /// The stats of every session this exporter has now, one entry each
+    /// (see [`Session::stats`]); [`ExporterStats`] sums them.
+    pub fn stats(&self) -> ExporterStats {
+        ExporterStats {
+            sessions: self.sessions().iter().map(Session::stats).collect(),
+        }
+    }
+
     /// Errors of every session this exporter accepted.
     pub fn errors(&self) -> impl futures::Stream<Item = Error> + Send + Unpin + 'static {
         self.shared().errors.stream()
@@ -341,4 +349,39 @@ fn register<S: crate::transport::Halves>(
         }
     });
     Some(session)
+}
+
+/// The stats of an exporter's sessions (see [`Exporter::stats`]), with
+/// sums across them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ExporterStats {
+    /// One entry per session, as [`Session::stats`] gives it.
+    pub sessions: Vec<SessionStats>,
+}
+
+impl ExporterStats {
+    /// Bytes written to every session.
+    pub fn bytes_sent(&self) -> u64 {
+        self.sessions.iter().map(|s| s.bytes_sent).sum()
+    }
+
+    /// Bytes read from every session.
+    pub fn bytes_received(&self) -> u64 {
+        self.sessions.iter().map(|s| s.bytes_received).sum()
+    }
+
+    /// Values sent and not yet confirmed, on every session.
+    pub fn unconfirmed(&self) -> u64 {
+        self.sessions.iter().map(|s| s.unconfirmed).sum()
+    }
+
+    /// Messages on the channels named `name`, summed over sessions.
+    pub fn messages_on(&self, name: &str) -> u64 {
+        self.sessions
+            .iter()
+            .flat_map(|s| s.named(name))
+            .map(|c| c.messages)
+            .sum()
+    }
 }

@@ -13,7 +13,9 @@ use std::time::Duration;
 use crate::channel::route::{Member, Route};
 use crate::channel::{Receiver, Sender};
 use crate::config::Config;
-use crate::conn::{Conn, ConnRef, Endpoint, ErrorLog, Export, Exports, Inbound, Link, Status};
+use crate::conn::{
+    Conn, ConnRef, Endpoint, ErrorLog, Export, Exports, Inbound, Link, SessionStats, Status,
+};
 use crate::error::Error;
 use crate::proto::{Dir, Side};
 use crate::transport::tcp::{self, Dialed};
@@ -421,5 +423,30 @@ impl Session {
     /// Number of channels open on this connection.
     pub fn channel_count(&self) -> usize {
         self.conn().lock().proto.channel_count()
+    }
+
+    /// What the connection and each of its channels are doing now: bytes
+    /// and frames each way, and per channel its direction, capacity,
+    /// queued values, credit, messages and bytes, and how long senders
+    /// waited for room. Cheap enough to call every second: it reads
+    /// counters the connection keeps anyway.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), netchan::Error> {
+    /// use netchan::{Direction, Session};
+    /// let (a, b) = Session::pair();
+    /// let tx = a.export_sender::<String>("news")?;
+    /// let _rx = b.import_receiver::<String>("news", 4).await?;
+    /// tx.send("hello".into()).await.ok();
+    /// a.drain(None).await?;
+    /// let stats = b.stats();
+    /// let news = stats.named("news").next().expect("the channel");
+    /// assert_eq!((news.direction, news.messages, news.queued), (Direction::Receive, 1, 1));
+    /// assert!(stats.bytes_received > 0);
+    /// # Ok(()) }
+    /// ```
+    pub fn stats(&self) -> SessionStats {
+        self.conn().stats()
     }
 }

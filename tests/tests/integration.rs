@@ -27,3 +27,5 @@ mod hostile;
 mod lifecycle;
 #[path = "integration/pipe.rs"]
 mod pipe;
+#[path = "integration/stats.rs"]
+mod stats;

@@ -375,6 +375,9 @@ async fn send_remote<T: Message>(
     // messages cut batching, and with it throughput, by two thirds in the
     // `cluster` example; running out of credit makes a sender wait.)
     let mut outcome = attempt(&value);
+    // Time spent without credit counts in the channel's stats, also when
+    // the send is given up (dropped) while it waits.
+    let waited = matches!(outcome, Attempt::Blocked).then(|| Waited(r, std::time::Instant::now()));
     while let Attempt::Blocked = outcome {
         let notified = r.notify.notified();
         tokio::pin!(notified);
@@ -385,6 +388,7 @@ async fn send_remote<T: Message>(
             outcome = attempt(&value);
         }
     }
+    drop(waited);
     match outcome {
         Attempt::Sent(rendezvous) => {
             if SENT_LARGE.with(|l| l.replace(false)) {
@@ -402,6 +406,16 @@ async fn send_remote<T: Message>(
         }
         Attempt::Closed | Attempt::Blocked => Err((value, None)),
         Attempt::Invalid(e) => Err((value, Some(e))),
+    }
+}
+
+/// Adds the time since it was made to its route's wait for credit.
+struct Waited<'a>(&'a Route, std::time::Instant);
+
+impl Drop for Waited<'_> {
+    fn drop(&mut self) {
+        let ns = u64::try_from(self.1.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        self.0.waited_ns.fetch_add(ns, Ordering::Relaxed);
     }
 }
 

@@ -390,6 +390,10 @@ impl<T: Send + 'static> Inbound for Queue<T> {
         self.capacity
     }
 
+    fn queued(&self) -> usize {
+        lock(&self.st).items.len()
+    }
+
     fn fail(&self, e: Error) {
         let links = {
             let mut st = lock(&self.st);

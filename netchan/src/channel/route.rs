@@ -5,7 +5,7 @@
 //! A route is the connection's `conn::Outbound` (credit wakes it) and,
 //! exported, its `conn::SenderExport`.
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::Notify;
@@ -39,6 +39,8 @@ pub(crate) struct Route {
     /// The last value sent was large: the next one is encoded on the
     /// blocking pool before it is offered to the members.
     pub(crate) large: AtomicBool,
+    /// Nanoseconds senders spent waiting for credit, in total (stats).
+    pub(crate) waited_ns: AtomicU64,
 }
 
 /// What one attempt to send achieved.
@@ -64,6 +66,7 @@ impl Route {
             closed: AtomicBool::new(false),
             rr: AtomicUsize::new(0),
             large: AtomicBool::new(false),
+            waited_ns: AtomicU64::new(0),
         })
     }
 
@@ -76,6 +79,7 @@ impl Route {
             closed: AtomicBool::new(false),
             rr: AtomicUsize::new(0),
             large: AtomicBool::new(false),
+            waited_ns: AtomicU64::new(0),
         })
     }
 
@@ -185,6 +189,10 @@ impl Route {
 impl Outbound for Route {
     fn wake(&self) {
         self.notify.notify_waiters();
+    }
+
+    fn send_wait(&self) -> std::time::Duration {
+        std::time::Duration::from_nanos(self.waited_ns.load(Ordering::Relaxed))
     }
 }
 

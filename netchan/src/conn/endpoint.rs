@@ -51,6 +51,8 @@ pub(crate) trait Inbound: Send + Sync + 'static {
     fn add_link(&self, link: Arc<Link>) -> bool;
     /// The receive buffer size.
     fn capacity(&self) -> usize;
+    /// Values in the buffer, not yet taken (stats).
+    fn queued(&self) -> usize;
     /// Ends the queue from its name (`hangup`): sources are closed, the
     /// receiver gets the buffer then `Ok(None)`.
     fn hangup(&self);
@@ -64,6 +66,10 @@ pub(crate) trait Outbound: Send + Sync + 'static {
     /// Credit arrived, the channel was accepted or closed, or the
     /// connection ended: senders waiting on the route look again.
     fn wake(&self);
+    /// Time senders spent waiting for credit on it, in total (stats).
+    fn send_wait(&self) -> std::time::Duration {
+        std::time::Duration::ZERO
+    }
 }
 
 /// A remote channel feeding a queue.

@@ -23,11 +23,13 @@ mod endpoint;
 mod errors;
 mod exports;
 mod send;
+mod stats;
 
 pub(crate) use endpoint::{Endpoint, Inbound, Link, Outbound};
 pub(crate) use errors::ErrorLog;
 pub(crate) use exports::{Export, Exports, SenderExport};
 pub(crate) use send::{LARGE_MESSAGE, OutgoingHandle, SENT_LARGE, SendOutcome};
+pub use stats::{ChannelStats, Direction, SessionStats};
 
 use std::collections::HashMap;
 use std::fmt;
@@ -116,6 +118,8 @@ pub(crate) struct Conn {
     pub(crate) shared_exports: Option<Arc<Exports>>,
     pub(crate) config: Config,
     pub(crate) id: u64,
+    /// When the connection started (for its stats).
+    pub(crate) created: std::time::Instant,
     pub(crate) side: Side,
     /// Services this session serves (used by the RPC layer).
     pub(crate) driver_done: Notify,
@@ -250,6 +254,7 @@ impl Conn {
             shared_exports,
             config,
             id: NEXT_CONN_ID.fetch_add(1, Ordering::Relaxed),
+            created: std::time::Instant::now(),
             side,
             driver_done: Notify::new(),
             driver_ended: AtomicBool::new(false),
