@@ -118,6 +118,8 @@ mod config;
 mod conn;
 mod error;
 mod exporter;
+#[cfg(feature = "metrics")]
+pub mod metrics;
 mod pipe;
 pub mod proto;
 mod rpc;
