@@ -1,7 +1,8 @@
 //! `#[netchan::service]` end to end, over the in-memory pair and over TCP:
 //! calls both ways on one connection, deadlines, cancellation seen by the
 //! server, streaming results through channels and pipes, a disconnect in
-//! the middle of a call, an unknown service, a result over the size limit.
+//! the middle of a call, an unknown service, a result over the size limit,
+//! a client that found no service finds it once the peer serves it.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -277,6 +278,32 @@ async fn a_result_over_the_size_limit_names_size_and_limit(t: Transport) {
     assert_eq!(within("add", calc.add(1, 2)).await, Ok(3));
 }
 
+async fn a_client_that_found_no_service_finds_it_once_served(t: Transport) {
+    // The serving end (a session or an exporter) stays alive to the end.
+    let (client, serving): (Session, Box<dyn Fn() + Send>) = match t {
+        Transport::Memory => {
+            let (server, client) = Session::pair();
+            (client, Box::new(move || server.serve(NameServer::new(Me))))
+        }
+        Transport::Tcp => {
+            let exp = Exporter::bind("127.0.0.1:0").await.expect("bind");
+            let client = Session::connect(exp.local_addr()).await.expect("connect");
+            (client, Box::new(move || exp.serve(NameServer::new(Me))))
+        }
+    };
+    let name = NameClient::new(&client);
+    assert_eq!(
+        within("before serving", name.name()).await,
+        Err(RpcError::NoSuchService("Name".into()))
+    );
+    serving();
+    assert_eq!(
+        within("after serving", name.name()).await,
+        Ok("ada".to_string())
+    );
+    drop(serving);
+}
+
 macro_rules! over_both {
     ($($name:ident),* $(,)?) => {
         $(
@@ -302,4 +329,5 @@ over_both!(
     a_disconnect_mid_call_is_disconnected,
     an_unknown_service_is_named,
     a_result_over_the_size_limit_names_size_and_limit,
+    a_client_that_found_no_service_finds_it_once_served,
 );
