@@ -569,8 +569,8 @@ fn demo(args: &[&str]) {
             .any(|l| l.contains("bob lists the clients: alice, bob")),
         "{out:#?}"
     );
-    // The server logs clients leaving from its own task, so its last
-    // "left" line may come after the demo's verdict.
+    // The server logs a client leaving once it has seen the connection
+    // end, so its last "left" line may come after the demo's verdict.
     assert!(out.iter().any(|l| l.starts_with("ok: ")), "{out:#?}");
 }
 

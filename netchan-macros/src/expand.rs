@@ -216,7 +216,8 @@ fn client(service: &Service, names: &Names) -> TokenStream {
     let new_doc = format!(
         " A client of the service the peer of `session` serves under the name \
          `{}`.\n\nNothing is sent until the first call; calling a name the peer \
-         does not serve fails with `RpcError::NoSuchService`.",
+         does not serve fails with `RpcError::NoSuchService`, and the next call \
+         looks again, so a client made before the peer serves works once it does.",
         default_name.value(),
     );
     let named_doc = " A client of the service the peer of `session` serves under `name` \

@@ -4,8 +4,11 @@
 //!
 //! Sockets and TLS are `transport`'s (it only calls `Listener`); the
 //! registry of names and each connection are `conn`'s. It knows nothing of
-//! RPC: `serve` and `serve_each` live in `rpc::serve`.
+//! RPC: `serve` and `serve_each` live in `rpc::serve`, and reach each
+//! session as it starts through the exporter's session-start hooks
+//! ([`SessionStart`]).
 
+use std::any::Any;
 use std::collections::HashMap;
 use std::fmt;
 use std::net::SocketAddr;
@@ -16,7 +19,7 @@ use std::time::Duration;
 use crate::channel::queue::Queue;
 use crate::channel::route::Route;
 use crate::channel::{Keep, Receiver, Sender};
-use crate::conn::{ErrorLog, Export, Exports, SessionStats};
+use crate::conn::{Conn, ErrorLog, Export, Exports, SessionStats};
 use crate::error::Error;
 use crate::proto::Side;
 use crate::session::Session;
@@ -24,9 +27,29 @@ use crate::transport::tcp::{Accepted, Listener};
 use crate::util::lock;
 use crate::{Config, Message};
 
+/// Runs for every session an exporter accepts, once, as it starts (and
+/// for the sessions already accepted when the hook is added). What it
+/// returns is kept until the session ends or the exporter stops, then
+/// dropped.
+pub(crate) type SessionStart = Arc<dyn Fn(&Session) -> Kept + Send + Sync>;
+
+/// What a [`SessionStart`] hook keeps alive for one session.
+pub(crate) type Kept = Box<dyn Any + Send + Sync>;
+
+/// A session an exporter accepted, and what its hooks keep for it, while
+/// it lasts.
+struct Live {
+    session: Session,
+    /// How many of the exporter's hooks have run (or are running) for it.
+    hooks_run: usize,
+    kept: Vec<Kept>,
+}
+
 pub(crate) struct ExporterShared {
     exports: Arc<Exports>,
-    sessions: Mutex<HashMap<u64, Session>>,
+    /// Lock order: `hooks`, then `sessions`.
+    sessions: Mutex<HashMap<u64, Live>>,
+    hooks: Mutex<Vec<SessionStart>>,
     local_addr: SocketAddr,
     accept: Mutex<Option<tokio::task::JoinHandle<()>>>,
     errors: Arc<ErrorLog>,
@@ -35,7 +58,10 @@ pub(crate) struct ExporterShared {
 
 impl ExporterShared {
     fn sessions(&self) -> Vec<Session> {
-        lock(&self.sessions).values().cloned().collect()
+        lock(&self.sessions)
+            .values()
+            .map(|live| live.session.clone())
+            .collect()
     }
 
     fn stop(&self) -> Vec<Session> {
@@ -46,9 +72,46 @@ impl ExporterShared {
             h.abort();
         }
         self.exports.hangup_all();
-        let sessions: Vec<Session> = lock(&self.sessions).drain().map(|(_, s)| s).collect();
+        let hooks = std::mem::take(&mut *lock(&self.hooks));
+        let live: Vec<Live> = lock(&self.sessions).drain().map(|(_, l)| l).collect();
         self.errors.end();
-        sessions
+        // Hooks and what they kept are user code: dropped outside the
+        // locks.
+        drop(hooks);
+        live.into_iter().map(|l| l.session).collect()
+    }
+
+    /// Runs on session `id` every hook that has not run for it yet, each
+    /// exactly once however hooks and sessions race, and never under a
+    /// lock (hooks run user code that may use the exporter).
+    fn run_hooks(&self, id: u64) {
+        loop {
+            let (session, todo) = {
+                let hooks = lock(&self.hooks);
+                let mut sessions = lock(&self.sessions);
+                let Some(live) = sessions.get_mut(&id) else {
+                    return;
+                };
+                let todo: Vec<SessionStart> =
+                    hooks.get(live.hooks_run..).unwrap_or_default().to_vec();
+                live.hooks_run = live.hooks_run.max(hooks.len());
+                (live.session.clone(), todo)
+            };
+            if todo.is_empty() {
+                return;
+            }
+            let kept: Vec<Kept> = todo.iter().map(|hook| hook(&session)).collect();
+            let mut sessions = lock(&self.sessions);
+            match sessions.get_mut(&id) {
+                Some(live) => live.kept.extend(kept),
+                // The session ended meanwhile: drop what the hooks made,
+                // outside the lock.
+                None => {
+                    drop(sessions);
+                    drop(kept);
+                }
+            }
+        }
     }
 }
 
@@ -112,6 +175,7 @@ impl Exporter {
         let shared = Arc::new(ExporterShared {
             exports: Exports::new(),
             sessions: Mutex::new(HashMap::new()),
+            hooks: Mutex::new(Vec::new()),
             local_addr,
             accept: Mutex::new(None),
             errors: ErrorLog::new(),
@@ -163,6 +227,17 @@ impl Exporter {
             Ok(())
         } else {
             Err(Error::NotFound(name.to_owned()))
+        }
+    }
+
+    /// Adds `hook`, to run on every session as it starts, and runs it at
+    /// once on the sessions already accepted.
+    pub(crate) fn on_session_start(&self, hook: SessionStart) {
+        let shared = self.shared();
+        lock(&shared.hooks).push(hook);
+        let ids: Vec<u64> = lock(&shared.sessions).keys().copied().collect();
+        for id in ids {
+            shared.run_hooks(id);
         }
     }
 
@@ -320,32 +395,44 @@ async fn accept_loop(listener: Listener, shared: Weak<ExporterShared>, cfg: Conf
 }
 
 /// Starts a session on an accepted stream and tracks it until it ends.
+/// The session-start hooks run before its driver starts, so what they
+/// export is there before the peer can ask for it.
 fn register<S: crate::transport::Halves>(
     shared: &Weak<ExporterShared>,
     stream: S,
     cfg: Config,
-    init: impl FnOnce(&crate::conn::Conn),
+    init: impl FnOnce(&Conn),
 ) -> Option<Session> {
     let shared = shared.upgrade()?;
     if shared.shut.load(Ordering::Acquire) {
         return None;
     }
-    let session = Session::start_with(
-        stream,
+    let conn = Conn::new(
         Side::Acceptor,
         cfg,
         Some(shared.exports.clone()),
         Some(shared.errors.clone()),
-        init,
     );
-    let id = session.conn().id;
-    let conn = session.conn().clone();
-    lock(&shared.sessions).insert(id, session.clone());
+    init(&conn);
+    let session = Session::from_conn(&conn);
+    let id = conn.id;
+    lock(&shared.sessions).insert(
+        id,
+        Live {
+            session: session.clone(),
+            hooks_run: 0,
+            kept: Vec::new(),
+        },
+    );
+    shared.run_hooks(id);
+    crate::conn::driver::spawn(conn.clone(), stream);
     let weak = Arc::downgrade(&shared);
     tokio::spawn(async move {
         conn.wait_driver_done().await;
         if let Some(s) = weak.upgrade() {
-            lock(&s.sessions).remove(&id);
+            // What hooks kept for it drops here, outside the lock.
+            let ended = lock(&s.sessions).remove(&id);
+            drop(ended);
         }
     });
     Some(session)

@@ -1,10 +1,14 @@
 //! `#[netchan::service]` end to end, over the in-memory pair and over TCP:
 //! calls both ways on one connection, deadlines, cancellation seen by the
 //! server, streaming results through channels and pipes, a disconnect in
-//! the middle of a call, an unknown service, a result over the size limit.
+//! the middle of a call, an unknown service, a result over the size limit;
+//! `serve_each`'s one instance per session (made when the session starts,
+//! dropped when it ends, served under its own name); a client that found
+//! no service finds it once the peer serves it.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use netchan::{Config, Exporter, Pipe, Receiver, RpcError, Session};
@@ -277,6 +281,32 @@ async fn a_result_over_the_size_limit_names_size_and_limit(t: Transport) {
     assert_eq!(within("add", calc.add(1, 2)).await, Ok(3));
 }
 
+async fn a_client_that_found_no_service_finds_it_once_served(t: Transport) {
+    // The serving end (a session or an exporter) stays alive to the end.
+    let (client, serving): (Session, Box<dyn Fn() + Send>) = match t {
+        Transport::Memory => {
+            let (server, client) = Session::pair();
+            (client, Box::new(move || server.serve(NameServer::new(Me))))
+        }
+        Transport::Tcp => {
+            let exp = Exporter::bind("127.0.0.1:0").await.expect("bind");
+            let client = Session::connect(exp.local_addr()).await.expect("connect");
+            (client, Box::new(move || exp.serve(NameServer::new(Me))))
+        }
+    };
+    let name = NameClient::new(&client);
+    assert_eq!(
+        within("before serving", name.name()).await,
+        Err(RpcError::NoSuchService("Name".into()))
+    );
+    serving();
+    assert_eq!(
+        within("after serving", name.name()).await,
+        Ok("ada".to_string())
+    );
+    drop(serving);
+}
+
 macro_rules! over_both {
     ($($name:ident),* $(,)?) => {
         $(
@@ -302,4 +332,179 @@ over_both!(
     a_disconnect_mid_call_is_disconnected,
     an_unknown_service_is_named,
     a_result_over_the_size_limit_names_size_and_limit,
+    a_client_that_found_no_service_finds_it_once_served,
 );
+
+/// Served with `serve_each`: says which instance answered.
+#[netchan::service]
+pub trait Whom {
+    /// The number of the instance that answers.
+    async fn instance(&self) -> u64;
+}
+
+/// The instances alive, by number; each leaves when it is dropped.
+#[derive(Default)]
+struct Registry {
+    made: AtomicU64,
+    alive: Mutex<HashSet<u64>>,
+}
+
+impl Registry {
+    fn made(&self) -> u64 {
+        self.made.load(Ordering::SeqCst)
+    }
+
+    fn alive(&self) -> usize {
+        self.alive.lock().expect("registry").len()
+    }
+}
+
+struct Instance {
+    number: u64,
+    registry: Arc<Registry>,
+}
+
+impl Instance {
+    fn new(registry: &Arc<Registry>) -> Instance {
+        let number = registry.made.fetch_add(1, Ordering::SeqCst) + 1;
+        registry.alive.lock().expect("registry").insert(number);
+        Instance {
+            number,
+            registry: registry.clone(),
+        }
+    }
+}
+
+impl Drop for Instance {
+    fn drop(&mut self) {
+        self.registry
+            .alive
+            .lock()
+            .expect("registry")
+            .remove(&self.number);
+    }
+}
+
+impl Whom for Instance {
+    async fn instance(&self) -> u64 {
+        self.number
+    }
+}
+
+/// Polls `cond` until it holds; fails the test after 10 s.
+async fn eventually(what: &str, cond: impl Fn() -> bool) {
+    within(what, async {
+        while !cond() {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await;
+}
+
+/// An exporter serving `Whom` per session under `name` (the default name
+/// if `None`), and the registry of its instances.
+async fn whom_exporter(name: Option<&'static str>) -> (Exporter, Arc<Registry>) {
+    let exp = Exporter::bind("127.0.0.1:0").await.expect("bind");
+    let registry = Arc::new(Registry::default());
+    let r = registry.clone();
+    exp.serve_each(move |_: &Session| match name {
+        Some(name) => WhomServer::named(Instance::new(&r), name),
+        None => WhomServer::new(Instance::new(&r)),
+    });
+    (exp, registry)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_each_makes_one_instance_per_session_before_any_call() {
+    let (exp, registry) = whom_exporter(None).await;
+    let a = Session::connect(exp.local_addr()).await.expect("connect");
+    // Made as the exporter accepted the session, before its handshake
+    // completed, so before `connect` returned.
+    assert_eq!(registry.made(), 1, "made before any call");
+    let b = Session::connect(exp.local_addr()).await.expect("connect");
+    assert_eq!(registry.made(), 2, "made before any call");
+    assert_eq!(within("b", WhomClient::new(&b).instance()).await, Ok(2));
+    assert_eq!(within("a", WhomClient::new(&a).instance()).await, Ok(1));
+    assert_eq!(registry.made(), 2, "two sessions, two instances");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_each_shares_a_sessions_instance_among_all_its_clients() {
+    let (exp, registry) = whom_exporter(None).await;
+    let a = Session::connect(exp.local_addr()).await.expect("connect");
+    let clients = [
+        WhomClient::new(&a),
+        WhomClient::new(&a),
+        WhomClient::new(&a),
+    ];
+    let mut answers = Vec::new();
+    for c in &clients {
+        answers.push(within("instance", c.instance()).await.expect("call"));
+    }
+    assert_eq!(answers, [1, 1, 1], "every client reaches the same instance");
+    assert_eq!(registry.made(), 1, "one session, one instance");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_each_gives_sessions_already_accepted_an_instance_at_once() {
+    let exp = Exporter::bind("127.0.0.1:0").await.expect("bind");
+    let a = Session::connect(exp.local_addr()).await.expect("connect");
+    assert_eq!(exp.sessions().len(), 1, "accepted");
+    let registry = Arc::new(Registry::default());
+    let r = registry.clone();
+    exp.serve_each(move |_: &Session| WhomServer::new(Instance::new(&r)));
+    assert_eq!(registry.made(), 1, "made when serve_each was called");
+    let c = WhomClient::new(&a);
+    assert_eq!(within("instance", c.instance()).await, Ok(1));
+    assert_eq!(registry.made(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_each_drops_a_sessions_instance_when_the_client_disconnects() {
+    let (exp, registry) = whom_exporter(None).await;
+    let a = Session::connect(exp.local_addr()).await.expect("connect");
+    let b = Session::connect(exp.local_addr()).await.expect("connect");
+    assert_eq!(registry.alive(), 2, "both instances");
+    // One with dispatchers running, one never called.
+    let c = WhomClient::new(&a);
+    let first = within("instance", c.instance()).await.expect("call");
+    let _also = within("instance", WhomClient::new(&a).instance()).await;
+    a.close().await;
+    eventually("a's instance is dropped", || registry.alive() == 1).await;
+    assert!(
+        !registry.alive.lock().expect("registry").contains(&first),
+        "the instance left is b's"
+    );
+    drop(b);
+    eventually("b's instance is dropped", || registry.alive() == 0).await;
+    assert_eq!(registry.made(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_each_serves_a_named_service_under_its_name() {
+    let (exp, _registry) = whom_exporter(Some("whom.v2")).await;
+    let a = Session::connect(exp.local_addr()).await.expect("connect");
+    let named = WhomClient::named(&a, "whom.v2");
+    assert_eq!(within("named", named.instance()).await, Ok(1));
+    assert_eq!(
+        within("default name", WhomClient::new(&a).instance()).await,
+        Err(RpcError::NoSuchService("Whom".into()))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropping_an_exporter_closes_sessions_whose_instance_holds_them() {
+    let exp = Exporter::bind("127.0.0.1:0").await.expect("bind");
+    let counters = Arc::new(Counters::default());
+    exp.serve_each(move |s: &Session| {
+        CalcServer::new(CalcImpl {
+            counters: counters.clone(),
+            // Holds the session, to call the peer back.
+            peer: Some(NameClient::new(s)),
+        })
+    });
+    let client = Session::connect(exp.local_addr()).await.expect("connect");
+    drop(exp);
+    let why = within("the session closes", client.closed()).await;
+    assert!(matches!(why, netchan::Error::Closed), "{why:?}");
+}

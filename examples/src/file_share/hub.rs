@@ -1,13 +1,14 @@
 //! The server side: one [`Hub`] handler per client session, all sharing a
-//! [`Directory`] of the clients connected. A client's entry goes when its
-//! connection ends, however it ends.
+//! [`Directory`] of the clients connected. netchan makes a session's
+//! handler when the client connects and drops it when the connection ends,
+//! however it ends; the client's entry goes with it.
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
+use futures::FutureExt;
 use netchan::{Exporter, RpcError, Session};
 
 use super::{Download, FilesClient, Hub, HubServer, check_name};
@@ -19,18 +20,10 @@ const FILES_TIMEOUT: Duration = Duration::from_secs(30);
 /// A message for the server's log (one line each).
 type Log = Box<dyn Fn(String) + Send + Sync>;
 
-/// The clients connected to a hub, by name.
+/// The clients connected to a hub, by name, and how to call each back.
 pub struct Directory {
-    clients: Mutex<BTreeMap<String, Entry>>,
-    next_id: AtomicU64,
+    clients: Mutex<BTreeMap<String, FilesClient>>,
     log: Log,
-}
-
-/// One joined client: how to call it back.
-struct Entry {
-    /// Tells this join from a later one under the same name.
-    id: u64,
-    files: FilesClient,
 }
 
 impl fmt::Debug for Directory {
@@ -47,29 +40,13 @@ impl Directory {
         self.lock().keys().cloned().collect()
     }
 
-    fn lock(&self) -> MutexGuard<'_, BTreeMap<String, Entry>> {
+    fn lock(&self) -> MutexGuard<'_, BTreeMap<String, FilesClient>> {
         // A handler that panicked left the map as it was: go on with it.
         self.clients.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn files_of(&self, name: &str) -> Option<FilesClient> {
-        self.lock().get(name).map(|e| e.files.clone())
-    }
-
-    /// Removes `name` if it is still the join `id` (the name may have
-    /// been taken again since).
-    fn leave(&self, name: &str, id: u64, why: &netchan::Error) {
-        let removed = {
-            let mut clients = self.lock();
-            let ours = clients.get(name).is_some_and(|e| e.id == id);
-            if ours {
-                clients.remove(name);
-            }
-            ours
-        };
-        if removed {
-            (self.log)(format!("{name} left ({why})"));
-        }
+        self.lock().get(name).cloned()
     }
 }
 
@@ -82,7 +59,6 @@ pub fn serve_hub(
 ) -> Arc<Directory> {
     let directory = Arc::new(Directory {
         clients: Mutex::new(BTreeMap::new()),
-        next_id: AtomicU64::new(1),
         log: Box::new(log),
     });
     let shared = directory.clone();
@@ -96,13 +72,33 @@ pub fn serve_hub(
     directory
 }
 
-/// The hub as one client's session sees it.
+/// The hub as one client's session sees it: one per connection, shared
+/// by every `HubClient` the client makes on it.
 struct PeerHub {
     /// The client's connection: `Files` calls go back over it.
     session: Session,
     directory: Arc<Directory>,
-    /// The name this client joined under.
+    /// The name this connection joined under: its entry in the directory.
     joined: Mutex<Option<String>>,
+}
+
+/// The connection ended (a clean quit, a crash, a network failure or a
+/// keepalive timeout all end up here): the client leaves.
+impl Drop for PeerHub {
+    fn drop(&mut self) {
+        let joined = self.joined.get_mut().unwrap_or_else(|p| p.into_inner());
+        let Some(name) = joined.take() else {
+            return;
+        };
+        self.directory.lock().remove(&name);
+        // Ended, so its reason is ready, unless the server is shutting
+        // down with the client still connected.
+        let why = match self.session.closed().now_or_never() {
+            Some(why) => why.to_string(),
+            None => "the server stopped".to_owned(),
+        };
+        (self.directory.log)(format!("{name} left ({why})"));
+    }
 }
 
 impl PeerHub {
@@ -117,7 +113,7 @@ impl PeerHub {
 impl Hub for PeerHub {
     async fn join(&self, name: String) -> Result<(), String> {
         check_name(&name)?;
-        let id = {
+        {
             let mut joined = self.joined.lock().unwrap_or_else(|p| p.into_inner());
             if let Some(old) = &*joined {
                 return Err(format!("this connection already joined as {old:?}"));
@@ -128,21 +124,12 @@ impl Hub for PeerHub {
                     "the name {name:?} is taken by another connected client"
                 ));
             }
-            let id = self.directory.next_id.fetch_add(1, Ordering::Relaxed);
             let files = FilesClient::new(&self.session).with_timeout(FILES_TIMEOUT);
-            clients.insert(name.clone(), Entry { id, files });
+            clients.insert(name.clone(), files);
             *joined = Some(name.clone());
-            id
-        };
+        }
+        // The entry goes when this handler does (see `Drop`).
         (self.directory.log)(format!("{name} joined"));
-        // The entry goes when the connection ends: a clean quit, a crash,
-        // a network failure or a keepalive timeout all end up here.
-        let session = self.session.clone();
-        let directory = self.directory.clone();
-        tokio::spawn(async move {
-            let why = session.closed().await;
-            directory.leave(&name, id, &why);
-        });
         Ok(())
     }
 
@@ -171,5 +158,69 @@ impl Hub for PeerHub {
         // The pipe goes on as it came: netchan forwards its bytes from the
         // owner's connection to the reader's.
         Ok(download)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+    use std::time::Duration;
+
+    use netchan::{Exporter, Session};
+
+    use super::{Directory, serve_hub};
+    use crate::file_share::HubClient;
+
+    /// Every step is bounded.
+    async fn within<F: std::future::Future>(what: &str, f: F) -> F::Output {
+        tokio::time::timeout(Duration::from_secs(10), f)
+            .await
+            .unwrap_or_else(|_| panic!("{what} timed out"))
+    }
+
+    async fn hub() -> (Exporter, Arc<Directory>, Arc<Mutex<Vec<String>>>) {
+        let exporter = Exporter::bind("127.0.0.1:0").await.unwrap();
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let lines = log.clone();
+        let directory = serve_hub(&exporter, move |line| lines.lock().unwrap().push(line));
+        (exporter, directory, log)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_connection_joins_once_whichever_client_it_calls_through() {
+        let (exporter, directory, _log) = hub().await;
+        let session = Session::connect(exporter.local_addr()).await.unwrap();
+        let first = HubClient::new(&session);
+        assert_eq!(within("join", first.join("alice".into())).await, Ok(Ok(())));
+        let second = HubClient::new(&session);
+        let again = within("join", second.join("bob".into())).await.unwrap();
+        assert!(
+            again
+                .as_ref()
+                .is_err_and(|e| e.contains("already joined as \"alice\"")),
+            "{again:?}"
+        );
+        assert_eq!(directory.names(), ["alice"]);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_client_leaves_the_directory_when_its_connection_ends() {
+        let (exporter, directory, log) = hub().await;
+        let alice = Session::connect(exporter.local_addr()).await.unwrap();
+        let bob = Session::connect(exporter.local_addr()).await.unwrap();
+        for (session, name) in [(&alice, "alice"), (&bob, "bob")] {
+            let joined = within("join", HubClient::new(session).join(name.into())).await;
+            assert_eq!(joined, Ok(Ok(())));
+        }
+        assert_eq!(directory.names(), ["alice", "bob"]);
+        alice.close().await;
+        within("alice leaves", async {
+            while directory.names() != ["bob"] {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+        .await;
+        let log = log.lock().unwrap().clone();
+        assert!(log.iter().any(|l| l.starts_with("alice left (")), "{log:?}");
     }
 }

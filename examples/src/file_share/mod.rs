@@ -6,9 +6,10 @@
 //! Two services, one per direction of each connection:
 //!
 //! * [`Hub`], served by the server to every client (with
-//!   [`netchan::Exporter::serve_each`], so each session's handler knows
-//!   its peer): `join` registers the caller under a name, `list` names the
-//!   clients connected, `read` fetches a file from one of them.
+//!   [`netchan::Exporter::serve_each`]: one handler per client connection,
+//!   made when it connects and dropped when it ends, knowing its peer):
+//!   `join` registers the caller under a name until it leaves, `list`
+//!   names the clients connected, `read` fetches a file from one of them.
 //! * [`Files`], served by each client back to the server on the client's
 //!   own connection ([`netchan::Session::serve`]): `read` opens a file under
 //!   the client's shared directory.

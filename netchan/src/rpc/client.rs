@@ -1,5 +1,10 @@
 //! The calling side: one calls channel per client (shared by its clones),
 //! a reply channel, and a table of calls in flight.
+//!
+//! Only a working connection to the service is kept: a lookup that failed
+//! (the peer did not serve it yet, or served another signature) or a
+//! reply channel that ended is tried again on the next call, so a client
+//! made too early works once the peer serves.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -8,7 +13,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::sync::{OnceCell, Semaphore, oneshot};
+use tokio::sync::{Semaphore, oneshot};
 
 use super::export_name;
 use super::wire::{Failure, Reply, ToServer};
@@ -29,7 +34,11 @@ struct State<Req, Resp> {
 struct Shared<Req, Resp> {
     session: Session,
     service: String,
-    state: OnceCell<Result<Arc<State<Req, Resp>>, RpcError>>,
+    /// The last connection to the service; replaced once it died.
+    state: Mutex<Option<Arc<State<Req, Resp>>>>,
+    /// Held while looking the service up, so that concurrent first calls
+    /// share one lookup.
+    connecting: tokio::sync::Mutex<()>,
 }
 
 /// A typed RPC client for one service on one session. The generated
@@ -62,13 +71,16 @@ impl<Req, Resp> fmt::Debug for Client<Req, Resp> {
 
 impl<Req: Message, Resp: Message> Client<Req, Resp> {
     /// A client of `service` on the peer of `session`. Nothing is sent
-    /// until the first call.
+    /// until the first call, and the service is looked up again on each
+    /// call until a lookup succeeds: a call made before the peer serves it
+    /// fails with [`RpcError::NoSuchService`], the next one after works.
     pub fn new(session: &Session, service: &str) -> Self {
         Client {
             shared: Arc::new(Shared {
                 session: session.clone(),
                 service: service.to_owned(),
-                state: OnceCell::new(),
+                state: Mutex::new(None),
+                connecting: tokio::sync::Mutex::new(()),
             }),
             timeout: None,
             _types: PhantomData,
@@ -86,12 +98,27 @@ impl<Req: Message, Resp: Message> Client<Req, Resp> {
         }
     }
 
+    /// The live connection to the service, made now if there is none. A
+    /// failed lookup is not kept: the next call tries again.
     async fn state(&self) -> Result<Arc<State<Req, Resp>>, RpcError> {
-        self.shared
-            .state
-            .get_or_init(|| connect(&self.shared.session, &self.shared.service))
-            .await
-            .clone()
+        if let Some(state) = self.live_state() {
+            return Ok(state);
+        }
+        let _one = self.shared.connecting.lock().await;
+        // Another call may have connected while this one waited.
+        if let Some(state) = self.live_state() {
+            return Ok(state);
+        }
+        let state = connect(&self.shared.session, &self.shared.service).await?;
+        *lock(&self.shared.state) = Some(state.clone());
+        Ok(state)
+    }
+
+    fn live_state(&self) -> Option<Arc<State<Req, Resp>>> {
+        lock(&self.shared.state)
+            .as_ref()
+            .filter(|s| s.alive.load(Ordering::Acquire))
+            .cloned()
     }
 
     /// Calls the service. Dropping the returned future cancels the call on

@@ -12,7 +12,7 @@ mod server;
 pub(crate) mod wire;
 
 pub use client::Client;
-use server::{MakeService, service_export};
+use server::{GetService, service_export};
 
 use std::future::Future;
 use std::pin::Pin;

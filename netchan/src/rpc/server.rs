@@ -20,23 +20,25 @@ use crate::{Error, Receiver, RecvError, Session, codec};
 /// Calls buffered per client before it waits for the server to read.
 const CALLS_CAPACITY: usize = 256;
 
-/// Makes the service instance for one session.
-pub(crate) type MakeService<S> = Arc<dyn Fn(&Session) -> S + Send + Sync>;
+/// Gives each new dispatcher the service it runs; `None` once the
+/// service is gone (a session's own instance, after its exporter stopped).
+pub(crate) type GetService<S> = Arc<dyn Fn() -> Option<S> + Send + Sync>;
 
 /// The export that serves `S`: each import starts a dispatcher.
-pub(crate) fn service_export<S: Service>(make: MakeService<S>) -> Export {
+pub(crate) fn service_export<S: Service>(get: GetService<S>) -> Export {
     Export::Service {
         type_name: codec::type_name::<ToServer<S::Request, S::Response>>(),
         start: Arc::new(move |conn: &Arc<Conn>| -> Arc<dyn Inbound> {
             let queue = Queue::<ToServer<S::Request, S::Response>>::new(CALLS_CAPACITY, 0, 0);
             let calls = Receiver::from_queue(queue.clone(), None, None);
             let session = Session::from_conn(conn);
-            let make = make.clone();
+            let get = get.clone();
             conn.rt.spawn(async move {
-                // Called here, not under the connection's lock: `make` is
-                // user code and may use the session.
-                let service = make(&session);
-                dispatch(service, calls, session).await;
+                // Without a service the calls channel drops, and the
+                // client sees the service disconnected.
+                if let Some(service) = get() {
+                    dispatch(service, calls, session).await;
+                }
             });
             queue
         }),
