@@ -23,8 +23,11 @@
 //! client pins its fingerprint.
 //!
 //! Each second it prints tasks sent and results received, in total and
-//! per second; at the end, one summary line.
+//! per second, and from `Exporter::stats` one line per channel: values
+//! queued, messages per second, and how long senders waited for room in
+//! that second; at the end, one summary line.
 
+use std::collections::HashMap;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -34,7 +37,7 @@ use anyhow::{Context, anyhow, bail};
 use clap::Parser;
 use examples::{rate, thousands};
 use netchan::tls::{ClientTls, Identity, ServerTls};
-use netchan::{Config, Exporter, Receiver, Sender};
+use netchan::{Config, Direction, Exporter, ExporterStats, Receiver, Sender};
 use serde::{Deserialize, Serialize};
 use tokio::task::JoinSet;
 
@@ -175,6 +178,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let drain_end = tokio::time::sleep(Duration::MAX / 4);
     tokio::pin!(drain_end);
     let mut last = (0u64, 0u64);
+    let mut last_channels = HashMap::new();
     let mut last_result = start;
     loop {
         if total_sent.is_some_and(|sent| check.received >= sent) {
@@ -200,6 +204,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
                     thousands(now.1 - last.1),
                 );
                 last = now;
+                channel_lines(&exporter.stats(), &mut last_channels);
             }
             _ = &mut stop_at, if !stopped => {
                 stopped = true;
@@ -410,5 +415,41 @@ impl Check {
             min_share: self.per_client.iter().copied().min().unwrap_or(0),
             max_share: self.per_client.iter().copied().max().unwrap_or(0),
         }
+    }
+}
+
+/// Prints one line per channel name and direction, summed over the
+/// exporter's sessions: values queued now, messages in the last second,
+/// and the time senders spent waiting for room in it. `last` keeps the
+/// previous totals.
+fn channel_lines(stats: &ExporterStats, last: &mut HashMap<(String, bool), (u64, Duration)>) {
+    let mut now: HashMap<(String, bool), (u64, u64, Duration)> = HashMap::new();
+    for c in stats.sessions.iter().flat_map(|s| &s.channels) {
+        let key = (
+            c.name.clone().unwrap_or_else(|| "(private)".into()),
+            c.direction == Direction::Send,
+        );
+        let e = now.entry(key).or_default();
+        e.0 += c.queued;
+        e.1 += c.messages;
+        // An exported sender's importers share one route, and each of its
+        // channels reports that route's wait: take it once.
+        e.2 = e.2.max(c.send_wait);
+    }
+    let mut keys: Vec<_> = now.keys().cloned().collect();
+    keys.sort();
+    for key in keys {
+        let (queued, messages, wait) = now[&key];
+        let (m0, w0) = last
+            .insert(key.clone(), (messages, wait))
+            .unwrap_or_default();
+        println!(
+            "      {:<24} {:<7} queued {:>7}  {:>9} msg/s  senders waited {:>6.1} ms",
+            key.0,
+            if key.1 { "send" } else { "receive" },
+            thousands(queued),
+            thousands(messages.saturating_sub(m0)),
+            wait.saturating_sub(w0).as_secs_f64() * 1e3,
+        );
     }
 }
