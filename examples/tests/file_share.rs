@@ -303,6 +303,25 @@ fn list_shows_every_connected_client() {
 }
 
 #[test]
+fn stats_shows_what_the_server_sees_of_the_connection() {
+    let mut s = Share::start(&[]);
+    await_list(&mut s.bob, &["alice", "bob"]);
+    let lines = s.bob.run("stats");
+    assert!(
+        lines[0].starts_with("connection: up ") && lines[0].ends_with("2 clients joined"),
+        "{lines:?}"
+    );
+    assert!(lines[1].starts_with("server sent "), "{lines:?}");
+    // The hub's call channel from bob, at least, with the calls so far.
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("netchan.rpc/file-share.hub.v1") && l.contains("receive")),
+        "{lines:?}"
+    );
+}
+
+#[test]
 fn read_prints_a_small_file_of_another_client_and_of_oneself() {
     let mut s = Share::start(&[]);
     std::fs::write(

@@ -238,6 +238,11 @@ async fn run(member: &Member, command: Command) -> Result<(), String> {
                 out!("{name}");
             }
         }
+        Command::Stats => {
+            for line in member.stats().await? {
+                out!("{line}");
+            }
+        }
         Command::Read { client, path, out } => {
             let download = member.read(&client, &path).await?;
             match out {

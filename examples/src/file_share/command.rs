@@ -8,6 +8,7 @@ pub const HELP: &str = "\
 commands:
   list                           the clients connected, one per line
   read CLIENT PATH [--out FILE]  print a file of CLIENT (or save it to FILE)
+  stats                          what the server sees of this connection
   echo TEXT                      print TEXT (marks a point in scripted output)
   help                           this text
   quit                           leave (as does end of input)
@@ -29,6 +30,8 @@ pub enum Command {
         /// Where to save it; `None` prints it.
         out: Option<PathBuf>,
     },
+    /// `stats`
+    Stats,
     /// `echo TEXT`: the rest of the line, as it is.
     Echo(String),
     /// `help`
@@ -72,6 +75,7 @@ impl Command {
         };
         match verb {
             "list" => no_arguments(Command::List),
+            "stats" => no_arguments(Command::Stats),
             "help" | "?" => no_arguments(Command::Help),
             "quit" | "exit" => no_arguments(Command::Quit),
             "read" => parse_read(words),

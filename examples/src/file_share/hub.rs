@@ -137,6 +137,37 @@ impl Hub for PeerHub {
         self.directory.names()
     }
 
+    async fn stats(&self) -> Vec<String> {
+        let s = self.session.stats();
+        let mut lines = vec![
+            format!(
+                "connection: up {:.1} s, {} clients joined",
+                s.age.as_secs_f64(),
+                self.directory.names().len()
+            ),
+            format!(
+                "server sent {} bytes in {} frames, received {} bytes in {} frames",
+                s.bytes_sent, s.frames_sent, s.bytes_received, s.frames_received
+            ),
+        ];
+        for c in &s.channels {
+            lines.push(format!(
+                "channel {:<28} {:<7} capacity {:>4} queued {:>4} credit {:>4} messages {:>6} bytes {:>9}",
+                c.name.clone().unwrap_or_else(|| format!("#{}", c.id)),
+                match c.direction {
+                    netchan::Direction::Send => "send",
+                    netchan::Direction::Receive => "receive",
+                },
+                c.capacity,
+                c.queued,
+                c.credit,
+                c.messages,
+                c.bytes
+            ));
+        }
+        lines
+    }
+
     async fn read(&self, client: String, path: String) -> Result<Download, String> {
         let files = self
             .directory

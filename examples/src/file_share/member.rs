@@ -55,6 +55,11 @@ impl Member {
         self.hub.list().await.map_err(explain)
     }
 
+    /// The server's view of this client's connection, one line each.
+    pub async fn stats(&self) -> Result<Vec<String>, String> {
+        self.hub.stats().await.map_err(explain)
+    }
+
     /// Starts reading `path` from `client`'s shared directory: the answer
     /// comes once the file is open; [`receive`](super::receive) takes its
     /// bytes.

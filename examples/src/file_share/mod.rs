@@ -70,6 +70,11 @@ pub trait Hub {
     /// Reads `path` from the shared directory of the client named
     /// `client`.
     async fn read(&self, client: String, path: String) -> Result<Download, String>;
+
+    /// What the server sees of the caller's connection: its age, bytes and
+    /// frames each way, and each channel open on it (from
+    /// `Session::stats`), one line each.
+    async fn stats(&self) -> Vec<String>;
 }
 
 /// What each client serves back to the server over its own connection.
