@@ -32,6 +32,30 @@
 //! # }
 //! ```
 //!
+//! ## Receivers are streams
+//!
+//! A [`Receiver`] is also a `futures` [`Stream`](prelude::Stream) of
+//! `Result<T, RecvError>`. [`prelude`] brings the traits that work on it
+//! (`StreamExt` for `next`, `map`, `for_each`, …, `TryStreamExt` for
+//! `try_next`, …) together with netchan's common types, so a program needs
+//! no `futures` dependency of its own:
+//!
+//! ```
+//! use netchan::prelude::*;
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let (tx, rx) = channel::<u32>(8);
+//! for i in 1..=3 {
+//!     tx.send(i).await?;
+//! }
+//! drop(tx); // closes the channel: the stream ends after the values sent
+//!
+//! let squares: Vec<u32> = rx.map_ok(|i| i * i).try_collect().await?;
+//! assert_eq!(squares, [1, 4, 9]);
+//! # Ok(()) }
+//! ```
+//!
 //! ## RPC, in both directions
 //!
 //! `#[netchan::service]` turns a trait into a typed client and a server.
@@ -116,6 +140,7 @@ mod conn;
 mod error;
 mod exporter;
 mod pipe;
+pub mod prelude;
 pub mod proto;
 mod rpc;
 mod session;
