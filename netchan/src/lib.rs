@@ -106,6 +106,10 @@
 //! # Ok(()) }
 //! ```
 //!
+//! For each trait the macro generates a client, `{Trait}Client`, and a
+//! server, `{Trait}Server`; [`example`] shows them, with every method,
+//! for a small service.
+//!
 //! ## Layers
 //!
 //! ```text
@@ -130,6 +134,10 @@
 #![deny(missing_docs)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
+// The code `#[netchan::service]` generates names `::netchan::…`, which
+// `example` expands inside this crate.
+extern crate self as netchan;
+
 #[doc(hidden)]
 pub mod __private;
 mod channel;
@@ -138,6 +146,7 @@ mod codec;
 mod config;
 mod conn;
 mod error;
+pub mod example;
 mod exporter;
 mod pipe;
 pub mod prelude;
