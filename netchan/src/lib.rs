@@ -173,3 +173,12 @@ pub use transport::tls;
 pub trait Message: serde::Serialize + serde::de::DeserializeOwned + Send + 'static {}
 
 impl<T: serde::Serialize + serde::de::DeserializeOwned + Send + 'static> Message for T {}
+
+/// The README's Rust blocks, compiled and run as doc tests (its TLS block
+/// needs the `tls` feature).
+#[cfg(all(doctest, feature = "tls"))]
+#[doc = include_str!("../../README.md")]
+mod readme {}
+
+#[cfg(test)]
+mod readme_tests;
