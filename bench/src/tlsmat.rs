@@ -9,6 +9,8 @@ use tokio_rustls::{TlsAcceptor, TlsConnector};
 
 use crate::harness::{Ctx, R};
 
+const TLS13_ONLY: &[&rustls::SupportedProtocolVersion] = &[&rustls::version::TLS13];
+
 /// Raw TLS: an acceptor and a connector that trusts exactly its cert.
 #[derive(Clone)]
 pub(crate) struct RawTls {
@@ -29,18 +31,16 @@ impl RawTls {
         let cert: CertificateDer<'static> = ck.cert.der().clone();
         let key = PrivateKeyDer::try_from(ck.signing_key.serialize_der())
             .map_err(|e| format!("key: {e}"))?;
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let server = rustls::ServerConfig::builder_with_provider(provider.clone())
-            .with_protocol_versions(&[&rustls::version::TLS13])
-            .ctx("TLS 1.3")?
+        // rustls takes the process's provider from its crate features: ring,
+        // the only one this build enables, as netchan uses (rustls 0.23.48
+        // deprecated naming it with `crypto::ring::default_provider()`).
+        let server = rustls::ServerConfig::builder_with_protocol_versions(TLS13_ONLY)
             .with_no_client_auth()
             .with_single_cert(vec![cert.clone()], key)
             .ctx("server config")?;
         let mut roots = rustls::RootCertStore::empty();
         roots.add(cert).ctx("trust the certificate")?;
-        let client = rustls::ClientConfig::builder_with_provider(provider)
-            .with_protocol_versions(&[&rustls::version::TLS13])
-            .ctx("TLS 1.3")?
+        let client = rustls::ClientConfig::builder_with_protocol_versions(TLS13_ONLY)
             .with_root_certificates(roots)
             .with_no_client_auth();
         Ok(RawTls {

@@ -32,6 +32,30 @@
 //! # }
 //! ```
 //!
+//! ## Receivers are streams
+//!
+//! A [`Receiver`] is also a `futures` [`Stream`](prelude::Stream) of
+//! `Result<T, RecvError>`. [`prelude`] brings the traits that work on it
+//! (`StreamExt` for `next`, `map`, `for_each`, …, `TryStreamExt` for
+//! `try_next`, …) together with netchan's common types, so a program needs
+//! no `futures` dependency of its own:
+//!
+//! ```
+//! use netchan::prelude::*;
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let (tx, rx) = channel::<u32>(8);
+//! for i in 1..=3 {
+//!     tx.send(i).await?;
+//! }
+//! drop(tx); // closes the channel: the stream ends after the values sent
+//!
+//! let squares: Vec<u32> = rx.map_ok(|i| i * i).try_collect().await?;
+//! assert_eq!(squares, [1, 4, 9]);
+//! # Ok(()) }
+//! ```
+//!
 //! ## RPC, in both directions
 //!
 //! `#[netchan::service]` turns a trait into a typed client and a server.
@@ -82,18 +106,25 @@
 //! # Ok(()) }
 //! ```
 //!
+//! For each trait the macro generates a client, `{Trait}Client`, and a
+//! server, `{Trait}Server`; [`example`] shows them, with every method,
+//! for a small service.
+//!
 //! ## Layers
 //!
 //! ```text
 //!  layer            files (netchan/src/)               holds
+//!  crate surface    prelude, example, metrics           common imports; a documented example
+//!                   (feature), readme_tests             service; stats through `metrics`
 //!  rpc              rpc/{mod,client,server,serve,wire}  Service, clients, dispatchers, serve / serve_each
 //!  session,         session.rs, exporter.rs,            Session, Exporter: import & export by name,
 //!  exporter         cluster.rs                          type and direction checks; listen / dial
 //!  channel, pipe    channel/{mod,queue,route,embed,     Sender / Receiver / Pipe; buffers, routes,
 //!                   send}, pipe.rs                      handles inside messages, typed encode
 //!  conn,            conn/{mod,dispatch,endpoint,        one live connection: state behind one lock,
-//!  transport        exports,send,driver,errors};        endpoint traits, dispatch, send path, reader
-//!                   transport/{mod,tcp,tls}             and writer tasks, error log; TCP/TLS dial+accept
+//!  transport        exports,send,driver,errors,stats};  endpoint traits, dispatch, send path, reader
+//!                   transport/{mod,tcp,tls,             and writer tasks, error log, stats; TCP/TLS
+//!                   tls/provider}                       dial and accept, the ring crypto provider
 //!  codec, config,   codec/{mod,hint}, config.rs,        message encoding, bounded decoding, type
 //!  error, util      error.rs, util.rs                   names; limits; errors
 //!  proto (sans-IO)  proto/{frame,hello,conn,chan,       frames, handshake, the channel table and its
@@ -109,6 +140,10 @@
 #![deny(missing_docs)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
+// The code `#[netchan::service]` generates names `::netchan::…`, which
+// `example` expands inside this crate.
+extern crate self as netchan;
+
 #[doc(hidden)]
 pub mod __private;
 mod channel;
@@ -117,10 +152,12 @@ mod codec;
 mod config;
 mod conn;
 mod error;
+pub mod example;
 mod exporter;
 #[cfg(feature = "metrics")]
 pub mod metrics;
 mod pipe;
+pub mod prelude;
 pub mod proto;
 mod rpc;
 mod session;
@@ -182,3 +219,12 @@ mod layout_tests {
         assert!(missing.is_empty(), "not in the layer diagram: {missing:?}");
     }
 }
+
+/// The README's Rust blocks, compiled and run as doc tests (its TLS block
+/// needs the `tls` feature).
+#[cfg(all(doctest, feature = "tls"))]
+#[doc = include_str!("../../README.md")]
+mod readme {}
+
+#[cfg(test)]
+mod readme_tests;

@@ -100,7 +100,23 @@ impl<T> fmt::Debug for Sender<T> {
 type Decoding<T> = (tokio::task::JoinHandle<Result<T, String>>, Arc<Conn>);
 
 /// The receiving half of a channel. Also a [`futures::Stream`] of
-/// `Result<T, RecvError>`.
+/// `Result<T, RecvError>`, which ends when the channel closes cleanly:
+/// `use netchan::prelude::*` brings `StreamExt` and `TryStreamExt` for
+/// `next`, `map`, `try_next`, … without a `futures` dependency of your own.
+///
+/// ```
+/// use netchan::prelude::*;
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let (tx, mut rx) = channel::<String>(4);
+/// tx.send("hello".to_string()).await?;
+/// drop(tx);
+///
+/// assert_eq!(rx.next().await.transpose()?.as_deref(), Some("hello"));
+/// assert!(rx.next().await.is_none()); // closed cleanly
+/// # Ok(()) }
+/// ```
 ///
 /// A `Receiver` may be sent inside a message: the peer gets a live
 /// receiver of what this side's senders send.
