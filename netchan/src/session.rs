@@ -48,9 +48,12 @@ pub type Importer = Session;
 
 impl fmt::Debug for Session {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let conn = self.conn.conn();
         f.debug_struct("Session")
-            .field("id", &self.conn.conn().id)
-            .field("side", &self.conn.conn().side)
+            .field("id", &conn.id)
+            .field("side", &conn.side)
+            .field("peer_addr", &conn.addrs.peer)
+            .field("local_addr", &conn.addrs.local)
             .finish()
     }
 }
@@ -152,7 +155,7 @@ impl Session {
         parent_errors: Option<Arc<ErrorLog>>,
         init: impl FnOnce(&Conn),
     ) -> Session {
-        let conn = Conn::new(side, cfg, shared, parent_errors);
+        let conn = Conn::new(side, cfg, stream.addrs(), shared, parent_errors);
         init(&conn);
         let session = Session::from_conn(&conn);
         crate::conn::driver::spawn(conn, stream);
@@ -411,6 +414,44 @@ impl Session {
             }
             notified.await;
         }
+    }
+
+    /// The peer's socket address: where this session dialled, or where an
+    /// exporter's session came from. `None` for sessions without one
+    /// ([`Session::pair`], [`connect_stream`](Session::connect_stream),
+    /// [`accept_stream`](Session::accept_stream)).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), netchan::Error> {
+    /// let exp = netchan::Exporter::bind("127.0.0.1:0").await?;
+    /// let session = netchan::Session::connect(exp.local_addr()).await?;
+    /// assert_eq!(session.peer_addr(), Some(exp.local_addr()));
+    ///
+    /// let (a, _b) = netchan::Session::pair();
+    /// assert_eq!(a.peer_addr(), None);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn peer_addr(&self) -> Option<std::net::SocketAddr> {
+        self.conn().addrs.peer
+    }
+
+    /// This side's socket address on the connection; `None` where
+    /// [`peer_addr`](Session::peer_addr) is.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), netchan::Error> {
+    /// let exp = netchan::Exporter::bind("127.0.0.1:0").await?;
+    /// let client = netchan::Session::connect(exp.local_addr()).await?;
+    /// let local = client.local_addr().expect("a TCP session has one");
+    /// assert!(local.ip().is_loopback());
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn local_addr(&self) -> Option<std::net::SocketAddr> {
+        self.conn().addrs.local
     }
 
     /// Whether the connection has ended.

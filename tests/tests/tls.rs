@@ -532,6 +532,33 @@ async fn the_client_sees_the_server_certificate_and_the_server_sees_no_identity_
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn both_ends_of_a_tls_session_know_each_others_address() {
+    bounded(async {
+        let (tls, good) = self_signed_server();
+        let exp = within(
+            "bind",
+            Exporter::bind_with("127.0.0.1:0", server_cfg(Some(tls))),
+        )
+        .await
+        .expect("bind");
+        let client = within(
+            "connect",
+            Session::connect_with(exp.local_addr(), client_cfg(Some(good))),
+        )
+        .await
+        .expect("connect");
+        let server_side = only_session(&exp).await;
+        let client_addr = client.local_addr().expect("the client's address");
+        assert_eq!(client.peer_addr(), Some(exp.local_addr()));
+        assert_eq!(server_side.peer_addr(), Some(client_addr));
+        assert_eq!(server_side.local_addr(), Some(exp.local_addr()));
+        within("close", client.close()).await;
+        within("shutdown", exp.shutdown()).await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_plaintext_session_has_no_peer_identity() {
     bounded(async {
         let exp = within("bind", Exporter::bind("127.0.0.1:0"))

@@ -40,6 +40,7 @@ use tokio::sync::{Notify, oneshot};
 use crate::config::Config;
 use crate::error::Error;
 use crate::proto::{ChanId, CloseCode, CodecId, Connection, HandleDesc, HandleKind, Side};
+use crate::transport::Addrs;
 use crate::util::lock;
 
 static NEXT_CONN_ID: AtomicU64 = AtomicU64::new(1);
@@ -114,6 +115,8 @@ pub(crate) struct Conn {
     pub(crate) config: Config,
     pub(crate) id: u64,
     pub(crate) side: Side,
+    /// Both ends' socket addresses, where the stream has them.
+    pub(crate) addrs: Addrs,
     /// Services this session serves (used by the RPC layer).
     pub(crate) driver_done: Notify,
     pub(crate) driver_ended: AtomicBool,
@@ -130,6 +133,7 @@ impl fmt::Debug for Conn {
         f.debug_struct("Conn")
             .field("id", &self.id)
             .field("side", &self.side)
+            .field("peer", &self.addrs.peer)
             .finish_non_exhaustive()
     }
 }
@@ -218,6 +222,7 @@ impl Conn {
     pub(crate) fn new(
         side: Side,
         config: Config,
+        addrs: Addrs,
         shared_exports: Option<Arc<Exports>>,
         parent_errors: Option<Arc<ErrorLog>>,
     ) -> Arc<Conn> {
@@ -248,6 +253,7 @@ impl Conn {
             config,
             id: NEXT_CONN_ID.fetch_add(1, Ordering::Relaxed),
             side,
+            addrs,
             driver_done: Notify::new(),
             driver_ended: AtomicBool::new(false),
             dead: tokio_util::sync::CancellationToken::new(),
@@ -261,11 +267,25 @@ impl Conn {
     }
 
     pub(crate) fn log_error(&self, e: Error) {
-        tracing::debug!(conn = self.id, error = %e, "netchan session error");
+        tracing::debug!(conn = self.id, peer = %self.peer_label(), error = %e, "netchan session error");
         self.errors.push(e.clone());
         if let Some(p) = &self.parent_errors {
             p.push(e);
         }
+    }
+
+    /// The peer's address for log lines ("-" when the stream has none).
+    pub(crate) fn peer_label(&self) -> impl fmt::Display + use<> {
+        struct Peer(Option<std::net::SocketAddr>);
+        impl fmt::Display for Peer {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                match self.0 {
+                    Some(a) => write!(f, "{a}"),
+                    None => f.write_str("-"),
+                }
+            }
+        }
+        Peer(self.addrs.peer)
     }
 
     /// Wakes the writer (once per burst).

@@ -11,7 +11,7 @@ use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream, ToSocketAddrs};
 
 #[cfg(feature = "tls")]
-use super::Joined;
+use super::{Addressed, Addrs};
 use crate::Config;
 use crate::error::Error;
 
@@ -31,7 +31,7 @@ pub(crate) enum Dialed {
     Tcp(TcpStream),
     #[cfg(feature = "tls")]
     Tls(
-        Joined<tokio_rustls::client::TlsStream<TcpStream>>,
+        Addressed<tokio_rustls::client::TlsStream<TcpStream>>,
         Option<super::tls::PeerIdentity>,
     ),
 }
@@ -42,13 +42,14 @@ pub(crate) async fn dial(addr: impl ToSocketAddrs, cfg: &Config) -> Result<Diale
     tune(&stream, cfg)?;
     #[cfg(feature = "tls")]
     if let Some(tls) = cfg.tls_client.clone() {
+        let addrs = Addrs::of(&stream);
         let (connector, name) = tls.connector()?;
         let stream = connector
             .connect(name, stream)
             .await
             .map_err(|e| super::tls::explain("client", None, e))?;
         let peer = super::tls::PeerIdentity::of_stream(stream.get_ref().1);
-        return Ok(Dialed::Tls(Joined(stream), peer));
+        return Ok(Dialed::Tls(Addressed { stream, addrs }, peer));
     }
     Ok(Dialed::Tcp(stream))
 }
@@ -60,7 +61,7 @@ pub(crate) enum Accepted {
     Tcp(TcpStream),
     #[cfg(feature = "tls")]
     Tls(
-        Joined<tokio_rustls::server::TlsStream<TcpStream>>,
+        Addressed<tokio_rustls::server::TlsStream<TcpStream>>,
         Option<super::tls::PeerIdentity>,
     ),
 }
@@ -156,6 +157,7 @@ impl Handshake {
         #[cfg(feature = "tls")]
         if let Some(acceptor) = self.0 {
             let timeout = cfg.handshake_timeout;
+            let addrs = Addrs::of(&stream);
             let r = tokio::time::timeout(timeout, acceptor.accept(stream)).await;
             let stream = match r {
                 Ok(Ok(s)) => s,
@@ -163,7 +165,7 @@ impl Handshake {
                 Err(_) => return Err(Error::HandshakeTimeout(timeout)),
             };
             let peer = super::tls::PeerIdentity::of_stream(stream.get_ref().1);
-            return Ok(Accepted::Tls(Joined(stream), peer));
+            return Ok(Accepted::Tls(Addressed { stream, addrs }, peer));
         }
         #[cfg(not(feature = "tls"))]
         let _ = (self, peer_addr, cfg);
