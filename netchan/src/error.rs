@@ -4,9 +4,11 @@
 //! and give values back where a value was not sent.
 
 use std::fmt;
+use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
-use crate::proto::ProtoError;
+use crate::proto::{ProtoError, Side};
 
 /// Which side started a failure.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -33,9 +35,48 @@ pub enum Error {
         /// What was wrong.
         error: ProtoError,
     },
-    /// The handshake did not finish in time.
-    #[error("handshake did not complete within {0:?}")]
-    HandshakeTimeout(std::time::Duration),
+    /// The handshake did not finish in time: the peer sent no netchan
+    /// hello (or, over TLS, did not finish the TLS handshake) within
+    /// [`Config::handshake_timeout`](crate::Config::handshake_timeout).
+    ///
+    /// The message names the peer's address when the connection has one,
+    /// and says what the other end should have been: dialling something
+    /// that waits for the client to speak first (an HTTP server, a
+    /// database) ends here.
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// // A TCP server that accepts and never says a word.
+    /// let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    /// let addr = silent.local_addr().unwrap();
+    /// tokio::spawn(async move {
+    ///     let (_socket, _) = silent.accept().await.unwrap();
+    ///     std::future::pending::<()>().await
+    /// });
+    /// let cfg = netchan::Config::default().handshake_timeout(Duration::from_millis(200));
+    /// let e = netchan::Session::connect_with(addr, cfg).await.unwrap_err();
+    /// assert!(matches!(e, netchan::Error::HandshakeTimeout { peer: Some(p), .. } if p == addr));
+    /// assert_eq!(
+    ///     e.to_string(),
+    ///     format!("no netchan hello from {addr} within 200ms: is a netchan exporter listening there?"),
+    /// );
+    /// # }
+    /// ```
+    #[error("{}", handshake_timeout(*timeout, *peer, *side))]
+    #[non_exhaustive]
+    HandshakeTimeout {
+        /// How long this side waited.
+        timeout: std::time::Duration,
+        /// The peer's address, when the connection has one (`None` for
+        /// in-memory pairs and streams handed to
+        /// [`Session::connect_stream`](crate::Session::connect_stream)).
+        peer: Option<SocketAddr>,
+        /// This side: the dialler waited for an exporter's hello, the
+        /// acceptor for a client's.
+        side: Side,
+    },
     /// The peer ended the connection without a goodbye.
     #[error("connection lost: {0}")]
     ConnectionLost(String),
@@ -115,6 +156,20 @@ pub enum Error {
     /// A configuration or argument problem.
     #[error("invalid configuration: {0}")]
     Config(String),
+}
+
+/// `Error::HandshakeTimeout`'s message: who was silent, and what should
+/// have been there.
+fn handshake_timeout(timeout: Duration, peer: Option<SocketAddr>, side: Side) -> String {
+    match (peer, side) {
+        (Some(peer), Side::Dialer) => format!(
+            "no netchan hello from {peer} within {timeout:?}: is a netchan exporter listening there?"
+        ),
+        (Some(peer), Side::Acceptor) => format!(
+            "no netchan hello from {peer} within {timeout:?}: the client connected but did not speak netchan"
+        ),
+        (None, _) => format!("no netchan hello from the peer within {timeout:?}"),
+    }
 }
 
 impl Error {

@@ -81,8 +81,11 @@ impl Session {
         cfg: Config,
     ) -> Result<Session, Error> {
         let timeout = cfg.handshake_timeout;
+        // The address being dialled (then the one connected to), for the
+        // message if the peer never answers.
+        let mut trying = None;
         let fut = async {
-            let s = match tcp::dial(addr, &cfg).await? {
+            let s = match tcp::dial(addr, &cfg, &mut trying).await? {
                 Dialed::Tcp(stream) => Session::start(stream, Side::Dialer, cfg, None, None),
                 #[cfg(feature = "tls")]
                 Dialed::Tls(stream, peer) => {
@@ -96,9 +99,12 @@ impl Session {
             s.conn().ready().await?;
             Ok(s)
         };
-        tokio::time::timeout(timeout, fut)
-            .await
-            .unwrap_or(Err(Error::HandshakeTimeout(timeout)))
+        let r = tokio::time::timeout(timeout, fut).await;
+        r.unwrap_or(Err(Error::HandshakeTimeout {
+            timeout,
+            peer: trying,
+            side: Side::Dialer,
+        }))
     }
 
     /// Runs a session over an already-open stream (a Unix socket, a TLS

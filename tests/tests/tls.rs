@@ -319,7 +319,7 @@ async fn connect_fails(what: &str, addr: SocketAddr, cfg: Config) -> Error {
         "{what}: failing took {took:?}, more than the handshake timeout {HANDSHAKE:?} + {MARGIN:?}"
     );
     assert!(
-        !matches!(e, Error::HandshakeTimeout(_)),
+        !matches!(e, Error::HandshakeTimeout { .. }),
         "{what}: the error must name the cause, not only time out: {e}"
     );
     e
@@ -968,7 +968,7 @@ async fn a_stalled_tls_handshake_times_out_on_the_server_without_blocking_other_
             .await;
         server
             .expect_error("stalled handshake", |e| {
-                matches!(e, Error::HandshakeTimeout(_))
+                matches!(e, Error::HandshakeTimeout { .. })
             })
             .await;
         let took = start.elapsed();
@@ -1018,7 +1018,7 @@ async fn a_tls_client_to_a_silent_server_fails_with_the_handshake_timeout() {
         .await;
         let took = start.elapsed();
         match r {
-            Err(Error::HandshakeTimeout(d)) => assert_eq!(d, timeout),
+            Err(Error::HandshakeTimeout { timeout: d, .. }) => assert_eq!(d, timeout),
             other => panic!("expected HandshakeTimeout, got {other:?}"),
         }
         assert!(took < timeout + MARGIN, "took {took:?}");

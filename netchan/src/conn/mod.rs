@@ -288,6 +288,15 @@ impl Conn {
         Peer(self.addrs.peer)
     }
 
+    /// The error a handshake that did not finish in time ends with.
+    pub(crate) fn handshake_timeout(&self) -> Error {
+        Error::HandshakeTimeout {
+            timeout: self.config.handshake_timeout,
+            peer: self.addrs.peer,
+            side: self.side,
+        }
+    }
+
     /// Wakes the writer (once per burst).
     pub(crate) fn kick(&self) {
         if !self.writer_kicked.swap(true, Ordering::AcqRel) {

@@ -381,7 +381,9 @@ async fn connect_gives_up_when_the_handshake_never_completes() {
         });
         let cfg = Config::default().handshake_timeout(Duration::from_millis(300));
         match within("connect", Session::connect_with(addr, cfg)).await {
-            Err(Error::HandshakeTimeout(d)) => assert_eq!(d, Duration::from_millis(300)),
+            Err(Error::HandshakeTimeout { timeout: d, .. }) => {
+                assert_eq!(d, Duration::from_millis(300))
+            }
             other => panic!("expected HandshakeTimeout, got {other:?}"),
         }
         silent.abort();
