@@ -33,7 +33,7 @@ use crate::{Message, codec};
 /// let (server, client) = netchan::Session::pair();
 /// let tx = server.export_sender::<String>("greetings")?;
 /// let mut rx = client.import_receiver::<String>("greetings", 8).await?;
-/// tx.send("hello".to_string()).await.map_err(|_| netchan::Error::Closed)?;
+/// tx.send("hello".to_string()).await?;
 /// assert_eq!(rx.recv().await.ok().flatten().as_deref(), Some("hello"));
 /// # Ok(())
 /// # }
