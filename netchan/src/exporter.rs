@@ -410,6 +410,7 @@ fn register<S: crate::transport::Halves>(
     let conn = Conn::new(
         Side::Acceptor,
         cfg,
+        stream.addrs(),
         Some(shared.exports.clone()),
         Some(shared.errors.clone()),
     );

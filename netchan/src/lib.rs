@@ -26,7 +26,7 @@
 //!
 //! let requests = client.import_sender::<(String, netchan::Sender<String>)>("echo").await?;
 //! let (reply_tx, mut reply_rx) = channel::<String>(1);
-//! requests.send(("hello".into(), reply_tx)).await.map_err(|_| netchan::Error::Closed)?;
+//! requests.send(("hello".into(), reply_tx)).await?;
 //! assert_eq!(reply_rx.recv().await.ok().flatten().as_deref(), Some("HELLO"));
 //! # Ok(())
 //! # }
@@ -168,7 +168,9 @@ pub use channel::{Receiver, Sender, channel};
 pub use cluster::{dial, dial_with, listen, listen_with};
 pub use config::Config;
 pub use conn::{ChannelStats, Direction, SessionStats};
-pub use error::{Error, Origin, RecvError, RpcError, SendError, TryRecvError, TrySendError};
+pub use error::{
+    Error, Origin, RecvError, RpcError, SendError, SendErrorKind, TryRecvError, TrySendError,
+};
 pub use exporter::{Exporter, ExporterStats};
 pub use netchan_macros::service;
 pub use pipe::{Pipe, pipe};

@@ -80,8 +80,8 @@ pub(crate) fn publish(session: &str, s: &SessionStats) {
         labels.push(Label::new(
             "direction",
             match c.direction {
-                Direction::Send => "send",
-                Direction::Receive => "receive",
+                Direction::Sending => "send",
+                Direction::Receiving => "receive",
             },
         ));
         counter!("netchan_channel_messages_total", labels.clone()).absolute(c.messages);

@@ -35,7 +35,7 @@ use crate::{Message, codec};
 /// let (server, client) = netchan::Session::pair();
 /// let tx = server.export_sender::<String>("greetings")?;
 /// let mut rx = client.import_receiver::<String>("greetings", 8).await?;
-/// tx.send("hello".to_string()).await.map_err(|_| netchan::Error::Closed)?;
+/// tx.send("hello".to_string()).await?;
 /// assert_eq!(rx.recv().await.ok().flatten().as_deref(), Some("hello"));
 /// # Ok(())
 /// # }
@@ -50,9 +50,12 @@ pub type Importer = Session;
 
 impl fmt::Debug for Session {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let conn = self.conn.conn();
         f.debug_struct("Session")
-            .field("id", &self.conn.conn().id)
-            .field("side", &self.conn.conn().side)
+            .field("id", &conn.id)
+            .field("side", &conn.side)
+            .field("peer_addr", &conn.addrs.peer)
+            .field("local_addr", &conn.addrs.local)
             .finish()
     }
 }
@@ -80,8 +83,11 @@ impl Session {
         cfg: Config,
     ) -> Result<Session, Error> {
         let timeout = cfg.handshake_timeout;
+        // The address being dialled (then the one connected to), for the
+        // message if the peer never answers.
+        let mut trying = None;
         let fut = async {
-            let s = match tcp::dial(addr, &cfg).await? {
+            let s = match tcp::dial(addr, &cfg, &mut trying).await? {
                 Dialed::Tcp(stream) => Session::start(stream, Side::Dialer, cfg, None, None),
                 #[cfg(feature = "tls")]
                 Dialed::Tls(stream, peer) => {
@@ -95,9 +101,12 @@ impl Session {
             s.conn().ready().await?;
             Ok(s)
         };
-        tokio::time::timeout(timeout, fut)
-            .await
-            .unwrap_or(Err(Error::HandshakeTimeout(timeout)))
+        let r = tokio::time::timeout(timeout, fut).await;
+        r.unwrap_or(Err(Error::HandshakeTimeout {
+            timeout,
+            peer: trying,
+            side: Side::Dialer,
+        }))
     }
 
     /// Runs a session over an already-open stream (a Unix socket, a TLS
@@ -154,7 +163,7 @@ impl Session {
         parent_errors: Option<Arc<ErrorLog>>,
         init: impl FnOnce(&Conn),
     ) -> Session {
-        let conn = Conn::new(side, cfg, shared, parent_errors);
+        let conn = Conn::new(side, cfg, stream.addrs(), shared, parent_errors);
         init(&conn);
         let session = Session::from_conn(&conn);
         crate::conn::driver::spawn(conn, stream);
@@ -415,6 +424,44 @@ impl Session {
         }
     }
 
+    /// The peer's socket address: where this session dialled, or where an
+    /// exporter's session came from. `None` for sessions without one
+    /// ([`Session::pair`], [`connect_stream`](Session::connect_stream),
+    /// [`accept_stream`](Session::accept_stream)).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), netchan::Error> {
+    /// let exp = netchan::Exporter::bind("127.0.0.1:0").await?;
+    /// let session = netchan::Session::connect(exp.local_addr()).await?;
+    /// assert_eq!(session.peer_addr(), Some(exp.local_addr()));
+    ///
+    /// let (a, _b) = netchan::Session::pair();
+    /// assert_eq!(a.peer_addr(), None);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn peer_addr(&self) -> Option<std::net::SocketAddr> {
+        self.conn().addrs.peer
+    }
+
+    /// This side's socket address on the connection; `None` where
+    /// [`peer_addr`](Session::peer_addr) is.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), netchan::Error> {
+    /// let exp = netchan::Exporter::bind("127.0.0.1:0").await?;
+    /// let client = netchan::Session::connect(exp.local_addr()).await?;
+    /// let local = client.local_addr().expect("a TCP session has one");
+    /// assert!(local.ip().is_loopback());
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn local_addr(&self) -> Option<std::net::SocketAddr> {
+        self.conn().addrs.local
+    }
+
     /// Whether the connection has ended.
     pub fn is_closed(&self) -> bool {
         matches!(self.conn().lock().status, Status::Ended(_))
@@ -442,7 +489,7 @@ impl Session {
     /// a.drain(None).await?;
     /// let stats = b.stats();
     /// let news = stats.named("news").next().expect("the channel");
-    /// assert_eq!((news.direction, news.messages, news.queued), (Direction::Receive, 1, 1));
+    /// assert_eq!((news.direction, news.messages, news.queued), (Direction::Receiving, 1, 1));
     /// assert!(stats.bytes_received > 0);
     /// # Ok(()) }
     /// ```

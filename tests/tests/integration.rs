@@ -15,6 +15,8 @@ mod batching;
 mod channel_semantics;
 #[path = "integration/cluster.rs"]
 mod cluster;
+#[path = "integration/errors.rs"]
+mod errors;
 #[path = "integration/export_import.rs"]
 mod export_import;
 #[path = "integration/go_semantics.rs"]

@@ -319,7 +319,7 @@ async fn connect_fails(what: &str, addr: SocketAddr, cfg: Config) -> Error {
         "{what}: failing took {took:?}, more than the handshake timeout {HANDSHAKE:?} + {MARGIN:?}"
     );
     assert!(
-        !matches!(e, Error::HandshakeTimeout(_)),
+        !matches!(e, Error::HandshakeTimeout { .. }),
         "{what}: the error must name the cause, not only time out: {e}"
     );
     e
@@ -525,6 +525,33 @@ async fn the_client_sees_the_server_certificate_and_the_server_sees_no_identity_
             None,
             "without mutual TLS the server knows no client identity"
         );
+        within("close", client.close()).await;
+        within("shutdown", exp.shutdown()).await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn both_ends_of_a_tls_session_know_each_others_address() {
+    bounded(async {
+        let (tls, good) = self_signed_server();
+        let exp = within(
+            "bind",
+            Exporter::bind_with("127.0.0.1:0", server_cfg(Some(tls))),
+        )
+        .await
+        .expect("bind");
+        let client = within(
+            "connect",
+            Session::connect_with(exp.local_addr(), client_cfg(Some(good))),
+        )
+        .await
+        .expect("connect");
+        let server_side = only_session(&exp).await;
+        let client_addr = client.local_addr().expect("the client's address");
+        assert_eq!(client.peer_addr(), Some(exp.local_addr()));
+        assert_eq!(server_side.peer_addr(), Some(client_addr));
+        assert_eq!(server_side.local_addr(), Some(exp.local_addr()));
         within("close", client.close()).await;
         within("shutdown", exp.shutdown()).await;
     })
@@ -941,7 +968,7 @@ async fn a_stalled_tls_handshake_times_out_on_the_server_without_blocking_other_
             .await;
         server
             .expect_error("stalled handshake", |e| {
-                matches!(e, Error::HandshakeTimeout(_))
+                matches!(e, Error::HandshakeTimeout { .. })
             })
             .await;
         let took = start.elapsed();
@@ -991,7 +1018,7 @@ async fn a_tls_client_to_a_silent_server_fails_with_the_handshake_timeout() {
         .await;
         let took = start.elapsed();
         match r {
-            Err(Error::HandshakeTimeout(d)) => assert_eq!(d, timeout),
+            Err(Error::HandshakeTimeout { timeout: d, .. }) => assert_eq!(d, timeout),
             other => panic!("expected HandshakeTimeout, got {other:?}"),
         }
         assert!(took < timeout + MARGIN, "took {took:?}");

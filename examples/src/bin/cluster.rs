@@ -427,7 +427,7 @@ fn channel_lines(stats: &ExporterStats, last: &mut HashMap<(String, bool), (u64,
     for c in stats.sessions.iter().flat_map(|s| &s.channels) {
         let key = (
             c.name.clone().unwrap_or_else(|| "(private)".into()),
-            c.direction == Direction::Send,
+            c.direction == Direction::Sending,
         );
         let e = now.entry(key).or_default();
         e.0 += c.queued;

@@ -222,7 +222,7 @@ async fn walk() -> anyhow::Result<()> {
     println!("7. hangup");
     importer.hangup("votes")?;
     match votes_out.send(7).await {
-        Err(SendError(v)) => {
+        Err(SendError(v, _)) => {
             println!("   importer hung up \"votes\"; sending {v} failed and gave it back")
         }
         Ok(()) => anyhow::bail!("a send on a hung-up channel succeeded"),

@@ -325,7 +325,7 @@ async fn run_client(
                             sent += 1;
                             totals.sent.fetch_add(1, Ordering::Relaxed);
                         }
-                        Err(SendError(back)) => {
+                        Err(SendError(back, _)) => {
                             // The value came back: check it is the one sent.
                             assert_eq!((back.client, back.chan, back.seq), (client, chan, seq));
                             totals.returned.fetch_add(1, Ordering::Relaxed);

@@ -155,8 +155,8 @@ impl Hub for PeerHub {
                 "channel {:<28} {:<7} capacity {:>4} queued {:>4} credit {:>4} messages {:>6} bytes {:>9}",
                 c.name.clone().unwrap_or_else(|| format!("#{}", c.id)),
                 match c.direction {
-                    netchan::Direction::Send => "send",
-                    netchan::Direction::Receive => "receive",
+                    netchan::Direction::Sending => "send",
+                    netchan::Direction::Receiving => "receive",
                 },
                 c.capacity,
                 c.queued,

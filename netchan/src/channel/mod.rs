@@ -30,7 +30,7 @@ use route::{Attempt, Route};
 
 use crate::Message;
 use crate::conn::{Conn, ConnRef, LARGE_MESSAGE, SENT_LARGE};
-use crate::error::{RecvError, SendError, TryRecvError, TrySendError};
+use crate::error::{RecvError, SendError, SendErrorKind, TryRecvError, TrySendError};
 
 /// What keeps a session or exporter up while a handle it produced lives
 /// (its owner's reference, held and never looked at: channels name no
@@ -188,23 +188,49 @@ impl<T: Message> Sender<T> {
     /// it. If the future is dropped before it completed (for example in
     /// `tokio::select!`), the value was not sent (capacity `>= 1`).
     ///
-    /// Fails, giving the value back, when the channel or its connection is
-    /// closed, or when the value cannot be sent at all (it does not encode,
-    /// or is larger than the peer accepts; the session's `errors()` says
-    /// which).
+    /// Fails, giving the value back in [`SendError`]`.0` and saying why in
+    /// `.1` ([`SendErrorKind`](crate::SendErrorKind)), when the channel is
+    /// closed, its connection was lost, or the value cannot be sent at all
+    /// (larger than the peer's
+    /// [`Config::max_message_len`](crate::Config::max_message_len), or it
+    /// does not encode). A value refused on its own leaves the channel
+    /// open: the next `send` goes through.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// use netchan::{SendError, SendErrorKind};
+    ///
+    /// let (tx, rx) = netchan::channel::<String>(1);
+    /// drop(rx);
+    /// match tx.send("hello".to_string()).await {
+    ///     Err(SendError(back, SendErrorKind::Closed)) => assert_eq!(back, "hello"),
+    ///     other => panic!("{other:?}"),
+    /// }
+    /// # }
+    /// ```
     pub async fn send(&self, value: T) -> Result<(), SendError<T>> {
-        self.send_detailed(value)
-            .await
-            .map_err(|(v, _)| SendError(v))
-    }
-
-    /// Like `send`, but says why a value was refused: `Some(error)` when
-    /// it could not be sent at all (encoding, size), `None` when closed.
-    pub(crate) async fn send_detailed(&self, value: T) -> Result<(), (T, Option<crate::Error>)> {
         match &self.shared.target {
-            Target::Local(q) => send_local(q, value).await.map_err(|SendError(v)| (v, None)),
+            Target::Local(q) => send_local(q, value).await,
             Target::Remote(r) => send_remote(r, value).await,
         }
+        .map_err(|(v, why)| SendError(v, why))
+    }
+
+    /// Like `send`, but says only why a value was refused on its own:
+    /// `Some(error)` when it could not be sent at all (encoding, size),
+    /// `None` when the channel is closed or its connection lost.
+    pub(crate) async fn send_detailed(&self, value: T) -> Result<(), (T, Option<crate::Error>)> {
+        self.send(value).await.map_err(|SendError(v, why)| {
+            let refused = match why {
+                SendErrorKind::TooLarge { size, limit } => {
+                    Some(crate::Error::MessageTooLarge { size, limit })
+                }
+                SendErrorKind::Invalid(e) => Some(e),
+                _ => None,
+            };
+            (v, refused)
+        })
     }
 
     /// Sends `value` only if that is possible without waiting.
@@ -261,7 +287,7 @@ impl<T: Message> Sender<T> {
     }
 }
 
-async fn send_local<T: Message>(q: &Arc<Queue<T>>, value: T) -> Result<(), SendError<T>> {
+async fn send_local<T: Message>(q: &Arc<Queue<T>>, value: T) -> Result<(), (T, SendErrorKind)> {
     let mut push = q.push_local(value);
     while let Push::Full(v) = push {
         let notified = q.space.notified();
@@ -276,13 +302,13 @@ async fn send_local<T: Message>(q: &Arc<Queue<T>>, value: T) -> Result<(), SendE
     match push {
         Push::Done(seq) if q.completes_on_take() => wait_taken(q, seq).await,
         Push::Done(_) => Ok(()),
-        Push::Full(v) | Push::Closed(v) => Err(SendError(v)),
+        Push::Full(v) | Push::Closed(v) => Err((v, q.why_closed())),
     }
 }
 
 /// Rendezvous: waits until the receiver took item `seq`. If the wait is
 /// cancelled first, the item is taken back, so it was not sent.
-async fn wait_taken<T: Message>(q: &Arc<Queue<T>>, seq: u64) -> Result<(), SendError<T>> {
+async fn wait_taken<T: Message>(q: &Arc<Queue<T>>, seq: u64) -> Result<(), (T, SendErrorKind)> {
     struct Unpush<'a, T: Message>(&'a Arc<Queue<T>>, u64, bool);
     impl<T: Message> Drop for Unpush<'_, T> {
         fn drop(&mut self) {
@@ -298,7 +324,7 @@ async fn wait_taken<T: Message>(q: &Arc<Queue<T>>, seq: u64) -> Result<(), SendE
         notified.as_mut().enable();
         if let Some(v) = q.take_returned(seq) {
             guard.2 = true;
-            return Err(SendError(v));
+            return Err((v, q.why_closed()));
         }
         if !q.is_queued(seq) {
             guard.2 = true;
@@ -307,7 +333,7 @@ async fn wait_taken<T: Message>(q: &Arc<Queue<T>>, seq: u64) -> Result<(), SendE
         if q.is_closed() {
             guard.2 = true;
             return match q.unpush(seq) {
-                Some(v) => Err(SendError(v)),
+                Some(v) => Err((v, q.why_closed())),
                 None => Ok(()),
             };
         }
@@ -359,10 +385,7 @@ async fn encode_aside<T: Message>(r: &Route, value: T) -> (T, Option<Encoded>) {
     }
 }
 
-async fn send_remote<T: Message>(
-    r: &Arc<Route>,
-    value: T,
-) -> Result<(), (T, Option<crate::Error>)> {
+async fn send_remote<T: Message>(r: &Arc<Route>, value: T) -> Result<(), (T, SendErrorKind)> {
     // After a large value, the next is encoded on the blocking pool: a
     // row of large values does not hold this runtime for their encoding.
     let (value, mut pre) = if r.large.load(Ordering::Relaxed) {
@@ -420,8 +443,8 @@ async fn send_remote<T: Message>(
             }
             Ok(())
         }
-        Attempt::Closed | Attempt::Blocked => Err((value, None)),
-        Attempt::Invalid(e) => Err((value, Some(e))),
+        Attempt::Closed | Attempt::Blocked => Err((value, SendErrorKind::closed(r.lost()))),
+        Attempt::Invalid(e) => Err((value, SendErrorKind::refused(e))),
     }
 }
 
@@ -711,14 +734,15 @@ impl<T: Message> futures::Sink<T> for Sender<T> {
         let this = self.get_mut();
         match this.try_send(value) {
             Ok(()) => Ok(()),
-            Err(TrySendError::Full(value)) => {
+            // Full: the send waits in the sink. Closed or refused: `send`
+            // finds the reason (closed, connection lost, too large), which
+            // the next `poll_ready` or `poll_flush` returns with the value.
+            Err(e) => {
+                let value = e.into_inner();
                 let tx = this.clone();
                 let slot = this.sink.get_mut().unwrap_or_else(|p| p.into_inner());
                 *slot = Some(Box::pin(async move { tx.send(value).await }));
                 Ok(())
-            }
-            Err(TrySendError::Closed(value)) | Err(TrySendError::Invalid(value, _)) => {
-                Err(SendError(value))
             }
         }
     }
@@ -780,7 +804,7 @@ pub(crate) async fn relay<T: Message>(mut rx: Receiver<T>, route: Arc<Route>) {
         match rx.recv().await {
             Ok(Some(v)) => match tx.send(v).await {
                 Ok(()) => queue.relay_done(None),
-                Err(SendError(v)) => {
+                Err(SendError(v, _)) => {
                     queue.relay_done(Some(v));
                     return;
                 }

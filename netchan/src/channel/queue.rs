@@ -19,7 +19,7 @@ use bytes::Bytes;
 use tokio::sync::Notify;
 
 use crate::conn::{HandleGuard, Inbound, Link};
-use crate::error::{Error, RecvError};
+use crate::error::{Error, RecvError, SendErrorKind};
 use crate::proto::CloseCode;
 use crate::util::lock;
 
@@ -213,6 +213,15 @@ impl<T> Queue<T> {
     pub(crate) fn is_closed(&self) -> bool {
         let st = lock(&self.st);
         st.end.is_some() || st.receivers == 0
+    }
+
+    /// Why a local send found the queue closed: its only source failed,
+    /// or it ended otherwise (receiver dropped, hangup).
+    pub(crate) fn why_closed(&self) -> SendErrorKind {
+        match &lock(&self.st).end {
+            Some(End::Failed(e)) => SendErrorKind::closed(Some(e.clone())),
+            _ => SendErrorKind::Closed,
+        }
     }
 
     pub(crate) fn sender_gone(&self) {

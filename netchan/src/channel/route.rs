@@ -6,7 +6,7 @@
 //! exported, its `conn::SenderExport`.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use tokio::sync::Notify;
 
@@ -35,6 +35,8 @@ pub(crate) struct Route {
     /// its channel.
     export: bool,
     closed: AtomicBool,
+    /// Why an export route closed, when its session's connection failed.
+    failed: OnceLock<crate::Error>,
     rr: AtomicUsize,
     /// The last value sent was large: the next one is encoded on the
     /// blocking pool before it is offered to the members.
@@ -64,6 +66,7 @@ impl Route {
             notify: Notify::new(),
             export: false,
             closed: AtomicBool::new(false),
+            failed: OnceLock::new(),
             rr: AtomicUsize::new(0),
             large: AtomicBool::new(false),
             waited_ns: AtomicU64::new(0),
@@ -77,6 +80,7 @@ impl Route {
             notify: Notify::new(),
             export: true,
             closed: AtomicBool::new(false),
+            failed: OnceLock::new(),
             rr: AtomicUsize::new(0),
             large: AtomicBool::new(false),
             waited_ns: AtomicU64::new(0),
@@ -150,6 +154,15 @@ impl Route {
         self.closed.load(Ordering::Acquire)
     }
 
+    /// The failure of the route's connection, if it closed because of one
+    /// (why a send found the route closed).
+    pub(crate) fn lost(&self) -> Option<crate::Error> {
+        match &self.single {
+            Some(m) => m.conn.conn().lock().end_error(),
+            None => self.failed.get().cloned(),
+        }
+    }
+
     /// Tries each member once, starting after the last one used.
     pub(crate) fn try_send(
         &self,
@@ -207,6 +220,12 @@ impl SenderExport for Route {
 
     fn close(&self, code: CloseCode, reason: &str) {
         Route::close(self, code, reason);
+    }
+
+    fn fail(&self, e: &crate::Error) {
+        // Before the close, so that a send that finds it closed finds why.
+        let _ = self.failed.set(e.clone());
+        Route::close(self, CloseCode::Hangup, "hung up");
     }
 
     fn outbound(self: Arc<Self>) -> Arc<dyn Outbound> {

@@ -111,7 +111,7 @@ async fn reader<R: AsyncRead + Unpin>(conn: &Arc<Conn>, mut rd: R) {
             match tokio::time::timeout_at(handshake_deadline, rd.read_buf(&mut buf)).await {
                 Ok(r) => r,
                 Err(_) => {
-                    fail(conn, Error::HandshakeTimeout(conn.config.handshake_timeout));
+                    fail(conn, conn.handshake_timeout());
                     return;
                 }
             }

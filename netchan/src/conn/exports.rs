@@ -46,6 +46,9 @@ pub(crate) trait SenderExport: Send + Sync + 'static {
     fn add_member(&self, conn: ConnRef, chan: ChanId);
     /// Closes it for good, with `code` to every importer.
     fn close(&self, code: CloseCode, reason: &str);
+    /// Closes it for good because its connection failed with `e` (what
+    /// a send then reports).
+    fn fail(&self, e: &Error);
     /// The same route, as the endpoint that credit wakes.
     fn outbound(self: Arc<Self>) -> Arc<dyn Outbound>;
 }
@@ -133,6 +136,11 @@ impl Exports {
         for e in all {
             match (e, error) {
                 (Export::Receiver { queue, .. }, Some(err)) => queue.fail(err.clone()),
+                (Export::Sender { route, .. }, Some(err)) => {
+                    if let Some(r) = route.upgrade() {
+                        r.fail(err);
+                    }
+                }
                 (e, _) => close_export(e),
             }
         }

@@ -42,6 +42,7 @@ use tokio::sync::{Notify, oneshot};
 use crate::config::Config;
 use crate::error::Error;
 use crate::proto::{ChanId, CloseCode, CodecId, Connection, HandleDesc, HandleKind, Side};
+use crate::transport::Addrs;
 use crate::util::lock;
 
 static NEXT_CONN_ID: AtomicU64 = AtomicU64::new(1);
@@ -121,6 +122,8 @@ pub(crate) struct Conn {
     /// When the connection started (for its stats).
     pub(crate) created: std::time::Instant,
     pub(crate) side: Side,
+    /// Both ends' socket addresses, where the stream has them.
+    pub(crate) addrs: Addrs,
     /// Services this session serves (used by the RPC layer).
     pub(crate) driver_done: Notify,
     pub(crate) driver_ended: AtomicBool,
@@ -137,6 +140,7 @@ impl fmt::Debug for Conn {
         f.debug_struct("Conn")
             .field("id", &self.id)
             .field("side", &self.side)
+            .field("peer", &self.addrs.peer)
             .finish_non_exhaustive()
     }
 }
@@ -225,6 +229,7 @@ impl Conn {
     pub(crate) fn new(
         side: Side,
         config: Config,
+        addrs: Addrs,
         shared_exports: Option<Arc<Exports>>,
         parent_errors: Option<Arc<ErrorLog>>,
     ) -> Arc<Conn> {
@@ -256,6 +261,7 @@ impl Conn {
             id: NEXT_CONN_ID.fetch_add(1, Ordering::Relaxed),
             created: std::time::Instant::now(),
             side,
+            addrs,
             driver_done: Notify::new(),
             driver_ended: AtomicBool::new(false),
             dead: tokio_util::sync::CancellationToken::new(),
@@ -269,10 +275,33 @@ impl Conn {
     }
 
     pub(crate) fn log_error(&self, e: Error) {
-        tracing::debug!(conn = self.id, error = %e, "netchan session error");
+        tracing::debug!(conn = self.id, peer = %self.peer_label(), error = %e, "netchan session error");
         self.errors.push(e.clone());
         if let Some(p) = &self.parent_errors {
             p.push(e);
+        }
+    }
+
+    /// The peer's address for log lines ("-" when the stream has none).
+    pub(crate) fn peer_label(&self) -> impl fmt::Display + use<> {
+        struct Peer(Option<std::net::SocketAddr>);
+        impl fmt::Display for Peer {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                match self.0 {
+                    Some(a) => write!(f, "{a}"),
+                    None => f.write_str("-"),
+                }
+            }
+        }
+        Peer(self.addrs.peer)
+    }
+
+    /// The error a handshake that did not finish in time ends with.
+    pub(crate) fn handshake_timeout(&self) -> Error {
+        Error::HandshakeTimeout {
+            timeout: self.config.handshake_timeout,
+            peer: self.addrs.peer,
+            side: self.side,
         }
     }
 

@@ -14,9 +14,9 @@ use crate::proto::Role;
 pub enum Direction {
     /// This side sends on it (an exported sender, an imported sender, or a
     /// sender that travelled to this side).
-    Send,
+    Sending,
     /// This side receives on it.
-    Receive,
+    Receiving,
 }
 
 /// One channel of a connection, as [`Session::stats`](crate::Session::stats)
@@ -109,8 +109,8 @@ impl Conn {
                     name: c.name.map(str::to_owned),
                     id: c.chan,
                     direction: match c.role {
-                        Role::Sending => Direction::Send,
-                        Role::Receiving => Direction::Receive,
+                        Role::Sending => Direction::Sending,
+                        Role::Receiving => Direction::Receiving,
                     },
                     capacity: c.capacity as usize,
                     queued,

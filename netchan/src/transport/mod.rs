@@ -8,13 +8,38 @@ pub(crate) mod tcp;
 #[cfg(feature = "tls")]
 pub mod tls;
 
+use std::net::SocketAddr;
+
 use tokio::io::{AsyncRead, AsyncWrite};
+
+/// The two ends' socket addresses of a connection, when it has them (an
+/// in-memory or caller-supplied stream has none).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Addrs {
+    pub(crate) local: Option<SocketAddr>,
+    pub(crate) peer: Option<SocketAddr>,
+}
+
+impl Addrs {
+    /// The addresses of a TCP stream (either may be missing if the socket
+    /// already failed).
+    pub(crate) fn of(stream: &tokio::net::TcpStream) -> Addrs {
+        Addrs {
+            local: stream.local_addr().ok(),
+            peer: stream.peer_addr().ok(),
+        }
+    }
+}
 
 /// A byte stream the driver can split into a read and a write half.
 pub(crate) trait Halves: Send + 'static {
     type R: AsyncRead + Unpin + Send + 'static;
     type W: AsyncWrite + Unpin + Send + 'static;
     fn halves(self) -> (Self::R, Self::W);
+    /// The stream's socket addresses, if it has any.
+    fn addrs(&self) -> Addrs {
+        Addrs::default()
+    }
 }
 
 /// TCP splits without a lock between the halves.
@@ -23,6 +48,29 @@ impl Halves for tokio::net::TcpStream {
     type W = tokio::net::tcp::OwnedWriteHalf;
     fn halves(self) -> (Self::R, Self::W) {
         self.into_split()
+    }
+    fn addrs(&self) -> Addrs {
+        Addrs::of(self)
+    }
+}
+
+/// A stream over TCP (TLS), split by tokio, with the addresses of the TCP
+/// connection under it.
+#[cfg(feature = "tls")]
+pub(crate) struct Addressed<S> {
+    pub(crate) stream: S,
+    pub(crate) addrs: Addrs,
+}
+
+#[cfg(feature = "tls")]
+impl<S: AsyncRead + AsyncWrite + Send + Unpin + 'static> Halves for Addressed<S> {
+    type R = tokio::io::ReadHalf<S>;
+    type W = tokio::io::WriteHalf<S>;
+    fn halves(self) -> (Self::R, Self::W) {
+        tokio::io::split(self.stream)
+    }
+    fn addrs(&self) -> Addrs {
+        self.addrs
     }
 }
 

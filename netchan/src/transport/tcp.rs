@@ -5,13 +5,14 @@
 //!
 //! Knows nothing of frames, connections or sessions.
 
+use std::io;
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use tokio::net::{TcpListener, TcpStream, ToSocketAddrs};
 
 #[cfg(feature = "tls")]
-use super::Joined;
+use super::{Addressed, Addrs};
 use crate::Config;
 use crate::error::Error;
 
@@ -31,26 +32,101 @@ pub(crate) enum Dialed {
     Tcp(TcpStream),
     #[cfg(feature = "tls")]
     Tls(
-        Joined<tokio_rustls::client::TlsStream<TcpStream>>,
+        Addressed<tokio_rustls::client::TlsStream<TcpStream>>,
         Option<super::tls::PeerIdentity>,
     ),
 }
 
 /// Connects to `addr`, over TLS if `cfg` has a client TLS config.
-pub(crate) async fn dial(addr: impl ToSocketAddrs, cfg: &Config) -> Result<Dialed, Error> {
-    let stream = TcpStream::connect(addr).await?;
+/// `trying` is set to each address as it is tried, so a caller that gives
+/// up can say where it was connecting to.
+pub(crate) async fn dial(
+    addr: impl ToSocketAddrs,
+    cfg: &Config,
+    trying: &mut Option<SocketAddr>,
+) -> Result<Dialed, Error> {
+    let stream = connect(addr, trying).await?;
     tune(&stream, cfg)?;
     #[cfg(feature = "tls")]
     if let Some(tls) = cfg.tls_client.clone() {
+        let addrs = Addrs::of(&stream);
         let (connector, name) = tls.connector()?;
         let stream = connector
             .connect(name, stream)
             .await
             .map_err(|e| super::tls::explain("client", None, e))?;
         let peer = super::tls::PeerIdentity::of_stream(stream.get_ref().1);
-        return Ok(Dialed::Tls(Joined(stream), peer));
+        return Ok(Dialed::Tls(Addressed { stream, addrs }, peer));
     }
     Ok(Dialed::Tcp(stream))
+}
+
+/// Connects to the first address `addr` resolves to that accepts (as
+/// `TcpStream::connect` does), setting `trying` to each in turn. The
+/// error names every address tried and why it failed; its kind is the
+/// last failure's.
+async fn connect(
+    addr: impl ToSocketAddrs,
+    trying: &mut Option<SocketAddr>,
+) -> Result<TcpStream, Error> {
+    let mut failed = Vec::new();
+    for a in tokio::net::lookup_host(addr).await? {
+        *trying = Some(a);
+        match TcpStream::connect(a).await {
+            Ok(stream) => return Ok(stream),
+            Err(e) => failed.push((a, e)),
+        }
+    }
+    Err(Error::io(cannot_connect(failed)))
+}
+
+/// The error of a dial that reached no address: "cannot connect to
+/// 127.0.0.1:9: connection refused (is a netchan exporter listening
+/// there?)", with the last failure as its source.
+fn cannot_connect(mut failed: Vec<(SocketAddr, io::Error)>) -> io::Error {
+    let Some((last_addr, last)) = failed.pop() else {
+        return io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "the address resolved to no socket address",
+        );
+    };
+    let refused = |e: &io::Error| e.kind() == io::ErrorKind::ConnectionRefused;
+    let why = |e: &io::Error| {
+        if refused(e) {
+            // Without the "(os error 111)" of the OS's own text.
+            "connection refused".to_owned()
+        } else {
+            e.to_string()
+        }
+    };
+    let mut text = String::from("cannot connect to ");
+    for (a, e) in &failed {
+        text.push_str(&format!("{a}: {}; ", why(e)));
+    }
+    text.push_str(&format!("{last_addr}: {}", why(&last)));
+    if refused(&last) && failed.iter().all(|(_, e)| refused(e)) {
+        text.push_str(" (is a netchan exporter listening there?)");
+    }
+    io::Error::new(last.kind(), CannotConnect { text, last })
+}
+
+/// A failed dial's message, with the last OS error as its source.
+#[derive(Debug)]
+struct CannotConnect {
+    text: String,
+    last: io::Error,
+}
+
+impl std::fmt::Display for CannotConnect {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.text)
+    }
+}
+
+impl std::error::Error for CannotConnect {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.last)
+    }
 }
 
 /// An accepted connection: plain TCP, or TLS and the client's identity.
@@ -60,7 +136,7 @@ pub(crate) enum Accepted {
     Tcp(TcpStream),
     #[cfg(feature = "tls")]
     Tls(
-        Joined<tokio_rustls::server::TlsStream<TcpStream>>,
+        Addressed<tokio_rustls::server::TlsStream<TcpStream>>,
         Option<super::tls::PeerIdentity>,
     ),
 }
@@ -156,14 +232,21 @@ impl Handshake {
         #[cfg(feature = "tls")]
         if let Some(acceptor) = self.0 {
             let timeout = cfg.handshake_timeout;
+            let addrs = Addrs::of(&stream);
             let r = tokio::time::timeout(timeout, acceptor.accept(stream)).await;
             let stream = match r {
                 Ok(Ok(s)) => s,
                 Ok(Err(e)) => return Err(super::tls::explain("server", Some(peer_addr), e)),
-                Err(_) => return Err(Error::HandshakeTimeout(timeout)),
+                Err(_) => {
+                    return Err(Error::HandshakeTimeout {
+                        timeout,
+                        peer: Some(peer_addr),
+                        side: crate::proto::Side::Acceptor,
+                    });
+                }
             };
             let peer = super::tls::PeerIdentity::of_stream(stream.get_ref().1);
-            return Ok(Accepted::Tls(Joined(stream), peer));
+            return Ok(Accepted::Tls(Addressed { stream, addrs }, peer));
         }
         #[cfg(not(feature = "tls"))]
         let _ = (self, peer_addr, cfg);

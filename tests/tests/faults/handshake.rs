@@ -18,7 +18,7 @@ const TIMEOUT: Duration = Duration::from_millis(300);
 
 fn handshake_timeout(what: &str, e: &Error) {
     assert!(
-        matches!(e, Error::HandshakeTimeout(d) if *d == TIMEOUT),
+        matches!(e, Error::HandshakeTimeout { timeout, .. } if *timeout == TIMEOUT),
         "{what}: expected HandshakeTimeout({TIMEOUT:?}), got {e:?}"
     );
 }

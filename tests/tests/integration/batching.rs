@@ -179,7 +179,7 @@ async fn a_receiver_is_a_stream_and_a_sender_a_sink_for_forward() {
     let (tx, rx) = Way::ExportedSender.channel::<u32>(&a, &b, 8).await;
     let (out_tx, mut out_rx) = channel::<u32>(8);
     let pump = tokio::spawn(async move {
-        rx.map(|r| r.map_err(|_| netchan::SendError(0)))
+        rx.map(|r| r.map_err(|_| netchan::SendError(0, netchan::SendErrorKind::Closed)))
             .forward(out_tx)
             .await
     });

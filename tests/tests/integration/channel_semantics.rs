@@ -117,7 +117,7 @@ async fn a_value_larger_than_the_peer_accepts_is_refused_and_given_back(t: Trans
     let (a, b) = t.connect_with(cfg).await;
     let (tx, mut rx) = Way::ExportedSender.channel::<Vec<u8>>(&a, &b, 2).await;
     match within("an oversized send", tx.send(vec![7u8; 4000])).await {
-        Err(SendError(v)) => assert_eq!(v, vec![7u8; 4000], "the value comes back whole"),
+        Err(SendError(v, _)) => assert_eq!(v, vec![7u8; 4000], "the value comes back whole"),
         Ok(()) => panic!("a 4000-byte message was sent to a peer that accepts 1024"),
     }
     // The channel is not harmed.
@@ -262,7 +262,7 @@ async fn sends_on_a_local_channel_whose_receiver_is_gone_fail_with_the_value() {
         let (tx, rx) = channel::<String>(4);
         drop(rx);
         match within("send", tx.send("lost?".into())).await {
-            Err(SendError(v)) => assert_eq!(v, "lost?"),
+            Err(SendError(v, _)) => assert_eq!(v, "lost?"),
             Ok(()) => panic!("a send to a dropped receiver succeeded"),
         }
         match tx.try_send("again".into()) {
@@ -285,7 +285,7 @@ async fn sends_fail_with_the_value_once_the_remote_receiver_is_gone(t: Transport
         loop {
             match tx.send(v).await {
                 Ok(()) => v += 1,
-                Err(SendError(back)) => {
+                Err(SendError(back, _)) => {
                     assert_eq!(back, v, "the failed send gives back its own value");
                     break;
                 }

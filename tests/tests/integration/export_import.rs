@@ -286,7 +286,7 @@ async fn hangup_of_an_exported_sender_ends_its_importers_after_the_values_sent(t
     }
     recv_end("hung up cleanly", &mut rx).await;
     match within("send after hangup", tx.send(9)).await {
-        Err(SendError(v)) => assert_eq!(v, 9),
+        Err(SendError(v, _)) => assert_eq!(v, 9),
         Ok(()) => panic!("a send on a hung-up export succeeded"),
     }
     match within(
@@ -320,7 +320,7 @@ async fn hangup_of_an_exported_receiver_ends_it_and_fails_the_importers_sends(t:
         loop {
             match tx.send(v).await {
                 Ok(()) => v += 1,
-                Err(SendError(back)) => {
+                Err(SendError(back, _)) => {
                     assert_eq!(back, v, "the value comes back");
                     break;
                 }
@@ -360,7 +360,7 @@ async fn hangup_of_an_imported_sender_fails_its_later_sends(t: Transport) {
     send_ok("send", &tx, 1).await;
     imps[0].hangup(&name).expect("hangup on the importing side");
     match within("send after hangup", tx.send(2)).await {
-        Err(SendError(v)) => assert_eq!(v, 2),
+        Err(SendError(v, _)) => assert_eq!(v, 2),
         Ok(()) => panic!("a send after hangup() returned succeeded"),
     }
     assert_eq!(recv_some("sent before the hangup", &mut rx).await, 0);
@@ -672,11 +672,11 @@ async fn exporter_shutdown_ends_exports_and_sessions_cleanly() {
         assert_eq!(recv_some("buffered before shutdown", &mut rx).await, 11);
         recv_end("the importer's receiver ends cleanly", &mut rx).await;
         assert!(
-            matches!(within("send", tx.send(2)).await, Err(SendError(2))),
+            matches!(within("send", tx.send(2)).await, Err(SendError(2, _))),
             "the importer's sends fail with the value"
         );
         assert!(
-            matches!(within("send", outbox.send(12)).await, Err(SendError(12))),
+            matches!(within("send", outbox.send(12)).await, Err(SendError(12, _))),
             "the exporter's own sends fail with the value"
         );
         assert!(

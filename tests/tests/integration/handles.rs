@@ -164,7 +164,7 @@ async fn sends_to_a_travelled_receiver_that_was_dropped_fail_with_the_value(t: T
             loop {
                 match tx.send(v).await {
                     Ok(()) => v += 1,
-                    Err(SendError(back)) => {
+                    Err(SendError(back, _)) => {
                         assert_eq!(back, v, "{dir}: the value comes back");
                         break;
                     }

@@ -481,7 +481,7 @@ fn a_handshake_that_never_comes_times_out() {
         partial.expect_closed().await;
         for _ in 0..2 {
             match target.reported().await {
-                Error::HandshakeTimeout(d) => assert_eq!(d, timeout),
+                Error::HandshakeTimeout { timeout: d, .. } => assert_eq!(d, timeout),
                 e => panic!("expected HandshakeTimeout, got {e:?}"),
             }
         }

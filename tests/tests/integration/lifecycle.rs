@@ -51,12 +51,12 @@ async fn a_cut_connection_fails_a_waiting_send_on_an_imported_sender_with_its_va
     stays_pending("a send waiting for credit", &mut waiting).await;
     c.cut().await;
     match within("the waiting send after the cut", &mut waiting).await {
-        Err(SendError(v)) => assert_eq!(v, "second", "the value comes back"),
+        Err(SendError(v, _)) => assert_eq!(v, "second", "the value comes back"),
         Ok(()) => panic!("a send completed on a cut connection"),
     }
     drop(waiting);
     match within("a send after the cut", tx.send("third".into())).await {
-        Err(SendError(v)) => assert_eq!(v, "third"),
+        Err(SendError(v, _)) => assert_eq!(v, "third"),
         Ok(()) => panic!("a send after the cut succeeded"),
     }
 }
@@ -71,7 +71,7 @@ async fn a_cut_connection_fails_a_waiting_send_on_an_exported_sender_with_its_va
     stays_pending("a send waiting for credit", &mut waiting).await;
     c.cut().await;
     match within("the waiting send after the cut", &mut waiting).await {
-        Err(SendError(v)) => assert_eq!(v, "second", "the value comes back"),
+        Err(SendError(v, _)) => assert_eq!(v, "second", "the value comes back"),
         Ok(()) => panic!("a send completed on a cut connection"),
     }
 }
@@ -158,7 +158,7 @@ async fn a_cut_in_the_middle_of_a_stream_leaves_a_prefix_and_gives_the_failed_va
         loop {
             match remote.send(next).await {
                 Ok(()) => next += 1,
-                Err(SendError(v)) => return (next, v),
+                Err(SendError(v, _)) => return (next, v),
             }
         }
     });
@@ -226,7 +226,7 @@ async fn closing_a_session_ends_the_peers_channels_cleanly(t: Transport) {
     assert_eq!(recv_some("sent before the close", &mut rx_b).await, 2);
     recv_end("the peer's receiver ends cleanly", &mut rx_b).await;
     match within("send on the peer", tx_ba.send(3)).await {
-        Err(SendError(v)) => assert_eq!(v, 3),
+        Err(SendError(v, _)) => assert_eq!(v, 3),
         Ok(()) => panic!("a send to a closed session succeeded"),
     }
     assert!(
@@ -254,7 +254,7 @@ async fn sends_on_an_exported_sender_fail_with_the_value_once_its_session_is_clo
     let (tx, _rx) = Way::ExportedSender.channel::<u32>(&a, &b, 4).await;
     within("close", a.close()).await;
     match within("send after close", tx.send(7)).await {
-        Err(SendError(v)) => assert_eq!(v, 7),
+        Err(SendError(v, _)) => assert_eq!(v, 7),
         Ok(()) => panic!("a send on a closed session succeeded"),
     }
 }
@@ -381,7 +381,9 @@ async fn connect_gives_up_when_the_handshake_never_completes() {
         });
         let cfg = Config::default().handshake_timeout(Duration::from_millis(300));
         match within("connect", Session::connect_with(addr, cfg)).await {
-            Err(Error::HandshakeTimeout(d)) => assert_eq!(d, Duration::from_millis(300)),
+            Err(Error::HandshakeTimeout { timeout: d, .. }) => {
+                assert_eq!(d, Duration::from_millis(300))
+            }
             other => panic!("expected HandshakeTimeout, got {other:?}"),
         }
         silent.abort();
@@ -458,8 +460,8 @@ async fn handles_and_futures_are_send_and_errors_do_not_print_values() {
     let secret = "hunter2-do-not-log".to_string();
     let shown = format!(
         "{:?} {}",
-        SendError(secret.clone()),
-        SendError(secret.clone())
+        SendError(secret.clone(), netchan::SendErrorKind::Closed),
+        SendError(secret.clone(), netchan::SendErrorKind::Closed)
     );
     assert!(
         !shown.contains(&secret),

@@ -35,7 +35,7 @@ async fn each_value_of_a_channel_is_counted_once_on_each_side_with_its_bytes(t: 
         let out = out
             .channels
             .iter()
-            .find(|c| c.direction == Direction::Send && c.messages > 0)
+            .find(|c| c.direction == Direction::Sending && c.messages > 0)
             .expect("the sending end");
         assert_eq!((out.messages, out.bytes), (10, 10 * ENCODED), "{way:?}");
         assert_eq!(out.queued, 0, "{way:?}: every arrival confirmed");
@@ -45,7 +45,7 @@ async fn each_value_of_a_channel_is_counted_once_on_each_side_with_its_bytes(t: 
         let inn = inn
             .channels
             .iter()
-            .find(|c| c.direction == Direction::Receive && c.messages > 0)
+            .find(|c| c.direction == Direction::Receiving && c.messages > 0)
             .expect("the receiving end");
         assert_eq!(
             (inn.messages, inn.bytes, inn.queued),
