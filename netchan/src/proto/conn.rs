@@ -23,6 +23,7 @@ use super::ProtoError;
 pub use super::chan::Role;
 use super::chan::{Chan, State};
 use super::chunk::{Assembly, Pending, TRANSMIT_CHUNKS};
+use super::flow::ACK_DELAY;
 use super::frame::{
     ChanId, CloseCode, Dir, FLAG_END, FLAG_HANDLES, Frame, HEADER_LEN, Kind, RejectCode,
     patch_header,
@@ -226,6 +227,11 @@ pub struct Connection {
     ready: VecDeque<ChanId>,
     /// Receiving ends marked for a `CREDIT` at the next transmit.
     credit_due: Vec<ChanId>,
+    /// Some marked end is urgent (`Flow::urgent`): write at once.
+    credit_urgent: bool,
+    /// When the first `CREDIT` that may wait was found waiting, at a
+    /// transmit: it leaves with the next write, or `ACK_DELAY` after this.
+    credit_lazy_since: Option<Instant>,
     pong_due: Option<u64>,
     /// Bytes of peer-provoked replies since the last transmit.
     replies: usize,
@@ -309,6 +315,8 @@ impl Connection {
             out,
             ready: VecDeque::new(),
             credit_due: Vec::new(),
+            credit_urgent: false,
+            credit_lazy_since: None,
             pong_due: None,
             replies: 0,
             last_rx: now,
@@ -765,6 +773,7 @@ impl Connection {
         if c.flow.arrived() {
             self.credit_due.push(chan);
         }
+        self.credit_urgent |= c.flow.urgent();
         let handles = if has_handles {
             self.adopt_handles(&mut data)?
         } else {
@@ -1067,6 +1076,7 @@ impl Connection {
         if c.flow.took(grant, taken) {
             self.credit_due.push(chan);
         }
+        self.credit_urgent |= c.flow.urgent();
     }
 
     /// For a rendezvous (capacity 0) receiving channel: grants the peer one
@@ -1184,11 +1194,21 @@ impl Connection {
 
     /// Whether there is anything to transmit.
     pub fn wants_transmit(&self) -> bool {
+        self.has_frames_to_write() || (self.credit_urgent && !self.credit_due.is_empty())
+    }
+
+    /// Whether anything but `CREDIT`s that may wait is to be written.
+    fn has_frames_to_write(&self) -> bool {
         !self.out.is_empty()
             || !self.ready.is_empty()
-            || !self.credit_due.is_empty()
             || self.pong_due.is_some()
             || matches!(self.goodbye, Goodbye::Queued(_))
+    }
+
+    /// Whether `CREDIT`s that may wait are pending (they leave with the
+    /// next write, or at [`poll_timeout`](Self::poll_timeout)).
+    pub fn credit_waiting(&self) -> bool {
+        !self.credit_due.is_empty()
     }
 
     /// Appends the bytes to write to `dst` and returns whether there are
@@ -1214,10 +1234,29 @@ impl Connection {
             self.out.clear();
             self.ready.clear();
             self.credit_due.clear();
+            self.credit_urgent = false;
+            self.credit_lazy_since = None;
             self.pong_due = None;
             return false;
         }
-        for chan in std::mem::take(&mut self.credit_due) {
+        let lazy_due = self
+            .credit_lazy_since
+            .is_some_and(|t| now.saturating_duration_since(t) >= ACK_DELAY);
+        let send_credit = !self.credit_due.is_empty()
+            && (self.credit_urgent || lazy_due || self.has_frames_to_write());
+        if !self.credit_due.is_empty() && !send_credit && self.credit_lazy_since.is_none() {
+            self.credit_lazy_since = Some(now);
+        }
+        if send_credit {
+            self.credit_urgent = false;
+            self.credit_lazy_since = None;
+        }
+        let credit_due = if send_credit {
+            std::mem::take(&mut self.credit_due)
+        } else {
+            Vec::new()
+        };
+        for chan in credit_due {
             if let Some((grant, received)) =
                 self.chans.get_mut(&chan).and_then(|c| c.flow.credit_due())
             {
@@ -1342,7 +1381,12 @@ impl Connection {
         if self.is_ended() {
             return None;
         }
-        Some((self.last_tx + self.limits.keepalive).min(self.last_rx + self.limits.dead_after))
+        let keepalive =
+            (self.last_tx + self.limits.keepalive).min(self.last_rx + self.limits.dead_after);
+        Some(match self.credit_lazy_since {
+            Some(t) if !self.credit_due.is_empty() => keepalive.min(t + ACK_DELAY),
+            _ => keepalive,
+        })
     }
 
     /// Runs keepalive: a ping when we have been quiet, an error when the

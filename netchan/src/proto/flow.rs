@@ -25,16 +25,20 @@
 //! messages sent and not yet confirmed: they wait for arrival, not for the
 //! receiving program.
 //!
-//! # One frame, never held back
+//! # One frame, held back only when nobody waits for it
 //!
 //! Both travel in one `CREDIT { grant, received }`. A receiving end whose
 //! grant or confirmation changed is *marked* ([`Flow::arrived`],
-//! [`Flow::took`] return whether it just became marked); at the next
-//! transmit every marked end yields exactly one frame
-//! ([`Flow::credit_due`]). Nothing waits for more takes, so a sender
-//! blocked on a full buffer is let in within one round trip at every
-//! capacity, and a busy stream costs one `CREDIT` per write, not one per
-//! message.
+//! [`Flow::took`] return whether it just became marked); every marked end
+//! yields exactly one frame ([`Flow::credit_due`]) when the connection
+//! writes. A mark is *urgent* ([`Flow::urgent`]) when a sender may be
+//! waiting for it: a grant while the sender holds at most half the window
+//! (in particular none: a full buffer, so one take lets one waiting send
+//! in, whatever the capacity), and anything on a rendezvous channel. An
+//! urgent mark is written at once; the rest (confirmations of arrival, and
+//! grants to a sender with credit to spare) ride along with the next write
+//! or leave after [`ACK_DELAY`], so a call answered at once costs no
+//! frame of its own for them, and `drain` waits at most that much longer.
 //!
 //! # The sending side's invariant
 //!
@@ -59,6 +63,10 @@
 //! These sequence numbers and cumulative confirmations are exact, so a
 //! side that resumes a session knows precisely which messages the peer
 //! holds.
+
+/// How long a confirmation or a grant nobody waits for may wait for a
+/// write to ride along with before it is written on its own.
+pub const ACK_DELAY: std::time::Duration = std::time::Duration::from_millis(1);
 
 /// Why a `CREDIT` is refused: the peer broke the invariant.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -218,6 +226,16 @@ impl Flow {
 
     fn mark(&mut self) -> bool {
         !std::mem::replace(&mut self.marked, true)
+    }
+
+    /// Whether this end's pending `CREDIT` may be what a sender waits for:
+    /// a grant while the sender holds at most half the window (it may be
+    /// out of credit), or anything on a rendezvous channel.
+    pub(super) fn urgent(&self) -> bool {
+        self.marked
+            && (self.capacity == 0
+                || (self.pending_grant > 0
+                    && self.outstanding - self.pending_grant <= self.capacity / 2))
     }
 
     /// Forgets the mark (the channel is closing: no more `CREDIT`).

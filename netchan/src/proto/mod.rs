@@ -18,7 +18,7 @@
 mod chan;
 mod chunk;
 pub mod conn;
-mod flow;
+pub(crate) mod flow;
 pub mod frame;
 mod handles;
 pub mod hello;
@@ -30,6 +30,7 @@ mod tests;
 pub use conn::{
     ChannelCounters, Connection, Counters, Event, HandleDesc, HandleKind, Limits, Role, Side,
 };
+pub use flow::ACK_DELAY;
 pub use frame::{ChanId, CloseCode, Dir, Frame, FrameCodec, Kind, RejectCode};
 pub use hello::{CodecId, Hello, MAGIC, PROTOCOL_VERSION};
 

@@ -159,6 +159,12 @@ impl Pair {
                 && !self.d.conn.wants_transmit()
                 && !self.a.conn.wants_transmit()
             {
+                // Confirmations nobody waits for leave after ACK_DELAY:
+                // let that time pass, as a real connection would.
+                if self.d.conn.credit_waiting() || self.a.conn.credit_waiting() {
+                    self.now += ACK_DELAY;
+                    continue;
+                }
                 return Ok(());
             }
         }
@@ -1310,18 +1316,24 @@ fn sending_without_credit_is_refused_by_can_send() {
 }
 
 #[test]
-fn arrival_is_confirmed_at_the_next_transmit_before_anything_is_taken() {
+fn arrival_is_confirmed_with_the_next_write_or_after_the_ack_delay_before_anything_is_taken() {
     let mut p = Pair::connected();
     let chan = p.d_sends(8);
     for m in [b"1", b"2", b"3"] {
         p.d.send(chan, m, &[]).unwrap();
     }
     assert_eq!(p.d.conn.unconfirmed(), 3);
-    // One transmit carries the three messages; the receiver confirms all
-    // of them in one CREDIT at its next transmit, with no grant.
+    // One transmit carries the three messages. Nobody waits for their
+    // confirmation (the sender has credit to spare), so it does not make
+    // a write of its own at once...
     let bytes = p.d.transmit(p.now);
     p.a.receive(&bytes, p.now).unwrap();
     assert_eq!(p.a.take_events().len(), 3);
+    assert!(!p.a.conn.wants_transmit());
+    assert!(p.a.transmit(p.now).is_empty());
+    assert_eq!(p.a.conn.poll_timeout(), Some(p.now + ACK_DELAY));
+    // ... but leaves one ACK_DELAY later: one CREDIT for all three, no grant.
+    p.now += ACK_DELAY;
     let bytes = p.a.transmit(p.now);
     p.d.receive(&bytes, p.now).unwrap();
     assert_eq!(
@@ -1340,6 +1352,28 @@ fn arrival_is_confirmed_at_the_next_transmit_before_anything_is_taken() {
 }
 
 #[test]
+fn a_confirmation_rides_along_with_a_write_made_for_something_else() {
+    let mut p = Pair::connected();
+    let chan = p.d_sends(8);
+    p.d.send(chan, b"1", &[]).unwrap();
+    let bytes = p.d.transmit(p.now);
+    p.a.receive(&bytes, p.now).unwrap();
+    // The receiver writes for its own reasons (an OPEN): the CREDIT goes too.
+    let other = p.a.conn.open("z", Dir::OpenerSends, 0, "T").unwrap();
+    assert!(!p.a.transmit(p.now).is_empty());
+    let sent = p.a.take_sent();
+    assert!(matches!(sent[0], Frame::Open { chan, .. } if chan == other));
+    assert_eq!(
+        sent[1],
+        Frame::Credit {
+            chan,
+            grant: 0,
+            received: 1
+        }
+    );
+}
+
+#[test]
 fn one_take_lets_one_waiting_send_in_at_every_capacity() {
     for cap in [1, 2, 3, 4, 5, 8, 16, 64] {
         let mut p = Pair::connected();
@@ -1353,6 +1387,11 @@ fn one_take_lets_one_waiting_send_in_at_every_capacity() {
             p.clear();
             p.a.conn.credit_update(chan, 1, 1);
             assert_eq!(p.a.conn.outstanding(chan), 1);
+            // The sender is out of credit: the grant is written at once.
+            assert!(
+                p.a.conn.wants_transmit(),
+                "capacity {cap}: the grant is urgent"
+            );
             p.drive();
             assert_eq!(
                 p.a.take_sent(),
