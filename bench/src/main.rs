@@ -70,6 +70,11 @@ struct Cli {
     /// Also write every child's raw result as JSON lines to this file.
     #[arg(long)]
     json: Option<std::path::PathBuf>,
+    /// netchan only: read `Session::stats` (client) and `Exporter::stats`
+    /// (server) every this many milliseconds during the run, to show what
+    /// a stats reader costs (compare with a run without it).
+    #[arg(long)]
+    stats_every_ms: Option<u64>,
     #[command(subcommand)]
     child: Option<ChildCmd>,
 }
@@ -119,6 +124,7 @@ fn workload(id: &str) -> Workload {
 
 fn main() {
     let cli = Cli::parse();
+
     match cli.child {
         Some(ChildCmd::Timed {
             contender,
@@ -154,6 +160,7 @@ struct Plan {
     flavor: Flavor,
     workloads: Vec<Workload>,
     contenders: Vec<Contender>,
+    stats_every_ms: Option<u64>,
 }
 
 fn parent(cli: Cli) {
@@ -172,6 +179,7 @@ fn parent(cli: Cli) {
         conns: cli.conns.unwrap_or(if quick { 1000 } else { 10_000 }),
         channels: cli.channels.unwrap_or(if quick { 1000 } else { 10_000 }),
         flavor: cli.flavor,
+        stats_every_ms: cli.stats_every_ms,
         workloads: Workload::ALL
             .into_iter()
             .filter(|w| cli.only.is_empty() || cli.only.iter().any(|p| w.id().contains(p.as_str())))
@@ -425,6 +433,10 @@ fn run_timed(plan: &Plan, c: Contender, w: Workload) -> ChildResult {
         .args(["--seconds", &plan.seconds.to_string()])
         .args(["--warmup", &plan.warmup.to_string()])
         .args(["--flavor", flavor_arg(plan.flavor)])
+        .envs(
+            plan.stats_every_ms
+                .map(|ms| (contenders::netchan_c::STATS_EVERY_ENV, ms.to_string())),
+        )
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())

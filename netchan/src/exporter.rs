@@ -426,6 +426,8 @@ fn register<S: crate::transport::Halves>(
         },
     );
     shared.run_hooks(id);
+    #[cfg(feature = "metrics")]
+    crate::metrics::spawn_publisher(&conn);
     crate::conn::driver::spawn(conn.clone(), stream);
     let weak = Arc::downgrade(&shared);
     tokio::spawn(async move {

@@ -166,6 +166,8 @@ impl Session {
         let conn = Conn::new(side, cfg, stream.addrs(), shared, parent_errors);
         init(&conn);
         let session = Session::from_conn(&conn);
+        #[cfg(feature = "metrics")]
+        crate::metrics::spawn_publisher(&conn);
         crate::conn::driver::spawn(conn, stream);
         session
     }

@@ -53,13 +53,40 @@ fn server_config(env: &Env) -> Config {
     }
 }
 
+/// Set by `--stats-every-ms`: both sides read their stats this often.
+pub(crate) const STATS_EVERY_ENV: &str = "NETCHAN_BENCH_STATS_EVERY_MS";
+
+/// How often to read stats during a run, if at all.
+fn stats_every() -> Option<std::time::Duration> {
+    let ms: u64 = std::env::var(STATS_EVERY_ENV).ok()?.parse().ok()?;
+    Some(std::time::Duration::from_millis(ms.max(1)))
+}
+
+/// Reads `read()` every `every` until the run stops: what a stats
+/// reader costs the workload.
+fn spawn_stats_reader<S: Send + 'static>(ctl: Arc<Ctl>, read: impl Fn() -> S + Send + 'static) {
+    let Some(every) = stats_every() else {
+        return;
+    };
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(every);
+        while !ctl.stopped() {
+            tick.tick().await;
+            std::hint::black_box(read());
+        }
+    });
+}
+
 async fn connect(env: &Env, addr: SocketAddr, cfg: Config) -> R<Session> {
     let cfg = match &env.netchan_tls {
         Some(t) => cfg.tls_client(t.client.clone()),
         None => cfg,
     };
     env.ctl.stage("Session::connect");
-    Session::connect_with(addr, cfg).await.ctx("connect")
+    let s = Session::connect_with(addr, cfg).await.ctx("connect")?;
+    let reader = s.clone();
+    spawn_stats_reader(env.ctl.clone(), move || reader.stats());
+    Ok(s)
 }
 
 pub(crate) async fn server(env: Env, addr: AddrTx) -> R<()> {
@@ -67,6 +94,8 @@ pub(crate) async fn server(env: Env, addr: AddrTx) -> R<()> {
         .await
         .ctx("bind")?;
     let ctl = env.ctl.clone();
+    let reader = exp.clone();
+    spawn_stats_reader(ctl.clone(), move || reader.stats());
     match env.w {
         Workload::SeqCall | Workload::Calls64 | Workload::Calls8x8 | Workload::Echo => {
             exp.serve(EchoService);

@@ -37,8 +37,6 @@ pub(crate) fn spawn<T: crate::transport::Halves>(conn: Arc<Conn>, stream: T) {
         writer(&c2, wr).await;
         finish(&c2, &left);
     });
-    #[cfg(feature = "metrics")]
-    crate::metrics::spawn_publisher(&conn);
 }
 
 fn finish(conn: &Arc<Conn>, left: &AtomicUsize) {
