@@ -92,8 +92,10 @@
 //!  channel, pipe    channel/{mod,queue,route,embed,     Sender / Receiver / Pipe; buffers, routes,
 //!                   send}, pipe.rs                      handles inside messages, typed encode
 //!  conn,            conn/{mod,dispatch,endpoint,        one live connection: state behind one lock,
-//!  transport        exports,send,driver,errors};        endpoint traits, dispatch, send path, reader
-//!                   transport/{mod,tcp,tls}             and writer tasks, error log; TCP/TLS dial+accept
+//!  transport,       exports,send,driver,errors,stats,   endpoint traits, dispatch, send path, reader
+//!  metrics          calls}; transport/{mod,tcp,tls};    and writer tasks, error log, stats and per-method
+//!                   metrics.rs                          RPC counters; TCP/TLS dial+accept; stats
+//!                                                       through the `metrics` facade
 //!  codec, config,   codec/{mod,hint}, config.rs,        message encoding, bounded decoding, type
 //!  error, util      error.rs, util.rs                   names; limits; errors
 //!  proto (sans-IO)  proto/{frame,hello,conn,chan,       frames, handshake, the channel table and its
@@ -130,7 +132,7 @@ mod util;
 pub use channel::{Receiver, Sender, channel};
 pub use cluster::{dial, dial_with, listen, listen_with};
 pub use config::Config;
-pub use conn::{ChannelStats, Direction, SessionStats};
+pub use conn::{CallErrors, CallSide, ChannelStats, Direction, Latency, MethodStats, SessionStats};
 pub use error::{Error, Origin, RecvError, RpcError, SendError, TryRecvError, TrySendError};
 pub use exporter::{Exporter, ExporterStats};
 pub use netchan_macros::service;

@@ -10,13 +10,14 @@ use std::collections::HashMap;
 use std::fmt;
 use std::marker::PhantomData;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
 
 use tokio::sync::{Semaphore, oneshot};
 
 use super::export_name;
 use super::wire::{Failure, Reply, ToServer};
+use crate::conn::{CallEnd, CallSide, MethodCounters};
 use crate::util::lock;
 use crate::{Error, Message, RpcError, Sender, Session, channel};
 
@@ -39,6 +40,10 @@ struct Shared<Req, Resp> {
     /// Held while looking the service up, so that concurrent first calls
     /// share one lookup.
     connecting: tokio::sync::Mutex<()>,
+    /// Each method's counters in the session's stats, looked up once:
+    /// after the first call of a method, a call reads this under a shared
+    /// lock and records with a few atomics.
+    methods: RwLock<Vec<(&'static str, Arc<MethodCounters>)>>,
 }
 
 /// A typed RPC client for one service on one session. The generated
@@ -81,6 +86,7 @@ impl<Req: Message, Resp: Message> Client<Req, Resp> {
                 service: service.to_owned(),
                 state: Mutex::new(None),
                 connecting: tokio::sync::Mutex::new(()),
+                methods: RwLock::new(Vec::new()),
             }),
             timeout: None,
             _types: PhantomData,
@@ -122,8 +128,62 @@ impl<Req: Message, Resp: Message> Client<Req, Resp> {
     }
 
     /// Calls the service. Dropping the returned future cancels the call on
-    /// the server.
+    /// the server. Counted in the session's stats under the method
+    /// `"call"`; generated clients use [`call_method`](Client::call_method).
     pub async fn call(&self, request: Req) -> Result<Resp, RpcError> {
+        self.call_method("call", request).await
+    }
+
+    /// Calls `method` of the service, as [`call`](Client::call) does, and
+    /// counts it under that name in the session's stats.
+    pub async fn call_method(&self, method: &'static str, request: Req) -> Result<Resp, RpcError> {
+        let counters = self.counters(method);
+        counters.start();
+        let mut ended = Ended {
+            counters: &counters,
+            start: Instant::now(),
+            done: false,
+        };
+        let result = self.send_and_wait(request).await;
+        ended.finish(match &result {
+            Ok(_) => CallEnd::Completed,
+            Err(RpcError::Timeout) => CallEnd::Timeout,
+            Err(RpcError::Disconnected) => CallEnd::Disconnected,
+            Err(RpcError::NoSuchService(_)) => CallEnd::NoSuchService,
+            Err(RpcError::Remote(_)) => CallEnd::Remote,
+            Err(RpcError::Codec(_)) => CallEnd::Codec,
+        });
+        result
+    }
+
+    /// The counters of `method`, from this client's cache or, the first
+    /// time, from the session's table.
+    fn counters(&self, method: &'static str) -> Arc<MethodCounters> {
+        let found = self
+            .shared
+            .methods
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .find(|(m, _)| *m == method)
+            .map(|(_, c)| c.clone());
+        if let Some(c) = found {
+            return c;
+        }
+        let c =
+            self.shared
+                .session
+                .conn()
+                .method_stats(&self.shared.service, method, CallSide::Client);
+        self.shared
+            .methods
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .push((method, c.clone()));
+        c
+    }
+
+    async fn send_and_wait(&self, request: Req) -> Result<Resp, RpcError> {
         let deadline = self.timeout.map(|t| tokio::time::Instant::now() + t);
         let run = async {
             let state = self.state().await?;
@@ -174,6 +234,29 @@ impl<Req: Message, Resp: Message> Client<Req, Resp> {
                 .await
                 .unwrap_or(Err(RpcError::Timeout)),
             None => run.await,
+        }
+    }
+}
+
+/// Records how a call ended; a call whose future is dropped first was
+/// cancelled.
+struct Ended<'a> {
+    counters: &'a MethodCounters,
+    start: Instant,
+    done: bool,
+}
+
+impl Ended<'_> {
+    fn finish(&mut self, how: CallEnd) {
+        self.done = true;
+        self.counters.end(how, self.start.elapsed());
+    }
+}
+
+impl Drop for Ended<'_> {
+    fn drop(&mut self) {
+        if !self.done {
+            self.counters.end(CallEnd::Cancelled, self.start.elapsed());
         }
     }
 }

@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures::FutureExt;
 use tokio::sync::Notify;
@@ -13,7 +13,7 @@ use tokio::sync::Notify;
 use super::Service;
 use super::wire::{Failure, Reply, ToServer};
 use crate::channel::queue::Queue;
-use crate::conn::{Conn, Export, Inbound};
+use crate::conn::{CallEnd, CallSide, Conn, Export, Inbound, MethodCounters};
 use crate::util::lock;
 use crate::{Error, Receiver, RecvError, Session, codec};
 
@@ -61,6 +61,8 @@ async fn dispatch<S: Service>(
     let running: Arc<Mutex<HashMap<u64, tokio::task::AbortHandle>>> =
         Arc::new(Mutex::new(HashMap::new()));
     let finished = Arc::new(Notify::new());
+    // This dispatcher's cache of the session's per-method counters.
+    let mut methods: HashMap<&'static str, Arc<MethodCounters>> = HashMap::new();
     loop {
         // At the limit, read nothing more until a handler finishes.
         loop {
@@ -79,6 +81,23 @@ async fn dispatch<S: Service>(
                 request,
             })) => {
                 let deadline = deadline_ms.map_or(cap, |ms| Duration::from_millis(ms).min(cap));
+                let method = S::method_name(&request);
+                let counters = methods
+                    .entry(method)
+                    .or_insert_with(|| {
+                        session
+                            .conn()
+                            .method_stats(service.name(), method, CallSide::Server)
+                    })
+                    .clone();
+                counters.start();
+                // Moved into the task: if it is aborted (the caller
+                // cancelled or left), dropping it counts the cancellation.
+                let mut ended = Ended {
+                    counters,
+                    start: Instant::now(),
+                    done: false,
+                };
                 let fut = service.call(request);
                 let replies = replies.clone();
                 let table = running.clone();
@@ -90,17 +109,26 @@ async fn dispatch<S: Service>(
                 let mut table_now = lock(&running);
                 let task = tokio::spawn(async move {
                     let run = AssertUnwindSafe(fut).catch_unwind();
-                    let result = match tokio::time::timeout(deadline, run).await {
-                        Ok(Ok(r)) => Ok(r),
-                        Ok(Err(panic)) => Err(Failure::Remote(format!(
-                            "handler panicked: {}",
-                            panic_message(&panic)
-                        ))),
-                        Err(_) => Err(Failure::Timeout),
+                    let (result, mut how) = match tokio::time::timeout(deadline, run).await {
+                        Ok(Ok(r)) => (Ok(r), CallEnd::Completed),
+                        Ok(Err(panic)) => (
+                            Err(Failure::Remote(format!(
+                                "handler panicked: {}",
+                                panic_message(&panic)
+                            ))),
+                            CallEnd::Panicked,
+                        ),
+                        Err(_) => (Err(Failure::Timeout), CallEnd::DeadlinePassed),
                     };
                     lock(&table).remove(&id);
                     done.notify_waiters();
-                    if let Err((_, Some(e))) = replies.send_detailed(Reply { id, result }).await {
+                    let sent = replies.send_detailed(Reply { id, result }).await;
+                    if let Err((_, None)) = sent {
+                        // The caller is gone: nobody got the result.
+                        how = CallEnd::Cancelled;
+                    }
+                    if let Err((_, Some(e))) = sent {
+                        how = CallEnd::Codec;
                         let why = match e {
                             Error::MessageTooLarge { size, limit } => {
                                 format!("result of {size} bytes exceeds the limit of {limit} bytes")
@@ -114,6 +142,7 @@ async fn dispatch<S: Service>(
                             })
                             .await;
                     }
+                    ended.finish(how);
                 });
                 table_now.insert(id, task.abort_handle());
                 drop(table_now);
@@ -134,6 +163,28 @@ async fn dispatch<S: Service>(
     // The client is gone: nobody waits for these any more.
     for (_, h) in lock(&running).drain() {
         h.abort();
+    }
+}
+
+/// Records how a call ended; a handler task aborted first was cancelled.
+struct Ended {
+    counters: Arc<MethodCounters>,
+    start: Instant,
+    done: bool,
+}
+
+impl Ended {
+    fn finish(&mut self, how: CallEnd) {
+        self.done = true;
+        self.counters.end(how, self.start.elapsed());
+    }
+}
+
+impl Drop for Ended {
+    fn drop(&mut self) {
+        if !self.done {
+            self.counters.end(CallEnd::Cancelled, self.start.elapsed());
+        }
     }
 }
 
