@@ -86,7 +86,8 @@
 //!
 //! ```text
 //!  layer            files (netchan/src/)               holds
-//!  rpc              rpc/{mod,client,server,serve,wire}  Service, clients, dispatchers, serve / serve_each
+//!  rpc              rpc/{mod,client,server,serve,wire,  Service, clients, dispatchers, serve / serve_each;
+//!                   observe}                            per-call stats, spans and trace context
 //!  session,         session.rs, exporter.rs,            Session, Exporter: import & export by name,
 //!  exporter         cluster.rs                          type and direction checks; listen / dial
 //!  channel, pipe    channel/{mod,queue,route,embed,     Sender / Receiver / Pipe; buffers, routes,

@@ -280,6 +280,23 @@ pub(crate) struct MethodCounters {
     latency: Histogram,
 }
 
+impl CallEnd {
+    /// The outcome's name, as in the `outcome` of a call's last event.
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            CallEnd::Completed => "completed",
+            CallEnd::Timeout => "timeout",
+            CallEnd::Disconnected => "disconnected",
+            CallEnd::NoSuchService => "no_such_service",
+            CallEnd::Remote => "remote",
+            CallEnd::Codec => "codec",
+            CallEnd::Panicked => "panicked",
+            CallEnd::DeadlinePassed => "deadline_passed",
+            CallEnd::Cancelled => "cancelled",
+        }
+    }
+}
+
 impl MethodCounters {
     pub(crate) fn start(&self) {
         self.started.fetch_add(1, Ordering::Relaxed);

@@ -11,11 +11,13 @@ use std::fmt;
 use std::marker::PhantomData;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tokio::sync::{Semaphore, oneshot};
+use tracing::Instrument;
 
 use super::export_name;
+use super::observe::{self, CallRecord};
 use super::wire::{Failure, Reply, ToServer};
 use crate::conn::{CallEnd, CallSide, MethodCounters};
 use crate::util::lock;
@@ -138,14 +140,18 @@ impl<Req: Message, Resp: Message> Client<Req, Resp> {
     /// counts it under that name in the session's stats.
     pub async fn call_method(&self, method: &'static str, request: Req) -> Result<Resp, RpcError> {
         let counters = self.counters(method);
-        counters.start();
-        let mut ended = Ended {
-            counters: &counters,
-            start: Instant::now(),
-            done: false,
-        };
-        let result = self.send_and_wait(request).await;
-        ended.finish(match &result {
+        let span =
+            observe::client_span(&self.shared.service, method, self.shared.session.conn().id);
+        #[cfg(feature = "trace-context")]
+        let traceparent = Some(observe::for_call(&span).traceparent());
+        #[cfg(not(feature = "trace-context"))]
+        let traceparent = None;
+        let mut record = CallRecord::start(counters, span.clone());
+        let result = self
+            .send_and_wait(request, traceparent)
+            .instrument(span)
+            .await;
+        record.finish(match &result {
             Ok(_) => CallEnd::Completed,
             Err(RpcError::Timeout) => CallEnd::Timeout,
             Err(RpcError::Disconnected) => CallEnd::Disconnected,
@@ -183,7 +189,11 @@ impl<Req: Message, Resp: Message> Client<Req, Resp> {
         c
     }
 
-    async fn send_and_wait(&self, request: Req) -> Result<Resp, RpcError> {
+    async fn send_and_wait(
+        &self,
+        request: Req,
+        traceparent: Option<String>,
+    ) -> Result<Resp, RpcError> {
         let deadline = self.timeout.map(|t| tokio::time::Instant::now() + t);
         let run = async {
             let state = self.state().await?;
@@ -193,6 +203,7 @@ impl<Req: Message, Resp: Message> Client<Req, Resp> {
                 .await
                 .map_err(|_| RpcError::Disconnected)?;
             let id = state.next_id.fetch_add(1, Ordering::Relaxed);
+            tracing::Span::current().record("call_id", id);
             let (tx, rx) = oneshot::channel();
             lock(&state.pending).insert(id, tx);
             if !state.alive.load(Ordering::Acquire) {
@@ -212,6 +223,7 @@ impl<Req: Message, Resp: Message> Client<Req, Resp> {
             let call = ToServer::Call {
                 id,
                 deadline_ms,
+                traceparent,
                 request,
             };
             if let Err((_, why)) = state.calls.send_detailed(call).await {
@@ -234,29 +246,6 @@ impl<Req: Message, Resp: Message> Client<Req, Resp> {
                 .await
                 .unwrap_or(Err(RpcError::Timeout)),
             None => run.await,
-        }
-    }
-}
-
-/// Records how a call ended; a call whose future is dropped first was
-/// cancelled.
-struct Ended<'a> {
-    counters: &'a MethodCounters,
-    start: Instant,
-    done: bool,
-}
-
-impl Ended<'_> {
-    fn finish(&mut self, how: CallEnd) {
-        self.done = true;
-        self.counters.end(how, self.start.elapsed());
-    }
-}
-
-impl Drop for Ended<'_> {
-    fn drop(&mut self) {
-        if !self.done {
-            self.counters.end(CallEnd::Cancelled, self.start.elapsed());
         }
     }
 }

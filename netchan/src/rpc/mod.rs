@@ -7,6 +7,7 @@
 //! connection, in both directions at once.
 
 mod client;
+mod observe;
 mod serve;
 mod server;
 pub(crate) mod wire;

@@ -5,12 +5,14 @@
 use std::collections::HashMap;
 use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use futures::FutureExt;
 use tokio::sync::Notify;
+use tracing::Instrument;
 
 use super::Service;
+use super::observe::{self, CallRecord};
 use super::wire::{Failure, Reply, ToServer};
 use crate::channel::queue::Queue;
 use crate::conn::{CallEnd, CallSide, Conn, Export, Inbound, MethodCounters};
@@ -78,6 +80,7 @@ async fn dispatch<S: Service>(
             Ok(Some(ToServer::Call {
                 id,
                 deadline_ms,
+                traceparent,
                 request,
             })) => {
                 let deadline = deadline_ms.map_or(cap, |ms| Duration::from_millis(ms).min(cap));
@@ -90,15 +93,18 @@ async fn dispatch<S: Service>(
                             .method_stats(service.name(), method, CallSide::Server)
                     })
                     .clone();
-                counters.start();
+                let span = observe::server_span(service.name(), method, session.conn().id, id);
                 // Moved into the task: if it is aborted (the caller
                 // cancelled or left), dropping it counts the cancellation.
-                let mut ended = Ended {
-                    counters,
-                    start: Instant::now(),
-                    done: false,
-                };
+                #[cfg(feature = "trace-context")]
+                let context = observe::for_handler(&span, traceparent.as_deref());
+                #[cfg(not(feature = "trace-context"))]
+                let _ = traceparent;
+                let mut record = CallRecord::start(counters, span.clone());
                 let fut = service.call(request);
+                // Calls the handler makes continue the caller's trace.
+                #[cfg(feature = "trace-context")]
+                let fut = context.scope(fut);
                 let replies = replies.clone();
                 let table = running.clone();
                 let done = finished.clone();
@@ -107,43 +113,48 @@ async fn dispatch<S: Service>(
                 // remove its entry, so no entry outlives its call (one
                 // that did would count against the limit for ever).
                 let mut table_now = lock(&running);
-                let task = tokio::spawn(async move {
-                    let run = AssertUnwindSafe(fut).catch_unwind();
-                    let (result, mut how) = match tokio::time::timeout(deadline, run).await {
-                        Ok(Ok(r)) => (Ok(r), CallEnd::Completed),
-                        Ok(Err(panic)) => (
-                            Err(Failure::Remote(format!(
-                                "handler panicked: {}",
-                                panic_message(&panic)
-                            ))),
-                            CallEnd::Panicked,
-                        ),
-                        Err(_) => (Err(Failure::Timeout), CallEnd::DeadlinePassed),
-                    };
-                    lock(&table).remove(&id);
-                    done.notify_waiters();
-                    let sent = replies.send_detailed(Reply { id, result }).await;
-                    if let Err((_, None)) = sent {
-                        // The caller is gone: nobody got the result.
-                        how = CallEnd::Cancelled;
-                    }
-                    if let Err((_, Some(e))) = sent {
-                        how = CallEnd::Codec;
-                        let why = match e {
-                            Error::MessageTooLarge { size, limit } => {
-                                format!("result of {size} bytes exceeds the limit of {limit} bytes")
-                            }
-                            e => e.to_string(),
+                let task = tokio::spawn(
+                    async move {
+                        let run = AssertUnwindSafe(fut).catch_unwind();
+                        let (result, mut how) = match tokio::time::timeout(deadline, run).await {
+                            Ok(Ok(r)) => (Ok(r), CallEnd::Completed),
+                            Ok(Err(panic)) => (
+                                Err(Failure::Remote(format!(
+                                    "handler panicked: {}",
+                                    panic_message(&panic)
+                                ))),
+                                CallEnd::Panicked,
+                            ),
+                            Err(_) => (Err(Failure::Timeout), CallEnd::DeadlinePassed),
                         };
-                        let _ = replies
-                            .send(Reply {
-                                id,
-                                result: Err(Failure::Codec(why)),
-                            })
-                            .await;
+                        lock(&table).remove(&id);
+                        done.notify_waiters();
+                        let sent = replies.send_detailed(Reply { id, result }).await;
+                        if let Err((_, None)) = sent {
+                            // The caller is gone: nobody got the result.
+                            how = CallEnd::Cancelled;
+                        }
+                        if let Err((_, Some(e))) = sent {
+                            how = CallEnd::Codec;
+                            let why = match e {
+                                Error::MessageTooLarge { size, limit } => {
+                                    format!(
+                                        "result of {size} bytes exceeds the limit of {limit} bytes"
+                                    )
+                                }
+                                e => e.to_string(),
+                            };
+                            let _ = replies
+                                .send(Reply {
+                                    id,
+                                    result: Err(Failure::Codec(why)),
+                                })
+                                .await;
+                        }
+                        record.finish(how);
                     }
-                    ended.finish(how);
-                });
+                    .instrument(span),
+                );
                 table_now.insert(id, task.abort_handle());
                 drop(table_now);
             }
@@ -163,28 +174,6 @@ async fn dispatch<S: Service>(
     // The client is gone: nobody waits for these any more.
     for (_, h) in lock(&running).drain() {
         h.abort();
-    }
-}
-
-/// Records how a call ended; a handler task aborted first was cancelled.
-struct Ended {
-    counters: Arc<MethodCounters>,
-    start: Instant,
-    done: bool,
-}
-
-impl Ended {
-    fn finish(&mut self, how: CallEnd) {
-        self.done = true;
-        self.counters.end(how, self.start.elapsed());
-    }
-}
-
-impl Drop for Ended {
-    fn drop(&mut self) {
-        if !self.done {
-            self.counters.end(CallEnd::Cancelled, self.start.elapsed());
-        }
     }
 }
 
