@@ -314,6 +314,7 @@ fn client_method(service: &Service, method: &Method, names: &Names) -> TokenStre
     } else {
         quote!(#request::#ident(#(#arg_idents),*))
     };
+    let method_name = shown_method.to_string();
     let unexpected = format!(
         "unexpected response to `{shown_trait}::{shown_method}`: the peer's service has \
          other methods under this name"
@@ -327,7 +328,7 @@ fn client_method(service: &Service, method: &Method, names: &Names) -> TokenStre
         #vis async fn #ident(&self, #(#arg_idents: #arg_tys),*)
             -> ::core::result::Result<#output, ::netchan::__private::RpcError>
         {
-            match self.client.call(#request_expr).await? {
+            match self.client.call_method(#method_name, #request_expr).await? {
                 #response::#ident(#value) => ::core::result::Result::Ok(#value),
                 #[allow(unreachable_patterns)]
                 _ => ::core::result::Result::Err(::netchan::__private::RpcError::Codec(
@@ -393,6 +394,21 @@ fn server(service: &Service, names: &Names) -> TokenStream {
         }
     });
 
+    let names = service.methods.iter().map(|method| {
+        let cfgs = method.cfg_attrs();
+        let ident = method.ident();
+        let name = ident.unraw().to_string();
+        let pattern = if method.args.is_empty() {
+            quote!(#request::#ident)
+        } else {
+            quote!(#request::#ident(..))
+        };
+        quote! {
+            #(#cfgs)*
+            #pattern => #name,
+        }
+    });
+
     quote! {
         #(#cfgs)*
         #[doc = #struct_doc]
@@ -455,6 +471,12 @@ fn server(service: &Service, names: &Names) -> TokenStream {
             ) -> ::netchan::__private::BoxFuture<#response> {
                 match request {
                     #(#arms)*
+                }
+            }
+
+            fn method_name(request: &#request) -> &'static ::core::primitive::str {
+                match *request {
+                    #(#names)*
                 }
             }
         }

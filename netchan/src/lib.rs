@@ -116,15 +116,17 @@
 //!  layer            files (netchan/src/)               holds
 //!  crate surface    prelude, example, metrics           common imports; a documented example
 //!                   (feature), readme_tests             service; stats through `metrics`
-//!  rpc              rpc/{mod,client,server,serve,wire}  Service, clients, dispatchers, serve / serve_each
+//!  rpc              rpc/{mod,client,server,serve,wire,  Service, clients, dispatchers, serve / serve_each;
+//!                   observe}                            per-call stats, spans and trace context
 //!  session,         session.rs, exporter.rs,            Session, Exporter: import & export by name,
 //!  exporter         cluster.rs                          type and direction checks; listen / dial
 //!  channel, pipe    channel/{mod,queue,route,embed,     Sender / Receiver / Pipe; buffers, routes,
 //!                   send}, pipe.rs                      handles inside messages, typed encode
 //!  conn,            conn/{mod,dispatch,endpoint,        one live connection: state behind one lock,
-//!  transport        exports,send,driver,errors,stats};  endpoint traits, dispatch, send path, reader
-//!                   transport/{mod,tcp,tls,             and writer tasks, error log, stats; TCP/TLS
-//!                   tls/provider}                       dial and accept, the ring crypto provider
+//!  transport        exports,send,driver,errors,stats,   endpoint traits, dispatch, send path, reader
+//!                   calls}; transport/{mod,tcp,tls,     and writer tasks, error log, stats and
+//!                   tls/provider}                       per-method RPC counters; TCP/TLS dial and
+//!                                                       accept, the ring crypto provider
 //!  codec, config,   codec/{mod,hint}, config.rs,        message encoding, bounded decoding, type
 //!  error, util      error.rs, util.rs                   names; limits; errors
 //!  proto (sans-IO)  proto/{frame,hello,conn,chan,       frames, handshake, the channel table and its
@@ -167,7 +169,7 @@ mod util;
 pub use channel::{Receiver, Sender, channel};
 pub use cluster::{dial, dial_with, listen, listen_with};
 pub use config::Config;
-pub use conn::{ChannelStats, Direction, SessionStats};
+pub use conn::{CallErrors, CallSide, ChannelStats, Direction, Latency, MethodStats, SessionStats};
 pub use error::{
     Error, Origin, RecvError, RpcError, SendError, SendErrorKind, TryRecvError, TrySendError,
 };

@@ -7,7 +7,8 @@
 //! series carries the label `session` (a number unique in the process);
 //! channel series also carry `channel` (the export name, or `#id` for a
 //! channel that travelled in a message) and `direction` (`send` or
-//! `receive`).
+//! `receive`). RPC series carry `service`, `method` and `side` (`client`
+//! or `server`), one set per method called or served on the session.
 //!
 //! | name | kind | what |
 //! |---|---|---|
@@ -19,9 +20,16 @@
 //! | `netchan_channel_queued` | gauge | values waiting: in the buffer (receive), or unconfirmed (send) |
 //! | `netchan_channel_credit` | gauge | values a sender may send now (send), or slots granted (receive) |
 //! | `netchan_channel_send_wait_seconds` | gauge | time senders waited for room, in total |
+//! | `netchan_rpc_calls_total` | counter | calls started |
+//! | `netchan_rpc_completed_total` | counter | calls that ended with the handler's result |
+//! | `netchan_rpc_errors_total` | counter | calls that failed, by `kind` (`timeout`, `disconnected`, `no_such_service`, `remote`, `codec`, `panicked`, `deadline_passed`, `cancelled`) |
+//! | `netchan_rpc_in_flight` | gauge | calls started and not ended |
+//! | `netchan_rpc_latency_seconds` | gauge | call latency by `quantile` (`0.5`, `0.9`, `0.99`, `1` for the maximum), from the session's histogram (see [`Latency`](crate::Latency)) |
 //!
 //! Nothing is recorded on the data path: a task per session reads the
-//! counters the connection keeps anyway.
+//! counters the connection keeps anyway. Latency quantiles are gauges,
+//! not a `metrics` histogram, because the session keeps its own
+//! fixed-size histogram and publishes what it reads.
 //!
 //! ```no_run
 //! # async fn run() -> Result<(), netchan::Error> {
@@ -89,5 +97,30 @@ pub(crate) fn publish(session: &str, s: &SessionStats) {
         gauge!("netchan_channel_queued", labels.clone()).set(c.queued as f64);
         gauge!("netchan_channel_credit", labels.clone()).set(f64::from(c.credit));
         gauge!("netchan_channel_send_wait_seconds", labels).set(c.send_wait.as_secs_f64());
+    }
+    for m in &s.methods {
+        let mut labels = base.clone();
+        labels.push(Label::new("service", m.service.clone()));
+        labels.push(Label::new("method", m.method.clone()));
+        labels.push(Label::new("side", m.side.as_str()));
+        counter!("netchan_rpc_calls_total", labels.clone()).absolute(m.started);
+        counter!("netchan_rpc_completed_total", labels.clone()).absolute(m.completed);
+        for (kind, n) in m.errors.by_kind() {
+            let mut l = labels.clone();
+            l.push(Label::new("kind", kind));
+            counter!("netchan_rpc_errors_total", l).absolute(n);
+        }
+        gauge!("netchan_rpc_in_flight", labels.clone()).set(m.in_flight as f64);
+        let l = m.latency;
+        for (q, d) in [
+            ("0.5", l.p50),
+            ("0.9", l.p90),
+            ("0.99", l.p99),
+            ("1", l.max),
+        ] {
+            let mut ql = labels.clone();
+            ql.push(Label::new("quantile", q));
+            gauge!("netchan_rpc_latency_seconds", ql).set(d.as_secs_f64());
+        }
     }
 }

@@ -152,3 +152,55 @@ async fn a_session_publishes_its_traffic_and_each_channel_through_the_facade() {
         rx.recv().await.expect("recv");
     }
 }
+
+#[netchan::service]
+pub trait Meter {
+    async fn ping(&self, n: u32) -> u32;
+}
+
+struct Pong;
+impl Meter for Pong {
+    async fn ping(&self, n: u32) -> u32 {
+        n
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_publishes_each_rpc_methods_calls_errors_and_latency() {
+    let store = store();
+    let (server, client) = netchan::Session::pair();
+    server.serve(MeterServer::new(Pong));
+    let meter = MeterClient::new(&client);
+    for n in 0..4 {
+        assert_eq!(meter.ping(n).await, Ok(n));
+    }
+    for side in ["side=client", "side=server"] {
+        let labels = ["service=Meter", "method=ping", side];
+        assert_eq!(
+            wait_for(&store, "netchan_rpc_calls_total", &labels, 4.0).await,
+            4.0
+        );
+        assert_eq!(
+            wait_for(&store, "netchan_rpc_completed_total", &labels, 4.0).await,
+            4.0
+        );
+        let max = wait_for(
+            &store,
+            "netchan_rpc_latency_seconds",
+            &["service=Meter", "method=ping", side, "quantile=1"],
+            f64::MIN_POSITIVE,
+        )
+        .await;
+        assert!(max > 0.0 && max < 10.0, "{side}: {max}");
+        let mut timeouts = labels.to_vec();
+        timeouts.push("kind=timeout");
+        assert_eq!(
+            wait_for(&store, "netchan_rpc_errors_total", &timeouts, 0.0).await,
+            0.0
+        );
+        assert_eq!(
+            wait_for(&store, "netchan_rpc_in_flight", &labels, 0.0).await,
+            0.0
+        );
+    }
+}

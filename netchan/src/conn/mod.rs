@@ -17,6 +17,7 @@
 //! `Conn::deferred`. Drop implementations never take `inner`: they post
 //! to `deferred`, which the writer task applies.
 
+mod calls;
 mod dispatch;
 pub(crate) mod driver;
 mod endpoint;
@@ -25,6 +26,8 @@ mod exports;
 mod send;
 mod stats;
 
+pub(crate) use calls::{CallEnd, MethodCounters};
+pub use calls::{CallErrors, CallSide, Latency, MethodStats};
 pub(crate) use endpoint::{Endpoint, Inbound, Link, Outbound};
 pub(crate) use errors::ErrorLog;
 pub(crate) use exports::{Export, Exports, SenderExport};
@@ -121,6 +124,8 @@ pub(crate) struct Conn {
     pub(crate) id: u64,
     /// When the connection started (for its stats).
     pub(crate) created: std::time::Instant,
+    /// Per-method RPC counters (recorded by the RPC layer).
+    pub(crate) calls: calls::CallTable,
     pub(crate) side: Side,
     /// Both ends' socket addresses, where the stream has them.
     pub(crate) addrs: Addrs,
@@ -260,6 +265,7 @@ impl Conn {
             config,
             id: NEXT_CONN_ID.fetch_add(1, Ordering::Relaxed),
             created: std::time::Instant::now(),
+            calls: calls::CallTable::default(),
             side,
             addrs,
             driver_done: Notify::new(),

@@ -1,11 +1,13 @@
 //! What a connection and its channels are doing, at a glance: the
-//! public [`SessionStats`] and [`ChannelStats`], read from the protocol's
+//! public [`SessionStats`] and [`ChannelStats`] (and the RPC methods'
+//! [`MethodStats`], kept in `calls`), read from the protocol's
 //! counters and the endpoints' buffers when asked. Nothing here runs on
 //! the data path: the counters it reads are plain integers the protocol
 //! and the endpoints keep anyway, so stats cost nothing until read.
 
 use std::time::Duration;
 
+use super::calls::{CallSide, MethodCounters, MethodStats};
 use super::{Conn, Endpoint};
 use crate::proto::Role;
 
@@ -69,6 +71,9 @@ pub struct SessionStats {
     pub unconfirmed: u64,
     /// Every open channel, in id order.
     pub channels: Vec<ChannelStats>,
+    /// Every RPC method this side called or served on this connection,
+    /// sorted by service, method and side.
+    pub methods: Vec<MethodStats>,
 }
 
 impl SessionStats {
@@ -77,6 +82,14 @@ impl SessionStats {
         self.channels
             .iter()
             .filter(move |c| c.name.as_deref() == Some(name))
+    }
+
+    /// The stats of `method` of `service` on `side`, if it was called or
+    /// served on this connection.
+    pub fn method(&self, service: &str, method: &str, side: CallSide) -> Option<&MethodStats> {
+        self.methods
+            .iter()
+            .find(|m| m.service == service && m.method == method && m.side == side)
     }
 }
 
@@ -130,6 +143,21 @@ impl Conn {
             frames_received: counters.frames_in,
             unconfirmed: inner.proto.unconfirmed(),
             channels,
+            methods: self.calls.stats(),
         }
+    }
+}
+
+impl Conn {
+    /// The counters of `method` of `service` on `side`, made on first use.
+    /// Takes a lock: the RPC layer keeps what it gets, so that a call
+    /// costs a few atomics.
+    pub(crate) fn method_stats(
+        &self,
+        service: &str,
+        method: &'static str,
+        side: CallSide,
+    ) -> std::sync::Arc<MethodCounters> {
+        self.calls.method(service, method, side)
     }
 }

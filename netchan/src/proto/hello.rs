@@ -17,7 +17,7 @@ use super::ProtoError;
 /// text protocols (HTTP, SMTP) and TLS (`0x16`) from matching.
 pub const MAGIC: [u8; 8] = *b"\x89NETCHAN";
 /// The wire version this build speaks. Bumped on every incompatible change.
-pub const PROTOCOL_VERSION: u16 = 2;
+pub const PROTOCOL_VERSION: u16 = 3;
 /// Size of the `HELLO` in bytes.
 pub const HELLO_LEN: usize = 24;
 

@@ -564,7 +564,7 @@ fn worked_examples_in_protocol_md_are_exact() {
     .encode(&mut b);
     assert_eq!(
         &b[..],
-        b"\x89NETCHAN\x02\x00\x01\x00\x00\x00\x00\x01\x00\x04\x00\x00\x80\x00\x00\x00"
+        b"\x89NETCHAN\x03\x00\x01\x00\x00\x00\x00\x01\x00\x04\x00\x00\x80\x00\x00\x00"
     );
 
     // The String "hi" as a message on channel 1.

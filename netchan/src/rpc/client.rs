@@ -10,13 +10,16 @@ use std::collections::HashMap;
 use std::fmt;
 use std::marker::PhantomData;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use tokio::sync::{Semaphore, oneshot};
+use tracing::Instrument;
 
 use super::export_name;
+use super::observe::{self, CallRecord};
 use super::wire::{Failure, Reply, ToServer};
+use crate::conn::{CallEnd, CallSide, MethodCounters};
 use crate::util::lock;
 use crate::{Error, Message, RpcError, Sender, Session, channel};
 
@@ -39,6 +42,10 @@ struct Shared<Req, Resp> {
     /// Held while looking the service up, so that concurrent first calls
     /// share one lookup.
     connecting: tokio::sync::Mutex<()>,
+    /// Each method's counters in the session's stats, looked up once:
+    /// after the first call of a method, a call reads this under a shared
+    /// lock and records with a few atomics.
+    methods: RwLock<Vec<(&'static str, Arc<MethodCounters>)>>,
 }
 
 /// A typed RPC client for one service on one session. The generated
@@ -81,6 +88,7 @@ impl<Req: Message, Resp: Message> Client<Req, Resp> {
                 service: service.to_owned(),
                 state: Mutex::new(None),
                 connecting: tokio::sync::Mutex::new(()),
+                methods: RwLock::new(Vec::new()),
             }),
             timeout: None,
             _types: PhantomData,
@@ -122,8 +130,70 @@ impl<Req: Message, Resp: Message> Client<Req, Resp> {
     }
 
     /// Calls the service. Dropping the returned future cancels the call on
-    /// the server.
+    /// the server. Counted in the session's stats under the method
+    /// `"call"`; generated clients use [`call_method`](Client::call_method).
     pub async fn call(&self, request: Req) -> Result<Resp, RpcError> {
+        self.call_method("call", request).await
+    }
+
+    /// Calls `method` of the service, as [`call`](Client::call) does, and
+    /// counts it under that name in the session's stats.
+    pub async fn call_method(&self, method: &'static str, request: Req) -> Result<Resp, RpcError> {
+        let counters = self.counters(method);
+        let span =
+            observe::client_span(&self.shared.service, method, self.shared.session.conn().id);
+        #[cfg(feature = "trace-context")]
+        let traceparent = Some(observe::for_call(&span).traceparent());
+        #[cfg(not(feature = "trace-context"))]
+        let traceparent = None;
+        let mut record = CallRecord::start(counters, span.clone());
+        let result = self
+            .send_and_wait(request, traceparent)
+            .instrument(span)
+            .await;
+        record.finish(match &result {
+            Ok(_) => CallEnd::Completed,
+            Err(RpcError::Timeout) => CallEnd::Timeout,
+            Err(RpcError::Disconnected) => CallEnd::Disconnected,
+            Err(RpcError::NoSuchService(_)) => CallEnd::NoSuchService,
+            Err(RpcError::Remote(_)) => CallEnd::Remote,
+            Err(RpcError::Codec(_)) => CallEnd::Codec,
+        });
+        result
+    }
+
+    /// The counters of `method`, from this client's cache or, the first
+    /// time, from the session's table.
+    fn counters(&self, method: &'static str) -> Arc<MethodCounters> {
+        let found = self
+            .shared
+            .methods
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .find(|(m, _)| *m == method)
+            .map(|(_, c)| c.clone());
+        if let Some(c) = found {
+            return c;
+        }
+        let c =
+            self.shared
+                .session
+                .conn()
+                .method_stats(&self.shared.service, method, CallSide::Client);
+        self.shared
+            .methods
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .push((method, c.clone()));
+        c
+    }
+
+    async fn send_and_wait(
+        &self,
+        request: Req,
+        traceparent: Option<String>,
+    ) -> Result<Resp, RpcError> {
         let deadline = self.timeout.map(|t| tokio::time::Instant::now() + t);
         let run = async {
             let state = self.state().await?;
@@ -133,6 +203,7 @@ impl<Req: Message, Resp: Message> Client<Req, Resp> {
                 .await
                 .map_err(|_| RpcError::Disconnected)?;
             let id = state.next_id.fetch_add(1, Ordering::Relaxed);
+            tracing::Span::current().record("call_id", id);
             let (tx, rx) = oneshot::channel();
             lock(&state.pending).insert(id, tx);
             if !state.alive.load(Ordering::Acquire) {
@@ -152,6 +223,7 @@ impl<Req: Message, Resp: Message> Client<Req, Resp> {
             let call = ToServer::Call {
                 id,
                 deadline_ms,
+                traceparent,
                 request,
             };
             if let Err((_, why)) = state.calls.send_detailed(call).await {

@@ -7,6 +7,7 @@
 //! connection, in both directions at once.
 
 mod client;
+mod observe;
 mod serve;
 mod server;
 pub(crate) mod wire;
@@ -42,6 +43,13 @@ pub trait Service: Send + Sync + 'static {
     /// Runs one call.
     #[doc(hidden)]
     fn call(&self, request: Self::Request) -> BoxFuture<Self::Response>;
+    /// The method `request` calls, as named in the trait (for stats and
+    /// spans). Generated services name each method; `"call"` otherwise.
+    #[doc(hidden)]
+    fn method_name(request: &Self::Request) -> &'static str {
+        let _ = request;
+        "call"
+    }
 }
 
 /// Export name of service `name`.
@@ -58,6 +66,9 @@ impl<S: Service> Service for std::sync::Arc<S> {
     }
     fn call(&self, request: Self::Request) -> BoxFuture<Self::Response> {
         (**self).call(request)
+    }
+    fn method_name(request: &Self::Request) -> &'static str {
+        S::method_name(request)
     }
 }
 #[cfg(test)]

@@ -9,11 +9,13 @@ use std::time::Duration;
 
 use futures::FutureExt;
 use tokio::sync::Notify;
+use tracing::Instrument;
 
 use super::Service;
+use super::observe::{self, CallRecord};
 use super::wire::{Failure, Reply, ToServer};
 use crate::channel::queue::Queue;
-use crate::conn::{Conn, Export, Inbound};
+use crate::conn::{CallEnd, CallSide, Conn, Export, Inbound, MethodCounters};
 use crate::util::lock;
 use crate::{Error, Receiver, RecvError, Session, codec};
 
@@ -61,6 +63,8 @@ async fn dispatch<S: Service>(
     let running: Arc<Mutex<HashMap<u64, tokio::task::AbortHandle>>> =
         Arc::new(Mutex::new(HashMap::new()));
     let finished = Arc::new(Notify::new());
+    // This dispatcher's cache of the session's per-method counters.
+    let mut methods: HashMap<&'static str, Arc<MethodCounters>> = HashMap::new();
     loop {
         // At the limit, read nothing more until a handler finishes.
         loop {
@@ -76,10 +80,31 @@ async fn dispatch<S: Service>(
             Ok(Some(ToServer::Call {
                 id,
                 deadline_ms,
+                traceparent,
                 request,
             })) => {
                 let deadline = deadline_ms.map_or(cap, |ms| Duration::from_millis(ms).min(cap));
+                let method = S::method_name(&request);
+                let counters = methods
+                    .entry(method)
+                    .or_insert_with(|| {
+                        session
+                            .conn()
+                            .method_stats(service.name(), method, CallSide::Server)
+                    })
+                    .clone();
+                let span = observe::server_span(service.name(), method, session.conn().id, id);
+                // Moved into the task: if it is aborted (the caller
+                // cancelled or left), dropping it counts the cancellation.
+                #[cfg(feature = "trace-context")]
+                let context = observe::for_handler(&span, traceparent.as_deref());
+                #[cfg(not(feature = "trace-context"))]
+                let _ = traceparent;
+                let mut record = CallRecord::start(counters, span.clone());
                 let fut = service.call(request);
+                // Calls the handler makes continue the caller's trace.
+                #[cfg(feature = "trace-context")]
+                let fut = context.scope(fut);
                 let replies = replies.clone();
                 let table = running.clone();
                 let done = finished.clone();
@@ -88,33 +113,48 @@ async fn dispatch<S: Service>(
                 // remove its entry, so no entry outlives its call (one
                 // that did would count against the limit for ever).
                 let mut table_now = lock(&running);
-                let task = tokio::spawn(async move {
-                    let run = AssertUnwindSafe(fut).catch_unwind();
-                    let result = match tokio::time::timeout(deadline, run).await {
-                        Ok(Ok(r)) => Ok(r),
-                        Ok(Err(panic)) => Err(Failure::Remote(format!(
-                            "handler panicked: {}",
-                            panic_message(&panic)
-                        ))),
-                        Err(_) => Err(Failure::Timeout),
-                    };
-                    lock(&table).remove(&id);
-                    done.notify_waiters();
-                    if let Err((_, Some(e))) = replies.send_detailed(Reply { id, result }).await {
-                        let why = match e {
-                            Error::MessageTooLarge { size, limit } => {
-                                format!("result of {size} bytes exceeds the limit of {limit} bytes")
-                            }
-                            e => e.to_string(),
+                let task = tokio::spawn(
+                    async move {
+                        let run = AssertUnwindSafe(fut).catch_unwind();
+                        let (result, mut how) = match tokio::time::timeout(deadline, run).await {
+                            Ok(Ok(r)) => (Ok(r), CallEnd::Completed),
+                            Ok(Err(panic)) => (
+                                Err(Failure::Remote(format!(
+                                    "handler panicked: {}",
+                                    panic_message(&panic)
+                                ))),
+                                CallEnd::Panicked,
+                            ),
+                            Err(_) => (Err(Failure::Timeout), CallEnd::DeadlinePassed),
                         };
-                        let _ = replies
-                            .send(Reply {
-                                id,
-                                result: Err(Failure::Codec(why)),
-                            })
-                            .await;
+                        lock(&table).remove(&id);
+                        done.notify_waiters();
+                        let sent = replies.send_detailed(Reply { id, result }).await;
+                        if let Err((_, None)) = sent {
+                            // The caller is gone: nobody got the result.
+                            how = CallEnd::Cancelled;
+                        }
+                        if let Err((_, Some(e))) = sent {
+                            how = CallEnd::Codec;
+                            let why = match e {
+                                Error::MessageTooLarge { size, limit } => {
+                                    format!(
+                                        "result of {size} bytes exceeds the limit of {limit} bytes"
+                                    )
+                                }
+                                e => e.to_string(),
+                            };
+                            let _ = replies
+                                .send(Reply {
+                                    id,
+                                    result: Err(Failure::Codec(why)),
+                                })
+                                .await;
+                        }
+                        record.finish(how);
                     }
-                });
+                    .instrument(span),
+                );
                 table_now.insert(id, task.abort_handle());
                 drop(table_now);
             }

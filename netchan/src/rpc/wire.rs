@@ -10,10 +10,14 @@ use crate::Sender;
 pub(crate) enum ToServer<Req, Resp> {
     /// First message: where replies go.
     Hello { replies: Sender<Reply<Resp>> },
-    /// A call; `deadline_ms` is the time left when it was sent.
+    /// A call; `deadline_ms` is the time left when it was sent;
+    /// `traceparent` the caller's W3C trace context, sent by peers built
+    /// with the feature `trace-context` (the field is there in every
+    /// build, so peers built with and without it understand each other).
     Call {
         id: u64,
         deadline_ms: Option<u64>,
+        traceparent: Option<String>,
         request: Req,
     },
     /// The caller gave up on `id`.
