@@ -324,7 +324,8 @@ impl<T> Queue<T> {
             // wait grants again only once the take is counted.
             link.conn().credit_update(link.chan, 0, 1);
         } else {
-            link.took(u32::from(link.take_grant()));
+            let buffered = lock(&self.st).items.len();
+            link.took(u32::from(link.take_grant()), buffered, self.capacity);
         }
     }
 

@@ -101,15 +101,27 @@ impl Link {
     }
 
     /// The receiving program took a message from this link and `grant`
-    /// slots are free. The first take since the writer last looked posts
-    /// the link to it; later ones only add to the batch. So a receiver
-    /// takes the connection's lock once per write, not once per message,
-    /// and nothing is held back: the writer applies the batch before its
-    /// next transmit, and the credit leaves in that write.
-    pub(crate) fn took(self: &Arc<Self>, grant: u32) {
+    /// slots are free; `buffered` values are still in the receiver's
+    /// buffer. The first take since the writer last looked posts the link
+    /// to it; later ones only add to the batch. So a receiver takes the
+    /// connection's lock once per write, not once per message.
+    ///
+    /// The writer is woken at once when the sender may be waiting for the
+    /// grant: the values buffered plus the grants not yet sent make at
+    /// least half the buffer, so by this side's count the sender holds at
+    /// most half its window (in particular, the buffer was full: one take
+    /// lets one waiting send in). Otherwise the batch waits for the
+    /// writer's next pass (the next read, or the next write): the sender
+    /// has credit to spare.
+    pub(crate) fn took(self: &Arc<Self>, grant: u32, buffered: usize, capacity: usize) {
         let add = (u64::from(grant) << 32) | 1;
-        if self.batch.fetch_add(add, Ordering::AcqRel) == 0 {
-            self.conn().post_credit(self.clone());
+        let before = self.batch.fetch_add(add, Ordering::AcqRel);
+        let pending = (before + add) as u32 as usize;
+        let urgent = 2 * (buffered + pending) >= capacity;
+        if before == 0 {
+            self.conn().post_credit(self.clone(), urgent);
+        } else if urgent {
+            self.conn().kick();
         }
     }
 

@@ -382,9 +382,11 @@ impl Conn {
 
     /// Hands `link`'s batch of takes to the writer, which applies it
     /// before its next transmit (see [`Link::took`]).
-    pub(crate) fn post_credit(&self, link: Arc<Link>) {
+    pub(crate) fn post_credit(&self, link: Arc<Link>, wake: bool) {
         lock(&self.deferred).credits.push(link);
-        self.kick();
+        if wake {
+            self.kick();
+        }
     }
 
     /// The program took a message from `chan` (`taken`) and `grant` slots
