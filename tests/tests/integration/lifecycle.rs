@@ -371,6 +371,44 @@ async fn a_multi_thread_program_that_ends_without_close_says_goodbye() {
     a_program_that_ends_without_close_says_goodbye(rt).await;
 }
 
+#[tokio::test]
+async fn a_peer_that_resets_the_connection_once_it_has_our_goodbye_is_a_clean_close() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let cfg = Config::default().close_timeout(Duration::from_secs(5));
+    let connecting = tokio::spawn(Session::connect_with(addr, cfg));
+    let (sock, _) = within("accept", listener.accept()).await.expect("accept");
+    // Dropping the socket then resets the connection instead of ending it.
+    sock.set_zero_linger().expect("linger");
+    let mut raw = RawPeer::new(sock);
+    raw.read_hello().await;
+    raw.write(&hello_bytes()).await.expect("hello");
+    let s = within("connect", connecting)
+        .await
+        .expect("task")
+        .expect("connect");
+    let mut errors = s.errors();
+    let closing = tokio::spawn({
+        let s = s.clone();
+        async move { s.close().await }
+    });
+    assert!(matches!(
+        raw.expect_frame("our goodbye").await,
+        Frame::Goodbye { .. }
+    ));
+    drop(raw);
+    within("close", closing).await.expect("close");
+    let why = within("the session ends", s.closed()).await;
+    assert!(
+        matches!(why, Error::Closed),
+        "a reset after our goodbye ends the close, it is no failure: {why:?}"
+    );
+    assert!(
+        within("errors() ends", errors.next()).await.is_none(),
+        "a peer that went away while we closed is not an error"
+    );
+}
+
 async fn a_session_stays_up_while_a_channel_half_it_produced_lives(t: Transport) {
     let (a, b) = t.connect().await;
     let (tx, mut rx) = Way::ExportedSender.channel::<u32>(&a, &b, 2).await;
