@@ -41,6 +41,16 @@ use crate::{Message, codec};
 /// buffer or a handle kept elsewhere (another task, a static) holds back,
 /// are lost, and the peer then reports the connection lost.
 ///
+/// # Logging
+///
+/// netchan logs through [`tracing`](https://docs.rs/tracing), each line
+/// with the connection's id, the peer's address and the side: `info` when
+/// a connection opens (handshake done) and when it closes cleanly; `warn`
+/// when a handshake or a connection fails, with the reason; `debug` for a
+/// peer that goes away while this side closes, and for each error put on
+/// [`errors()`](Session::errors); `trace` for per-write detail. With
+/// `tracing-subscriber`, `RUST_LOG=netchan=debug` shows them.
+///
 /// ```
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() -> Result<(), netchan::Error> {

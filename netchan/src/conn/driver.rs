@@ -70,11 +70,21 @@ fn finish(conn: &Arc<Conn>, left: &AtomicUsize) {
         return;
     }
     let mut garbage = Vec::new();
-    {
+    let clean = {
         let mut inner = conn.lock();
         conn.end(&mut inner, Error::Closed, &mut garbage);
-    }
+        inner.end_error().is_none()
+    };
     drop(garbage);
+    if clean {
+        // A failure was logged at `warn` when it happened.
+        tracing::info!(
+            conn = conn.id,
+            peer = %conn.peer_label(),
+            side = ?conn.side,
+            "netchan: connection closed"
+        );
+    }
     conn.driver_ended.store(true, Ordering::Release);
     conn.driver_done.notify_waiters();
     conn.errors.end();
@@ -88,6 +98,23 @@ fn fail(conn: &Arc<Conn>, e: Error) {
         let mut inner = conn.lock();
         if matches!(inner.status, Status::Ended(_)) {
             return;
+        }
+        if matches!(inner.status, Status::Handshaking) {
+            tracing::warn!(
+                conn = conn.id,
+                peer = %conn.peer_label(),
+                side = ?conn.side,
+                reason = %e,
+                "netchan: handshake failed"
+            );
+        } else {
+            tracing::warn!(
+                conn = conn.id,
+                peer = %conn.peer_label(),
+                side = ?conn.side,
+                reason = %e,
+                "netchan: connection failed"
+            );
         }
         conn.log_error(e.clone());
         // Never empty: an empty goodbye is a clean close to the peer,
