@@ -30,6 +30,9 @@
 //!
 //! It ends by itself in well under a second; every wait is bounded, so a
 //! step that hangs fails with its name instead.
+//!
+//! Logs go to stderr: `RUST_LOG=netchan=debug cargo run -p examples --bin go-netchan -- …`
+//! shows every connection opened, closed or failed (warnings only by default).
 
 use std::future::Future;
 use std::time::{Duration, Instant};
@@ -70,6 +73,7 @@ mod v2 {
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
+    examples::init_logging();
     let started = Instant::now();
     match walk().await {
         Ok(()) => {
