@@ -11,7 +11,9 @@
 //!   `#[netchan::service]`: clients share directories, and read each
 //!   other's files through the server ([`file_share`]).
 //!
-//! Run one with `cargo run -p examples --bin NAME -- --help`. `echo`,
+//! Run one with `cargo run -p examples --bin NAME -- --help`. Each takes
+//! `RUST_LOG` ([`init_logging`]): `RUST_LOG=netchan=debug` shows every
+//! connection opened, closed or failed. `echo`,
 //! `cluster` and `file-share` take `--tls` ([`ServerTlsArgs`],
 //! [`ClientTlsArgs`]).
 #![warn(missing_docs)]
@@ -25,6 +27,19 @@ pub use tls::{ClientTlsArgs, ServerTlsArgs, self_signed_names};
 
 use std::fmt;
 use std::str::FromStr;
+
+/// Sends `tracing` events to stderr, filtered by `RUST_LOG`
+/// (`RUST_LOG=netchan=debug`, `RUST_LOG=info`, …); without it, warnings
+/// only, so an example's normal output is unchanged. Call first in `main`.
+pub fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    // Ignored if a subscriber is already set (as in tests).
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
 
 /// A `host:port` address as given on a command line: `127.0.0.1:2345`,
 /// `localhost:2345`, `[::1]:2345`, or `:2345` (every interface, for a

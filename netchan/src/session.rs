@@ -29,6 +29,28 @@ use crate::{Message, codec};
 /// clone, or any channel half or pipe it produced), or until
 /// [`close`](Session::close). When the last handle goes, it closes cleanly.
 ///
+/// # Ending a program
+///
+/// Call [`close().await`](Session::close) before `main` returns: it sends
+/// what is still queued, says goodbye and waits for the peer. Otherwise,
+/// when `main` returns, the runtime drops the session's background tasks
+/// without running them again. netchan then writes the goodbye itself as
+/// the last handle drops, if the socket takes it at once: the peer sees a
+/// clean close (`Error::Closed`) in the usual case. But values still
+/// waiting for credit or for the socket, and a goodbye that a full socket
+/// buffer or a handle kept elsewhere (another task, a static) holds back,
+/// are lost, and the peer then reports the connection lost.
+///
+/// # Logging
+///
+/// netchan logs through [`tracing`](https://docs.rs/tracing), each line
+/// with the connection's id, the peer's address and the side: `info` when
+/// a connection opens (handshake done) and when it closes cleanly; `warn`
+/// when a handshake or a connection fails, with the reason; `debug` for a
+/// peer that goes away while this side closes, and for each error put on
+/// [`errors()`](Session::errors); `trace` for per-write detail. With
+/// `tracing-subscriber`, `RUST_LOG=netchan=debug` shows them.
+///
 /// ```
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() -> Result<(), netchan::Error> {

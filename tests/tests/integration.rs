@@ -27,6 +27,8 @@ mod handles;
 mod hostile;
 #[path = "integration/lifecycle.rs"]
 mod lifecycle;
+#[path = "integration/logging.rs"]
+mod logging;
 #[path = "integration/pipe.rs"]
 mod pipe;
 #[path = "integration/stats.rs"]

@@ -26,6 +26,9 @@
 //! per second, and from `Exporter::stats` one line per channel: values
 //! queued, messages per second, and how long senders waited for room in
 //! that second; at the end, one summary line.
+//!
+//! Logs go to stderr: `RUST_LOG=netchan=debug cargo run -p examples --bin cluster -- …`
+//! shows every connection opened, closed or failed (warnings only by default).
 
 use std::collections::HashMap;
 use std::process::ExitCode;
@@ -106,6 +109,7 @@ struct Args {
 
 #[tokio::main]
 async fn main() -> ExitCode {
+    examples::init_logging();
     match run(Args::parse()).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -30,6 +30,9 @@
 //!
 //! The server prints one line per client connected and one per client
 //! disconnected; Ctrl-C stops it cleanly.
+//!
+//! Logs go to stderr: `RUST_LOG=netchan=debug cargo run -p examples --bin echo -- …`
+//! shows every connection opened, closed or failed (warnings only by default).
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -100,6 +103,7 @@ enum Role {
 
 #[tokio::main]
 async fn main() -> ExitCode {
+    examples::init_logging();
     let args = Args::parse();
     let result = match args.role {
         Role::Server { addr, tls } => server(addr, tls).await,

@@ -28,6 +28,9 @@
 //! prompt only when stdin is a terminal; an error is one line on stderr,
 //! and the next command goes on. Large files show a progress bar on
 //! stderr when it is a terminal.
+//!
+//! Logs go to stderr: `RUST_LOG=netchan=debug cargo run -p examples --bin file-share -- …`
+//! shows every connection opened, closed or failed (warnings only by default).
 
 use std::io::{IsTerminal, Write as _};
 use std::net::SocketAddr;
@@ -104,6 +107,7 @@ enum Role {
 
 #[tokio::main]
 async fn main() -> ExitCode {
+    examples::init_logging();
     let result = match Args::parse().role {
         Role::Server { addr, tls } => server(addr, tls).await,
         Role::Client {

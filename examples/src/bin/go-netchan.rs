@@ -30,6 +30,9 @@
 //!
 //! It ends by itself in well under a second; every wait is bounded, so a
 //! step that hangs fails with its name instead.
+//!
+//! Logs go to stderr: `RUST_LOG=netchan=debug cargo run -p examples --bin go-netchan -- …`
+//! shows every connection opened, closed or failed (warnings only by default).
 
 use std::future::Future;
 use std::time::{Duration, Instant};
@@ -70,6 +73,7 @@ mod v2 {
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
+    examples::init_logging();
     let started = Instant::now();
     match walk().await {
         Ok(()) => {
@@ -163,8 +167,9 @@ async fn walk() -> anyhow::Result<()> {
     }
     importer2.close().await;
 
-    // 5. Sync: wait until every importer has taken what was sent before
-    // the call. The importer reads slowly here, so sync waits for it.
+    // 5. Sync: wait until every importer has what was sent before the
+    // call (arrival, as Go's importer acknowledged each value on arrival).
+    // The importer reads slowly here; sync does not wait for its reads.
     println!("5. Exporter::sync");
     for i in 0..3 {
         news.send(format!("bulletin {i}"))
@@ -185,23 +190,18 @@ async fn walk() -> anyhow::Result<()> {
     let t = Instant::now();
     within("sync", exporter.sync(Some(STEP))).await??;
     println!(
-        "   sync returned after {:.0?}: the importer took all 3 bulletins",
+        "   sync returned after {:.0?}: all 3 bulletins are in the importer's buffer",
         t.elapsed()
     );
     let (mut news_in, got) = within("slow reader", reader).await???;
     println!("   importer read {got:?}");
 
-    // 6. Drain, from the importer: wait until the exporter took every
-    // vote sent. With nobody reading, it times out and says how many.
+    // 6. Drain, from the importer: wait until the exporter has every vote
+    // sent. It needs nobody to read them: arrival is what counts.
     println!("6. drain");
-    votes_out
-        .send(1)
-        .await
-        .map_err(|_| anyhow!("votes closed"))?;
-    match importer.drain(Some(Duration::from_millis(200))).await {
-        Err(e @ Error::Undelivered { .. }) => println!("   nobody reading: {e}"),
-        other => bail!("drain without a reader should time out, got {other:?}"),
-    }
+    votes_out.send(1).await?;
+    within("drain before anyone reads", importer.drain(Some(STEP))).await??;
+    println!("   nobody reading yet, and drain returned Ok: the vote is in the exporter's buffer");
     // The exporter starts reading: it takes that vote, then reads on until
     // the hangup of step 7 ends its inbox.
     let counter = tokio::spawn(async move {

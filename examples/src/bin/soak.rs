@@ -16,6 +16,9 @@
 //! ```text
 //! cargo run --release -p examples --bin soak -- --sessions 20 --channels 8 --messages 2000 --kills 10
 //! ```
+//!
+//! Logs go to stderr: `RUST_LOG=netchan=debug cargo run -p examples --bin soak -- …`
+//! shows every connection opened, closed or failed (warnings only by default).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -125,6 +128,7 @@ async fn relay(
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    examples::init_logging();
     let args = Args::parse();
     let started = Instant::now();
     let (server_cfg, client_cfg) = configs(args.tls)?;

@@ -23,6 +23,12 @@ impl Conn {
         match ev {
             Event::Ready(_) => {
                 inner.status = Status::Ready;
+                tracing::info!(
+                    conn = self.id,
+                    peer = %self.peer_label(),
+                    side = ?self.side,
+                    "netchan: connection opened"
+                );
                 self.changed.notify_waiters();
             }
             Event::Open {

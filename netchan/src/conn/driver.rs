@@ -6,12 +6,20 @@
 //! whole transmit buffer at once (many frames, one `write_all`), and runs
 //! keepalive timers. Neither knows about names or services.
 //!
+//! While the writer sleeps it leaves its stream with the connection
+//! (`Conn::parked`), so that dropping the last handle can write the
+//! goodbye at once ([`write_now`]): a program that returns from `main`
+//! without `close().await` drops its runtime, and the runtime drops these
+//! tasks without polling them again.
+//!
 //! Part of the connection core: it takes any stream `transport` gives
 //! (`Halves`) and hands every event to `Conn::dispatch`; it touches no
 //! endpoint itself.
 
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::task::{Context, Poll, Waker};
 use std::time::Instant;
 
 use bytes::{Buf, Bytes, BytesMut};
@@ -19,6 +27,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use super::{Conn, Status};
 use crate::error::{Error, Origin};
+use crate::util::lock;
 
 /// Read buffer growth step; also the size below which it is topped up.
 const READ_CHUNK: usize = 64 << 10;
@@ -34,9 +43,22 @@ pub(crate) fn spawn<T: crate::transport::Halves>(conn: Arc<Conn>, stream: T) {
     });
     let c2 = conn.clone();
     conn.rt.spawn(async move {
-        writer(&c2, wr).await;
+        let _release = ReleaseParked(&c2);
+        writer(&c2, Box::new(wr)).await;
         finish(&c2, &left);
     });
+}
+
+/// Drops the stream the writer left with the connection when the writer
+/// task goes, also when a runtime shutting down drops it unfinished: the
+/// socket closes then, and the peer sees the end.
+struct ReleaseParked<'a>(&'a Conn);
+
+impl Drop for ReleaseParked<'_> {
+    fn drop(&mut self) {
+        let parked = lock(&self.0.parked).take();
+        drop(parked);
+    }
 }
 
 fn finish(conn: &Arc<Conn>, left: &AtomicUsize) {
@@ -46,11 +68,21 @@ fn finish(conn: &Arc<Conn>, left: &AtomicUsize) {
         return;
     }
     let mut garbage = Vec::new();
-    {
+    let clean = {
         let mut inner = conn.lock();
         conn.end(&mut inner, Error::Closed, &mut garbage);
-    }
+        inner.end_error().is_none()
+    };
     drop(garbage);
+    if clean {
+        // A failure was logged at `warn` when it happened.
+        tracing::info!(
+            conn = conn.id,
+            peer = %conn.peer_label(),
+            side = ?conn.side,
+            "netchan: connection closed"
+        );
+    }
     conn.driver_ended.store(true, Ordering::Release);
     conn.driver_done.notify_waiters();
     conn.errors.end();
@@ -64,6 +96,23 @@ fn fail(conn: &Arc<Conn>, e: Error) {
         let mut inner = conn.lock();
         if matches!(inner.status, Status::Ended(_)) {
             return;
+        }
+        if matches!(inner.status, Status::Handshaking) {
+            tracing::warn!(
+                conn = conn.id,
+                peer = %conn.peer_label(),
+                side = ?conn.side,
+                reason = %e,
+                "netchan: handshake failed"
+            );
+        } else {
+            tracing::warn!(
+                conn = conn.id,
+                peer = %conn.peer_label(),
+                side = ?conn.side,
+                reason = %e,
+                "netchan: connection failed"
+            );
         }
         conn.log_error(e.clone());
         // Never empty: an empty goodbye is a clean close to the peer,
@@ -158,15 +207,13 @@ async fn reader<R: AsyncRead + Unpin>(conn: &Arc<Conn>, mut rd: R) {
                 }
                 return;
             }
-            Err(e) => {
-                fail(conn, io_error(e));
-                return;
-            }
+            Err(e) => return stream_failed(conn, e),
             Ok(_) => {}
         }
         let mut garbage = Vec::new();
         let mut ended = false;
         let mut delivered = false;
+        let wake;
         {
             let mut inner = conn.lock();
             let now = Instant::now();
@@ -187,9 +234,14 @@ async fn reader<R: AsyncRead + Unpin>(conn: &Arc<Conn>, mut rd: R) {
             if matches!(inner.status, Status::Ended(_)) {
                 ended = true;
             }
+            // The writer is woken only when it has something to write or
+            // a confirmation's timer to arm: not once per read.
+            wake = ended || inner.proto.needs_writer();
         }
         drop(garbage);
-        conn.kick();
+        if wake {
+            conn.kick();
+        }
         if ended {
             return;
         }
@@ -200,6 +252,71 @@ async fn reader<R: AsyncRead + Unpin>(conn: &Arc<Conn>, mut rd: R) {
             tokio::task::yield_now().await;
         }
     }
+}
+
+/// The writer's half of the stream, boxed so that the connection can hold
+/// it while the writer sleeps.
+pub(crate) type WriteHalf = Box<dyn AsyncWrite + Send + Unpin>;
+
+/// What the writer leaves with the connection while it sleeps: its stream
+/// and any bytes a [`write_now`] could not finish.
+pub(crate) struct Parked {
+    wr: WriteHalf,
+    buf: Segments,
+}
+
+/// Writes what is queued (the goodbye the last handle's drop just asked
+/// for, the closes of the last channels) straight to the stream, without waiting for the writer task: only
+/// if the writer is asleep, the locks are free at once, and as much as the
+/// stream takes without blocking. Whatever remains, the writer sends when
+/// it runs again.
+///
+/// A drop handler calls this: it never blocks and never waits for a lock
+/// (it may run with `inner` held further up the stack).
+pub(crate) fn write_now(conn: &Conn) {
+    let Ok(mut slot) = conn.parked.try_lock() else {
+        return;
+    };
+    // `None`: the writer is awake (it sends the goodbye itself) or gone.
+    let Some(p) = slot.as_mut() else {
+        return;
+    };
+    if !p.buf.has_remaining() {
+        let Ok(mut inner) = conn.inner.try_lock() else {
+            return;
+        };
+        conn.apply_deferred(&mut inner);
+        if conn.closing() {
+            // Closing the channels above may have dropped the last
+            // handle, which asked for the goodbye: take that too.
+            conn.apply_deferred(&mut inner);
+        }
+        if !inner.proto.take_segments(&mut p.buf.segs, Instant::now()) {
+            return;
+        }
+        drop(inner);
+        p.buf.filled();
+    }
+    // A waker that does nothing: a stream that would block is left to the
+    // writer task, which registers its own waker when it writes again.
+    let mut cx = Context::from_waker(Waker::noop());
+    while p.buf.has_remaining() {
+        let mut slices = [std::io::IoSlice::new(&[]); 16];
+        let n = p.buf.chunks_vectored(&mut slices);
+        match Pin::new(&mut p.wr).poll_write_vectored(&mut cx, &slices[..n]) {
+            Poll::Ready(Ok(written)) if written > 0 => p.buf.advance(written),
+            _ => break,
+        }
+    }
+    if !p.buf.has_remaining() {
+        p.buf.clear();
+        let _ = Pin::new(&mut p.wr).poll_flush(&mut cx);
+    }
+    tracing::trace!(
+        conn = conn.id,
+        left = p.buf.remaining(),
+        "netchan: wrote the goodbye from drop"
+    );
 }
 
 /// The bytes of one transmit: frames and slices of large messages, written
@@ -265,9 +382,17 @@ impl Buf for Segments {
     }
 }
 
-async fn writer<W: AsyncWrite + Unpin>(conn: &Arc<Conn>, mut wr: W) {
+async fn writer(conn: &Arc<Conn>, mut wr: WriteHalf) {
     let mut buf = Segments::default();
     loop {
+        if buf.has_remaining() {
+            // Left by a `write_now` the stream did not take whole.
+            match write_out(conn, &mut wr, &mut buf).await {
+                Wrote::All => continue,
+                Wrote::Dead => return,
+                Wrote::Failed(e) => return stream_failed(conn, e),
+            }
+        }
         let notified = conn.write_notify.notified();
         conn.writer_awake();
         let (have, done, ended, deadline) = {
@@ -289,23 +414,17 @@ async fn writer<W: AsyncWrite + Unpin>(conn: &Arc<Conn>, mut wr: W) {
         };
         if have {
             buf.filled();
-            let written = tokio::select! {
-                biased;
-                r = wr.write_all_buf(&mut buf) => r,
-                // Failed while this write was stuck (a peer that stopped
-                // reading): give up on the stream.
-                () = conn.dead.cancelled() => return,
-            };
-            if let Err(e) = written {
-                fail(conn, io_error(e));
-                return;
+            match write_out(conn, &mut wr, &mut buf).await {
+                Wrote::All => continue,
+                Wrote::Dead => return,
+                Wrote::Failed(e) => return stream_failed(conn, e),
             }
-            buf.clear();
-            continue;
         }
         if done || ended {
             break;
         }
+        // Asleep: leave the stream where a drop handler can reach it.
+        *lock(&conn.parked) = Some(Parked { wr, buf });
         match deadline {
             Some(d) => {
                 let d = tokio::time::Instant::from_std(d);
@@ -316,6 +435,10 @@ async fn writer<W: AsyncWrite + Unpin>(conn: &Arc<Conn>, mut wr: W) {
             }
             None => notified.await,
         }
+        let Some(p) = lock(&conn.parked).take() else {
+            return;
+        };
+        (wr, buf) = (p.wr, p.buf);
     }
     // A peer that stopped reading must not hold this task forever.
     let _ = tokio::time::timeout(conn.config.close_timeout, async {
@@ -323,4 +446,60 @@ async fn writer<W: AsyncWrite + Unpin>(conn: &Arc<Conn>, mut wr: W) {
         let _ = wr.shutdown().await;
     })
     .await;
+}
+
+/// How a [`write_out`] ended.
+enum Wrote {
+    All,
+    /// The connection failed while the write was stuck (a peer that
+    /// stopped reading): give up on the stream.
+    Dead,
+    Failed(std::io::Error),
+}
+
+/// Writes all of `buf`.
+async fn write_out(conn: &Conn, wr: &mut WriteHalf, buf: &mut Segments) -> Wrote {
+    let wrote = tokio::select! {
+        biased;
+        r = wr.write_all_buf(buf) => match r {
+            Ok(()) => Wrote::All,
+            Err(e) => Wrote::Failed(e),
+        },
+        () = conn.dead.cancelled() => Wrote::Dead,
+    };
+    buf.clear();
+    wrote
+}
+
+/// Whether `e` only says the peer went away: it reset the connection,
+/// closed it under our write, or ended TLS without its close message.
+fn peer_went_away(e: &std::io::Error) -> bool {
+    use std::io::ErrorKind::*;
+    matches!(
+        e.kind(),
+        ConnectionReset | ConnectionAborted | BrokenPipe | UnexpectedEof
+    )
+}
+
+/// The stream failed under the reader or the writer. While this side is
+/// closing, a peer that went away (reset, broken pipe) is the ordinary
+/// end of the close, not a failure: the peer may close its socket as soon
+/// as it has our goodbye, before reading the rest.
+fn stream_failed(conn: &Arc<Conn>, e: std::io::Error) {
+    if conn.closing() && peer_went_away(&e) {
+        tracing::debug!(
+            conn = conn.id,
+            peer = %conn.peer_label(),
+            side = ?conn.side,
+            error = %e,
+            "netchan: the peer went away while we closed"
+        );
+        let mut garbage = Vec::new();
+        conn.end(&mut conn.lock(), Error::Closed, &mut garbage);
+        drop(garbage);
+        conn.dead.cancel();
+        conn.kick();
+    } else {
+        fail(conn, io_error(e));
+    }
 }

@@ -13,9 +13,11 @@
 //! the registry of `exports`, handles inside messages through
 //! `send::OutgoingHandle`.
 //!
-//! Lock order: `Conn::inner`, then a queue's or route's lock, then
-//! `Conn::deferred`. Drop implementations never take `inner`: they post
-//! to `deferred`, which the writer task applies.
+//! Lock order: `Conn::parked`, then `Conn::inner`, then a queue's or
+//! route's lock, then `Conn::deferred`. Drop implementations never wait
+//! for `inner`: they post to `deferred`, which the writer task applies
+//! (the last handle's drop only tries `parked` and `inner`, to write the
+//! goodbye at once: `driver::write_now`).
 
 mod calls;
 mod dispatch;
@@ -102,6 +104,12 @@ pub(crate) struct Conn {
     pub(crate) inner: Mutex<Inner>,
     deferred: Mutex<Deferred>,
     pub(crate) write_notify: Notify,
+    /// The writer's stream while the writer sleeps (see
+    /// [`driver::write_now`]).
+    pub(crate) parked: Mutex<Option<driver::Parked>>,
+    /// How many channel closes wait in `deferred` (read without its lock
+    /// when a handle drops).
+    pending_closes: AtomicUsize,
     /// Set when the writer has been woken and not yet looked: saves a
     /// wake-up per message when many are sent in a burst.
     writer_kicked: AtomicBool,
@@ -177,8 +185,15 @@ impl Clone for ConnRef {
 
 impl Drop for ConnRef {
     fn drop(&mut self) {
-        if self.0.users.fetch_sub(1, Ordering::AcqRel) == 1 {
+        let left = self.0.users.fetch_sub(1, Ordering::AcqRel) - 1;
+        if left == 0 {
             self.0.request_close();
+            // The goodbye reaches the socket now, not when the writer task
+            // next runs: a program returning from `main` drops its runtime,
+            // and with it that task, right after this.
+            driver::write_now(&self.0);
+        } else {
+            self.0.maybe_last_handles(left);
         }
     }
 }
@@ -250,6 +265,8 @@ impl Conn {
             }),
             deferred: Mutex::new(Deferred::default()),
             write_notify: Notify::new(),
+            parked: Mutex::new(None),
+            pending_closes: AtomicUsize::new(0),
             writer_kicked: AtomicBool::new(false),
             changed: Notify::new(),
             draining: AtomicUsize::new(0),
@@ -325,10 +342,26 @@ impl Conn {
 
     /// Asks the writer to close `chan` (from a drop handler).
     pub(crate) fn defer_close(&self, chan: ChanId, code: CloseCode, reason: &str) {
-        lock(&self.deferred)
-            .closes
-            .push((chan, code, reason.to_owned()));
+        {
+            let mut d = lock(&self.deferred);
+            d.closes.push((chan, code, reason.to_owned()));
+            self.pending_closes.store(d.closes.len(), Ordering::Release);
+        }
         self.kick();
+        self.maybe_last_handles(self.users.load(Ordering::Acquire));
+    }
+
+    /// Called as handles go, with `users` left: if every one of them may
+    /// be a channel link that the closes waiting for the writer release
+    /// (the program is dropping its last handles, as when `main`
+    /// returns), closing them may end the connection, so write now rather
+    /// than leave the goodbye to a writer task that the runtime may drop
+    /// before it runs.
+    fn maybe_last_handles(&self, users: usize) {
+        let pending = self.pending_closes.load(Ordering::Acquire);
+        if pending > 0 && users <= pending {
+            driver::write_now(self);
+        }
     }
 
     /// Waits until both driver tasks ended.
@@ -360,7 +393,11 @@ impl Conn {
 
     /// Applies deferred work; called by the writer with `inner` held.
     pub(crate) fn apply_deferred(&self, inner: &mut Inner) {
-        let d = std::mem::take(&mut *lock(&self.deferred));
+        let d = {
+            let mut d = lock(&self.deferred);
+            self.pending_closes.store(0, Ordering::Release);
+            std::mem::take(&mut *d)
+        };
         for link in d.credits {
             let (grant, taken) = link.take_batch();
             if grant > 0 || taken > 0 {

@@ -1205,6 +1205,12 @@ impl Connection {
             || matches!(self.goodbye, Goodbye::Queued(_))
     }
 
+    /// Whether the writer must run: there is something to write now, or a
+    /// `CREDIT` that may wait whose timer no transmit has armed yet.
+    pub fn needs_writer(&self) -> bool {
+        self.wants_transmit() || (!self.credit_due.is_empty() && self.credit_lazy_since.is_none())
+    }
+
     /// Whether `CREDIT`s that may wait are pending (they leave with the
     /// next write, or at [`poll_timeout`](Self::poll_timeout)).
     pub fn credit_waiting(&self) -> bool {

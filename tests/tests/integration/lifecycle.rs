@@ -287,6 +287,128 @@ async fn dropping_every_handle_closes_the_session_cleanly(t: Transport) {
 }
 over_both!(dropping_every_handle_closes_the_session_cleanly);
 
+/// A client program shaped like `#[tokio::main] async fn main()` that
+/// never calls `close()`: it connects, does one round trip, and its
+/// runtime is dropped with the session (as when main returns). The
+/// runtime drops the driver tasks without polling them again.
+fn run_client_without_close(addr: std::net::SocketAddr, rt: tokio::runtime::Runtime) {
+    std::thread::spawn(move || {
+        rt.block_on(async {
+            let s = Session::connect(addr).await.expect("connect");
+            let tx = s.import_sender::<u32>("inbox").await.expect("import inbox");
+            let mut rx = s
+                .import_receiver::<u32>("replies", 4)
+                .await
+                .expect("import replies");
+            tx.send(41).await.expect("send");
+            assert_eq!(rx.recv().await.ok().flatten(), Some(42));
+            // main ends here: every handle drops, no close().await.
+        });
+        drop(rt);
+    })
+    .join()
+    .expect("the client thread");
+}
+
+async fn a_program_that_ends_without_close_says_goodbye(rt: tokio::runtime::Runtime) {
+    let exp = Exporter::bind("127.0.0.1:0").await.expect("bind");
+    let mut exp_errors = exp.errors();
+    let mut inbox = exp
+        .export_receiver::<u32>("inbox", 4)
+        .expect("export inbox");
+    let replies = exp.export_sender::<u32>("replies").expect("export replies");
+    let (found, session) = tokio::sync::oneshot::channel();
+    let exp2 = exp.clone();
+    tokio::spawn(async move {
+        let v = inbox
+            .recv()
+            .await
+            .ok()
+            .flatten()
+            .expect("the client's value");
+        // The client's session, taken while it is still connected.
+        let _ = found.send(exp2.sessions().pop());
+        let _ = replies.send(v + 1).await;
+    });
+    let addr = exp.local_addr();
+    tokio::task::spawn_blocking(move || run_client_without_close(addr, rt))
+        .await
+        .expect("client");
+    let server = session.await.ok().flatten().expect("the client's session");
+    let mut errors = server.errors();
+    let why = within("the server's session ends", server.closed()).await;
+    assert!(
+        matches!(why, Error::Closed),
+        "a program that ended without close() still said goodbye: {why:?}"
+    );
+    assert!(
+        within("the server's errors() ends", errors.next())
+            .await
+            .is_none(),
+        "an ordinary client exit is no error on the server"
+    );
+    if let Ok(Some(e)) = tokio::time::timeout(QUIET, exp_errors.next()).await {
+        panic!("an ordinary client exit is no error on the exporter: {e:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_current_thread_program_that_ends_without_close_says_goodbye() {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    a_program_that_ends_without_close_says_goodbye(rt).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_multi_thread_program_that_ends_without_close_says_goodbye() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    a_program_that_ends_without_close_says_goodbye(rt).await;
+}
+
+#[tokio::test]
+async fn a_peer_that_resets_the_connection_once_it_has_our_goodbye_is_a_clean_close() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let cfg = Config::default().close_timeout(Duration::from_secs(5));
+    let connecting = tokio::spawn(Session::connect_with(addr, cfg));
+    let (sock, _) = within("accept", listener.accept()).await.expect("accept");
+    // Dropping the socket then resets the connection instead of ending it.
+    sock.set_zero_linger().expect("linger");
+    let mut raw = RawPeer::new(sock);
+    raw.read_hello().await;
+    raw.write(&hello_bytes()).await.expect("hello");
+    let s = within("connect", connecting)
+        .await
+        .expect("task")
+        .expect("connect");
+    let mut errors = s.errors();
+    let closing = tokio::spawn({
+        let s = s.clone();
+        async move { s.close().await }
+    });
+    assert!(matches!(
+        raw.expect_frame("our goodbye").await,
+        Frame::Goodbye { .. }
+    ));
+    drop(raw);
+    within("close", closing).await.expect("close");
+    let why = within("the session ends", s.closed()).await;
+    assert!(
+        matches!(why, Error::Closed),
+        "a reset after our goodbye ends the close, it is no failure: {why:?}"
+    );
+    assert!(
+        within("errors() ends", errors.next()).await.is_none(),
+        "a peer that went away while we closed is not an error"
+    );
+}
+
 async fn a_session_stays_up_while_a_channel_half_it_produced_lives(t: Transport) {
     let (a, b) = t.connect().await;
     let (tx, mut rx) = Way::ExportedSender.channel::<u32>(&a, &b, 2).await;
