@@ -69,6 +69,9 @@ struct State<T> {
 pub(crate) struct Queue<T> {
     st: Mutex<State<T>>,
     capacity: usize,
+    /// Values left in the buffer after the last remote take (see
+    /// `taken_from`).
+    left: std::sync::atomic::AtomicUsize,
     /// Signalled when local space frees up or a local item is taken.
     pub(crate) space: Notify,
 }
@@ -107,6 +110,7 @@ impl<T> Queue<T> {
                 returned: None,
             }),
             capacity,
+            left: std::sync::atomic::AtomicUsize::new(0),
             space: Notify::new(),
         })
     }
@@ -278,6 +282,10 @@ impl<T> Queue<T> {
                 st.local_len -= 1;
                 drop(st);
                 self.space.notify_waiters();
+            } else {
+                // For `taken_from`: read here, under the lock already held.
+                self.left
+                    .store(st.items.len(), std::sync::atomic::Ordering::Relaxed);
             }
             return Poll::Ready(Ok(Some(item)));
         }
@@ -324,7 +332,7 @@ impl<T> Queue<T> {
             // wait grants again only once the take is counted.
             link.conn().credit_update(link.chan, 0, 1);
         } else {
-            let buffered = lock(&self.st).items.len();
+            let buffered = self.left.load(std::sync::atomic::Ordering::Relaxed);
             link.took(u32::from(link.take_grant()), buffered, self.capacity);
         }
     }
