@@ -56,6 +56,9 @@ pub struct ChannelStats {
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct SessionStats {
+    /// The peer's address (`None` for in-memory pairs and streams handed
+    /// in without one).
+    pub peer_addr: Option<std::net::SocketAddr>,
     /// How long ago the connection started.
     pub age: Duration,
     /// Bytes written to the connection, the handshake included.
@@ -136,6 +139,7 @@ impl Conn {
             .collect();
         channels.sort_by_key(|c| c.id);
         SessionStats {
+            peer_addr: self.addrs.peer,
             age: self.created.elapsed(),
             bytes_sent: counters.bytes_out,
             bytes_received: counters.bytes_in,

@@ -88,6 +88,7 @@ async fn what_one_side_wrote_the_other_read(t: Transport) {
         {
             assert!(sa.bytes_sent > 20 * ENCODED, "{sa:?}");
             assert!(sa.age > Duration::ZERO);
+            assert_eq!(sa.peer_addr, a.peer_addr(), "stats name the peer");
             settled = true;
             break;
         }
