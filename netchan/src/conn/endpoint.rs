@@ -119,7 +119,7 @@ impl Link {
         let pending = (before + add) as u32 as usize;
         let urgent = 2 * (buffered + pending) >= capacity;
         if before == 0 {
-            self.conn().post_credit(self.clone(), urgent);
+            self.conn().post_credit(self, urgent);
         } else if urgent {
             self.conn().kick();
         }

@@ -96,8 +96,10 @@ struct Deferred {
     closes: Vec<(ChanId, CloseCode, String)>,
     goodbye: bool,
     /// Links whose receivers took messages since the writer last looked
-    /// (see [`Link::took`]).
-    credits: Vec<Arc<Link>>,
+    /// (see [`Link::took`]). Weak: a link holds the connection, so a
+    /// strong one here would keep a connection whose writer never looks
+    /// again alive for ever.
+    credits: Vec<std::sync::Weak<Link>>,
 }
 /// One connection's shared state.
 pub(crate) struct Conn {
@@ -398,7 +400,7 @@ impl Conn {
             self.pending_closes.store(0, Ordering::Release);
             std::mem::take(&mut *d)
         };
-        for link in d.credits {
+        for link in d.credits.iter().filter_map(std::sync::Weak::upgrade) {
             let (grant, taken) = link.take_batch();
             if grant > 0 || taken > 0 {
                 inner.proto.credit_update(link.chan, grant, taken);
@@ -419,8 +421,8 @@ impl Conn {
 
     /// Hands `link`'s batch of takes to the writer, which applies it
     /// before its next transmit (see [`Link::took`]).
-    pub(crate) fn post_credit(&self, link: Arc<Link>, wake: bool) {
-        lock(&self.deferred).credits.push(link);
+    pub(crate) fn post_credit(&self, link: &Arc<Link>, wake: bool) {
+        lock(&self.deferred).credits.push(Arc::downgrade(link));
         if wake {
             self.kick();
         }
