@@ -785,8 +785,6 @@ fn try_error(e: RecvError) -> TryRecvError {
     }
 }
 
-/// Moves every value from `rx` into `tx` until either side ends. Used when
-/// a handle travels on to where it cannot be linked directly.
 /// Forwards a travelled receiver's values into the remote channel `route`
 /// (see [`Queue::set_relay`]): a value is taken only when the remote
 /// channel has room, and its local sender is told once it went on, or
@@ -819,6 +817,8 @@ pub(crate) async fn relay<T: Message>(mut rx: Receiver<T>, route: Arc<Route>) {
     }
 }
 
+/// Moves every value from `rx` into `tx` until either side ends. Used when
+/// a handle travels on to where it cannot be linked directly.
 pub(crate) async fn forward<T: Message>(mut rx: Receiver<T>, tx: Sender<T>) {
     loop {
         match rx.recv().await {
