@@ -34,7 +34,9 @@
 //! writes. A mark is *urgent* ([`Flow::urgent`]) when a sender may be
 //! waiting for it: a grant while the sender holds at most half the window
 //! (in particular none: a full buffer, so one take lets one waiting send
-//! in, whatever the capacity), and anything on a rendezvous channel. An
+//! in, whatever the capacity), a grant that leaves the buffer empty (the
+//! receiver keeps up and waits for more, so the sender's window should
+//! not run dry meanwhile), and anything on a rendezvous channel. An
 //! urgent mark is written at once; the rest (confirmations of arrival, and
 //! grants to a sender with credit to spare) ride along with the next write
 //! or leave after [`ACK_DELAY`], so a call answered at once costs no
@@ -230,12 +232,14 @@ impl Flow {
 
     /// Whether this end's pending `CREDIT` may be what a sender waits for:
     /// a grant while the sender holds at most half the window (it may be
-    /// out of credit), or anything on a rendezvous channel.
+    /// out of credit), a grant that leaves the buffer empty (the receiver
+    /// waits for more), or anything on a rendezvous channel.
     pub(super) fn urgent(&self) -> bool {
         self.marked
             && (self.capacity == 0
                 || (self.pending_grant > 0
-                    && self.outstanding - self.pending_grant <= self.capacity / 2))
+                    && (self.outstanding - self.pending_grant <= self.capacity / 2
+                        || self.delivered == self.taken)))
     }
 
     /// Forgets the mark (the channel is closing: no more `CREDIT`).
