@@ -457,11 +457,17 @@ enum Wrote {
     Failed(std::io::Error),
 }
 
-/// Writes all of `buf`.
+/// Writes all of `buf`, and flushes: a TLS stream may keep the last
+/// records of a write in its own buffer when the socket was full, and
+/// nothing else would send them before the writer's next wake-up (a TCP
+/// stream's flush does nothing).
 async fn write_out(conn: &Conn, wr: &mut WriteHalf, buf: &mut Segments) -> Wrote {
     let wrote = tokio::select! {
         biased;
-        r = wr.write_all_buf(buf) => match r {
+        r = async {
+            wr.write_all_buf(buf).await?;
+            wr.flush().await
+        } => match r {
             Ok(()) => Wrote::All,
             Err(e) => Wrote::Failed(e),
         },
