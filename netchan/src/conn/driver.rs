@@ -384,6 +384,8 @@ impl Buf for Segments {
 
 async fn writer(conn: &Arc<Conn>, mut wr: WriteHalf) {
     let mut buf = Segments::default();
+    // Whether this pass already gave way once to the tasks just woken.
+    let mut yielded = false;
     loop {
         if buf.has_remaining() {
             // Left by a `write_now` the stream did not take whole.
@@ -395,7 +397,7 @@ async fn writer(conn: &Arc<Conn>, mut wr: WriteHalf) {
         }
         let notified = conn.write_notify.notified();
         conn.writer_awake();
-        let (have, done, ended, deadline) = {
+        let step = {
             let mut inner = conn.lock();
             conn.apply_deferred(&mut inner);
             let now = Instant::now();
@@ -404,14 +406,29 @@ async fn writer(conn: &Arc<Conn>, mut wr: WriteHalf) {
                 fail(conn, peer_violation(error));
                 continue;
             }
-            let have = inner.proto.take_segments(&mut buf.segs, now);
-            (
-                have,
-                inner.proto.goodbye_sent(),
-                matches!(inner.status, Status::Ended(_)),
-                inner.proto.poll_timeout(),
-            )
+            if !yielded && inner.proto.only_credit_to_write() {
+                None
+            } else {
+                let have = inner.proto.take_segments(&mut buf.segs, now);
+                Some((
+                    have,
+                    inner.proto.goodbye_sent(),
+                    matches!(inner.status, Status::Ended(_)),
+                    inner.proto.poll_timeout(),
+                ))
+            }
         };
+        let Some((have, done, ended, deadline)) = step else {
+            // Only grants to write: the task that took the values may be
+            // about to answer them (a handler's reply, the caller's next
+            // request). Give it one turn, so that the grant rides along
+            // with that write instead of costing a write (and a wake-up
+            // of the peer) of its own.
+            yielded = true;
+            tokio::task::yield_now().await;
+            continue;
+        };
+        yielded = false;
         if have {
             buf.filled();
             match write_out(conn, &mut wr, &mut buf).await {

@@ -1412,7 +1412,7 @@ fn one_take_lets_one_waiting_send_in_at_every_capacity() {
 
 #[test]
 fn a_grant_that_empties_the_buffer_is_urgent_and_one_that_does_not_may_wait() {
-    for cap in [5, 8, 16, 64, 1024] {
+    for cap in [5u32, 8, 16, 64, 1024] {
         let mut p = Pair::connected();
         let chan = p.d_sends(cap);
         // Two values out of a window of `cap`: the sender holds more
@@ -1430,12 +1430,14 @@ fn a_grant_that_empties_the_buffer_is_urgent_and_one_that_does_not_may_wait() {
             "capacity {cap}: a grant to a sender with credit to spare waits"
         );
         // The second taken: the buffer is empty and the receiver waits for
-        // more, so both grants leave at once, in one frame.
+        // more, so both grants leave at once, in one frame, and nothing
+        // else is to be written.
         p.a.conn.credit_update(chan, 1, 1);
         assert!(
             p.a.conn.wants_transmit(),
             "capacity {cap}: a grant that empties the buffer is urgent"
         );
+        assert!(p.a.conn.only_credit_to_write(), "capacity {cap}");
         p.drive();
         assert_eq!(
             p.a.take_sent(),
