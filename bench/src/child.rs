@@ -1,7 +1,7 @@
 //! Child processes: one timed (contender, workload) pair, or one side of
 //! an idle-memory measurement. A child prints one line starting with
 //! [`RESULT_TAG`] and a JSON [`ChildResult`] on stdout, then exits; its
-//! server and client each run on their own one-worker runtime and thread.
+//! server and client run in the runtime shape given by `--flavor`.
 
 use std::collections::BTreeMap;
 use std::io::BufRead;
@@ -12,8 +12,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::contenders::{self, Env};
 use crate::harness::{
-    Ctl, Flavor, ProcStats, process_cpu_s, quantile_us, raise_nofile, sleep_sampling_threads, spawn_side,
-    threads_now,
+    Ctl, Flavor, ProcStats, process_cpu_s, quantile_us, raise_nofile, sleep_sampling_threads,
+    spawn_side, threads_now,
 };
 use crate::spec::{Contender, Workload};
 
@@ -121,7 +121,11 @@ pub(crate) fn run_timed(c: Contender, w: Workload, seconds: f64, warmup: f64, fl
             metrics.insert("rate".into(), events as f64 / dt);
             progress = events > 0;
         }
-        Workload::Bulk | Workload::BulkVec | Workload::Pipe | Workload::Echo | Workload::EchoVec => {
+        Workload::Bulk
+        | Workload::BulkVec
+        | Workload::Pipe
+        | Workload::Echo
+        | Workload::EchoVec => {
             metrics.insert("mbps".into(), bytes as f64 / dt / 1e6);
             progress = bytes > 0;
         }

@@ -251,7 +251,10 @@ fn parent(cli: Cli) {
             }
         }
     }
-    let runnable = jobs.iter().filter(|(_, _, w, c)| w.support(*c).is_ok()).count();
+    let runnable = jobs
+        .iter()
+        .filter(|(_, _, w, c)| w.support(*c).is_ok())
+        .count();
     let started = Instant::now();
     let load_before = loadavg();
     let mut outcomes: HashMap<(Flavor, &'static str, Contender), Outcome> = HashMap::new();
@@ -293,7 +296,10 @@ fn parent(cli: Cli) {
                         let _ = writeln!(file, "{line}");
                     }
                 }
-                match outcomes.entry(key).or_insert_with(|| Outcome::Ran(Vec::new())) {
+                match outcomes
+                    .entry(key)
+                    .or_insert_with(|| Outcome::Ran(Vec::new()))
+                {
                     Outcome::Ran(rounds) => rounds.push(runs),
                     Outcome::NotApplicable(_) => {}
                 }
@@ -398,7 +404,6 @@ fn exe() -> std::path::PathBuf {
         std::process::exit(2)
     })
 }
-
 
 fn failed(e: String) -> ChildResult {
     ChildResult {
@@ -515,12 +520,7 @@ fn run_timed(plan: &Plan, flavor: Flavor, c: Contender, w: Workload) -> ChildRes
     }
 }
 
-fn run_idle(
-    flavor: Flavor,
-    c: Contender,
-    w: Workload,
-    n: usize,
-) -> Vec<(String, ChildResult)> {
+fn run_idle(flavor: Flavor, c: Contender, w: Workload, n: usize) -> Vec<(String, ChildResult)> {
     let spawn = |args: Vec<String>| {
         Command::new(exe())
             .args(args)

@@ -157,7 +157,9 @@ pub(crate) fn fmt_value(unit: Unit, v: f64) -> String {
         }
         Unit::MBps => format!("{v:.0}"),
         Unit::CpuMicros => {
-            if v < 10.0 {
+            if v < 1.0 {
+                format!("{v:.3}")
+            } else if v < 10.0 {
                 format!("{v:.2}")
             } else if v < 100.0 {
                 format!("{v:.1}")
@@ -250,7 +252,11 @@ impl Report {
                     // Some rounds failed: the others' values, marked.
                     Some(sp) => (
                         Some(sp),
-                        format!("{}/{} rounds, **FAILED** in the others{marks}", sp.n, rounds.len()),
+                        format!(
+                            "{}/{} rounds, **FAILED** in the others{marks}",
+                            sp.n,
+                            rounds.len()
+                        ),
                     ),
                     None if !marks.is_empty() => (None, format!("**FAILED**{marks}")),
                     None => (None, "?".into()),
@@ -305,12 +311,7 @@ impl Report {
         }
         let config_note = notes.mark(CONFIG_NOTE.to_owned());
         for &f in &self.flavors {
-            let _ = writeln!(
-                out,
-                "\n### Shape `{}`: {}\n",
-                f.name(),
-                f.describe()
-            );
+            let _ = writeln!(out, "\n### Shape `{}`: {}\n", f.name(), f.describe());
             let mut head = String::from("| workload | unit |");
             let mut rule = String::from("|---|---|");
             for c in &self.contenders {
@@ -329,7 +330,8 @@ impl Report {
             let _ = writeln!(out, "{head}\n{rule}");
             for &w in &self.workloads {
                 for r in rows(w) {
-                    let mut row = format!("| {} | {} {} |", r.label, r.unit.label(), arrow(r.better));
+                    let mut row =
+                        format!("| {} | {} {} |", r.label, r.unit.label(), arrow(r.better));
                     let mut values = HashMap::new();
                     for &c in &self.contenders {
                         if let Some(v) = self.value_cell(f, w, &r, c, &mut notes, &mut row) {
@@ -353,8 +355,10 @@ impl Report {
              every thread including tokio's blocking pool), read with `CLOCK_PROCESS_CPUTIME_ID` at both ends of the \
              measuring window (setup and warm-up excluded), divided by the operations completed in the window. \
              “OS threads” is the peak of `Threads:` in `/proc/self/status`, sampled every 20 ms from the end of \
-             setup to the end of the window; it includes the harness's own measuring thread (and, in the \
-             `current`/`multi` shapes, the idle thread of each side's runtime), the same for every contender. \
+             setup to the end of the window. It counts every thread of the process: the harness's measuring \
+             (main) thread, the runtime threads of the shape (`current`: one per side; `multi`: each side's \
+             `block_on` thread and its worker; `shared`: the two workers), and whatever the contender starts \
+             (tokio's blocking pool, remoc's (de)serialization threads). The baseline is 3 in `current` and `shared`. \
              Rows starting “TLS:” repeat the plaintext workload of the same name over TLS 1.3 \
              (rustls with ring, a self-signed certificate made in each child): netchan through \
              `Config::tls_server` / `tls_client` with the client pinning that certificate, raw as \
@@ -394,7 +398,9 @@ impl Report {
                                             rounds
                                                 .iter()
                                                 .filter_map(|r| {
-                                                    r.iter().find(|(x, _)| x == role).map(|(_, r)| get(r))
+                                                    r.iter()
+                                                        .find(|(x, _)| x == role)
+                                                        .map(|(_, r)| get(r))
                                                 })
                                                 .collect(),
                                         )

@@ -135,14 +135,14 @@ const ONEWAY: &[Metric] = &[m(
 )];
 const ONEWAY_SINK: &[Metric] = &[m(
     "rate",
-    "one-way 32-byte messages, one channel, through Sink::send_all",
+    "one-way 32-byte messages, one channel, through `Sink` (`send_all`)",
     PerSec,
     Higher,
 )];
 const BULK: &[Metric] = &[m("mbps", "1 MiB messages one way, channel", MBps, Higher)];
 const BULK_VEC: &[Metric] = &[m(
     "mbps",
-    "1 MiB plain Vec<u8> messages one way, channel",
+    "1 MiB plain `Vec<u8>` messages one way, channel",
     MBps,
     Higher,
 )];
@@ -155,7 +155,7 @@ const ECHO: &[Metric] = &[m(
 )];
 const ECHO_VEC: &[Metric] = &[m(
     "mbps",
-    "1 MiB plain Vec<u8> echoed by a call (both ways)",
+    "1 MiB plain `Vec<u8>` echoed by a call (both ways)",
     MBps,
     Higher,
 )];

@@ -290,11 +290,7 @@ pub(crate) async fn client(env: Env, addr: SocketAddr) -> R<()> {
             let payload = big_payload(MIB).to_vec();
             ctl.ready();
             while !ctl.stopped() {
-                match c
-                    .call(Req::EchoVec(payload.clone()))
-                    .await
-                    .ctx("call")?
-                {
+                match c.call(Req::EchoVec(payload.clone())).await.ctx("call")? {
                     Resp::EchoVec(b) if b.len() == MIB && b[..64] == payload[..64] => {
                         ctl.add_bytes(2 * MIB as u64);
                     }
