@@ -5,11 +5,14 @@
 //! this binary once per pair with a hidden subcommand, so that the peak
 //! RSS and CPU time a child reports belong to that pair alone, and a
 //! contender that hangs or crashes is killed and reported without taking
-//! the run down. The report (markdown) goes to stdout, progress to stderr.
+//! the run down. Every pair runs in each runtime shape (`--flavor`) and
+//! for `--rounds` rounds, the contenders in a rotated order each round;
+//! the report gives medians with their spread. The report (markdown) goes
+//! to stdout, progress to stderr.
 //!
 //! ```text
-//! cargo run --release -p bench                 # full run, a few minutes
-//! cargo run --release -p bench -- --quick      # smoke test, < 1 minute
+//! cargo run --release -p bench                 # full run: 2 shapes × 3 rounds, ~30 min
+//! cargo run --release -p bench -- --quick      # smoke test, ~3 minutes
 //! cargo run --release -p bench -- --only calls,oneway --seconds 5
 //! ```
 
