@@ -146,9 +146,51 @@ fn io_error(e: std::io::Error) -> Error {
     Error::io(e)
 }
 
+/// One timer kept for a task's whole life. Arming it for a later time
+/// than it is set for leaves it as it is (the task wakes early, finds
+/// nothing due and arms it again); only an earlier time, or a timer that
+/// fired, sets it anew. A busy connection moves its keepalive deadline
+/// with every write and every read: a fresh timer each time would cost a
+/// registration with the runtime's timer wheel, and often a wake-up of
+/// the runtime's driver (a system call), per message.
+struct Timer {
+    sleep: Pin<Box<tokio::time::Sleep>>,
+    armed: Option<tokio::time::Instant>,
+}
+
+impl Timer {
+    fn new() -> Timer {
+        Timer {
+            sleep: Box::pin(tokio::time::sleep_until(tokio::time::Instant::now())),
+            armed: None,
+        }
+    }
+
+    /// Makes sure the timer fires at `at` or earlier.
+    fn arm(&mut self, at: tokio::time::Instant) {
+        if self.armed.is_none_or(|a| at < a) {
+            self.sleep.as_mut().reset(at);
+            self.armed = Some(at);
+        }
+    }
+
+    /// Completes when the armed time passed (never, if none is armed).
+    async fn fired(&mut self) {
+        if self.armed.is_none() {
+            return std::future::pending().await;
+        }
+        self.sleep.as_mut().await;
+        self.armed = None;
+    }
+}
+
 async fn reader<R: AsyncRead + Unpin>(conn: &Arc<Conn>, mut rd: R) {
     let mut buf = BytesMut::with_capacity(READ_CHUNK);
     let handshake_deadline = tokio::time::Instant::now() + conn.config.handshake_timeout;
+    // Dead-peer detection: the time of the last read, and a timer that
+    // fires at the latest `dead_after` later.
+    let mut last_read = tokio::time::Instant::now();
+    let mut silence = Timer::new();
     loop {
         if buf.capacity() - buf.len() < READ_CHUNK / 4 {
             buf.reserve(READ_CHUNK);
@@ -172,16 +214,19 @@ async fn reader<R: AsyncRead + Unpin>(conn: &Arc<Conn>, mut rd: R) {
             // Dead-peer detection lives here, not only in the writer: a
             // writer blocked on a full socket cannot run timers.
             let dead_after = conn.config.limits.dead_after;
+            silence.arm(last_read + dead_after);
             tokio::select! {
                 biased;
-                r = tokio::time::timeout(dead_after, rd.read_buf(&mut buf)) => match r {
-                    Ok(r) => r,
-                    Err(_) => {
-                        let silent = crate::proto::ProtoError::KeepaliveTimeout(dead_after);
-                        fail(conn, peer_violation(silent));
-                        return;
+                r = rd.read_buf(&mut buf) => r,
+                () = silence.fired() => {
+                    if last_read.elapsed() < dead_after {
+                        // Data came meanwhile: wait the rest of the time.
+                        continue;
                     }
-                },
+                    let silent = crate::proto::ProtoError::KeepaliveTimeout(dead_after);
+                    fail(conn, peer_violation(silent));
+                    return;
+                }
                 () = conn.dead.cancelled() => return,
                 // We said goodbye: this read's keepalive deadline no longer
                 // applies; read again under the close timeout (no byte is
@@ -208,7 +253,7 @@ async fn reader<R: AsyncRead + Unpin>(conn: &Arc<Conn>, mut rd: R) {
                 return;
             }
             Err(e) => return stream_failed(conn, e),
-            Ok(_) => {}
+            Ok(_) => last_read = tokio::time::Instant::now(),
         }
         let mut garbage = Vec::new();
         let mut ended = false;
@@ -386,6 +431,7 @@ async fn writer(conn: &Arc<Conn>, mut wr: WriteHalf) {
     let mut buf = Segments::default();
     // Whether this pass already gave way once to the tasks just woken.
     let mut yielded = false;
+    let mut timer = Timer::new();
     loop {
         if buf.has_remaining() {
             // Left by a `write_now` the stream did not take whole.
@@ -444,10 +490,10 @@ async fn writer(conn: &Arc<Conn>, mut wr: WriteHalf) {
         *lock(&conn.parked) = Some(Parked { wr, buf });
         match deadline {
             Some(d) => {
-                let d = tokio::time::Instant::from_std(d);
+                timer.arm(tokio::time::Instant::from_std(d));
                 tokio::select! {
                     _ = notified => {}
-                    _ = tokio::time::sleep_until(d) => {}
+                    () = timer.fired() => {}
                 }
             }
             None => notified.await,
