@@ -1,0 +1,338 @@
+//! RPC on core NATS: a service is a subject with a queue group, so the
+//! replicas serving it share the calls.
+//!
+//! A call is one request to `{prefix}.rpc.{service}` whose reply subject is
+//! a fresh inbox of the caller, with headers `Netchan-Call` (the call's id)
+//! and `Netchan-Deadline-Ms` (the time left, when the caller has a
+//! deadline); its body is the encoded request. The replica that gets it
+//! answers on the inbox, each message marked by `Netchan-Reply`:
+//!
+//! ```text
+//!  accepted            at once: a replica runs the call
+//!  beat                every NatsConfig::rpc_heartbeat while it runs
+//!  part … part done    the encoded Result<Response, Failure>, in chunks of
+//!                      at most the server's max_payload (one `done` if it fits)
+//! ```
+//!
+//! A caller that hears nothing for three heartbeats takes the replica as
+//! dead (`RpcError::Disconnected`); one that gives up publishes the call's
+//! id on `{prefix}.rpc.{service}.cancel`, which every replica hears, and
+//! the one running it aborts the handler.
+
+use std::collections::HashMap;
+use std::panic::AssertUnwindSafe;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_nats::HeaderMap;
+use bytes::{Bytes, BytesMut};
+use futures::{FutureExt, StreamExt};
+
+use super::{Inner, token};
+use crate::channel::embed::encode_alone;
+use crate::proto::CodecId;
+use crate::rpc::wire::Failure;
+use crate::util::lock;
+use crate::{RpcError, Service, codec};
+
+const CALL: &str = "Netchan-Call";
+const DEADLINE: &str = "Netchan-Deadline-Ms";
+const REPLY: &str = "Netchan-Reply";
+
+/// The queue group every replica of a service joins.
+const GROUP: &str = "netchan";
+
+/// Calls one replica runs at once; more wait in its subscription.
+const MAX_IN_FLIGHT: usize = 1024;
+
+/// A replica caps a caller's deadline (and runs calls without one) at this.
+const DEADLINE_CAP: Duration = Duration::from_secs(3600);
+
+fn subject(prefix: &str, service: &str) -> String {
+    format!("{prefix}.rpc.{}", token(service))
+}
+
+/// The call path of clients made from a `Node`.
+#[derive(Debug)]
+pub(super) struct Caller {
+    pub(super) inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Inner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("nats::Node")
+            .field("id", &self.id)
+            .field("prefix", &self.cfg.prefix)
+            .finish_non_exhaustive()
+    }
+}
+
+impl crate::__private::RemoteCalls for Caller {
+    fn call(
+        &self,
+        service: &str,
+        body: Bytes,
+        timeout: Option<Duration>,
+    ) -> crate::__private::BoxFuture<Result<Bytes, RpcError>> {
+        let inner = self.inner.clone();
+        let service = service.to_owned();
+        Box::pin(async move { call(inner, service, body, timeout).await })
+    }
+}
+
+/// Publishes a cancel for a call given up before its result came.
+struct CancelGuard {
+    inner: Arc<Inner>,
+    subject: String,
+    id: String,
+    armed: bool,
+}
+
+impl Drop for CancelGuard {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        let client = self.inner.client.clone();
+        let subject = format!("{}.cancel", self.subject);
+        let id = Bytes::from(self.id.clone());
+        self.inner.rt.spawn(async move {
+            let _ = client.publish(subject, id).await;
+            let _ = client.flush().await;
+        });
+    }
+}
+
+async fn call(
+    inner: Arc<Inner>,
+    service: String,
+    body: Bytes,
+    timeout: Option<Duration>,
+) -> Result<Bytes, RpcError> {
+    if inner.closed.is_cancelled() {
+        return Err(RpcError::Disconnected);
+    }
+    let limit = inner.max_body();
+    if body.len() > limit {
+        return Err(RpcError::Codec(format!(
+            "a request of {} bytes exceeds what one NATS message carries ({limit} bytes, \
+             from the server's max_payload); send large data in the result, or raise max_payload",
+            body.len()
+        )));
+    }
+    let subject = subject(&inner.cfg.prefix, &service);
+    let inbox = inner.client.new_inbox();
+    let id = inbox.rsplit('.').next().unwrap_or_default().to_owned();
+    let mut replies = inner
+        .client
+        .subscribe(inbox.clone())
+        .await
+        .map_err(|_| RpcError::Disconnected)?;
+    let mut headers = HeaderMap::new();
+    headers.insert(CALL, id.as_str());
+    if let Some(t) = timeout {
+        headers.insert(DEADLINE, t.as_millis().to_string());
+    }
+    inner
+        .client
+        .publish_with_reply_and_headers(subject.clone(), inbox, headers, body)
+        .await
+        .map_err(|_| RpcError::Disconnected)?;
+    let mut guard = CancelGuard {
+        inner: inner.clone(),
+        subject,
+        id,
+        armed: true,
+    };
+    let silence = inner.cfg.rpc_heartbeat * 3;
+    let max = inner.cfg.max_message_len;
+    let mut result = BytesMut::new();
+    loop {
+        let msg = tokio::select! {
+            m = tokio::time::timeout(silence, replies.next()) => m,
+            () = inner.closed.cancelled() => return Err(RpcError::Disconnected),
+        };
+        let msg = match msg {
+            Ok(Some(m)) => m,
+            // No word from any replica for three heartbeats: it died, or
+            // lost its connection, with the call.
+            Err(_) | Ok(None) => return Err(RpcError::Disconnected),
+        };
+        if msg.status == Some(async_nats::StatusCode::NO_RESPONDERS) {
+            guard.armed = false;
+            return Err(RpcError::NoSuchService(service));
+        }
+        let kind = msg
+            .headers
+            .as_ref()
+            .and_then(|h| h.get(REPLY))
+            .map(|v| v.as_str().to_owned())
+            .unwrap_or_default();
+        match kind.as_str() {
+            "part" | "done" => {
+                if result.len() + msg.payload.len() > max {
+                    return Err(RpcError::Codec(format!(
+                        "the result of a call to {service} exceeds this node's limit of {max} \
+                         bytes (NatsConfig::max_message_len)"
+                    )));
+                }
+                result.extend_from_slice(&msg.payload);
+                if kind == "done" {
+                    guard.armed = false;
+                    return Ok(result.freeze());
+                }
+            }
+            // "accepted", "beat": the replica is alive.
+            _ => {}
+        }
+    }
+}
+
+/// Serves `service` on the node: one task reads calls from the queue
+/// group and cancels from every caller, and each call runs in a task of
+/// its own.
+pub(super) fn serve<S: Service + Clone>(inner: &Arc<Inner>, service: S) {
+    let inner2 = inner.clone();
+    inner.rt.spawn(async move {
+        let inner = inner2;
+        let name = service.name().to_owned();
+        let subject = subject(&inner.cfg.prefix, &name);
+        let calls = inner
+            .client
+            .queue_subscribe(subject.clone(), GROUP.to_owned())
+            .await;
+        let cancels = inner.client.subscribe(format!("{subject}.cancel")).await;
+        let (mut calls, mut cancels) = match (calls, cancels) {
+            (Ok(a), Ok(b)) => (a, b),
+            (Err(e), _) | (_, Err(e)) => {
+                tracing::warn!(service = %name, "cannot serve on NATS: {e}");
+                return;
+            }
+        };
+        // Subscriptions are in place once the server has seen them.
+        let _ = inner.client.flush().await;
+        tracing::debug!(service = %name, %subject, "serving on NATS");
+        let running: Arc<Mutex<HashMap<String, tokio::task::AbortHandle>>> =
+            Arc::new(Mutex::new(HashMap::new()));
+        let permits = Arc::new(tokio::sync::Semaphore::new(MAX_IN_FLIGHT));
+        loop {
+            tokio::select! {
+                () = inner.closed.cancelled() => break,
+                m = cancels.next() => match m {
+                    Some(m) => {
+                        let id = String::from_utf8_lossy(&m.payload).into_owned();
+                        if let Some(h) = lock(&running).remove(&id) {
+                            tracing::debug!(service = %name, call = %id, "call cancelled by its caller");
+                            h.abort();
+                        }
+                    }
+                    None => break,
+                },
+                m = calls.next() => match m {
+                    Some(m) => {
+                        let Some(reply) = m.reply.clone() else { continue };
+                        let headers = m.headers.clone().unwrap_or_default();
+                        let id = headers.get(CALL).map(|v| v.as_str().to_owned()).unwrap_or_default();
+                        let deadline = headers
+                            .get(DEADLINE)
+                            .and_then(|v| v.as_str().parse::<u64>().ok())
+                            .map_or(DEADLINE_CAP, |ms| Duration::from_millis(ms).min(DEADLINE_CAP));
+                        let _ = inner.client.publish_with_headers(reply.clone(), kind("accepted"), Bytes::new()).await;
+                        let Ok(permit) = permits.clone().acquire_owned().await else { break };
+                        let service = service.clone();
+                        let inner = inner.clone();
+                        let table = running.clone();
+                        let call_id = id.clone();
+                        let mut table_now = lock(&running);
+                        let task = inner.rt.clone().spawn(async move {
+                            run_call(&inner, service, m.payload, reply.to_string(), deadline).await;
+                            lock(&table).remove(&call_id);
+                            drop(permit);
+                        });
+                        if !id.is_empty() {
+                            table_now.insert(id, task.abort_handle());
+                        }
+                    }
+                    None => break,
+                },
+            }
+        }
+        for (_, h) in lock(&running).drain() {
+            h.abort();
+        }
+    });
+}
+
+fn kind(k: &'static str) -> HeaderMap {
+    let mut h = HeaderMap::new();
+    h.insert(REPLY, k);
+    h
+}
+
+/// Runs one call under its deadline, beating while it runs, and sends
+/// its result in chunks.
+async fn run_call<S: Service>(
+    inner: &Inner,
+    service: S,
+    body: Bytes,
+    reply: String,
+    deadline: Duration,
+) {
+    let result: Result<S::Response, Failure> = match codec::decode::<S::Request>(
+        CodecId::Bincode,
+        &body,
+    ) {
+        Err(e) => Err(Failure::Codec(format!(
+            "cannot decode a call to {}: {e}",
+            service.name()
+        ))),
+        Ok(request) => {
+            let run = AssertUnwindSafe(service.call(request)).catch_unwind();
+            let run = tokio::time::timeout(deadline, run);
+            tokio::pin!(run);
+            let mut beat = tokio::time::interval(inner.cfg.rpc_heartbeat);
+            beat.tick().await;
+            loop {
+                tokio::select! {
+                    r = &mut run => break match r {
+                        Ok(Ok(v)) => Ok(v),
+                        Ok(Err(_)) => Err(Failure::Remote("handler panicked".to_owned())),
+                        Err(_) => Err(Failure::Timeout),
+                    },
+                    _ = beat.tick() => {
+                        let _ = inner.client.publish_with_headers(reply.clone(), kind("beat"), Bytes::new()).await;
+                    }
+                }
+            }
+        }
+    };
+    let mut body = BytesMut::new();
+    if let Err(e) = encode_alone(CodecId::Bincode, &result, &mut body) {
+        body.clear();
+        let failed: Result<S::Response, Failure> = Err(Failure::Codec(e.to_string()));
+        if encode_alone(CodecId::Bincode, &failed, &mut body).is_err() {
+            return;
+        }
+    }
+    let body = body.freeze();
+    let chunk = inner.max_body();
+    let mut at = 0;
+    loop {
+        let end = (at + chunk).min(body.len());
+        let last = end == body.len();
+        let k = if last { "done" } else { "part" };
+        if inner
+            .client
+            .publish_with_headers(reply.clone(), kind(k), body.slice(at..end))
+            .await
+            .is_err()
+        {
+            return;
+        }
+        if last {
+            break;
+        }
+        at = end;
+    }
+    let _ = inner.client.flush().await;
+}
