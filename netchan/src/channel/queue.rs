@@ -202,6 +202,18 @@ impl<T> Queue<T> {
         lock(&self.st).backend
     }
 
+    /// Drops every value waiting in the buffer (a backend hands them back
+    /// to its server for another receiver), so none is taken twice.
+    pub(crate) fn clear(&self) {
+        let items = {
+            let mut st = lock(&self.st);
+            st.local_len = 0;
+            std::mem::take(&mut st.items)
+        };
+        self.space.notify_waiters();
+        drop(items);
+    }
+
     /// How many local values receivers took so far.
     pub(crate) fn taken(&self) -> u64 {
         lock(&self.st).taken

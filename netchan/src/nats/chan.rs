@@ -25,7 +25,7 @@ use async_nats::jetstream::stream::{self, DiscardPolicy, RetentionPolicy, Storag
 use bytes::BytesMut;
 use futures::StreamExt;
 
-use super::{Inner, token};
+use super::{Inner, TaskGuard, token};
 use crate::channel::embed::encode_alone;
 use crate::channel::queue::{Push, Queue};
 use crate::conn::Inbound;
@@ -190,9 +190,10 @@ pub(super) fn sender<T: Message>(
     };
     q.set_backend();
     let producer = format!("{}-{}", inner.id, inner.next_producer());
+    let guard = TaskGuard::new(inner);
     inner
         .rt
-        .spawn(publish_loop(inner.clone(), names, rx, q, producer));
+        .spawn(publish_loop(inner.clone(), names, rx, q, producer, guard));
     Ok(tx)
 }
 
@@ -206,6 +207,7 @@ async fn publish_loop<T: Message>(
     mut rx: Receiver<T>,
     q: Arc<Queue<T>>,
     producer: String,
+    _running: TaskGuard,
 ) {
     let mut seq: u64 = 0;
     let mut ready = lock(&inner.streams).contains_key(&names.stream);
@@ -303,6 +305,7 @@ pub(super) fn receiver<T: Message>(
             "a local channel without its queue".to_owned(),
         ));
     };
+    let guard = TaskGuard::new(inner);
     inner.rt.spawn(consume_loop(
         inner.clone(),
         names,
@@ -310,6 +313,7 @@ pub(super) fn receiver<T: Message>(
         q,
         capacity,
         consumer,
+        guard,
     ));
     Ok(rx)
 }
@@ -325,6 +329,7 @@ async fn consume_loop<T: Message>(
     q: Arc<Queue<T>>,
     capacity: usize,
     consumer: Option<PullConsumer>,
+    _running: TaskGuard,
 ) {
     let mut backoff = Duration::from_millis(10);
     let consumer = match consumer {
@@ -369,7 +374,7 @@ async fn consume_loop<T: Message>(
         }
         if q.is_closed() {
             // The receiver is gone: what it did not take goes to others now.
-            give_back(&mut held).await;
+            give_back(&q, &mut held, acked).await;
             return;
         }
         if batch.is_none() && held.len() < capacity {
@@ -390,7 +395,7 @@ async fn consume_loop<T: Message>(
                     tokio::select! {
                         () = tokio::time::sleep(backoff) => {}
                         () = inner.closed.cancelled() => {
-                            give_back(&mut held).await;
+                            give_back(&q, &mut held, acked).await;
                             return;
                         }
                     }
@@ -402,10 +407,10 @@ async fn consume_loop<T: Message>(
         tokio::select! {
             biased;
             () = inner.closed.cancelled() => {
-                // Values already in the buffer stay for the receiver, but
-                // they are not acknowledged: they are given back too, as
-                // the receiver's take can no longer be acknowledged.
-                give_back(&mut held).await;
+                // Values in the buffer could not be acknowledged once taken:
+                // they leave the buffer and go back to the server, so
+                // another receiver gets them, and this one ends cleanly.
+                give_back(&q, &mut held, acked).await;
                 let _ = inner.client.flush().await;
                 return;
             }
@@ -454,8 +459,17 @@ async fn next_message(
     }
 }
 
-/// Hands values held but not taken back to the server for redelivery.
-async fn give_back(held: &mut VecDeque<Acker>) {
+/// Empties the buffer, acknowledges what was taken before, and hands the
+/// rest back to the server for redelivery to another receiver.
+async fn give_back<T>(q: &Queue<T>, held: &mut VecDeque<Acker>, mut acked: u64) {
+    q.clear();
+    let taken = q.taken();
+    while acked < taken {
+        if let Some(a) = held.pop_front() {
+            let _ = a.ack().await;
+        }
+        acked += 1;
+    }
     for a in held.drain(..) {
         let _ = a.ack_with(AckKind::Nak(None)).await;
     }

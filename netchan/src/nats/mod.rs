@@ -66,7 +66,7 @@ mod rpc;
 use std::collections::HashMap;
 use std::fmt;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -373,6 +373,10 @@ struct Inner {
     producers: AtomicU64,
     /// Streams known to exist, with the type each carries.
     streams: Mutex<HashMap<String, String>>,
+    /// Bridge and server tasks running (`close` waits for them to hand
+    /// back what they hold).
+    tasks: AtomicUsize,
+    tasks_done: tokio::sync::Notify,
     rt: tokio::runtime::Handle,
 }
 
@@ -485,6 +489,8 @@ impl Node {
                 id,
                 producers: AtomicU64::new(0),
                 streams: Mutex::new(HashMap::new()),
+                tasks: AtomicUsize::new(0),
+                tasks_done: tokio::sync::Notify::new(),
                 rt,
             }),
         })
@@ -606,10 +612,20 @@ impl Node {
     /// ```
     pub async fn close(&self) {
         self.inner.closed.cancel();
-        // Let the bridges hand back what they hold before the connection
-        // goes: each does so as soon as it sees the cancellation.
-        tokio::task::yield_now().await;
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        // The bridges hand back what they hold before the connection goes
+        // (bounded: a server that stopped answering does not hold us up).
+        let wait = async {
+            loop {
+                let notified = self.inner.tasks_done.notified();
+                tokio::pin!(notified);
+                notified.as_mut().enable();
+                if self.inner.tasks.load(Ordering::Acquire) == 0 {
+                    return;
+                }
+                notified.await;
+            }
+        };
+        let _ = tokio::time::timeout(CLOSE_WAIT, wait).await;
         let _ = self.inner.client.flush().await;
         let _ = self.inner.client.drain().await;
     }
@@ -628,6 +644,27 @@ impl crate::CallTarget for Node {
         crate::__private::CallPath::Remote(Arc::new(rpc::Caller {
             inner: self.inner.clone(),
         }))
+    }
+}
+
+/// How long `close` waits for the node's tasks to hand back what they hold.
+const CLOSE_WAIT: Duration = Duration::from_secs(5);
+
+/// Counts one running task of a node, until dropped.
+struct TaskGuard(Arc<Inner>);
+
+impl TaskGuard {
+    fn new(inner: &Arc<Inner>) -> TaskGuard {
+        inner.tasks.fetch_add(1, Ordering::AcqRel);
+        TaskGuard(inner.clone())
+    }
+}
+
+impl Drop for TaskGuard {
+    fn drop(&mut self) {
+        if self.0.tasks.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.tasks_done.notify_waiters();
+        }
     }
 }
 

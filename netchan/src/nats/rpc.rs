@@ -38,6 +38,7 @@ use crate::{RpcError, Service, codec};
 const CALL: &str = "Netchan-Call";
 const DEADLINE: &str = "Netchan-Deadline-Ms";
 const REPLY: &str = "Netchan-Reply";
+const BEAT: &str = "Netchan-Beat-Ms";
 
 /// The queue group every replica of a service joins.
 const GROUP: &str = "netchan";
@@ -144,7 +145,9 @@ async fn call(
         id,
         armed: true,
     };
-    let silence = inner.cfg.rpc_heartbeat * 3;
+    // Until a replica accepted, this node's heartbeat sets the patience;
+    // then the replica's own, which its acceptance announces.
+    let mut silence = inner.cfg.rpc_heartbeat * 3;
     let max = inner.cfg.max_message_len;
     let mut result = BytesMut::new();
     loop {
@@ -182,7 +185,17 @@ async fn call(
                     return Ok(result.freeze());
                 }
             }
-            // "accepted", "beat": the replica is alive.
+            "accepted" => {
+                let beat = msg
+                    .headers
+                    .as_ref()
+                    .and_then(|h| h.get(BEAT))
+                    .and_then(|v| v.as_str().parse::<u64>().ok());
+                if let Some(ms) = beat {
+                    silence = Duration::from_millis(ms.clamp(10, 3_600_000)) * 3;
+                }
+            }
+            // "beat": the replica is alive.
             _ => {}
         }
     }
@@ -237,7 +250,9 @@ pub(super) fn serve<S: Service + Clone>(inner: &Arc<Inner>, service: S) {
                             .get(DEADLINE)
                             .and_then(|v| v.as_str().parse::<u64>().ok())
                             .map_or(DEADLINE_CAP, |ms| Duration::from_millis(ms).min(DEADLINE_CAP));
-                        let _ = inner.client.publish_with_headers(reply.clone(), kind("accepted"), Bytes::new()).await;
+                        let mut accepted = kind("accepted");
+                        accepted.insert(BEAT, inner.cfg.rpc_heartbeat.as_millis().to_string());
+                        let _ = inner.client.publish_with_headers(reply.clone(), accepted, Bytes::new()).await;
                         let Ok(permit) = permits.clone().acquire_owned().await else { break };
                         let service = service.clone();
                         let inner = inner.clone();

@@ -1,0 +1,247 @@
+//! Channels and services over a real nats-server (feature `nats`).
+//!
+//! Every test starts its own server on a free loopback port with JetStream
+//! in a temporary directory (see `server.rs`), and fails with what to
+//! install when there is no nats-server. Run with
+//! `cargo test -p netchan --features nats --test nats`.
+
+mod procs;
+mod rpc;
+mod server;
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use netchan::nats::{NatsConfig, Node};
+use netchan::{Error, SendError, SendErrorKind};
+use server::NatsServer;
+
+/// Bounds every wait, so a broken test fails instead of hanging.
+const LONG: Duration = Duration::from_secs(60);
+
+async fn node(server: &NatsServer) -> Node {
+    Node::connect(&server.url).await.expect("connect to the test server")
+}
+
+async fn within<F: std::future::Future>(what: &str, f: F) -> F::Output {
+    tokio::time::timeout(LONG, f)
+        .await
+        .unwrap_or_else(|_| panic!("timed out: {what}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn values_sent_on_nats_arrive_in_order_at_one_receiver() {
+    let server = NatsServer::start();
+    let a = node(&server).await;
+    let b = node(&server).await;
+    let tx = a.export_sender::<u32>("numbers").unwrap();
+    let mut rx = b.import_receiver::<u32>("numbers", 16).await.unwrap();
+    let send = tokio::spawn(async move {
+        for i in 0..500u32 {
+            tx.send(i).await.unwrap();
+        }
+    });
+    for i in 0..500u32 {
+        assert_eq!(within("a value", rx.recv()).await.unwrap(), Some(i));
+    }
+    send.await.unwrap();
+    a.close().await;
+    b.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_value_goes_to_exactly_one_of_several_receivers() {
+    let server = NatsServer::start();
+    let producer = node(&server).await;
+    let tx = producer.import_sender::<u32>("work").await.unwrap();
+    let n = 3000u32;
+    let (all_tx, mut all_rx) = tokio::sync::mpsc::unbounded_channel();
+    let mut workers = Vec::new();
+    for _ in 0..3 {
+        let w = node(&server).await;
+        let mut rx = w.import_receiver::<u32>("work", 8).await.unwrap();
+        let all = all_tx.clone();
+        workers.push(w);
+        tokio::spawn(async move {
+            while let Ok(Some(v)) = rx.recv().await {
+                let _ = all.send(v);
+            }
+        });
+    }
+    for i in 0..n {
+        tx.send(i).await.unwrap();
+    }
+    let mut seen = HashSet::new();
+    for _ in 0..n {
+        let v = within("every value", all_rx.recv()).await.unwrap();
+        assert!(seen.insert(v), "value {v} received twice");
+    }
+    assert_eq!(seen.len(), n as usize);
+    // Nothing more comes: no duplicate after the last one.
+    assert!(
+        tokio::time::timeout(Duration::from_millis(500), all_rx.recv())
+            .await
+            .is_err()
+    );
+    for w in &workers {
+        w.close().await;
+    }
+    producer.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_channel_of_another_type_is_refused_at_import() {
+    let server = NatsServer::start();
+    let a = node(&server).await;
+    let _tx = a.import_sender::<u32>("typed").await.unwrap();
+    let e = a.import_receiver::<String>("typed", 4).await.unwrap_err();
+    match e {
+        Error::WrongType {
+            name,
+            expected,
+            actual,
+        } => {
+            assert_eq!(name, "typed");
+            assert_eq!(expected, "String");
+            assert_eq!(actual, "u32");
+        }
+        other => panic!("expected WrongType, got {other:?}"),
+    }
+    // Another node sees the type the stream recorded, too.
+    let b = node(&server).await;
+    assert!(matches!(
+        b.import_sender::<Vec<u8>>("typed").await,
+        Err(Error::WrongType { .. })
+    ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rendezvous_capacity_is_refused_with_a_clear_error() {
+    let server = NatsServer::start();
+    let a = node(&server).await;
+    let e = a.import_receiver::<u32>("rv", 0).await.unwrap_err();
+    assert!(e.to_string().contains("capacity 0 (rendezvous)"), "{e}");
+    let e = a.export_receiver::<u32>("rv", 0).unwrap_err();
+    assert!(e.to_string().contains("capacity of 1 or more"), "{e}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sender_inside_a_message_is_refused_and_given_back() {
+    let server = NatsServer::start();
+    let a = node(&server).await;
+    let tx = a.export_sender::<(u32, netchan::Sender<u32>)>("handles").unwrap();
+    let (inner, _inner_rx) = netchan::channel::<u32>(1);
+    match within("the refusal", tx.send((7, inner))).await {
+        Err(SendError((7, _), SendErrorKind::Invalid(e))) => {
+            assert!(e.to_string().contains("cannot travel inside messages on NATS"), "{e}");
+        }
+        Err(other) => panic!("unexpected error: {other}"),
+        Ok(()) => panic!("a sender inside a message was sent"),
+    }
+    // The channel goes on: a plain value still travels.
+    let plain = a.export_sender::<u32>("plain").unwrap();
+    within("a plain send", plain.send(1)).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn values_a_dropped_receiver_held_go_to_another_receiver() {
+    let server = NatsServer::start();
+    let a = node(&server).await;
+    let tx = a.export_sender::<u32>("held").unwrap();
+    for i in 0..10u32 {
+        tx.send(i).await.unwrap();
+    }
+    let b = node(&server).await;
+    let mut first = b.import_receiver::<u32>("held", 4).await.unwrap();
+    // Takes two; holds up to four more it never takes.
+    assert_eq!(within("0", first.recv()).await.unwrap(), Some(0));
+    assert_eq!(within("1", first.recv()).await.unwrap(), Some(1));
+    drop(first);
+    let c = node(&server).await;
+    let mut second = c.import_receiver::<u32>("held", 16).await.unwrap();
+    let mut got = Vec::new();
+    for _ in 2..10 {
+        got.push(within("the rest", second.recv()).await.unwrap().unwrap());
+    }
+    got.sort_unstable();
+    assert_eq!(got, (2..10).collect::<Vec<_>>());
+    // The two taken were acknowledged: they do not come again.
+    assert!(
+        tokio::time::timeout(Duration::from_millis(500), second.recv())
+            .await
+            .is_err()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_stream_makes_send_wait_and_never_drops() {
+    let server = NatsServer::start();
+    let cfg = NatsConfig::default().stream_max_messages(2);
+    let a = Node::connect_with(&server.url, cfg).await.unwrap();
+    let tx = a.export_sender::<u32>("small").unwrap();
+    tx.send(1).await.unwrap();
+    tx.send(2).await.unwrap();
+    let tx2 = tx.clone();
+    let mut third = tokio::spawn(async move { tx2.send(3).await });
+    // The stream is full: the third send has not completed.
+    assert!(
+        tokio::time::timeout(Duration::from_millis(500), &mut third)
+            .await
+            .is_err(),
+        "a send into a full stream completed"
+    );
+    assert!(matches!(tx.try_send(4), Err(netchan::TrySendError::Full(4))));
+    let b = node(&server).await;
+    let mut rx = b.import_receiver::<u32>("small", 1).await.unwrap();
+    assert_eq!(within("1", rx.recv()).await.unwrap(), Some(1));
+    within("the third send", &mut third)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(within("2", rx.recv()).await.unwrap(), Some(2));
+    assert_eq!(within("3", rx.recv()).await.unwrap(), Some(3));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn closing_a_node_ends_its_receivers_cleanly_and_its_values_go_back() {
+    let server = NatsServer::start();
+    let a = node(&server).await;
+    let tx = a.export_sender::<u32>("closing").unwrap();
+    for i in 0..6u32 {
+        tx.send(i).await.unwrap();
+    }
+    let b = node(&server).await;
+    let mut rx = b.import_receiver::<u32>("closing", 8).await.unwrap();
+    assert_eq!(within("0", rx.recv()).await.unwrap(), Some(0));
+    b.close().await;
+    // What the receiver held went back to the server: a clean end.
+    assert_eq!(within("the end", rx.recv()).await.unwrap(), None);
+    // Nothing but the value taken before close was acknowledged.
+    let c = node(&server).await;
+    let mut rx = c.import_receiver::<u32>("closing", 8).await.unwrap();
+    let mut got = Vec::new();
+    for _ in 1..6 {
+        got.push(within("redelivered", rx.recv()).await.unwrap().unwrap());
+    }
+    got.sort_unstable();
+    assert_eq!(got, vec![1, 2, 3, 4, 5]);
+    // Sends on a closed node give their value back.
+    a.close().await;
+    match tx.send(9).await {
+        Err(SendError(9, _)) => {}
+        other => panic!("expected the value back, got {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connecting_to_nothing_says_what_to_start() {
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let cfg = NatsConfig::default().connect_timeout(Duration::from_secs(2));
+    let e = Node::connect_with(&format!("nats://127.0.0.1:{port}"), cfg)
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("is nats-server running there"), "{e}");
+}
