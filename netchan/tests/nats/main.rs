@@ -20,7 +20,9 @@ use server::NatsServer;
 const LONG: Duration = Duration::from_secs(60);
 
 async fn node(server: &NatsServer) -> Node {
-    Node::connect(&server.url).await.expect("connect to the test server")
+    Node::connect(&server.url)
+        .await
+        .expect("connect to the test server")
 }
 
 async fn within<F: std::future::Future>(what: &str, f: F) -> F::Output {
@@ -129,11 +131,17 @@ async fn a_rendezvous_capacity_is_refused_with_a_clear_error() {
 async fn a_sender_inside_a_message_is_refused_and_given_back() {
     let server = NatsServer::start();
     let a = node(&server).await;
-    let tx = a.export_sender::<(u32, netchan::Sender<u32>)>("handles").unwrap();
+    let tx = a
+        .export_sender::<(u32, netchan::Sender<u32>)>("handles")
+        .unwrap();
     let (inner, _inner_rx) = netchan::channel::<u32>(1);
     match within("the refusal", tx.send((7, inner))).await {
         Err(SendError((7, _), SendErrorKind::Invalid(e))) => {
-            assert!(e.to_string().contains("cannot travel inside messages on NATS"), "{e}");
+            assert!(
+                e.to_string()
+                    .contains("cannot travel inside messages on NATS"),
+                "{e}"
+            );
         }
         Err(other) => panic!("unexpected error: {other}"),
         Ok(()) => panic!("a sender inside a message was sent"),
@@ -190,14 +198,14 @@ async fn a_full_stream_makes_send_wait_and_never_drops() {
             .is_err(),
         "a send into a full stream completed"
     );
-    assert!(matches!(tx.try_send(4), Err(netchan::TrySendError::Full(4))));
+    assert!(matches!(
+        tx.try_send(4),
+        Err(netchan::TrySendError::Full(4))
+    ));
     let b = node(&server).await;
     let mut rx = b.import_receiver::<u32>("small", 1).await.unwrap();
     assert_eq!(within("1", rx.recv()).await.unwrap(), Some(1));
-    within("the third send", &mut third)
-        .await
-        .unwrap()
-        .unwrap();
+    within("the third send", &mut third).await.unwrap().unwrap();
     assert_eq!(within("2", rx.recv()).await.unwrap(), Some(2));
     assert_eq!(within("3", rx.recv()).await.unwrap(), Some(3));
 }
@@ -243,5 +251,8 @@ async fn connecting_to_nothing_says_what_to_start() {
     let e = Node::connect_with(&format!("nats://127.0.0.1:{port}"), cfg)
         .await
         .unwrap_err();
-    assert!(e.to_string().contains("is nats-server running there"), "{e}");
+    assert!(
+        e.to_string().contains("is nats-server running there"),
+        "{e}"
+    );
 }

@@ -17,6 +17,9 @@ use super::server::NatsServer;
 
 const CHANNEL: &str = "shared";
 
+/// What libtest prints before the helper's own output, on the same line.
+const HARNESS: &str = "test procs::helper_process ... ";
+
 /// A helper process; killed on drop. Its stdout lines go to the test's
 /// channel, tagged with `index`.
 struct Helper {
@@ -25,10 +28,20 @@ struct Helper {
 }
 
 impl Helper {
-    fn start(index: usize, role: &str, args: &[String], lines: &mpsc::Sender<(usize, String)>) -> Helper {
+    fn start(
+        index: usize,
+        role: &str,
+        args: &[String],
+        lines: &mpsc::Sender<(usize, String)>,
+    ) -> Helper {
         let exe = std::env::current_exe().expect("the test binary");
         let mut child = Command::new(exe)
-            .args(["procs::helper_process", "--exact", "--nocapture", "--test-threads=1"])
+            .args([
+                "procs::helper_process",
+                "--exact",
+                "--nocapture",
+                "--test-threads=1",
+            ])
             .env("NETCHAN_NATS_ROLE", role)
             .env("NETCHAN_NATS_ARGS", args.join(" "))
             .stdin(Stdio::piped())
@@ -42,9 +55,15 @@ impl Helper {
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines() {
                 let Ok(line) = line else { break };
-                if lines.send((index, line)).is_err() {
-                    break;
-                }
+                // The test harness starts its result line before the
+                // helper's first line.
+                let line = match line.split_once(HARNESS) {
+                    Some((_, rest)) => rest.to_owned(),
+                    None => line,
+                };
+                // Read to the end even when the test stopped listening, so
+                // the helper never writes into a closed pipe.
+                let _ = lines.send((index, line));
             }
         });
         Helper { child, stdin }
@@ -81,7 +100,11 @@ impl Drop for Helper {
 
 /// Parses `"<word> <number>"`.
 fn parse(line: &str, word: &str) -> Option<u64> {
-    line.strip_prefix(word)?.strip_prefix(' ')?.trim().parse().ok()
+    line.strip_prefix(word)?
+        .strip_prefix(' ')?
+        .trim()
+        .parse()
+        .ok()
 }
 
 /// Lines until `done` says enough, bounded by `limit`.
@@ -128,7 +151,11 @@ fn helper_process() {
         let (stop_tx, mut stop) = tokio::sync::oneshot::channel::<()>();
         std::thread::spawn(move || {
             let mut sink = String::new();
-            while std::io::stdin().read_line(&mut sink).map(|n| n > 0).unwrap_or(false) {}
+            while std::io::stdin()
+                .read_line(&mut sink)
+                .map(|n| n > 0)
+                .unwrap_or(false)
+            {}
             let _ = stop_tx.send(());
         });
         let url = &args[0];
@@ -154,7 +181,10 @@ fn helper_process() {
                 let stall_after: u64 = args[3].parse().expect("stall after");
                 let cfg = NatsConfig::default().ack_wait(ack_wait);
                 let node = Node::connect_with(url, cfg).await.expect("connect");
-                let mut rx = node.import_receiver::<u64>(CHANNEL, cap).await.expect("import");
+                let mut rx = node
+                    .import_receiver::<u64>(CHANNEL, cap)
+                    .await
+                    .expect("import");
                 let mut n = 0u64;
                 loop {
                     if stall_after > 0 && n == stall_after {
@@ -203,27 +233,44 @@ fn three_exporting_and_five_importing_processes_share_100000_values_exactly_once
     let (tx, rx) = mpsc::channel();
     let total: u64 = 100_000;
     let mut importers: Vec<Helper> = (0..5)
-        .map(|i| Helper::start(i, "import", &[server.url.clone(), "64".into(), "30000".into(), "0".into()], &tx))
+        .map(|i| {
+            Helper::start(
+                i,
+                "import",
+                &[server.url.clone(), "64".into(), "30000".into(), "0".into()],
+                &tx,
+            )
+        })
         .collect();
     let per = total.div_ceil(3);
     let mut exporters: Vec<Helper> = (0..3u64)
         .map(|i| {
             let from = i * per;
             let to = ((i + 1) * per).min(total);
-            Helper::start(10 + i as usize, "export", &[server.url.clone(), from.to_string(), to.to_string()], &tx)
+            Helper::start(
+                10 + i as usize,
+                "export",
+                &[server.url.clone(), from.to_string(), to.to_string()],
+                &tx,
+            )
         })
         .collect();
     let mut got: HashMap<u64, u32> = HashMap::new();
     let mut lines = 0u64;
-    collect(&rx, Duration::from_secs(600), "100,000 values", |i, line| {
-        if i < 10 {
-            if let Some(v) = parse(line, "got") {
-                *got.entry(v).or_default() += 1;
-                lines += 1;
+    collect(
+        &rx,
+        Duration::from_secs(600),
+        "100,000 values",
+        |i, line| {
+            if i < 10 {
+                if let Some(v) = parse(line, "got") {
+                    *got.entry(v).or_default() += 1;
+                    lines += 1;
+                }
             }
-        }
-        got.len() as u64 == total
-    });
+            got.len() as u64 == total
+        },
+    );
     for e in &mut exporters {
         e.finish();
         assert_eq!(e.exited_ok(), Some(true), "an exporter failed");
@@ -243,7 +290,10 @@ fn three_exporting_and_five_importing_processes_share_100000_values_exactly_once
     assert_eq!(got.len() as u64, total);
     assert!((0..total).all(|v| got.contains_key(&v)));
     let twice: Vec<_> = got.iter().filter(|(_, n)| **n > 1).collect();
-    assert!(twice.is_empty(), "values received more than once: {twice:?}");
+    assert!(
+        twice.is_empty(),
+        "values received more than once: {twice:?}"
+    );
     assert_eq!(lines, total);
 }
 
@@ -254,23 +304,45 @@ fn killing_an_importer_that_holds_values_loses_nothing() {
     let total: u64 = 5_000;
     // Importer 0 takes 300 values, then holds a full buffer of 32 it never
     // takes, and is killed; its values come again 2 s (ack wait) later.
-    let mut doomed = Helper::start(0, "import", &[server.url.clone(), "32".into(), "2000".into(), "300".into()], &tx);
+    let mut doomed = Helper::start(
+        0,
+        "import",
+        &[server.url.clone(), "32".into(), "2000".into(), "300".into()],
+        &tx,
+    );
     let mut others: Vec<Helper> = (1..3)
-        .map(|i| Helper::start(i, "import", &[server.url.clone(), "16".into(), "2000".into(), "0".into()], &tx))
+        .map(|i| {
+            Helper::start(
+                i,
+                "import",
+                &[server.url.clone(), "16".into(), "2000".into(), "0".into()],
+                &tx,
+            )
+        })
         .collect();
-    let mut exporter = Helper::start(10, "export", &[server.url.clone(), "0".into(), total.to_string()], &tx);
+    let mut exporter = Helper::start(
+        10,
+        "export",
+        &[server.url.clone(), "0".into(), total.to_string()],
+        &tx,
+    );
     let mut got: HashMap<u64, Vec<usize>> = HashMap::new();
     let mut killed = false;
-    collect(&rx, Duration::from_secs(300), "every value after the kill", |i, line| {
-        if i == 0 && line.starts_with("stalled") && !killed {
-            doomed.kill();
-            killed = true;
-        }
-        if let Some(v) = parse(line, "got") {
-            got.entry(v).or_default().push(i);
-        }
-        killed && got.len() as u64 == total
-    });
+    collect(
+        &rx,
+        Duration::from_secs(300),
+        "every value after the kill",
+        |i, line| {
+            if i == 0 && line.starts_with("stalled") && !killed {
+                doomed.kill();
+                killed = true;
+            }
+            if let Some(v) = parse(line, "got") {
+                got.entry(v).or_default().push(i);
+            }
+            killed && got.len() as u64 == total
+        },
+    );
     exporter.finish();
     for o in &mut others {
         o.finish();
@@ -284,7 +356,10 @@ fn killing_an_importer_that_holds_values_loses_nothing() {
     // The doomed importer printed every value it took before it stalled,
     // and its acknowledgements went out while it stalled: no duplicates.
     let twice: Vec<_> = got.iter().filter(|(_, w)| w.len() > 1).collect();
-    assert!(twice.is_empty(), "values received more than once: {twice:?}");
+    assert!(
+        twice.is_empty(),
+        "values received more than once: {twice:?}"
+    );
     assert_eq!(got.values().filter(|w| w[0] == 0).count(), 300);
 }
 
@@ -292,14 +367,24 @@ fn killing_an_importer_that_holds_values_loses_nothing() {
 fn killing_an_exporter_loses_nothing_it_was_told_was_stored() {
     let server = NatsServer::start();
     let (tx, rx) = mpsc::channel();
-    let mut first = Helper::start(10, "export", &[server.url.clone(), "0".into(), "1000000".into()], &tx);
+    let mut first = Helper::start(
+        10,
+        "export",
+        &[server.url.clone(), "0".into(), "1000000".into()],
+        &tx,
+    );
     let mut acked = Vec::new();
-    collect(&rx, Duration::from_secs(120), "500 stored values", |_, line| {
-        if let Some(v) = parse(line, "acked") {
-            acked.push(v);
-        }
-        acked.len() >= 500
-    });
+    collect(
+        &rx,
+        Duration::from_secs(120),
+        "500 stored values",
+        |_, line| {
+            if let Some(v) = parse(line, "acked") {
+                acked.push(v);
+            }
+            acked.len() >= 500
+        },
+    );
     first.kill();
     // What it printed before it died, still in the pipe.
     while let Ok((_, line)) = rx.recv_timeout(Duration::from_millis(500)) {
@@ -308,7 +393,12 @@ fn killing_an_exporter_loses_nothing_it_was_told_was_stored() {
         }
     }
     // A restarted exporter goes on from a new range.
-    let mut second = Helper::start(11, "export", &[server.url.clone(), "2000000".into(), "2000100".into()], &tx);
+    let mut second = Helper::start(
+        11,
+        "export",
+        &[server.url.clone(), "2000000".into(), "2000100".into()],
+        &tx,
+    );
     second.finish();
     assert_eq!(second.exited_ok(), Some(true));
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -335,7 +425,11 @@ fn killing_an_exporter_loses_nothing_it_was_told_was_stored() {
             *got.entry(v).or_default() += 1;
         }
         for v in &acked {
-            assert_eq!(got.get(v), Some(&1), "acknowledged value {v} lost or duplicated");
+            assert_eq!(
+                got.get(v),
+                Some(&1),
+                "acknowledged value {v} lost or duplicated"
+            );
         }
         for v in 2_000_000..2_000_100 {
             assert_eq!(got.get(&v), Some(&1), "value {v} of the restarted exporter");
@@ -378,13 +472,18 @@ fn rpc_across_three_replica_processes_with_one_killed_mid_call() {
         let (victim, started) = tokio::task::spawn_blocking(move || {
             let mut started: HashMap<usize, usize> = HashMap::new();
             let mut victim = None;
-            collect(&rx, Duration::from_secs(30), "nine calls started", |i, line| {
-                if line.starts_with("sleeping") {
-                    *started.entry(i).or_default() += 1;
-                    victim.get_or_insert(i);
-                }
-                started.values().sum::<usize>() == 9
-            });
+            collect(
+                &rx,
+                Duration::from_secs(30),
+                "nine calls started",
+                |i, line| {
+                    if line.starts_with("sleeping") {
+                        *started.entry(i).or_default() += 1;
+                        victim.get_or_insert(i);
+                    }
+                    started.values().sum::<usize>() == 9
+                },
+            );
             (victim.expect("a replica started a call"), started)
         })
         .await
@@ -393,7 +492,11 @@ fn rpc_across_three_replica_processes_with_one_killed_mid_call() {
         let mut disconnected = 0;
         let mut completed = 0;
         for c in calls {
-            match tokio::time::timeout(Duration::from_secs(30), c).await.unwrap().unwrap() {
+            match tokio::time::timeout(Duration::from_secs(30), c)
+                .await
+                .unwrap()
+                .unwrap()
+            {
                 Ok(4000) => completed += 1,
                 Err(RpcError::Disconnected) => disconnected += 1,
                 other => panic!("unexpected result {other:?}"),

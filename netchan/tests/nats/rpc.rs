@@ -76,7 +76,9 @@ async fn first_answer(client: &LabClient) -> String {
         loop {
             match client.echo("hi".into()).await {
                 Ok(s) => return s,
-                Err(RpcError::NoSuchService(_)) => tokio::time::sleep(Duration::from_millis(20)).await,
+                Err(RpcError::NoSuchService(_)) => {
+                    tokio::time::sleep(Duration::from_millis(20)).await
+                }
                 Err(e) => panic!("{e}"),
             }
         }
@@ -185,7 +187,14 @@ async fn the_deadline_travels_and_a_dropped_call_is_cancelled_on_the_replica() {
     })
     .await;
     // A call that fits its deadline completes.
-    assert_eq!(client.with_timeout(Duration::from_secs(20)).sleep(10).await.unwrap(), 10);
+    assert_eq!(
+        client
+            .with_timeout(Duration::from_secs(20))
+            .sleep(10)
+            .await
+            .unwrap(),
+        10
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -196,7 +205,9 @@ async fn a_sender_as_an_argument_is_refused_with_a_codec_error() {
     let client = LabClient::new(&a);
     let (tx, _rx) = netchan::channel::<u32>(1);
     match within("the call", client.take(tx)).await {
-        Err(RpcError::Codec(e)) => assert!(e.contains("cannot travel inside messages on NATS"), "{e}"),
+        Err(RpcError::Codec(e)) => {
+            assert!(e.contains("cannot travel inside messages on NATS"), "{e}")
+        }
         other => panic!("expected a codec error, got {other:?}"),
     }
 }

@@ -25,7 +25,11 @@ pub(crate) struct NatsServer {
 fn binary() -> PathBuf {
     if let Some(p) = std::env::var_os("NATS_SERVER") {
         let p = PathBuf::from(p);
-        assert!(p.exists(), "NATS_SERVER={} does not exist. {INSTALL}", p.display());
+        assert!(
+            p.exists(),
+            "NATS_SERVER={} does not exist. {INSTALL}",
+            p.display()
+        );
         return p;
     }
     let found = std::env::var_os("PATH").and_then(|paths| {
