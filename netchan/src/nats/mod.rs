@@ -467,10 +467,10 @@ impl Node {
                 }
             });
         let client = opts.connect(url).await.map_err(|e| {
-            Error::ConnectionLost(format!(
+            Error::Io(Arc::new(std::io::Error::other(format!(
                 "cannot connect to NATS at {url}: {e} (is nats-server running there, \
                  with JetStream enabled by -js?)"
-            ))
+            ))))
         })?;
         let js = async_nats::jetstream::new(client.clone());
         let id = client
@@ -640,8 +640,8 @@ impl Node {
 }
 
 impl crate::CallTarget for Node {
-    fn call_path(&self) -> crate::__private::CallPath {
-        crate::__private::CallPath::Remote(Arc::new(rpc::Caller {
+    fn call_path(&self) -> crate::rpc::CallPath {
+        crate::rpc::CallPath::Remote(Arc::new(rpc::Caller {
             inner: self.inner.clone(),
         }))
     }

@@ -68,13 +68,13 @@ impl std::fmt::Debug for Inner {
     }
 }
 
-impl crate::__private::RemoteCalls for Caller {
+impl crate::rpc::RemoteCalls for Caller {
     fn call(
         &self,
         service: &str,
         body: Bytes,
         timeout: Option<Duration>,
-    ) -> crate::__private::BoxFuture<Result<Bytes, RpcError>> {
+    ) -> crate::rpc::BoxFuture<Result<Bytes, RpcError>> {
         let inner = self.inner.clone();
         let service = service.to_owned();
         Box::pin(async move { call(inner, service, body, timeout).await })
