@@ -191,6 +191,8 @@ impl<T> Queue<T> {
     /// (`nats`): as [`set_relay`](Queue::set_relay), and `try_send` is
     /// refused (`Full`), since a value counts as sent only once the backend
     /// confirmed it, which takes a round trip.
+    // Used by the `nats` backend only.
+    #[cfg_attr(not(feature = "nats"), allow(dead_code))]
     pub(crate) fn set_backend(&self) {
         let mut st = lock(&self.st);
         st.relay = true;
@@ -204,6 +206,8 @@ impl<T> Queue<T> {
 
     /// Drops every value waiting in the buffer (a backend hands them back
     /// to its server for another receiver), so none is taken twice.
+    // Used by the `nats` backend only.
+    #[cfg_attr(not(feature = "nats"), allow(dead_code))]
     pub(crate) fn clear(&self) {
         let items = {
             let mut st = lock(&self.st);
@@ -215,6 +219,8 @@ impl<T> Queue<T> {
     }
 
     /// How many local values receivers took so far.
+    // Used by the `nats` backend only.
+    #[cfg_attr(not(feature = "nats"), allow(dead_code))]
     pub(crate) fn taken(&self) -> u64 {
         lock(&self.st).taken
     }
@@ -239,6 +245,8 @@ impl<T> Queue<T> {
     /// The relay refused the value it took, for a reason of its own (it
     /// does not encode, it is too large): its sender gets it back with
     /// `why`, and the channel goes on.
+    // Used by the `nats` backend only.
+    #[cfg_attr(not(feature = "nats"), allow(dead_code))]
     pub(crate) fn relay_refused(&self, value: T, why: SendErrorKind) {
         let mut st = lock(&self.st);
         if let Some(seq) = st.relaying.take() {
