@@ -8,7 +8,9 @@
 //! answers on the inbox, each message marked by `Netchan-Reply`:
 //!
 //! ```text
-//!  accepted            at once: a replica runs the call
+//!  accepted            at once: a replica runs the call; announces its
+//!                      heartbeat (Netchan-Beat-Ms) and, for a request sent in
+//!                      chunks (Netchan-Parts), where the rest goes (Netchan-Upload)
 //!  beat                every NatsConfig::rpc_heartbeat while it runs
 //!  part … part done    the encoded Result<Response, Failure>, in chunks of
 //!                      at most the server's max_payload (one `done` if it fits)
@@ -39,6 +41,12 @@ const CALL: &str = "Netchan-Call";
 const DEADLINE: &str = "Netchan-Deadline-Ms";
 const REPLY: &str = "Netchan-Reply";
 const BEAT: &str = "Netchan-Beat-Ms";
+const PARTS: &str = "Netchan-Parts";
+const UPLOAD: &str = "Netchan-Upload";
+const PART: &str = "Netchan-Part";
+
+/// How long a replica waits for each further chunk of a large request.
+const UPLOAD_WAIT: Duration = Duration::from_secs(30);
 
 /// The queue group every replica of a service joins.
 const GROUP: &str = "netchan";
@@ -114,13 +122,18 @@ async fn call(
         return Err(RpcError::Disconnected);
     }
     let limit = inner.max_body();
-    if body.len() > limit {
+    if body.len() > inner.cfg.max_message_len {
         return Err(RpcError::Codec(format!(
-            "a request of {} bytes exceeds what one NATS message carries ({limit} bytes, \
-             from the server's max_payload); send large data in the result, or raise max_payload",
-            body.len()
+            "a request of {} bytes exceeds the limit of {} bytes (NatsConfig::max_message_len)",
+            body.len(),
+            inner.cfg.max_message_len
         )));
     }
+    // A request larger than one message goes in chunks: the first to the
+    // queue group, the rest to the upload subject of the replica that
+    // accepted it.
+    let parts = body.len().div_ceil(limit).max(1);
+    let first = body.slice(..limit.min(body.len()));
     let subject = subject(&inner.cfg.prefix, &service);
     let inbox = inner.client.new_inbox();
     let id = inbox.rsplit('.').next().unwrap_or_default().to_owned();
@@ -134,9 +147,12 @@ async fn call(
     if let Some(t) = timeout {
         headers.insert(DEADLINE, t.as_millis().to_string());
     }
+    if parts > 1 {
+        headers.insert(PARTS, parts.to_string());
+    }
     inner
         .client
-        .publish_with_reply_and_headers(subject.clone(), inbox, headers, body)
+        .publish_with_reply_and_headers(subject.clone(), inbox, headers, first)
         .await
         .map_err(|_| RpcError::Disconnected)?;
     let mut guard = CancelGuard {
@@ -194,6 +210,28 @@ async fn call(
                 if let Some(ms) = beat {
                     silence = Duration::from_millis(ms.clamp(10, 3_600_000)) * 3;
                 }
+                if parts > 1 {
+                    let upload = msg
+                        .headers
+                        .as_ref()
+                        .and_then(|h| h.get(UPLOAD))
+                        .map(|v| v.as_str().to_owned())
+                        .ok_or_else(|| {
+                            RpcError::Codec(format!(
+                                "the replica of {service} takes no request larger than one message"
+                            ))
+                        })?;
+                    for i in 1..parts {
+                        let mut h = HeaderMap::new();
+                        h.insert(PART, i.to_string());
+                        let end = ((i + 1) * limit).min(body.len());
+                        inner
+                            .client
+                            .publish_with_headers(upload.clone(), h, body.slice(i * limit..end))
+                            .await
+                            .map_err(|_| RpcError::Disconnected)?;
+                    }
+                }
             }
             // "beat": the replica is alive.
             _ => {}
@@ -250,8 +288,38 @@ pub(super) fn serve<S: Service + Clone>(inner: &Arc<Inner>, service: S) {
                             .get(DEADLINE)
                             .and_then(|v| v.as_str().parse::<u64>().ok())
                             .map_or(DEADLINE_CAP, |ms| Duration::from_millis(ms).min(DEADLINE_CAP));
+                        let parts = headers
+                            .get(PARTS)
+                            .and_then(|v| v.as_str().parse::<usize>().ok())
+                            .unwrap_or(1);
                         let mut accepted = kind("accepted");
                         accepted.insert(BEAT, inner.cfg.rpc_heartbeat.as_millis().to_string());
+                        // A large request: its other chunks come to an
+                        // inbox of this replica's, subscribed before the
+                        // caller learns it.
+                        let mut upload = None;
+                        if parts > 1 {
+                            if parts.saturating_sub(1).saturating_mul(inner.max_body()) > inner.cfg.max_message_len {
+                                let why = format!(
+                                    "a request in {parts} chunks exceeds the replica's limit of {} bytes \
+                                     (NatsConfig::max_message_len)",
+                                    inner.cfg.max_message_len
+                                );
+                                send_failure::<S>(&inner, &reply, Failure::Codec(why)).await;
+                                continue;
+                            }
+                            let inbox = inner.client.new_inbox();
+                            match inner.client.subscribe(inbox.clone()).await {
+                                Ok(sub) => {
+                                    accepted.insert(UPLOAD, inbox.as_str());
+                                    upload = Some(sub);
+                                }
+                                Err(e) => {
+                                    send_failure::<S>(&inner, &reply, Failure::Remote(format!("cannot take a large request: {e}"))).await;
+                                    continue;
+                                }
+                            }
+                        }
                         let _ = inner.client.publish_with_headers(reply.clone(), accepted, Bytes::new()).await;
                         let Ok(permit) = permits.clone().acquire_owned().await else { break };
                         let service = service.clone();
@@ -260,7 +328,14 @@ pub(super) fn serve<S: Service + Clone>(inner: &Arc<Inner>, service: S) {
                         let call_id = id.clone();
                         let mut table_now = lock(&running);
                         let task = inner.rt.clone().spawn(async move {
-                            run_call(&inner, service, m.payload, reply.to_string(), deadline).await;
+                            let body = match upload {
+                                None => Ok(m.payload),
+                                Some(sub) => assemble(&inner, m.payload, sub, parts).await,
+                            };
+                            match body {
+                                Ok(body) => run_call(&inner, service, body, reply.to_string(), deadline).await,
+                                Err(why) => send_failure::<S>(&inner, &reply, Failure::Codec(why)).await,
+                            }
                             lock(&table).remove(&call_id);
                             drop(permit);
                         });
@@ -276,6 +351,52 @@ pub(super) fn serve<S: Service + Clone>(inner: &Arc<Inner>, service: S) {
             h.abort();
         }
     });
+}
+
+/// The chunks of a large request, after its first, in order.
+async fn assemble(
+    inner: &Inner,
+    first: Bytes,
+    mut sub: async_nats::Subscriber,
+    parts: usize,
+) -> Result<Bytes, String> {
+    let mut body = BytesMut::from(&first[..]);
+    for i in 1..parts {
+        let m = match tokio::time::timeout(UPLOAD_WAIT, sub.next()).await {
+            Ok(Some(m)) => m,
+            _ => return Err(format!("chunk {i} of {parts} of the request never came")),
+        };
+        let n = m
+            .headers
+            .as_ref()
+            .and_then(|h| h.get(PART))
+            .and_then(|v| v.as_str().parse::<usize>().ok());
+        if n != Some(i) {
+            return Err(format!(
+                "chunk {i} of {parts} of the request came out of order"
+            ));
+        }
+        if body.len() + m.payload.len() > inner.cfg.max_message_len {
+            return Err(format!(
+                "the request exceeds the replica's limit of {} bytes (NatsConfig::max_message_len)",
+                inner.cfg.max_message_len
+            ));
+        }
+        body.extend_from_slice(&m.payload);
+    }
+    Ok(body.freeze())
+}
+
+/// Answers a call with a failure, as its only message.
+async fn send_failure<S: Service>(inner: &Inner, reply: &async_nats::Subject, failure: Failure) {
+    let result: Result<S::Response, Failure> = Err(failure);
+    let mut body = BytesMut::new();
+    if encode_alone(CodecId::Bincode, &result, &mut body).is_ok() {
+        let _ = inner
+            .client
+            .publish_with_headers(reply.clone(), kind("done"), body.freeze())
+            .await;
+    }
 }
 
 fn kind(k: &'static str) -> HeaderMap {

@@ -19,6 +19,8 @@ pub(crate) trait Lab {
     async fn blob(&self, len: usize) -> Vec<u8>;
     /// Sleeps; counts the sleeps that were cut short (dropped).
     async fn sleep(&self, ms: u64) -> u64;
+    /// The sum of the bytes.
+    async fn sum(&self, data: Vec<u8>) -> u64;
     /// Takes a sender: refused on NATS.
     async fn take(&self, tx: netchan::Sender<u32>) -> u32;
 }
@@ -55,6 +57,9 @@ impl Lab for Replica {
         tokio::time::sleep(Duration::from_millis(ms)).await;
         guard.1 = true;
         ms
+    }
+    async fn sum(&self, data: Vec<u8>) -> u64 {
+        data.iter().map(|b| u64::from(*b)).sum()
     }
     async fn take(&self, _tx: netchan::Sender<u32>) -> u32 {
         1
@@ -141,6 +146,37 @@ async fn a_10_mib_result_arrives_through_a_max_payload_of_1_mib() {
     let blob = within("the blob", client.blob(len)).await.unwrap();
     assert_eq!(blob.len(), len);
     assert!(blob.iter().enumerate().all(|(i, b)| *b == (i % 251) as u8));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_3_mib_request_goes_in_chunks_through_a_max_payload_of_1_mib() {
+    let server = NatsServer::start_with("max_payload: 1048576");
+    let a = node(&server).await;
+    a.serve(LabServer::new(replica("a")));
+    let b = node(&server).await;
+    let client = LabClient::new(&b);
+    first_answer(&client).await;
+    let data: Vec<u8> = (0..3 << 20).map(|i| (i % 251) as u8).collect();
+    let want: u64 = data.iter().map(|b| u64::from(*b)).sum();
+    assert_eq!(within("the sum", client.sum(data)).await.unwrap(), want);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_over_the_replicas_limit_is_refused_with_a_codec_error() {
+    let server = NatsServer::start_with("max_payload: 1048576");
+    let a = Node::connect_with(&server.url, NatsConfig::default().max_message_len(2 << 20))
+        .await
+        .unwrap();
+    a.serve(LabServer::new(replica("a")));
+    let b = node(&server).await;
+    let client = LabClient::new(&b);
+    first_answer(&client).await;
+    match within("the call", client.sum(vec![1; 4 << 20])).await {
+        Err(RpcError::Codec(e)) => assert!(e.contains("max_message_len"), "{e}"),
+        other => panic!("expected a codec error, got {other:?}"),
+    }
+    // The replica goes on.
+    assert_eq!(client.sum(vec![1; 10]).await.unwrap(), 10);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
