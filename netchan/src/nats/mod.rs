@@ -49,6 +49,7 @@
 //! | **Rendezvous** (capacity 0) | Refused with [`Error::Config`]: a send completes when the server stored the value, never when a receiver took it, so capacity 0 cannot be exact. |
 //! | **Capacity** | A receiver's capacity is how many values it holds unacknowledged (fetched, not yet taken by `recv`). The sender side's buffer is the stream, bounded by [`NatsConfig::stream_max_messages`]: a full stream makes `send` wait (it retries) and never drops. `try_send` always reports `Full`: a value counts as sent only once the server stored it, which takes a round trip. |
 //! | **Nothing lost** | `send` completes once JetStream acknowledged the publish (file storage): what was acknowledged survives the sender's process. A value a receiver held but did not take is redelivered when the receiver drops, its node closes (at once), or its process dies ([`NatsConfig::ack_wait`] later). A value the stream refuses for its own sake (too large for the server's `max_payload`, carrying channel handles) is given back in `SendError`. |
+//! | **`select!`-safe** | A `recv` dropped before it completed took nothing (the value stays unacknowledged in the buffer). A `send` dropped while it waits for room (the node's publisher busy with an earlier value) sent nothing; one dropped once the publisher took its value may still be stored, since the publish is already on its way. |
 //! | **Closing** | Dropping the last `Sender` does not end the channel for receivers: producers on other machines may still send, and the stream outlives them. A receiver ends cleanly (`Ok(None)`) when its node closes. `hangup` has no NATS counterpart. |
 //! | **Channels inside messages** | Refused: a value carrying a `Sender`, `Receiver` or `Pipe` fails to send with [`SendErrorKind::Invalid`](crate::SendErrorKind::Invalid) (an RPC call with [`RpcError::Codec`](crate::RpcError::Codec)); the value is given back. |
 //! | **Drain** / delivery confirmation | No `drain`: each `send` already completes only once the server stored the value (stronger than arrival confirmation). |
@@ -203,8 +204,8 @@ impl NatsConfig {
     }
 
     /// Trusts the CA certificates in this PEM file for the server's TLS
-    /// certificate (besides none: without it, the platform's roots are not
-    /// loaded, so a TLS server needs this). Implies TLS.
+    /// certificate instead of the platform's roots (which are used when no
+    /// file is given). Implies TLS.
     ///
     /// ```
     /// let cfg = netchan::nats::NatsConfig::default().root_certificates("ca.pem");

@@ -256,3 +256,39 @@ async fn connecting_to_nothing_says_what_to_start() {
         "{e}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_connects_over_tls_trusting_the_servers_certificate() {
+    let id = netchan::tls::Identity::self_signed(&["127.0.0.1", "localhost"]).unwrap();
+    let dir = std::env::temp_dir().join(format!("netchan-nats-tls-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    std::fs::write(&cert, id.cert_pem()).unwrap();
+    std::fs::write(&key, id.key_pem()).unwrap();
+    let server = NatsServer::start_with(&format!(
+        "tls {{ cert_file: {:?}, key_file: {:?} }}",
+        cert, key
+    ));
+    let cfg = NatsConfig::default().root_certificates(&cert);
+    let a = Node::connect_with(&server.url, cfg).await.unwrap();
+    let tx = a.export_sender::<String>("secret").unwrap();
+    let mut rx = a.import_receiver::<String>("secret", 4).await.unwrap();
+    within("a send over TLS", tx.send("hi".into()))
+        .await
+        .unwrap();
+    assert_eq!(
+        within("a value over TLS", rx.recv())
+            .await
+            .unwrap()
+            .as_deref(),
+        Some("hi")
+    );
+    a.close().await;
+    // Without the certificate, the platform's roots do not trust it.
+    let cfg = NatsConfig::default()
+        .require_tls(true)
+        .connect_timeout(Duration::from_secs(3));
+    let e = Node::connect_with(&server.url, cfg).await.unwrap_err();
+    assert!(e.to_string().contains("cannot connect to NATS"), "{e}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
