@@ -292,3 +292,18 @@ async fn a_node_connects_over_tls_trusting_the_servers_certificate() {
     assert!(e.to_string().contains("cannot connect to NATS"), "{e}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn credentials_from_the_config_reach_the_server() {
+    let server = NatsServer::start_with("authorization { user: app, password: s3cret }");
+    let cfg = NatsConfig::default().user_and_password("app", "s3cret");
+    let a = Node::connect_with(&server.url, cfg).await.unwrap();
+    let tx = a.import_sender::<u8>("authed").await.unwrap();
+    within("an authenticated send", tx.send(1)).await.unwrap();
+    a.close().await;
+    let cfg = NatsConfig::default()
+        .user_and_password("app", "wrong")
+        .connect_timeout(Duration::from_secs(3));
+    let e = Node::connect_with(&server.url, cfg).await.unwrap_err();
+    assert!(e.to_string().contains("cannot connect to NATS"), "{e}");
+}
