@@ -307,3 +307,14 @@ async fn credentials_from_the_config_reach_the_server() {
     let e = Node::connect_with(&server.url, cfg).await.unwrap_err();
     assert!(e.to_string().contains("cannot connect to NATS"), "{e}");
 }
+
+#[test]
+fn a_node_and_its_config_are_clone_send_sync_debug() {
+    fn handle<T: Clone + Send + Sync + std::fmt::Debug + 'static>() {}
+    handle::<Node>();
+    handle::<NatsConfig>();
+    // A future of each async call is Send (spawnable).
+    fn send<F: std::future::Future + Send>(_: F) {}
+    let cfg = NatsConfig::default();
+    send(Node::connect_with("nats://127.0.0.1:1", cfg));
+}
