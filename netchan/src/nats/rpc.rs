@@ -399,6 +399,48 @@ async fn send_failure<S: Service>(inner: &Inner, reply: &async_nats::Subject, fa
     }
 }
 
+/// A body at least this large is decoded and encoded on the blocking
+/// pool, as channels do for large messages.
+const LARGE: usize = 256 << 10;
+
+/// Runs `f` on the blocking pool when `size` is large, inline otherwise;
+/// `None` if it panicked.
+async fn off_thread<R: Send + 'static>(
+    rt: &tokio::runtime::Handle,
+    size: usize,
+    f: impl FnOnce() -> R + Send + 'static,
+) -> Option<R> {
+    if size < LARGE {
+        return std::panic::catch_unwind(AssertUnwindSafe(f)).ok();
+    }
+    rt.spawn_blocking(f).await.ok()
+}
+
+/// Says "still running" on the call's reply subject, every `every`.
+async fn beat(client: async_nats::Client, reply: String, every: Duration) {
+    let mut tick = tokio::time::interval(every);
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        if client
+            .publish_with_headers(reply.clone(), kind("beat"), Bytes::new())
+            .await
+            .is_err()
+        {
+            return;
+        }
+    }
+}
+
+/// Aborts a task when dropped.
+struct AbortOnDrop(tokio::task::AbortHandle);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 fn kind(k: &'static str) -> HeaderMap {
     let mut h = HeaderMap::new();
     h.insert(REPLY, k);
@@ -414,42 +456,49 @@ async fn run_call<S: Service>(
     reply: String,
     deadline: Duration,
 ) {
-    let result: Result<S::Response, Failure> = match codec::decode::<S::Request>(
-        CodecId::Bincode,
-        &body,
-    ) {
+    // Beats come from a task of their own, so they go on while the
+    // handler, or the decoding or encoding of a large body, holds this
+    // task's thread; they stop when this call ends or is aborted.
+    let beats = inner.rt.spawn(beat(
+        inner.client.clone(),
+        reply.clone(),
+        inner.cfg.rpc_heartbeat,
+    ));
+    let _beats = AbortOnDrop(beats.abort_handle());
+    let name = service.name().to_owned();
+    let request = off_thread(&inner.rt, body.len(), move || {
+        codec::decode::<S::Request>(CodecId::Bincode, &body)
+    })
+    .await
+    .unwrap_or_else(|| Err("the decoder failed".to_owned()));
+    let result: Result<S::Response, Failure> = match request {
         Err(e) => Err(Failure::Codec(format!(
-            "cannot decode a call to {}: {e}",
-            service.name()
+            "cannot decode a call to {name}: {e}"
         ))),
         Ok(request) => {
             let run = AssertUnwindSafe(service.call(request)).catch_unwind();
-            let run = tokio::time::timeout(deadline, run);
-            tokio::pin!(run);
-            let mut beat = tokio::time::interval(inner.cfg.rpc_heartbeat);
-            beat.tick().await;
-            loop {
-                tokio::select! {
-                    r = &mut run => break match r {
-                        Ok(Ok(v)) => Ok(v),
-                        Ok(Err(_)) => Err(Failure::Remote("handler panicked".to_owned())),
-                        Err(_) => Err(Failure::Timeout),
-                    },
-                    _ = beat.tick() => {
-                        let _ = inner.client.publish_with_headers(reply.clone(), kind("beat"), Bytes::new()).await;
-                    }
-                }
+            match tokio::time::timeout(deadline, run).await {
+                Ok(Ok(v)) => Ok(v),
+                Ok(Err(_)) => Err(Failure::Remote("handler panicked".to_owned())),
+                Err(_) => Err(Failure::Timeout),
             }
         }
     };
-    let mut body = BytesMut::new();
-    if let Err(e) = encode_alone(CodecId::Bincode, &result, &mut body) {
-        body.clear();
-        let failed: Result<S::Response, Failure> = Err(Failure::Codec(e.to_string()));
-        if encode_alone(CodecId::Bincode, &failed, &mut body).is_err() {
-            return;
+    // Encoded inline: its size is unknown until then, and a hop to the
+    // blocking pool for every small result would cost each call; the beats
+    // go on from their own task meanwhile.
+    let body = off_thread(&inner.rt, 0, move || {
+        let mut body = BytesMut::new();
+        if let Err(e) = encode_alone(CodecId::Bincode, &result, &mut body) {
+            body.clear();
+            let failed: Result<S::Response, Failure> = Err(Failure::Codec(e.to_string()));
+            encode_alone(CodecId::Bincode, &failed, &mut body).ok()?;
         }
-    }
+        Some(body)
+    })
+    .await
+    .flatten();
+    let Some(body) = body else { return };
     let body = body.freeze();
     let chunk = inner.max_body();
     let mut at = 0;
