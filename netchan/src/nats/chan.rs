@@ -210,7 +210,9 @@ async fn publish_loop<T: Message>(
     _running: TaskGuard,
 ) {
     let mut seq: u64 = 0;
-    let mut ready = lock(&inner.streams).contains_key(&names.stream);
+    // Checked before the first publish (from the node's cache once it
+    // knows the stream), so a sender of another type never publishes.
+    let mut ready = false;
     loop {
         let value = tokio::select! {
             r = rx.recv() => r,
@@ -245,8 +247,12 @@ async fn publish_loop<T: Message>(
                     Ok(()) => ready = true,
                     Err(e @ Error::WrongType { .. }) => {
                         tracing::warn!(channel = %names.channel, "{e}");
+                        // This value, and every later one, is refused. The
+                        // value goes back first: a sender that finds the
+                        // queue failed while its value is still out would
+                        // take it as delivered.
+                        q.relay_refused(value, SendErrorKind::Invalid(e.clone()));
                         Inbound::fail(&*q, e);
-                        q.relay_done(Some(value));
                         return;
                     }
                     Err(e) => tracing::warn!(channel = %names.channel, "{e}; retrying"),
@@ -268,8 +274,9 @@ async fn publish_loop<T: Message>(
             tokio::select! {
                 () = tokio::time::sleep(backoff) => {}
                 () = inner.closed.cancelled() => {
-                    Inbound::fail(&*q, Error::Closed);
+                    // The value back first, then the end (see above).
                     q.relay_done(Some(value));
+                    Inbound::fail(&*q, Error::Closed);
                     return;
                 }
             }

@@ -318,3 +318,88 @@ fn a_node_and_its_config_are_clone_send_sync_debug() {
     let cfg = NatsConfig::default();
     send(Node::connect_with("nats://127.0.0.1:1", cfg));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exports_of_another_type_fail_at_their_first_use() {
+    let server = NatsServer::start();
+    let a = node(&server).await;
+    let _ = a.import_sender::<u32>("typed-export").await.unwrap();
+    // Same node (its cache knows the stream) and another node (asks the
+    // server): the first send is refused with the type error.
+    let b = node(&server).await;
+    for n in [&a, &b] {
+        let tx = n.export_sender::<String>("typed-export").unwrap();
+        match within("the refusal", tx.send("x".into())).await {
+            Err(SendError(v, SendErrorKind::Invalid(Error::WrongType { actual, .. }))) => {
+                assert_eq!(v, "x");
+                assert_eq!(actual, "u32");
+            }
+            other => panic!("expected a type error, got {other:?}"),
+        }
+        // And so is every later one.
+        assert!(within("a later send", tx.send("y".into())).await.is_err());
+        let mut rx = n.export_receiver::<String>("typed-export", 4).unwrap();
+        match within("the receiver's end", rx.recv()).await {
+            Err(netchan::RecvError::Lost(Error::WrongType { .. })) => {}
+            other => panic!("expected a type error, got {other:?}"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_exported_receiver_merges_what_every_node_sends() {
+    let server = NatsServer::start();
+    let inbox = node(&server).await;
+    let mut rx = inbox.export_receiver::<(u8, u32)>("merged", 32).unwrap();
+    let mut senders = Vec::new();
+    for who in 0..3u8 {
+        let n = node(&server).await;
+        let tx = n.import_sender::<(u8, u32)>("merged").await.unwrap();
+        senders.push(tokio::spawn(async move {
+            for i in 0..200u32 {
+                tx.send((who, i)).await.unwrap();
+            }
+            n
+        }));
+    }
+    let mut next = [0u32; 3];
+    for _ in 0..600 {
+        let (who, i) = within("a merged value", rx.recv()).await.unwrap().unwrap();
+        // Each producer's values arrive in the order it sent them.
+        assert_eq!(i, next[usize::from(who)], "producer {who} out of order");
+        next[usize::from(who)] += 1;
+    }
+    assert_eq!(next, [200; 3]);
+    for s in senders {
+        s.await.unwrap().close().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_send_waiting_for_a_full_stream_gets_its_value_back_when_the_node_closes() {
+    let server = NatsServer::start();
+    let cfg = NatsConfig::default().stream_max_messages(1);
+    let a = Node::connect_with(&server.url, cfg).await.unwrap();
+    let tx = a.export_sender::<u32>("full-then-closed").unwrap();
+    tx.send(1).await.unwrap();
+    let tx2 = tx.clone();
+    let waiting = tokio::spawn(async move { tx2.send(2).await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    a.close().await;
+    match within("the waiting send", waiting).await.unwrap() {
+        Err(SendError(2, SendErrorKind::Closed)) => {}
+        other => panic!("expected the value back, got {other:?}"),
+    }
+    // Only the first value was stored.
+    let b = node(&server).await;
+    let mut rx = b
+        .import_receiver::<u32>("full-then-closed", 4)
+        .await
+        .unwrap();
+    assert_eq!(within("1", rx.recv()).await.unwrap(), Some(1));
+    assert!(
+        tokio::time::timeout(Duration::from_millis(500), rx.recv())
+            .await
+            .is_err()
+    );
+}
