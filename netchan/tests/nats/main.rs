@@ -317,6 +317,13 @@ fn a_node_and_its_config_are_clone_send_sync_debug() {
     fn send<F: std::future::Future + Send>(_: F) {}
     let cfg = NatsConfig::default();
     send(Node::connect_with("nats://127.0.0.1:1", cfg));
+    fn node_futures(n: &Node) {
+        send(n.import_receiver::<String>("x", 1));
+        send(n.import_sender::<String>("x"));
+        send(n.close());
+        send(rpc::LabClient::new(n).echo("x".into()));
+    }
+    let _ = node_futures;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
