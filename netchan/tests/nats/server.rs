@@ -18,6 +18,8 @@ const INSTALL: &str = "nats-server not found: run `bash scripts/nats-server.sh` 
 pub(crate) struct NatsServer {
     child: Child,
     dir: PathBuf,
+    bin: PathBuf,
+    port: u16,
     pub(crate) url: String,
 }
 
@@ -93,6 +95,8 @@ impl NatsServer {
                     return NatsServer {
                         child,
                         dir,
+                        bin,
+                        port,
                         url: format!("nats://127.0.0.1:{port}"),
                     };
                 }
@@ -102,6 +106,42 @@ impl NatsServer {
             let _ = child.wait();
         }
         panic!("nats-server ({}) did not start listening", bin.display());
+    }
+}
+
+impl NatsServer {
+    /// Stops the server (as a crash would: SIGKILL) and starts it again on
+    /// the same port and store, once the port is free.
+    pub(crate) fn restart(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(20) {
+            let mut child = Command::new(&self.bin)
+                .arg("-c")
+                .arg(self.dir.join("nats.conf"))
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("restart nats-server");
+            let up = Instant::now();
+            while up.elapsed() < Duration::from_secs(5) {
+                if let Ok(Some(_)) = child.try_wait() {
+                    break;
+                }
+                if TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+                    self.child = child;
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+            // The port may still be held by the old process's socket.
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        panic!("nats-server did not come back on port {}", self.port);
     }
 }
 
