@@ -461,3 +461,30 @@ async fn a_server_restart_mid_stream_loses_nothing_that_was_sent() {
     eprintln!("values delivered again after the restart: {twice}");
     drop(server);
 }
+
+/// The README's NATS block (`rust,ignore` there: it needs a server),
+/// compiled here so it cannot drift from the API.
+#[allow(dead_code)]
+mod readme_block {
+    use netchan::nats::Node;
+
+    #[netchan::service]
+    pub(crate) trait Resize {
+        async fn resize(&self, image: Vec<u8>, width: u32) -> Vec<u8>;
+    }
+
+    async fn main() -> Result<(), netchan::Error> {
+        let node = Node::connect("nats://127.0.0.1:4222").await?;
+        // On every machine that produces work:
+        let jobs = node.export_sender::<String>("jobs")?;
+        jobs.send("cat.png".to_string()).await?; // completes once JetStream stored it
+        // On every worker: each job goes to one of them.
+        let mut work = node.import_receiver::<String>("jobs", 16).await?;
+        let _job = work.recv().await?;
+        // Services: replicas serve, any node calls.
+        let resizer = ResizeClient::new(&node);
+        let _small = resizer.resize(vec![0; 16], 8).await;
+        node.close().await;
+        Ok(())
+    }
+}
