@@ -8,9 +8,11 @@
 //! answers on the inbox, each message marked by `Netchan-Reply`:
 //!
 //! ```text
-//!  accepted            at once: a replica runs the call; announces its
-//!                      heartbeat (Netchan-Beat-Ms) and, for a request sent in
-//!                      chunks (Netchan-Parts), where the rest goes (Netchan-Upload)
+//!  accepted            a replica runs the call; announces its heartbeat
+//!                      (Netchan-Beat-Ms). Sent 5 ms after the call started
+//!                      (none if it ended sooner), or at once, with where the
+//!                      rest goes (Netchan-Upload), for a request sent in
+//!                      chunks (Netchan-Parts)
 //!  beat                every NatsConfig::rpc_heartbeat while it runs
 //!  part … part done    the encoded Result<Response, Failure>, in chunks of
 //!                      at most the server's max_payload (one `done` if it fits)
@@ -164,6 +166,7 @@ async fn call(
     // Until a replica accepted, this node's heartbeat sets the patience;
     // then the replica's own, which its acceptance announces.
     let mut silence = inner.cfg.rpc_heartbeat * 3;
+    let mut uploaded = false;
     let max = inner.cfg.max_message_len;
     let mut result = BytesMut::new();
     loop {
@@ -210,7 +213,8 @@ async fn call(
                 if let Some(ms) = beat {
                     silence = Duration::from_millis(ms.clamp(10, 3_600_000)) * 3;
                 }
-                if parts > 1 {
+                if parts > 1 && !uploaded {
+                    uploaded = true;
                     let upload = msg
                         .headers
                         .as_ref()
@@ -320,7 +324,16 @@ pub(super) fn serve<S: Service + Clone>(inner: &Arc<Inner>, service: S) {
                                 }
                             }
                         }
-                        let _ = inner.client.publish_with_headers(reply.clone(), accepted, Bytes::new()).await;
+                        // A call in one message is accepted by its beat
+                        // task, a moment later, so a quick call costs no
+                        // message more than its result; a chunked one now,
+                        // since its caller waits for the upload subject.
+                        let announce = if parts > 1 {
+                            let _ = inner.client.publish_with_headers(reply.clone(), accepted, Bytes::new()).await;
+                            None
+                        } else {
+                            Some(accepted)
+                        };
                         let Ok(permit) = permits.clone().acquire_owned().await else { break };
                         let service = service.clone();
                         let inner = inner.clone();
@@ -333,7 +346,7 @@ pub(super) fn serve<S: Service + Clone>(inner: &Arc<Inner>, service: S) {
                                 Some(sub) => assemble(&inner, m.payload, sub, parts).await,
                             };
                             match body {
-                                Ok(body) => run_call(&inner, service, body, reply.to_string(), deadline).await,
+                                Ok(body) => run_call(&inner, service, body, reply.to_string(), deadline, announce).await,
                                 Err(why) => send_failure::<S>(&inner, &reply, Failure::Codec(why)).await,
                             }
                             lock(&table).remove(&call_id);
@@ -417,7 +430,22 @@ async fn off_thread<R: Send + 'static>(
 }
 
 /// Says "still running" on the call's reply subject, every `every`.
-async fn beat(client: async_nats::Client, reply: String, every: Duration) {
+async fn beat(
+    client: async_nats::Client,
+    reply: String,
+    every: Duration,
+    announce: Option<HeaderMap>,
+) {
+    if let Some(accepted) = announce {
+        tokio::time::sleep(ACCEPT_DELAY.min(every / 4)).await;
+        if client
+            .publish_with_headers(reply.clone(), accepted, Bytes::new())
+            .await
+            .is_err()
+        {
+            return;
+        }
+    }
     let mut tick = tokio::time::interval(every);
     tick.tick().await;
     loop {
@@ -431,6 +459,11 @@ async fn beat(client: async_nats::Client, reply: String, every: Duration) {
         }
     }
 }
+
+/// How long a replica waits before it says it accepted a call: a call
+/// that ends sooner sends only its result. Far below the shortest patience
+/// of a caller (three heartbeats of at least 10 ms).
+const ACCEPT_DELAY: Duration = Duration::from_millis(5);
 
 /// Aborts a task when dropped.
 struct AbortOnDrop(tokio::task::AbortHandle);
@@ -455,6 +488,7 @@ async fn run_call<S: Service>(
     body: Bytes,
     reply: String,
     deadline: Duration,
+    announce: Option<HeaderMap>,
 ) {
     // Beats come from a task of their own, so they go on while the
     // handler, or the decoding or encoding of a large body, holds this
@@ -463,6 +497,7 @@ async fn run_call<S: Service>(
         inner.client.clone(),
         reply.clone(),
         inner.cfg.rpc_heartbeat,
+        announce,
     ));
     let _beats = AbortOnDrop(beats.abort_handle());
     let name = service.name().to_owned();
