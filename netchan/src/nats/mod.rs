@@ -374,6 +374,8 @@ struct Inner {
     producers: AtomicU64,
     /// Streams known to exist, with the type each carries.
     streams: Mutex<HashMap<String, String>>,
+    /// The reply table of this node's calls, made at the first call.
+    replies: tokio::sync::OnceCell<Arc<rpc::Replies>>,
     /// Bridge and server tasks running (`close` waits for them to hand
     /// back what they hold).
     tasks: AtomicUsize,
@@ -490,6 +492,7 @@ impl Node {
                 id,
                 producers: AtomicU64::new(0),
                 streams: Mutex::new(HashMap::new()),
+                replies: tokio::sync::OnceCell::new(),
                 tasks: AtomicUsize::new(0),
                 tasks_done: tokio::sync::Notify::new(),
                 rt,

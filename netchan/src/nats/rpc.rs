@@ -91,6 +91,92 @@ impl crate::rpc::RemoteCalls for Caller {
     }
 }
 
+/// Replies to this node's calls: one subscription to `{inbox}.*`, and a
+/// task that hands each message to its call by the subject's last token
+/// (cheaper than a subscription per call).
+pub(super) struct Replies {
+    prefix: String,
+    calls: Mutex<HashMap<String, tokio::sync::mpsc::Sender<async_nats::Message>>>,
+}
+
+/// Messages one call may have waiting before it reads them: far more than
+/// a replica sends (a beat a second, a result in chunks of `max_payload`);
+/// a replica that floods a call ends it (`Disconnected`).
+const CALL_QUEUE: usize = 256;
+
+impl Replies {
+    /// A call's queue of replies, until the guard drops.
+    fn register(
+        self: &Arc<Replies>,
+        id: &str,
+    ) -> (tokio::sync::mpsc::Receiver<async_nats::Message>, Registered) {
+        let (tx, rx) = tokio::sync::mpsc::channel(CALL_QUEUE);
+        lock(&self.calls).insert(id.to_owned(), tx);
+        (
+            rx,
+            Registered {
+                replies: self.clone(),
+                id: id.to_owned(),
+            },
+        )
+    }
+}
+
+/// Removes a call from the reply table when it ends.
+struct Registered {
+    replies: Arc<Replies>,
+    id: String,
+}
+
+impl Drop for Registered {
+    fn drop(&mut self) {
+        lock(&self.replies.calls).remove(&self.id);
+    }
+}
+
+/// The node's reply table, made (with its subscription and task) at the
+/// first call.
+async fn replies(inner: &Arc<Inner>) -> Result<Arc<Replies>, RpcError> {
+    let made = inner
+        .replies
+        .get_or_try_init(|| async {
+            let prefix = format!("{}.", inner.client.new_inbox());
+            let mut sub = inner
+                .client
+                .subscribe(format!("{prefix}*"))
+                .await
+                .map_err(|_| RpcError::Disconnected)?;
+            let replies = Arc::new(Replies {
+                prefix,
+                calls: Mutex::new(HashMap::new()),
+            });
+            let table = replies.clone();
+            let closed = inner.closed.clone();
+            inner.rt.spawn(async move {
+                loop {
+                    let m = tokio::select! {
+                        m = sub.next() => m,
+                        () = closed.cancelled() => None,
+                    };
+                    let Some(m) = m else { break };
+                    let id = m.subject.rsplit('.').next().unwrap_or_default().to_owned();
+                    let tx = lock(&table.calls).get(&id).cloned();
+                    if let Some(tx) = tx {
+                        if tx.try_send(m).is_err() {
+                            // Flooded (or just ended): the call ends.
+                            lock(&table.calls).remove(&id);
+                        }
+                    }
+                }
+                // Every call waiting now sees its replies end.
+                lock(&table.calls).clear();
+            });
+            Ok::<_, RpcError>(replies)
+        })
+        .await?;
+    Ok(made.clone())
+}
+
 /// Publishes a cancel for a call given up before its result came.
 struct CancelGuard {
     inner: Arc<Inner>,
@@ -137,13 +223,11 @@ async fn call(
     let parts = body.len().div_ceil(limit).max(1);
     let first = body.slice(..limit.min(body.len()));
     let subject = subject(&inner.cfg.prefix, &service);
-    let inbox = inner.client.new_inbox();
-    let id = inbox.rsplit('.').next().unwrap_or_default().to_owned();
-    let mut replies = inner
-        .client
-        .subscribe(inbox.clone())
-        .await
-        .map_err(|_| RpcError::Disconnected)?;
+    let mux = replies(&inner).await?;
+    // Unique across every caller: replicas key their running calls by it.
+    let id = format!("{}-{}", inner.id, inner.next_producer());
+    let inbox = format!("{}{id}", mux.prefix);
+    let (mut replies, _registered) = mux.register(&id);
     let mut headers = HeaderMap::new();
     headers.insert(CALL, id.as_str());
     if let Some(t) = timeout {
@@ -171,7 +255,7 @@ async fn call(
     let mut result = BytesMut::new();
     loop {
         let msg = tokio::select! {
-            m = tokio::time::timeout(silence, replies.next()) => m,
+            m = tokio::time::timeout(silence, replies.recv()) => m,
             () = inner.closed.cancelled() => return Err(RpcError::Disconnected),
         };
         let msg = match msg {
