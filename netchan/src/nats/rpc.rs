@@ -2,10 +2,11 @@
 //! replicas serving it share the calls.
 //!
 //! A call is one request to `{prefix}.rpc.{service}` whose reply subject is
-//! a fresh inbox of the caller, with headers `Netchan-Call` (the call's id)
+//! `{inbox}.{call id}` under the caller node's one reply subscription
+//! (`Replies`), with headers `Netchan-Call` (the call's id)
 //! and `Netchan-Deadline-Ms` (the time left, when the caller has a
 //! deadline); its body is the encoded request. The replica that gets it
-//! answers on the inbox, each message marked by `Netchan-Reply`:
+//! answers on the reply subject, each message marked by `Netchan-Reply`:
 //!
 //! ```text
 //!  accepted            a replica runs the call; announces its heartbeat
