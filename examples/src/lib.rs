@@ -4,7 +4,9 @@
 //!   the server its own private pair of channels inside one message.
 //! * `cluster` — one server and many clients in one process on
 //!   [`netchan::listen`] / [`netchan::dial`]: tasks shared out, results
-//!   merged, every one accounted for.
+//!   merged, every one accounted for. With the feature `nats`,
+//!   `cluster --nats URL --role server|worker` runs it as separate
+//!   processes on a NATS cluster ([`cluster_nats`]).
 //! * `go-netchan` — a walk through Go's original netchan API (export,
 //!   import, `ImportNValues`, `Hangup`, `Drain`, `Sync`, `Errors`).
 //! * `file-share` — the "bidirectional RPC with netchan" article's app on
@@ -18,6 +20,8 @@
 //! [`ClientTlsArgs`]).
 #![warn(missing_docs)]
 
+#[cfg(feature = "nats")]
+pub mod cluster_nats;
 pub mod file_share;
 mod temp;
 mod tls;

@@ -217,7 +217,9 @@ fn client(service: &Service, names: &Names) -> TokenStream {
         " A client of the service the peer of `session` serves under the name \
          `{}`.\n\nNothing is sent until the first call; calling a name the peer \
          does not serve fails with `RpcError::NoSuchService`, and the next call \
-         looks again, so a client made before the peer serves works once it does.",
+         looks again, so a client made before the peer serves works once it does.\n\n\
+         `session` is a `netchan::Session` or, with the feature `nats`, a \
+         `netchan::nats::Node` (the replicas serving it on the cluster share the calls).",
         default_name.value(),
     );
     let named_doc = " A client of the service the peer of `session` serves under `name` \
@@ -244,13 +246,13 @@ fn client(service: &Service, names: &Names) -> TokenStream {
         #(#cfgs)*
         impl #client {
             #[doc = #new_doc]
-            #vis fn new(session: &::netchan::__private::Session) -> Self {
+            #vis fn new(session: &(impl ::netchan::__private::CallTarget + ?::core::marker::Sized)) -> Self {
                 Self::named(session, #default_name)
             }
 
             #[doc = #named_doc]
             #vis fn named(
-                session: &::netchan::__private::Session,
+                session: &(impl ::netchan::__private::CallTarget + ?::core::marker::Sized),
                 name: &::core::primitive::str,
             ) -> Self {
                 Self {
@@ -550,11 +552,11 @@ pub(crate) fn fallback(service: &Service) -> TokenStream {
         #(#cfgs)*
         #[allow(dead_code, missing_docs, unreachable_pub)]
         impl #client {
-            #vis fn new(_session: &::netchan::__private::Session) -> Self {
+            #vis fn new(_session: &(impl ::netchan::__private::CallTarget + ?::core::marker::Sized)) -> Self {
                 Self { _invalid_service: () }
             }
             #vis fn named(
-                _session: &::netchan::__private::Session,
+                _session: &(impl ::netchan::__private::CallTarget + ?::core::marker::Sized),
                 _name: &::core::primitive::str,
             ) -> Self {
                 Self { _invalid_service: () }

@@ -2,6 +2,6 @@
 //! anything here may change in any release.
 
 pub use crate::codec::type_name;
-pub use crate::rpc::{BoxFuture, Client, Service};
+pub use crate::rpc::{BoxFuture, CallPath, CallTarget, Client, RemoteCalls, Service};
 pub use crate::{Message, RpcError, Session};
 pub use serde;

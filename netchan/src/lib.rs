@@ -116,8 +116,11 @@
 //!  layer            files (netchan/src/)               holds
 //!  crate surface    prelude, example, metrics           common imports; a documented example
 //!                   (feature), readme_tests             service; stats through `metrics`
+//!  nats (feature)   nats/{mod,chan,rpc}                 the same channels and services over NATS:
+//!                                                       JetStream streams, request/reply with queue groups
 //!  rpc              rpc/{mod,client,server,serve,wire,  Service, clients, dispatchers, serve / serve_each;
-//!                   observe}                            per-call stats, spans and trace context
+//!                   observe,target}                     per-call stats, spans and trace context;
+//!                                                       CallTarget: a Session or a backend
 //!  session,         session.rs, exporter.rs,            Session, Exporter: import & export by name,
 //!  exporter         cluster.rs                          type and direction checks; listen / dial
 //!  channel, pipe    channel/{mod,queue,route,embed,     Sender / Receiver / Pipe; buffers, routes,
@@ -158,6 +161,8 @@ pub mod example;
 mod exporter;
 #[cfg(feature = "metrics")]
 pub mod metrics;
+#[cfg(feature = "nats")]
+pub mod nats;
 mod pipe;
 pub mod prelude;
 pub mod proto;
@@ -176,7 +181,7 @@ pub use error::{
 pub use exporter::{Exporter, ExporterStats};
 pub use netchan_macros::service;
 pub use pipe::{Pipe, pipe};
-pub use rpc::Service;
+pub use rpc::{CallTarget, Service};
 pub use session::{Importer, Session};
 #[cfg(feature = "tls")]
 pub use transport::tls;

@@ -105,6 +105,21 @@ struct Args {
     /// pinned by every client.
     #[arg(long)]
     tls: bool,
+    /// Run as one process of a cluster on this NATS server (needs the
+    /// feature `nats`: `cargo run -p examples --features nats --bin cluster`),
+    /// with `--role server` or `--role worker`.
+    #[arg(long, value_name = "URL")]
+    nats: Option<String>,
+    /// With `--nats`: `server` (hands out tasks, checks results) or
+    /// `worker` (takes tasks, sends results; run any number).
+    #[arg(long, value_parser = ["server", "worker"], requires = "nats")]
+    role: Option<String>,
+    /// With `--nats --role server`: how many tasks to hand out.
+    #[arg(long, default_value_t = 10_000)]
+    tasks: u64,
+    /// With `--nats --role worker`: this worker's name in the results.
+    #[arg(long)]
+    name: Option<String>,
 }
 
 #[tokio::main]
@@ -120,6 +135,9 @@ async fn main() -> ExitCode {
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {
+    if let Some(url) = &args.nats {
+        return run_nats(url, &args).await;
+    }
     let (server_config, client_config, how) = if args.tls {
         let identity = Identity::self_signed(&["localhost"])?;
         let pin = identity.fingerprint();
@@ -456,4 +474,34 @@ fn channel_lines(stats: &ExporterStats, last: &mut HashMap<(String, bool), (u64,
             wait.saturating_sub(w0).as_secs_f64() * 1e3,
         );
     }
+}
+
+#[cfg(feature = "nats")]
+async fn run_nats(url: &str, args: &Args) -> anyhow::Result<()> {
+    match args.role.as_deref() {
+        Some("server") => {
+            examples::cluster_nats::server(
+                url,
+                args.tasks,
+                args.payload,
+                Duration::from_secs(args.seconds.max(1) * 30),
+            )
+            .await
+        }
+        Some("worker") => {
+            let name = args
+                .name
+                .clone()
+                .unwrap_or_else(|| format!("worker-{}", std::process::id()));
+            examples::cluster_nats::worker(url, &name).await
+        }
+        _ => bail!("--nats needs --role server or --role worker"),
+    }
+}
+
+#[cfg(not(feature = "nats"))]
+async fn run_nats(_url: &str, _args: &Args) -> anyhow::Result<()> {
+    bail!(
+        "this build has no NATS support: run it with `cargo run -p examples --features nats --bin cluster -- --nats URL --role server|worker`"
+    )
 }

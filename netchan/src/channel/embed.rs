@@ -237,6 +237,35 @@ impl<T: Message> Serialize for Receiver<T> {
     }
 }
 
+/// Encodes `value` for a backend that carries bytes only (`nats`): a
+/// `Sender`, `Receiver` or `Pipe` inside it is refused with a clear error
+/// rather than sent as a handle nobody could claim.
+pub(crate) fn encode_alone<T: Serialize + ?Sized>(
+    codec: crate::proto::CodecId,
+    value: &T,
+    dst: &mut bytes::BytesMut,
+) -> Result<(), crate::Error> {
+    let scope = EncodeScope::enter();
+    let r = crate::codec::encode(codec, value, dst);
+    let handles = scope.finish();
+    if !handles.is_empty() {
+        let n = handles.len();
+        drop(handles);
+        return Err(crate::Error::Codec(format!(
+            "a {} carries {n} channel handle(s) (Sender, Receiver or Pipe): handles cannot \
+             travel inside messages on NATS; send plain data, or use a Session for \
+             channels of channels",
+            crate::codec::type_name::<T>(),
+        )));
+    }
+    r.map_err(|e| {
+        crate::Error::Codec(format!(
+            "cannot encode a {}: {e}",
+            crate::codec::type_name::<T>()
+        ))
+    })
+}
+
 struct Idx(u32);
 
 impl<'de> Deserialize<'de> for Idx {

@@ -237,7 +237,7 @@ impl<T: Message> Sender<T> {
     pub fn try_send(&self, value: T) -> Result<(), TrySendError<T>> {
         match &self.shared.target {
             Target::Local(q) => {
-                if q.completes_on_take() && !q.has_waiting_receiver() {
+                if q.completes_on_take() && (q.is_backend() || !q.has_waiting_receiver()) {
                     return Err(if q.is_closed() {
                         TrySendError::Closed(value)
                     } else {
@@ -322,9 +322,9 @@ async fn wait_taken<T: Message>(q: &Arc<Queue<T>>, seq: u64) -> Result<(), (T, S
         let notified = q.space.notified();
         tokio::pin!(notified);
         notified.as_mut().enable();
-        if let Some(v) = q.take_returned(seq) {
+        if let Some((v, why)) = q.take_returned(seq) {
             guard.2 = true;
-            return Err((v, q.why_closed()));
+            return Err((v, why.unwrap_or_else(|| q.why_closed())));
         }
         if !q.is_queued(seq) {
             guard.2 = true;

@@ -61,8 +61,15 @@ struct State<T> {
     relay: bool,
     /// The local value the relay took and has not yet sent on.
     relaying: Option<u64>,
-    /// A local value the relay could not send on, for its sender.
-    returned: Option<(u64, T)>,
+    /// A local value the relay could not send on, for its sender, and
+    /// why, when the value itself was refused (not the channel closed).
+    returned: Option<(u64, T, Option<SendErrorKind>)>,
+    /// The relay is a backend's (`nats`): a value counts as sent only once
+    /// the backend confirmed it, so `try_send` never completes.
+    backend: bool,
+    /// Local values taken by a receiver, in total (a backend acknowledges
+    /// its values as they are taken).
+    taken: u64,
 }
 
 /// The buffer of one receiving end.
@@ -108,6 +115,8 @@ impl<T> Queue<T> {
                 relay: false,
                 relaying: None,
                 returned: None,
+                backend: false,
+                taken: 0,
             }),
             capacity,
             left: std::sync::atomic::AtomicUsize::new(0),
@@ -178,6 +187,44 @@ impl<T> Queue<T> {
         lock(&self.st).relay = true;
     }
 
+    /// Makes this queue the relay of a backend beyond one connection
+    /// (`nats`): as [`set_relay`](Queue::set_relay), and `try_send` is
+    /// refused (`Full`), since a value counts as sent only once the backend
+    /// confirmed it, which takes a round trip.
+    // Used by the `nats` backend only.
+    #[cfg_attr(not(feature = "nats"), allow(dead_code))]
+    pub(crate) fn set_backend(&self) {
+        let mut st = lock(&self.st);
+        st.relay = true;
+        st.backend = true;
+    }
+
+    /// Whether this queue is a backend's relay (see `set_backend`).
+    pub(crate) fn is_backend(&self) -> bool {
+        lock(&self.st).backend
+    }
+
+    /// Drops every value waiting in the buffer (a backend hands them back
+    /// to its server for another receiver), so none is taken twice.
+    // Used by the `nats` backend only.
+    #[cfg_attr(not(feature = "nats"), allow(dead_code))]
+    pub(crate) fn clear(&self) {
+        let items = {
+            let mut st = lock(&self.st);
+            st.local_len = 0;
+            std::mem::take(&mut st.items)
+        };
+        self.space.notify_waiters();
+        drop(items);
+    }
+
+    /// How many local values receivers took so far.
+    // Used by the `nats` backend only.
+    #[cfg_attr(not(feature = "nats"), allow(dead_code))]
+    pub(crate) fn taken(&self) -> u64 {
+        lock(&self.st).taken
+    }
+
     /// Whether local sends wait until their value was taken: a rendezvous
     /// channel, or a relay's queue.
     pub(crate) fn completes_on_take(&self) -> bool {
@@ -189,17 +236,32 @@ impl<T> Queue<T> {
     pub(crate) fn relay_done(&self, back: Option<T>) {
         let mut st = lock(&self.st);
         if let (Some(seq), Some(v)) = (st.relaying.take(), back) {
-            st.returned = Some((seq, v));
+            st.returned = Some((seq, v, None));
         }
         drop(st);
         self.space.notify_waiters();
     }
 
-    /// A value of `seq` the relay gave back.
-    pub(crate) fn take_returned(&self, seq: u64) -> Option<T> {
+    /// The relay refused the value it took, for a reason of its own (it
+    /// does not encode, it is too large): its sender gets it back with
+    /// `why`, and the channel goes on.
+    // Used by the `nats` backend only.
+    #[cfg_attr(not(feature = "nats"), allow(dead_code))]
+    pub(crate) fn relay_refused(&self, value: T, why: SendErrorKind) {
+        let mut st = lock(&self.st);
+        if let Some(seq) = st.relaying.take() {
+            st.returned = Some((seq, value, Some(why)));
+        }
+        drop(st);
+        self.space.notify_waiters();
+    }
+
+    /// A value of `seq` the relay gave back, and why it was refused, if
+    /// the value itself was.
+    pub(crate) fn take_returned(&self, seq: u64) -> Option<(T, Option<SendErrorKind>)> {
         let mut st = lock(&self.st);
         match st.returned.take() {
-            Some((s, v)) if s == seq => Some(v),
+            Some((s, v, why)) if s == seq => Some((v, why)),
             other => {
                 st.returned = other;
                 None
@@ -280,6 +342,7 @@ impl<T> Queue<T> {
                     st.relaying = Some(seq);
                 }
                 st.local_len -= 1;
+                st.taken += 1;
                 drop(st);
                 self.space.notify_waiters();
             } else {

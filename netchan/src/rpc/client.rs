@@ -18,6 +18,7 @@ use tracing::Instrument;
 
 use super::export_name;
 use super::observe::{self, CallRecord};
+use super::target::{CallPath, CallTarget, RemoteCalls};
 use super::wire::{Failure, Reply, ToServer};
 use crate::conn::{CallEnd, CallSide, MethodCounters};
 use crate::util::lock;
@@ -35,7 +36,7 @@ struct State<Req, Resp> {
 }
 
 struct Shared<Req, Resp> {
-    session: Session,
+    path: CallPath,
     service: String,
     /// The last connection to the service; replaced once it died.
     state: Mutex<Option<Arc<State<Req, Resp>>>>,
@@ -70,21 +71,22 @@ impl<Req, Resp> fmt::Debug for Client<Req, Resp> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Client")
             .field("service", &self.shared.service)
-            .field("session", &self.shared.session)
+            .field("path", &self.shared.path)
             .field("timeout", &self.timeout)
             .finish()
     }
 }
 
 impl<Req: Message, Resp: Message> Client<Req, Resp> {
-    /// A client of `service` on the peer of `session`. Nothing is sent
-    /// until the first call, and the service is looked up again on each
-    /// call until a lookup succeeds: a call made before the peer serves it
+    /// A client of `service` on the peer of `session` (or, through a
+    /// `nats::Node`, on the replicas serving it). Nothing is sent until
+    /// the first call, and the service is looked up again on each call
+    /// until a lookup succeeds: a call made before the peer serves it
     /// fails with [`RpcError::NoSuchService`], the next one after works.
-    pub fn new(session: &Session, service: &str) -> Self {
+    pub fn new(session: &(impl CallTarget + ?Sized), service: &str) -> Self {
         Client {
             shared: Arc::new(Shared {
-                session: session.clone(),
+                path: session.call_path(),
                 service: service.to_owned(),
                 state: Mutex::new(None),
                 connecting: tokio::sync::Mutex::new(()),
@@ -108,7 +110,7 @@ impl<Req: Message, Resp: Message> Client<Req, Resp> {
 
     /// The live connection to the service, made now if there is none. A
     /// failed lookup is not kept: the next call tries again.
-    async fn state(&self) -> Result<Arc<State<Req, Resp>>, RpcError> {
+    async fn state(&self, session: &Session) -> Result<Arc<State<Req, Resp>>, RpcError> {
         if let Some(state) = self.live_state() {
             return Ok(state);
         }
@@ -117,7 +119,7 @@ impl<Req: Message, Resp: Message> Client<Req, Resp> {
         if let Some(state) = self.live_state() {
             return Ok(state);
         }
-        let state = connect(&self.shared.session, &self.shared.service).await?;
+        let state = connect(session, &self.shared.service).await?;
         *lock(&self.shared.state) = Some(state.clone());
         Ok(state)
     }
@@ -139,16 +141,19 @@ impl<Req: Message, Resp: Message> Client<Req, Resp> {
     /// Calls `method` of the service, as [`call`](Client::call) does, and
     /// counts it under that name in the session's stats.
     pub async fn call_method(&self, method: &'static str, request: Req) -> Result<Resp, RpcError> {
-        let counters = self.counters(method);
-        let span =
-            observe::client_span(&self.shared.service, method, self.shared.session.conn().id);
+        let session = match &self.shared.path {
+            CallPath::Session(s) => s,
+            CallPath::Remote(r) => return self.call_remote(r, method, request).await,
+        };
+        let counters = self.counters(session, method);
+        let span = observe::client_span(&self.shared.service, method, session.conn().id);
         #[cfg(feature = "trace-context")]
         let traceparent = Some(observe::for_call(&span).traceparent());
         #[cfg(not(feature = "trace-context"))]
         let traceparent = None;
         let mut record = CallRecord::start(counters, span.clone());
         let result = self
-            .send_and_wait(request, traceparent)
+            .send_and_wait(session, request, traceparent)
             .instrument(span)
             .await;
         record.finish(match &result {
@@ -164,7 +169,7 @@ impl<Req: Message, Resp: Message> Client<Req, Resp> {
 
     /// The counters of `method`, from this client's cache or, the first
     /// time, from the session's table.
-    fn counters(&self, method: &'static str) -> Arc<MethodCounters> {
+    fn counters(&self, session: &Session, method: &'static str) -> Arc<MethodCounters> {
         let found = self
             .shared
             .methods
@@ -176,11 +181,9 @@ impl<Req: Message, Resp: Message> Client<Req, Resp> {
         if let Some(c) = found {
             return c;
         }
-        let c =
-            self.shared
-                .session
-                .conn()
-                .method_stats(&self.shared.service, method, CallSide::Client);
+        let c = session
+            .conn()
+            .method_stats(&self.shared.service, method, CallSide::Client);
         self.shared
             .methods
             .write()
@@ -189,14 +192,58 @@ impl<Req: Message, Resp: Message> Client<Req, Resp> {
         c
     }
 
+    /// A call through a backend beyond one connection: the request is
+    /// encoded here (channel handles inside it are refused), the backend
+    /// carries it to a replica, and the deadline goes with it.
+    async fn call_remote(
+        &self,
+        remote: &Arc<dyn RemoteCalls>,
+        method: &'static str,
+        request: Req,
+    ) -> Result<Resp, RpcError> {
+        let span = tracing::debug_span!(
+            "netchan.call",
+            service = %self.shared.service,
+            method,
+            side = "client",
+            backend = "remote"
+        );
+        let run = async {
+            let mut body = bytes::BytesMut::new();
+            crate::channel::embed::encode_alone(
+                crate::proto::CodecId::Bincode,
+                &request,
+                &mut body,
+            )
+            .map_err(|e| RpcError::Codec(e.to_string()))?;
+            let call = remote.call(&self.shared.service, body.freeze(), self.timeout);
+            let bytes = match self.timeout {
+                Some(t) => tokio::time::timeout(t, call)
+                    .await
+                    .unwrap_or(Err(RpcError::Timeout)),
+                None => call.await,
+            }?;
+            let result: Result<Resp, Failure> =
+                crate::codec::decode(crate::proto::CodecId::Bincode, &bytes).map_err(|e| {
+                    RpcError::Codec(format!(
+                        "cannot decode the result of {}::{method}: {e}",
+                        self.shared.service
+                    ))
+                })?;
+            result.map_err(failure)
+        };
+        run.instrument(span).await
+    }
+
     async fn send_and_wait(
         &self,
+        session: &Session,
         request: Req,
         traceparent: Option<String>,
     ) -> Result<Resp, RpcError> {
         let deadline = self.timeout.map(|t| tokio::time::Instant::now() + t);
         let run = async {
-            let state = self.state().await?;
+            let state = self.state(session).await?;
             let _permit = state
                 .permits
                 .acquire()
@@ -305,11 +352,7 @@ async fn connect<Req: Message, Resp: Message>(
                 Ok(Some(Reply { id, result })) => {
                     let tx = lock(&table).remove(&id);
                     if let Some(tx) = tx {
-                        let _ = tx.send(result.map_err(|f| match f {
-                            Failure::Timeout => RpcError::Timeout,
-                            Failure::Remote(s) => RpcError::Remote(s),
-                            Failure::Codec(s) => RpcError::Codec(s),
-                        }));
+                        let _ = tx.send(result.map_err(failure));
                     }
                 }
                 // Reported on the session's errors; that call times out
@@ -330,4 +373,13 @@ async fn connect<Req: Message, Resp: Message>(
         next_id: AtomicU64::new(1),
         permits: Semaphore::new(limit),
     }))
+}
+
+/// A failure the server reported, as the caller sees it.
+fn failure(f: Failure) -> RpcError {
+    match f {
+        Failure::Timeout => RpcError::Timeout,
+        Failure::Remote(s) => RpcError::Remote(s),
+        Failure::Codec(s) => RpcError::Codec(s),
+    }
 }

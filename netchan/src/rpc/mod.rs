@@ -10,10 +10,12 @@ mod client;
 mod observe;
 mod serve;
 mod server;
+mod target;
 pub(crate) mod wire;
 
 pub use client::Client;
 use server::{GetService, service_export};
+pub use target::{CallPath, CallTarget, RemoteCalls};
 
 use std::future::Future;
 use std::pin::Pin;
