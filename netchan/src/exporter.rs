@@ -19,9 +19,10 @@ use std::time::Duration;
 use crate::channel::queue::Queue;
 use crate::channel::route::Route;
 use crate::channel::{Keep, Receiver, Sender};
-use crate::conn::{Conn, ErrorLog, Export, Exports, SessionStats};
+use crate::conn::{Conn, ErrorLog, Export, Exports, Resume, SessionStats};
 use crate::error::Error;
-use crate::proto::Side;
+use crate::proto::hello::{FLAG_RESUMABLE, FLAG_RESUME, HELLO_LEN, ResumeInfo};
+use crate::proto::{Connection, Hello, PROTOCOL_VERSION, Side};
 use crate::session::Session;
 use crate::transport::tcp::{Accepted, Listener};
 use crate::util::lock;
@@ -54,6 +55,8 @@ pub(crate) struct ExporterShared {
     accept: Mutex<Option<tokio::task::JoinHandle<()>>>,
     errors: Arc<ErrorLog>,
     shut: AtomicBool,
+    /// Resumable sessions by secret token (to the session id).
+    tokens: Mutex<HashMap<[u8; 16], u64>>,
 }
 
 impl ExporterShared {
@@ -180,6 +183,7 @@ impl Exporter {
             accept: Mutex::new(None),
             errors: ErrorLog::new(),
             shut: AtomicBool::new(false),
+            tokens: Mutex::new(HashMap::new()),
         });
         let weak = Arc::downgrade(&shared);
         let task = tokio::spawn(accept_loop(listener, weak, cfg));
@@ -372,13 +376,28 @@ async fn accept_loop(listener: Listener, shared: Weak<ExporterShared>, cfg: Conf
         // handshake timeout, so a slow client cannot stall the others.
         let (shared, cfg, handshake) = (shared.clone(), cfg.clone(), listener.handshake());
         tokio::spawn(async move {
+            let deadline = tokio::time::Instant::now() + cfg.handshake_timeout;
             match handshake.run(stream, peer_addr, &cfg).await {
-                Ok(Accepted::Tcp(stream)) => {
-                    register(&shared, stream, cfg, |_| {});
+                Ok(Accepted::Tcp(mut stream)) => {
+                    let hello = peek_hello(&mut stream, &cfg, deadline).await;
+                    if hello.resume {
+                        if let Some(stream) = resume(&shared, stream, &hello, None) {
+                            refuse(stream, &cfg).await;
+                        }
+                        return;
+                    }
+                    register(&shared, stream, cfg, hello, deadline, |_| {});
                 }
                 #[cfg(feature = "tls")]
-                Ok(Accepted::Tls(stream, peer)) => {
-                    register(&shared, stream, cfg, |c| {
+                Ok(Accepted::Tls(mut stream, peer)) => {
+                    let hello = peek_hello(&mut stream.stream, &cfg, deadline).await;
+                    if hello.resume {
+                        if let Some(stream) = resume(&shared, stream, &hello, peer.as_ref()) {
+                            refuse(stream.stream, &cfg).await;
+                        }
+                        return;
+                    }
+                    register(&shared, stream, cfg, hello, deadline, |c| {
                         if let Some(p) = peer {
                             let _ = c.peer.set(p);
                         }
@@ -401,18 +420,24 @@ fn register<S: crate::transport::Halves>(
     shared: &Weak<ExporterShared>,
     stream: S,
     cfg: Config,
+    hello: Peeked,
+    deadline: tokio::time::Instant,
     init: impl FnOnce(&Conn),
 ) -> Option<Session> {
     let shared = shared.upgrade()?;
     if shared.shut.load(Ordering::Acquire) {
         return None;
     }
+    // A dialer that may redial gets a resumable session with a fresh
+    // secret token (without randomness, an ordinary one).
+    let token = hello.resumable.then(new_token).flatten();
     let conn = Conn::new(
         Side::Acceptor,
         cfg,
         stream.addrs(),
         Some(shared.exports.clone()),
         Some(shared.errors.clone()),
+        token.map_or(Resume::Off, Resume::Grant),
     );
     init(&conn);
     let session = Session::from_conn(&conn);
@@ -425,14 +450,21 @@ fn register<S: crate::transport::Halves>(
             kept: Vec::new(),
         },
     );
+    if let Some(t) = token {
+        lock(&shared.tokens).insert(t, id);
+    }
     shared.run_hooks(id);
     #[cfg(feature = "metrics")]
     crate::metrics::spawn_publisher(&conn);
-    crate::conn::driver::spawn(conn.clone(), stream);
+    let epoch = conn.lock().link_epoch;
+    crate::conn::driver::spawn_link(conn.clone(), stream, epoch, hello.bytes, Some(deadline));
     let weak = Arc::downgrade(&shared);
     tokio::spawn(async move {
         conn.wait_driver_done().await;
         if let Some(s) = weak.upgrade() {
+            if let Some(t) = token {
+                lock(&s.tokens).remove(&t);
+            }
             // What hooks kept for it drops here, outside the lock.
             let ended = lock(&s.sessions).remove(&id);
             drop(ended);
@@ -474,4 +506,126 @@ impl ExporterStats {
             .map(|c| c.messages)
             .sum()
     }
+}
+
+/// The start of what a new connection sent: its hello, read before the
+/// session starts, to tell a resume from a new session.
+struct Peeked {
+    /// Bytes read so far (the reader of a new session decodes them).
+    bytes: bytes::BytesMut,
+    /// The hello asks for a resumable session.
+    resumable: bool,
+    /// The hello resumes session `info.token`.
+    resume: bool,
+    info: ResumeInfo,
+}
+
+/// Reads until the peer's hello is whole (or turns out not to be a
+/// hello, or the stream ends, or `deadline` passes: the session's reader
+/// then reports that as it always did).
+async fn peek_hello<S: tokio::io::AsyncRead + Unpin>(
+    s: &mut S,
+    cfg: &Config,
+    deadline: tokio::time::Instant,
+) -> Peeked {
+    use tokio::io::AsyncReadExt;
+    let ours = Hello {
+        version: PROTOCOL_VERSION,
+        codec: cfg.codec,
+        max_message_len: 1,
+        max_channels: 1,
+        max_handles: 0,
+    };
+    let mut p = Peeked {
+        bytes: bytes::BytesMut::with_capacity(HELLO_LEN),
+        resumable: false,
+        resume: false,
+        info: ResumeInfo::default(),
+    };
+    loop {
+        let mut probe = p.bytes.clone();
+        match Hello::decode_with(&mut probe, &ours) {
+            Ok(Some((_, info))) => {
+                p.resumable = info.is(FLAG_RESUMABLE);
+                p.resume = info.is(FLAG_RESUME);
+                if p.resume {
+                    // The rest, if any, follows the hello on the new link.
+                    let _ = p.bytes.split_to(HELLO_LEN);
+                }
+                p.info = info;
+                return p;
+            }
+            Ok(None) => {}
+            Err(_) => return p,
+        }
+        match tokio::time::timeout_at(deadline, s.read_buf(&mut p.bytes)).await {
+            Ok(Ok(n)) if n > 0 => {}
+            _ => return p,
+        }
+    }
+}
+
+/// What a TLS session knows of its peer (nothing without TLS).
+#[cfg(feature = "tls")]
+type Identity = crate::tls::PeerIdentity;
+#[cfg(not(feature = "tls"))]
+type Identity = ();
+
+/// A fresh random session token; `None` if the system has no randomness
+/// to give.
+fn new_token() -> Option<[u8; 16]> {
+    let mut t = [0u8; 16];
+    getrandom::fill(&mut t).ok()?;
+    Some(t)
+}
+
+/// `hello` resumes a session: resumes it over `stream` and returns
+/// `None`, or returns the stream to refuse (unknown or expired token,
+/// another client certificate).
+fn resume<S: crate::transport::Halves>(
+    shared: &Weak<ExporterShared>,
+    stream: S,
+    hello: &Peeked,
+    #[cfg_attr(not(feature = "tls"), allow(unused_variables))] peer: Option<&Identity>,
+) -> Option<S> {
+    let Some(shared) = shared.upgrade() else {
+        return Some(stream);
+    };
+    let conn = {
+        let Some(id) = lock(&shared.tokens).get(&hello.info.token).copied() else {
+            tracing::info!(peer = ?stream.addrs().peer, "netchan: resume refused: unknown or expired session");
+            return Some(stream);
+        };
+        match lock(&shared.sessions).get(&id) {
+            Some(live) => live.session.conn().clone(),
+            None => return Some(stream),
+        }
+    };
+    #[cfg(feature = "tls")]
+    if conn.peer.get() != peer {
+        tracing::warn!(
+            conn = conn.id,
+            peer = ?stream.addrs().peer,
+            "netchan: resume refused: the client certificate differs from the session's"
+        );
+        return Some(stream);
+    }
+    match conn.resume_accepted(stream, hello.info.position, hello.bytes.clone()) {
+        Ok(()) => None,
+        Err((e, stream)) => {
+            tracing::info!(conn = conn.id, reason = %e, "netchan: resume refused");
+            Some(stream)
+        }
+    }
+}
+
+/// Tells a dialer that its session cannot resume, then closes.
+async fn refuse<S: tokio::io::AsyncWrite + Unpin>(mut stream: S, cfg: &Config) {
+    use tokio::io::AsyncWriteExt;
+    let no = Connection::refusal(&cfg.limits, cfg.codec);
+    let _ = tokio::time::timeout(cfg.close_timeout, async {
+        let _ = stream.write_all(&no).await;
+        let _ = stream.shutdown().await;
+    })
+    .await;
 }
