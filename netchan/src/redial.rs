@@ -84,7 +84,10 @@ async fn run(conn: &Arc<Conn>, addrs: &[SocketAddr], policy: &Reconnect) {
             if let Some(limit) = policy.get_give_up_after() {
                 wait = wait.min(limit.saturating_sub(since.elapsed()));
             }
-            tokio::time::sleep(wait).await;
+            tokio::select! {
+                () = tokio::time::sleep(wait) => {}
+                () = conn.close_asked.cancelled() => {}
+            }
         }
     }
 }

@@ -31,7 +31,10 @@ impl Conn {
                 );
                 self.changed.notify_waiters();
             }
-            Event::Resumed => self.resumed(),
+            Event::Resumed => {
+                inner.resumes += 1;
+                self.resumed();
+            }
             Event::Open {
                 chan,
                 dir,

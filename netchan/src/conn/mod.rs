@@ -76,6 +76,8 @@ pub(crate) struct Inner {
     /// The current link (`driver::LinkCtl`): bumped by each resume, so a
     /// link given up can tell it no longer speaks for the connection.
     pub(crate) link_epoch: u64,
+    /// Times the session resumed.
+    pub(crate) resumes: u64,
 }
 
 impl Inner {
@@ -294,6 +296,7 @@ impl Conn {
                 status: Status::Handshaking,
                 lost_unconfirmed: 0,
                 link_epoch: 1,
+                resumes: 0,
             }),
             deferred: Mutex::new(Deferred::default()),
             write_notify: Notify::new(),
@@ -338,8 +341,14 @@ impl Conn {
             let epoch = self.lock().link_epoch;
             let grace = self.config.resume_grace;
             let weak = Arc::downgrade(self);
+            let close_asked = self.close_asked.clone();
             self.rt.spawn(async move {
-                tokio::time::sleep(grace).await;
+                // Closing a session whose peer is away cannot say goodbye:
+                // it is lost at once.
+                tokio::select! {
+                    () = tokio::time::sleep(grace) => {}
+                    () = close_asked.cancelled() => {}
+                }
                 if let Some(conn) = weak.upgrade() {
                     conn.expire(epoch, grace);
                 }
@@ -356,9 +365,11 @@ impl Conn {
                 return;
             }
         }
-        self.lose(Error::ConnectionLost(format!(
-            "the peer did not resume the session within its grace period of {grace:?}"
-        )));
+        self.lose(Error::ConnectionLost(if self.closing() {
+            "the session was closed while its peer was away".to_owned()
+        } else {
+            format!("the peer did not resume the session within its grace period of {grace:?}")
+        }));
     }
 
     /// A suspended session will not resume: it fails with `e` as a broken
@@ -399,6 +410,7 @@ impl Conn {
                 return Err((e, stream));
             }
             inner.link_epoch += 1;
+            inner.resumes += 1;
             if was_up {
                 // The peer found the old link dead before this side did.
                 self.events

@@ -173,8 +173,8 @@ pub enum Event {
 enum Resume {
     Off,
     /// The dialer asked for a resumable session; the acceptor's hello
-    /// decides.
-    Asked,
+    /// decides. What is sent meanwhile is logged already.
+    Asked(Box<Resumable>),
     On(Box<Resumable>),
 }
 
@@ -299,6 +299,8 @@ pub struct Connection {
     confirmed_total: u64,
     counters: Counters,
     resume: Resume,
+    /// Bytes of our first hello not yet handed out (never logged).
+    hello_unlogged: usize,
 }
 
 /// Traffic of one connection, counted as it passes (see
@@ -356,7 +358,8 @@ impl Connection {
             flags: FLAG_RESUMABLE,
             ..ResumeInfo::default()
         };
-        Connection::with_resume(Side::Dialer, limits, codec, now, Resume::Asked, info)
+        let r = Resume::Asked(Box::new(Resumable::new([0; 16])));
+        Connection::with_resume(Side::Dialer, limits, codec, now, r, info)
     }
 
     /// An acceptor whose dialer asked for a resumable session: `token` is
@@ -423,6 +426,7 @@ impl Connection {
             confirmed_total: 0,
             counters: Counters::default(),
             resume,
+            hello_unlogged: HELLO_LEN,
         }
     }
 
@@ -701,12 +705,12 @@ impl Connection {
                         // it names a session this side cannot know.
                         return Err(self.fail(ProtoError::ResumeRefused));
                     }
-                    if matches!(self.resume, Resume::Asked) {
-                        self.resume = if info.is(FLAG_RESUMABLE) {
-                            Resume::On(Box::new(Resumable::new(info.token)))
-                        } else {
-                            Resume::Off
-                        };
+                    if matches!(self.resume, Resume::Asked(_)) {
+                        let asked = std::mem::replace(&mut self.resume, Resume::Off);
+                        if let (Resume::Asked(mut r), true) = (asked, info.is(FLAG_RESUMABLE)) {
+                            r.token = info.token;
+                            self.resume = Resume::On(r);
+                        }
                     }
                     self.peer = Some(h);
                     self.state = ConnState::Open;
@@ -750,7 +754,7 @@ impl Connection {
                                 what: "ACK on a session that is not resumable",
                             }));
                         }
-                        (Resume::On(r), _) => r.rx += n,
+                        (Resume::On(r) | Resume::Asked(r), _) => r.rx += n,
                         _ => {}
                     }
                     f
@@ -1634,9 +1638,14 @@ impl Connection {
             dst.push(self.out.split().freeze());
             self.reserve_out();
         }
-        if let Resume::On(r) = &mut self.resume {
+        if let Resume::On(r) | Resume::Asked(r) = &mut self.resume {
             for s in &dst[logged_from..] {
-                r.log.push(s.clone());
+                let mut s = s.clone();
+                // Our first hello leads the first transmit; it is not part
+                // of the frame stream.
+                let skip = self.hello_unlogged.min(s.len());
+                self.hello_unlogged -= skip;
+                r.log.push(s.split_off(skip));
             }
             // An ACK rides with any write, or leaves on its own
             // `ACK_DELAY` after it was first found waiting. It is not part

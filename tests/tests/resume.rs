@@ -1,0 +1,352 @@
+//! Sessions that survive broken connections (`Config::reconnect`): real
+//! sessions through a cutting relay that kills every connection it
+//! carries on command. Each test checks that what was sent arrives once,
+//! in order, that calls in flight get their answers, and that a session
+//! that cannot resume is lost cleanly (values given back, receivers get
+//! the error), never silently.
+//!
+//! Loopback only; every wait is bounded.
+
+#[path = "resume/relay.rs"]
+mod relay;
+
+use std::time::Duration;
+
+use futures::StreamExt;
+use netchan::{Config, Error, Exporter, Reconnect, Session, SessionEvent};
+
+use relay::Relay;
+
+/// Fails the test if `f` takes longer than `limit`.
+async fn within<T>(what: &str, limit: Duration, f: impl std::future::Future<Output = T>) -> T {
+    match tokio::time::timeout(limit, f).await {
+        Ok(v) => v,
+        Err(_) => panic!("timed out after {limit:?}: {what}"),
+    }
+}
+
+/// A reconnect policy for tests: quick retries, a bounded give-up.
+fn quick() -> Reconnect {
+    Reconnect::default()
+        .initial_delay(Duration::from_millis(10))
+        .max_delay(Duration::from_millis(100))
+        .give_up_after(Some(Duration::from_secs(20)))
+}
+
+fn client_cfg() -> Config {
+    Config::default().reconnect(quick())
+}
+
+/// An exporter on loopback and a relay in front of it.
+async fn served(cfg: Config) -> (Exporter, Relay) {
+    let exp = Exporter::bind_with("127.0.0.1:0", cfg)
+        .await
+        .expect("bind exporter");
+    let relay = Relay::start(exp.local_addr());
+    (exp, relay)
+}
+
+/// Cuts every connection through `relay` every `every` until `stop`
+/// fires; returns how many cuts it made.
+fn cutter(
+    relay: std::sync::Arc<Relay>,
+    every: Duration,
+) -> (tokio::sync::oneshot::Sender<()>, tokio::task::JoinHandle<u64>) {
+    let (tx, mut rx) = tokio::sync::oneshot::channel::<()>();
+    let h = tokio::spawn(async move {
+        let mut cuts = 0;
+        loop {
+            tokio::select! {
+                _ = &mut rx => return cuts,
+                () = tokio::time::sleep(every) => {
+                    relay.cut();
+                    cuts += 1;
+                }
+            }
+        }
+    });
+    (tx, h)
+}
+
+/// Values on four channels, two each way, with every connection cut
+/// every 100 ms: each value arrives exactly once and in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn values_on_four_channels_arrive_once_and_in_order_through_a_cut_every_100ms() {
+    const PER_CHANNEL: u64 = 250_000;
+    let (exp, relay) = served(Config::default()).await;
+    let relay = std::sync::Arc::new(relay);
+    let down: Vec<_> = (0..2)
+        .map(|i| exp.export_sender::<(u64, Vec<u8>)>(&format!("down{i}")).expect("export"))
+        .collect();
+    let up: Vec<_> = (0..2)
+        .map(|i| {
+            exp.export_receiver::<(u64, Vec<u8>)>(&format!("up{i}"), 32)
+                .expect("export")
+        })
+        .collect();
+    let client = Session::connect_with(relay.addr(), client_cfg())
+        .await
+        .expect("connect");
+    let mut events = client.events();
+    let mut tasks = Vec::new();
+    for (i, tx) in down.into_iter().enumerate() {
+        let mut rx = client
+            .import_receiver::<(u64, Vec<u8>)>(&format!("down{i}"), 32)
+            .await
+            .expect("import");
+        tasks.push(tokio::spawn(async move {
+            for n in 0..PER_CHANNEL {
+                tx.send((n, vec![n as u8; 100])).await.expect("send down");
+            }
+        }));
+        tasks.push(tokio::spawn(async move {
+            for n in 0..PER_CHANNEL {
+                let (got, body) = rx.recv().await.expect("recv down").expect("a value");
+                assert_eq!(got, n, "down{i}: values in order, none lost, none twice");
+                assert_eq!(body, vec![n as u8; 100]);
+            }
+        }));
+    }
+    for (i, mut rx) in up.into_iter().enumerate() {
+        let tx = client
+            .import_sender::<(u64, Vec<u8>)>(&format!("up{i}"))
+            .await
+            .expect("import");
+        tasks.push(tokio::spawn(async move {
+            for n in 0..PER_CHANNEL {
+                tx.send((n, vec![n as u8; 100])).await.expect("send up");
+            }
+        }));
+        tasks.push(tokio::spawn(async move {
+            for n in 0..PER_CHANNEL {
+                let (got, body) = rx.recv().await.expect("recv up").expect("a value");
+                assert_eq!(got, n, "up{i}: values in order, none lost, none twice");
+                assert_eq!(body, vec![n as u8; 100]);
+            }
+        }));
+    }
+    let (stop, cuts) = cutter(relay.clone(), Duration::from_millis(100));
+    // The replay log stays within the credit windows while cuts happen.
+    let mut most_held = 0;
+    within("every value through the cuts", Duration::from_secs(90), async {
+        for t in tasks {
+            while !t.is_finished() {
+                most_held = most_held.max(client.stats().replay_bytes);
+                for s in exp.sessions() {
+                    most_held = most_held.max(s.stats().replay_bytes);
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            t.await.expect("stream task");
+        }
+    })
+    .await;
+    let _ = stop.send(());
+    let cuts = cuts.await.expect("cutter");
+    let stats = client.stats();
+    eprintln!(
+        "{} values through {cuts} cuts, {} resumes, at most {most_held} replay bytes held",
+        4 * PER_CHANNEL,
+        stats.resumes
+    );
+    assert!(cuts >= 3, "the stream outlived several cuts ({cuts})");
+    assert!(
+        stats.resumes >= 3,
+        "the session resumed after the cuts ({} resumes, {cuts} cuts)",
+        stats.resumes
+    );
+    // Two channels of 32 values of ~110 bytes each way, plus the frames
+    // one acknowledgement delay lets through: far below what was sent
+    // (10 MB).
+    assert!(
+        most_held < 256 << 10,
+        "the replay log stayed bounded: at most {most_held} bytes held"
+    );
+    let mut saw = Vec::new();
+    while let Ok(Some(ev)) = tokio::time::timeout(Duration::from_millis(10), events.next()).await
+    {
+        saw.push(ev);
+    }
+    assert!(
+        saw.iter()
+            .any(|e| matches!(e, SessionEvent::Disconnected(_))),
+        "events: {saw:?}"
+    );
+    assert!(
+        saw.iter().any(|e| matches!(e, SessionEvent::Resumed)),
+        "events: {saw:?}"
+    );
+    assert!(
+        !saw.iter().any(|e| matches!(e, SessionEvent::Lost(_))),
+        "events: {saw:?}"
+    );
+    client.close().await;
+}
+
+/// A session whose dialer cannot come back within the exporter's grace
+/// period is lost on both sides: the exporter's session ends with an
+/// error, the dialer's resume is refused, its receivers get the error and
+/// a send gives its value back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_not_resumed_within_the_grace_period_is_lost_with_its_values_given_back() {
+    let (exp, relay) = served(Config::default().resume_grace(Duration::from_millis(300))).await;
+    let down = exp.export_sender::<u64>("down").expect("export");
+    let mut up = exp.export_receiver::<u64>("up", 4).expect("export");
+    let client = Session::connect_with(relay.addr(), client_cfg())
+        .await
+        .expect("connect");
+    let mut events = client.events();
+    let mut rx = client.import_receiver::<u64>("down", 4).await.expect("import");
+    let tx = client.import_sender::<u64>("up").await.expect("import");
+    down.send(1).await.expect("send");
+    assert_eq!(rx.recv().await.expect("recv"), Some(1));
+    tx.send(7).await.expect("send");
+    assert_eq!(up.recv().await.expect("recv"), Some(7));
+    let server = exp.sessions().pop().expect("one session");
+    let mut server_events = server.events();
+
+    relay.block(true);
+    relay.cut();
+    within("the exporter's session to be lost", Duration::from_secs(10), async {
+        let mut saw = Vec::new();
+        while let Some(ev) = server_events.next().await {
+            let lost = matches!(ev, SessionEvent::Lost(_));
+            saw.push(ev);
+            if lost {
+                break;
+            }
+        }
+        assert!(
+            matches!(saw.first(), Some(SessionEvent::Disconnected(_))),
+            "{saw:?}"
+        );
+        assert!(matches!(saw.last(), Some(SessionEvent::Lost(_))), "{saw:?}");
+    })
+    .await;
+    // The dialer keeps trying meanwhile; once it gets through, the
+    // exporter no longer knows the session and refuses it.
+    relay.block(false);
+    within("the dialer's session to be lost", Duration::from_secs(10), async {
+        let mut saw = Vec::new();
+        while let Some(ev) = events.next().await {
+            let lost = matches!(ev, SessionEvent::Lost(_));
+            saw.push(ev);
+            if lost {
+                break;
+            }
+        }
+        assert!(
+            matches!(saw.first(), Some(SessionEvent::Disconnected(_))),
+            "{saw:?}"
+        );
+        assert!(
+            saw.iter()
+                .any(|e| matches!(e, SessionEvent::Reconnecting { .. })),
+            "{saw:?}"
+        );
+        match saw.last() {
+            Some(SessionEvent::Lost(e)) => {
+                let text = e.to_string();
+                assert!(text.contains("refused to resume"), "{text}");
+            }
+            other => panic!("expected Lost, got {other:?} after {saw:?}"),
+        }
+    })
+    .await;
+    assert!(rx.recv().await.is_err(), "the receiver gets the error");
+    let refused = tx.send(8).await.expect_err("the session is lost");
+    assert_eq!(refused.0, 8, "the value comes back");
+    let e: Error = client.closed().await;
+    assert!(!matches!(e, Error::Closed), "a lost session is not a clean end: {e}");
+}
+
+/// A resume that names a session the exporter does not know is refused
+/// with a refusal hello, and the exporter goes on serving.
+#[tokio::test]
+async fn a_resume_with_a_wrong_token_is_refused() {
+    use netchan::proto::hello::{FLAG_REFUSED, FLAG_RESUME, HELLO_LEN, ResumeInfo};
+    use netchan::proto::{CodecId, Hello, PROTOCOL_VERSION};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let exp = Exporter::bind("127.0.0.1:0").await.expect("bind");
+    let mut s = tokio::net::TcpStream::connect(exp.local_addr())
+        .await
+        .expect("connect");
+    let hello = Hello {
+        version: PROTOCOL_VERSION,
+        codec: CodecId::Bincode,
+        max_message_len: 1 << 20,
+        max_channels: 16,
+        max_handles: 16,
+    };
+    let mut b = bytes::BytesMut::new();
+    hello.encode_with(
+        &ResumeInfo {
+            flags: FLAG_RESUME,
+            token: [0x5a; 16],
+            position: 0,
+        },
+        &mut b,
+    );
+    s.write_all(&b).await.expect("write hello");
+    let mut answer = vec![0u8; HELLO_LEN];
+    within("the refusal", Duration::from_secs(10), s.read_exact(&mut answer))
+        .await
+        .expect("a hello back");
+    let mut answer = bytes::BytesMut::from(&answer[..]);
+    let (_, info) = Hello::decode_with(&mut answer, &hello)
+        .expect("a valid hello")
+        .expect("whole");
+    assert!(info.is(FLAG_REFUSED), "refused: {info:?}");
+    let mut rest = Vec::new();
+    let n = within("the close", Duration::from_secs(10), s.read_to_end(&mut rest))
+        .await
+        .unwrap_or(0);
+    assert_eq!(n, 0, "nothing follows the refusal");
+    // The exporter still serves new sessions.
+    let tx = exp.export_sender::<u8>("still").expect("export");
+    let c = Session::connect(exp.local_addr()).await.expect("connect");
+    let mut rx = c.import_receiver::<u8>("still", 1).await.expect("import");
+    tx.send(3).await.expect("send");
+    assert_eq!(rx.recv().await.expect("recv"), Some(3));
+}
+
+/// A server that restarted does not know the session: the dialer's
+/// session is lost, and a fresh `Session::connect` to the new server
+/// works.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_restart_loses_the_session_and_a_fresh_connect_works() {
+    let (exp, relay) = served(Config::default()).await;
+    let _tx = exp.export_sender::<u64>("jobs").expect("export");
+    let client = Session::connect_with(relay.addr(), client_cfg())
+        .await
+        .expect("connect");
+    let mut events = client.events();
+    let mut rx = client.import_receiver::<u64>("jobs", 4).await.expect("import");
+    // The server dies without a word: the network goes first, then the
+    // process (its sessions cannot say goodbye).
+    relay.block(true);
+    relay.cut();
+    exp.shutdown().await;
+    drop(exp);
+    let exp2 = Exporter::bind("127.0.0.1:0").await.expect("rebind");
+    let jobs2 = exp2.export_sender::<u64>("jobs").expect("export");
+    relay.set_upstream(exp2.local_addr());
+    relay.block(false);
+    let lost = within("the session to be lost", Duration::from_secs(20), async {
+        loop {
+            match events.next().await {
+                Some(SessionEvent::Lost(e)) => return e,
+                Some(_) => {}
+                None => panic!("the events ended without Lost"),
+            }
+        }
+    })
+    .await;
+    assert!(lost.to_string().contains("refused to resume"), "{lost}");
+    assert!(rx.recv().await.is_err(), "the receiver gets the error");
+    let fresh = Session::connect(relay.addr()).await.expect("a fresh connect");
+    let mut rx2 = fresh.import_receiver::<u64>("jobs", 4).await.expect("import");
+    jobs2.send(42).await.expect("send");
+    assert_eq!(rx2.recv().await.expect("recv"), Some(42));
+}
