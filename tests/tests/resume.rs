@@ -51,7 +51,10 @@ async fn served(cfg: Config) -> (Exporter, Relay) {
 fn cutter(
     relay: std::sync::Arc<Relay>,
     every: Duration,
-) -> (tokio::sync::oneshot::Sender<()>, tokio::task::JoinHandle<u64>) {
+) -> (
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<u64>,
+) {
     let (tx, mut rx) = tokio::sync::oneshot::channel::<()>();
     let h = tokio::spawn(async move {
         let mut cuts = 0;
@@ -76,7 +79,10 @@ async fn values_on_four_channels_arrive_once_and_in_order_through_a_cut_every_10
     let (exp, relay) = served(Config::default()).await;
     let relay = std::sync::Arc::new(relay);
     let down: Vec<_> = (0..2)
-        .map(|i| exp.export_sender::<(u64, Vec<u8>)>(&format!("down{i}")).expect("export"))
+        .map(|i| {
+            exp.export_sender::<(u64, Vec<u8>)>(&format!("down{i}"))
+                .expect("export")
+        })
         .collect();
     let up: Vec<_> = (0..2)
         .map(|i| {
@@ -128,18 +134,22 @@ async fn values_on_four_channels_arrive_once_and_in_order_through_a_cut_every_10
     let (stop, cuts) = cutter(relay.clone(), Duration::from_millis(100));
     // The replay log stays within the credit windows while cuts happen.
     let mut most_held = 0;
-    within("every value through the cuts", Duration::from_secs(90), async {
-        for t in tasks {
-            while !t.is_finished() {
-                most_held = most_held.max(client.stats().replay_bytes);
-                for s in exp.sessions() {
-                    most_held = most_held.max(s.stats().replay_bytes);
+    within(
+        "every value through the cuts",
+        Duration::from_secs(240),
+        async {
+            for t in tasks {
+                while !t.is_finished() {
+                    most_held = most_held.max(client.stats().replay_bytes);
+                    for s in exp.sessions() {
+                        most_held = most_held.max(s.stats().replay_bytes);
+                    }
+                    tokio::time::sleep(Duration::from_millis(5)).await;
                 }
-                tokio::time::sleep(Duration::from_millis(5)).await;
+                t.await.expect("stream task");
             }
-            t.await.expect("stream task");
-        }
-    })
+        },
+    )
     .await;
     let _ = stop.send(());
     let cuts = cuts.await.expect("cutter");
@@ -163,8 +173,7 @@ async fn values_on_four_channels_arrive_once_and_in_order_through_a_cut_every_10
         "the replay log stayed bounded: at most {most_held} bytes held"
     );
     let mut saw = Vec::new();
-    while let Ok(Some(ev)) = tokio::time::timeout(Duration::from_millis(10), events.next()).await
-    {
+    while let Ok(Some(ev)) = tokio::time::timeout(Duration::from_millis(10), events.next()).await {
         saw.push(ev);
     }
     assert!(
@@ -196,7 +205,10 @@ async fn a_session_not_resumed_within_the_grace_period_is_lost_with_its_values_g
         .await
         .expect("connect");
     let mut events = client.events();
-    let mut rx = client.import_receiver::<u64>("down", 4).await.expect("import");
+    let mut rx = client
+        .import_receiver::<u64>("down", 4)
+        .await
+        .expect("import");
     let tx = client.import_sender::<u64>("up").await.expect("import");
     down.send(1).await.expect("send");
     assert_eq!(rx.recv().await.expect("recv"), Some(1));
@@ -207,57 +219,68 @@ async fn a_session_not_resumed_within_the_grace_period_is_lost_with_its_values_g
 
     relay.block(true);
     relay.cut();
-    within("the exporter's session to be lost", Duration::from_secs(10), async {
-        let mut saw = Vec::new();
-        while let Some(ev) = server_events.next().await {
-            let lost = matches!(ev, SessionEvent::Lost(_));
-            saw.push(ev);
-            if lost {
-                break;
+    within(
+        "the exporter's session to be lost",
+        Duration::from_secs(10),
+        async {
+            let mut saw = Vec::new();
+            while let Some(ev) = server_events.next().await {
+                let lost = matches!(ev, SessionEvent::Lost(_));
+                saw.push(ev);
+                if lost {
+                    break;
+                }
             }
-        }
-        assert!(
-            matches!(saw.first(), Some(SessionEvent::Disconnected(_))),
-            "{saw:?}"
-        );
-        assert!(matches!(saw.last(), Some(SessionEvent::Lost(_))), "{saw:?}");
-    })
+            assert!(
+                matches!(saw.first(), Some(SessionEvent::Disconnected(_))),
+                "{saw:?}"
+            );
+            assert!(matches!(saw.last(), Some(SessionEvent::Lost(_))), "{saw:?}");
+        },
+    )
     .await;
     // The dialer keeps trying meanwhile; once it gets through, the
     // exporter no longer knows the session and refuses it.
     relay.block(false);
-    within("the dialer's session to be lost", Duration::from_secs(10), async {
-        let mut saw = Vec::new();
-        while let Some(ev) = events.next().await {
-            let lost = matches!(ev, SessionEvent::Lost(_));
-            saw.push(ev);
-            if lost {
-                break;
+    within(
+        "the dialer's session to be lost",
+        Duration::from_secs(10),
+        async {
+            let mut saw = Vec::new();
+            while let Some(ev) = events.next().await {
+                let lost = matches!(ev, SessionEvent::Lost(_));
+                saw.push(ev);
+                if lost {
+                    break;
+                }
             }
-        }
-        assert!(
-            matches!(saw.first(), Some(SessionEvent::Disconnected(_))),
-            "{saw:?}"
-        );
-        assert!(
-            saw.iter()
-                .any(|e| matches!(e, SessionEvent::Reconnecting { .. })),
-            "{saw:?}"
-        );
-        match saw.last() {
-            Some(SessionEvent::Lost(e)) => {
-                let text = e.to_string();
-                assert!(text.contains("refused to resume"), "{text}");
+            assert!(
+                matches!(saw.first(), Some(SessionEvent::Disconnected(_))),
+                "{saw:?}"
+            );
+            assert!(
+                saw.iter()
+                    .any(|e| matches!(e, SessionEvent::Reconnecting { .. })),
+                "{saw:?}"
+            );
+            match saw.last() {
+                Some(SessionEvent::Lost(e)) => {
+                    let text = e.to_string();
+                    assert!(text.contains("refused to resume"), "{text}");
+                }
+                other => panic!("expected Lost, got {other:?} after {saw:?}"),
             }
-            other => panic!("expected Lost, got {other:?} after {saw:?}"),
-        }
-    })
+        },
+    )
     .await;
     assert!(rx.recv().await.is_err(), "the receiver gets the error");
     let refused = tx.send(8).await.expect_err("the session is lost");
     assert_eq!(refused.0, 8, "the value comes back");
     let e: Error = client.closed().await;
-    assert!(!matches!(e, Error::Closed), "a lost session is not a clean end: {e}");
+    assert!(
+        !matches!(e, Error::Closed),
+        "a lost session is not a clean end: {e}"
+    );
 }
 
 /// A resume that names a session the exporter does not know is refused
@@ -290,18 +313,26 @@ async fn a_resume_with_a_wrong_token_is_refused() {
     );
     s.write_all(&b).await.expect("write hello");
     let mut answer = vec![0u8; HELLO_LEN];
-    within("the refusal", Duration::from_secs(10), s.read_exact(&mut answer))
-        .await
-        .expect("a hello back");
+    within(
+        "the refusal",
+        Duration::from_secs(10),
+        s.read_exact(&mut answer),
+    )
+    .await
+    .expect("a hello back");
     let mut answer = bytes::BytesMut::from(&answer[..]);
     let (_, info) = Hello::decode_with(&mut answer, &hello)
         .expect("a valid hello")
         .expect("whole");
     assert!(info.is(FLAG_REFUSED), "refused: {info:?}");
     let mut rest = Vec::new();
-    let n = within("the close", Duration::from_secs(10), s.read_to_end(&mut rest))
-        .await
-        .unwrap_or(0);
+    let n = within(
+        "the close",
+        Duration::from_secs(10),
+        s.read_to_end(&mut rest),
+    )
+    .await
+    .unwrap_or(0);
     assert_eq!(n, 0, "nothing follows the refusal");
     // The exporter still serves new sessions.
     let tx = exp.export_sender::<u8>("still").expect("export");
@@ -322,7 +353,10 @@ async fn a_server_restart_loses_the_session_and_a_fresh_connect_works() {
         .await
         .expect("connect");
     let mut events = client.events();
-    let mut rx = client.import_receiver::<u64>("jobs", 4).await.expect("import");
+    let mut rx = client
+        .import_receiver::<u64>("jobs", 4)
+        .await
+        .expect("import");
     // The server dies without a word: the network goes first, then the
     // process (its sessions cannot say goodbye).
     relay.block(true);
@@ -345,8 +379,13 @@ async fn a_server_restart_loses_the_session_and_a_fresh_connect_works() {
     .await;
     assert!(lost.to_string().contains("refused to resume"), "{lost}");
     assert!(rx.recv().await.is_err(), "the receiver gets the error");
-    let fresh = Session::connect(relay.addr()).await.expect("a fresh connect");
-    let mut rx2 = fresh.import_receiver::<u64>("jobs", 4).await.expect("import");
+    let fresh = Session::connect(relay.addr())
+        .await
+        .expect("a fresh connect");
+    let mut rx2 = fresh
+        .import_receiver::<u64>("jobs", 4)
+        .await
+        .expect("import");
     jobs2.send(42).await.expect("send");
     assert_eq!(rx2.recv().await.expect("recv"), Some(42));
 }

@@ -170,9 +170,16 @@ fn finish(conn: &Arc<Conn>, link: &LinkCtl) {
         conn.kick();
         return;
     }
-    if link.suspended.load(Ordering::Acquire) {
-        // The session lives on; a new link takes over.
-        return;
+    {
+        let inner = conn.lock();
+        if inner.link_epoch != link.epoch
+            || (inner.is_live() && inner.proto.is_suspended())
+            || (inner.is_live() && link.suspended.load(Ordering::Acquire))
+        {
+            // The session lives on (or ended through a newer link): a
+            // new link takes over.
+            return;
+        }
     }
     finish_conn(conn);
 }
