@@ -133,7 +133,7 @@ impl Hello {
     /// Reads the peer's `HELLO` and its resume part from the front of `src`.
     ///
     /// Fails as soon as the bytes present cannot be the start of a netchan
-    /// hello, so a stray client is refused before it sends 24 bytes. The
+    /// hello, so a stray client is refused before it sends 48 bytes. The
     /// version is checked before the rest: a peer of another version gets a
     /// version error even if the remaining fields changed meaning.
     pub fn decode_with(
