@@ -24,6 +24,7 @@ use crate::error::Error;
 use crate::proto::hello::{FLAG_RESUMABLE, FLAG_RESUME, HELLO_LEN, ResumeInfo};
 use crate::proto::{Connection, Hello, PROTOCOL_VERSION, Side};
 use crate::session::Session;
+use crate::transport::Addrs;
 use crate::transport::tcp::{Accepted, Listener};
 use crate::util::lock;
 use crate::{Config, Message};
@@ -379,29 +380,30 @@ async fn accept_loop(listener: Listener, shared: Weak<ExporterShared>, cfg: Conf
             let deadline = tokio::time::Instant::now() + cfg.handshake_timeout;
             match handshake.run(stream, peer_addr, &cfg).await {
                 Ok(Accepted::Tcp(mut stream)) => {
-                    let hello = peek_hello(&mut stream, &cfg, deadline).await;
+                    let (conn, token) = new_conn(&shared, &cfg, Addrs::of(&stream));
+                    let hello = greet(&conn, &mut stream, &cfg, deadline).await;
                     if hello.resume {
                         if let Some(stream) = resume(&shared, stream, &hello, None) {
                             refuse(stream, &cfg).await;
                         }
                         return;
                     }
-                    register(&shared, stream, cfg, hello, deadline, |_| {});
+                    register(&shared, conn, stream, hello, token, deadline);
                 }
                 #[cfg(feature = "tls")]
                 Ok(Accepted::Tls(mut stream, peer)) => {
-                    let hello = peek_hello(&mut stream.stream, &cfg, deadline).await;
+                    let (conn, token) = new_conn(&shared, &cfg, stream.addrs);
+                    let hello = greet(&conn, &mut stream.stream, &cfg, deadline).await;
                     if hello.resume {
                         if let Some(stream) = resume(&shared, stream, &hello, peer.as_ref()) {
                             refuse(stream.stream, &cfg).await;
                         }
                         return;
                     }
-                    register(&shared, stream, cfg, hello, deadline, |c| {
-                        if let Some(p) = peer {
-                            let _ = c.peer.set(p);
-                        }
-                    });
+                    if let Some(p) = peer {
+                        let _ = conn.peer.set(p);
+                    }
+                    register(&shared, conn, stream, hello, token, deadline);
                 }
                 Err(e) => {
                     if let Some(s) = shared.upgrade() {
@@ -418,28 +420,18 @@ async fn accept_loop(listener: Listener, shared: Weak<ExporterShared>, cfg: Conf
 /// export is there before the peer can ask for it.
 fn register<S: crate::transport::Halves>(
     shared: &Weak<ExporterShared>,
+    conn: Arc<Conn>,
     stream: S,
-    cfg: Config,
     hello: Peeked,
+    token: Option<[u8; 16]>,
     deadline: tokio::time::Instant,
-    init: impl FnOnce(&Conn),
 ) -> Option<Session> {
     let shared = shared.upgrade()?;
     if shared.shut.load(Ordering::Acquire) {
         return None;
     }
-    // A dialer that may redial gets a resumable session with a fresh
-    // secret token (without randomness, an ordinary one).
-    let token = hello.resumable.then(new_token).flatten();
-    let conn = Conn::new(
-        Side::Acceptor,
-        cfg,
-        stream.addrs(),
-        Some(shared.exports.clone()),
-        Some(shared.errors.clone()),
-        token.map_or(Resume::Off, Resume::Grant),
-    );
-    init(&conn);
+    // Only a dialer that asked for it may resume the session.
+    let token = token.filter(|_| hello.resumable);
     let session = Session::from_conn(&conn);
     let id = conn.id;
     lock(&shared.sessions).insert(
@@ -518,6 +510,49 @@ struct Peeked {
     /// The hello resumes session `info.token`.
     resume: bool,
     info: ResumeInfo,
+}
+
+/// A new accepted connection, not started yet: it offers a resumable
+/// session with a fresh secret token (without randomness, it offers
+/// none), which it returns.
+fn new_conn(
+    shared: &Weak<ExporterShared>,
+    cfg: &Config,
+    addrs: Addrs,
+) -> (Arc<Conn>, Option<[u8; 16]>) {
+    let token = new_token();
+    let shared = shared.upgrade();
+    let conn = Conn::new(
+        Side::Acceptor,
+        cfg.clone(),
+        addrs,
+        shared.as_ref().map(|s| s.exports.clone()),
+        shared.as_ref().map(|s| s.errors.clone()),
+        token.map_or(Resume::Off, Resume::Offer),
+    );
+    (conn, token)
+}
+
+/// Writes `conn`'s hello at once (as every acceptor does, before it reads
+/// the dialer's), then reads the dialer's hello ([`peek_hello`]).
+async fn greet<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
+    conn: &Conn,
+    s: &mut S,
+    cfg: &Config,
+    deadline: tokio::time::Instant,
+) -> Peeked {
+    use tokio::io::AsyncWriteExt;
+    let mut ours = bytes::BytesMut::new();
+    conn.lock()
+        .proto
+        .take_transmit(&mut ours, std::time::Instant::now());
+    // A failed write shows again, and is reported, when the session reads.
+    let _ = tokio::time::timeout_at(deadline, async {
+        s.write_all(&ours).await?;
+        s.flush().await
+    })
+    .await;
+    peek_hello(s, cfg, deadline).await
 }
 
 /// Reads until the peer's hello is whole (or turns out not to be a
@@ -628,4 +663,87 @@ async fn refuse<S: tokio::io::AsyncWrite + Unpin>(mut stream: S, cfg: &Config) {
         let _ = stream.shutdown().await;
     })
     .await;
+}
+
+#[cfg(all(test, feature = "tls"))]
+mod tls_resume_tests {
+    use super::*;
+    use crate::Reconnect;
+    use crate::tls::{ClientTls, Identity, ServerTls};
+    use crate::transport::tcp::{self, Dialed};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// A resume hello carrying a live session's token, from a client that
+    /// presents another certificate than the session's, is refused; the
+    /// session goes on.
+    #[tokio::test]
+    async fn a_resume_from_another_client_certificate_is_refused() {
+        let server_id = Identity::self_signed(&["localhost"]).expect("server identity");
+        let mine = Identity::self_signed(&["mine"]).expect("client identity");
+        let theirs = Identity::self_signed(&["theirs"]).expect("another identity");
+        let tls = ServerTls::new(server_id.clone())
+            .require_client_pinned(&[mine.fingerprint(), theirs.fingerprint()]);
+        let exp = Exporter::bind_with("127.0.0.1:0", Config::default().tls_server(tls))
+            .await
+            .expect("bind");
+        let tx = exp.export_sender::<u32>("n").expect("export");
+        let client_tls = |id: Identity| ClientTls::pinned(server_id.fingerprint()).identity(id);
+        let client = Session::connect_with(
+            exp.local_addr(),
+            Config::default()
+                .reconnect(Reconnect::default())
+                .tls_client(client_tls(mine)),
+        )
+        .await
+        .expect("connect");
+        let token = client
+            .conn()
+            .lock()
+            .proto
+            .token()
+            .expect("a resumable session");
+
+        let other = Config::default().tls_client(client_tls(theirs));
+        let Ok(Dialed::Tls(mut s, _)) = tcp::dial(exp.local_addr(), &other, &mut None).await else {
+            panic!("a TLS connection");
+        };
+        let ours = Hello {
+            version: PROTOCOL_VERSION,
+            codec: crate::proto::CodecId::Bincode,
+            max_message_len: 1 << 20,
+            max_channels: 8,
+            max_handles: 8,
+        };
+        let mut b = bytes::BytesMut::new();
+        ours.encode_with(
+            &ResumeInfo {
+                flags: FLAG_RESUME,
+                token,
+                position: 0,
+            },
+            &mut b,
+        );
+        s.stream.write_all(&b).await.expect("write");
+        let mut answer = [0u8; 2 * HELLO_LEN];
+        tokio::time::timeout(Duration::from_secs(10), s.stream.read_exact(&mut answer))
+            .await
+            .expect("an answer in time")
+            .expect("the offer and the answer");
+        // The exporter's own hello first, then its answer.
+        let mut answer = bytes::BytesMut::from(&answer[..]);
+        let _offer = Hello::decode_with(&mut answer, &ours).expect("valid");
+        let (_, info) = Hello::decode_with(&mut answer, &ours)
+            .expect("valid")
+            .expect("whole");
+        assert!(
+            info.is(crate::proto::hello::FLAG_REFUSED),
+            "refused: {info:?}"
+        );
+
+        // The genuine session did not notice.
+        let mut rx = client.import_receiver::<u32>("n", 1).await.expect("import");
+        tx.send(5).await.expect("send");
+        assert_eq!(rx.recv().await.expect("recv"), Some(5));
+        assert_eq!(client.stats().resumes, 0);
+    }
 }

@@ -72,11 +72,28 @@ fn cutter(
 }
 
 /// Values on four channels, two each way, with every connection cut
-/// every 100 ms: each value arrives exactly once and in order.
+/// every 100 ms: each value arrives exactly once and in order. A million
+/// values in all.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn values_on_four_channels_arrive_once_and_in_order_through_a_cut_every_100ms() {
-    const PER_CHANNEL: u64 = 250_000;
-    let (exp, relay) = served(Config::default()).await;
+    stream_through_cuts(Config::default(), client_cfg(), 250_000).await;
+}
+
+/// The same over TLS (fewer values: TLS costs more per byte in a debug
+/// build).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn values_over_tls_arrive_once_and_in_order_through_a_cut_every_100ms() {
+    use netchan::tls::{ClientTls, Identity, ServerTls};
+    let server = Identity::self_signed(&["localhost"]).expect("server identity");
+    let client = Identity::self_signed(&["client"]).expect("client identity");
+    let server_cfg = Config::default()
+        .tls_server(ServerTls::new(server.clone()).require_client_pinned(&[client.fingerprint()]));
+    let cfg = client_cfg().tls_client(ClientTls::pinned(server.fingerprint()).identity(client));
+    stream_through_cuts(server_cfg, cfg, 25_000).await;
+}
+
+async fn stream_through_cuts(server_cfg: Config, client_cfg: Config, per_channel: u64) {
+    let (exp, relay) = served(server_cfg).await;
     let relay = std::sync::Arc::new(relay);
     let down: Vec<_> = (0..2)
         .map(|i| {
@@ -90,7 +107,7 @@ async fn values_on_four_channels_arrive_once_and_in_order_through_a_cut_every_10
                 .expect("export")
         })
         .collect();
-    let client = Session::connect_with(relay.addr(), client_cfg())
+    let client = Session::connect_with(relay.addr(), client_cfg)
         .await
         .expect("connect");
     let mut events = client.events();
@@ -101,12 +118,12 @@ async fn values_on_four_channels_arrive_once_and_in_order_through_a_cut_every_10
             .await
             .expect("import");
         tasks.push(tokio::spawn(async move {
-            for n in 0..PER_CHANNEL {
+            for n in 0..per_channel {
                 tx.send((n, vec![n as u8; 100])).await.expect("send down");
             }
         }));
         tasks.push(tokio::spawn(async move {
-            for n in 0..PER_CHANNEL {
+            for n in 0..per_channel {
                 let (got, body) = rx.recv().await.expect("recv down").expect("a value");
                 assert_eq!(got, n, "down{i}: values in order, none lost, none twice");
                 assert_eq!(body, vec![n as u8; 100]);
@@ -119,12 +136,12 @@ async fn values_on_four_channels_arrive_once_and_in_order_through_a_cut_every_10
             .await
             .expect("import");
         tasks.push(tokio::spawn(async move {
-            for n in 0..PER_CHANNEL {
+            for n in 0..per_channel {
                 tx.send((n, vec![n as u8; 100])).await.expect("send up");
             }
         }));
         tasks.push(tokio::spawn(async move {
-            for n in 0..PER_CHANNEL {
+            for n in 0..per_channel {
                 let (got, body) = rx.recv().await.expect("recv up").expect("a value");
                 assert_eq!(got, n, "up{i}: values in order, none lost, none twice");
                 assert_eq!(body, vec![n as u8; 100]);
@@ -156,7 +173,7 @@ async fn values_on_four_channels_arrive_once_and_in_order_through_a_cut_every_10
     let stats = client.stats();
     eprintln!(
         "{} values through {cuts} cuts, {} resumes, at most {most_held} replay bytes held",
-        4 * PER_CHANNEL,
+        4 * per_channel,
         stats.resumes
     );
     assert!(cuts >= 3, "the stream outlived several cuts ({cuts})");
@@ -287,7 +304,7 @@ async fn a_session_not_resumed_within_the_grace_period_is_lost_with_its_values_g
 /// with a refusal hello, and the exporter goes on serving.
 #[tokio::test]
 async fn a_resume_with_a_wrong_token_is_refused() {
-    use netchan::proto::hello::{FLAG_REFUSED, FLAG_RESUME, HELLO_LEN, ResumeInfo};
+    use netchan::proto::hello::{FLAG_REFUSED, FLAG_RESUMABLE, FLAG_RESUME, HELLO_LEN, ResumeInfo};
     use netchan::proto::{CodecId, Hello, PROTOCOL_VERSION};
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -312,15 +329,21 @@ async fn a_resume_with_a_wrong_token_is_refused() {
         &mut b,
     );
     s.write_all(&b).await.expect("write hello");
-    let mut answer = vec![0u8; HELLO_LEN];
+    let mut answer = vec![0u8; 2 * HELLO_LEN];
     within(
         "the refusal",
         Duration::from_secs(10),
         s.read_exact(&mut answer),
     )
     .await
-    .expect("a hello back");
+    .expect("two hellos back");
     let mut answer = bytes::BytesMut::from(&answer[..]);
+    // The exporter's hello, sent at once on every connection, offers a
+    // session of its own; its answer to the resume follows.
+    let (_, offer) = Hello::decode_with(&mut answer, &hello)
+        .expect("a valid hello")
+        .expect("whole");
+    assert!(offer.is(FLAG_RESUMABLE), "an offer: {offer:?}");
     let (_, info) = Hello::decode_with(&mut answer, &hello)
         .expect("a valid hello")
         .expect("whole");

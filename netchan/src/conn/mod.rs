@@ -171,8 +171,9 @@ pub(crate) enum Resume {
     Off,
     /// Dialer: ask the acceptor for a resumable session.
     Ask,
-    /// Acceptor: the dialer asked; this is the session's secret token.
-    Grant([u8; 16]),
+    /// Acceptor: offer a resumable session with this secret token (it is
+    /// resumable if the dialer's hello asks for it).
+    Offer([u8; 16]),
 }
 
 impl fmt::Debug for Conn {
@@ -285,7 +286,7 @@ impl Conn {
         let proto = match resume {
             Resume::Off => Connection::new(side, limits, codec, now),
             Resume::Ask => Connection::dial_resumable(limits, codec, now),
-            Resume::Grant(token) => Connection::accept_resumable(limits, codec, now, token),
+            Resume::Offer(token) => Connection::accept_resumable(limits, codec, now, token),
         };
         Arc::new(Conn {
             inner: Mutex::new(Inner {

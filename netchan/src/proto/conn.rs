@@ -161,8 +161,8 @@ pub enum Event {
 ///
 /// ```text
 /// Off                       (not resumable: a broken link ends the connection)
-/// Asked ──acceptor hello without token──► Off
-///   └────acceptor hello with token──────► On(Up)
+/// Pending ──peer hello without RESUMABLE──► Off
+///   └──────peer hello with RESUMABLE──────► On(Up)
 ///
 /// On: Up ──suspend──► Down ──begin_resume (dialer)──► Resuming ──peer resume hello──► Up
 ///                       └────accept_resume (acceptor)────────────────────────────────► Up
@@ -172,9 +172,10 @@ pub enum Event {
 #[derive(Debug)]
 enum Resume {
     Off,
-    /// The dialer asked for a resumable session; the acceptor's hello
-    /// decides. What is sent meanwhile is logged already.
-    Asked(Box<Resumable>),
+    /// This side offered (acceptor, with its token) or asked for (dialer)
+    /// a resumable session; the peer's hello decides. What is sent
+    /// meanwhile is logged already.
+    Pending(Box<Resumable>),
     On(Box<Resumable>),
 }
 
@@ -205,6 +206,9 @@ struct Resumable {
     /// Written first at the next transmit and not logged: a resume hello,
     /// then the replay.
     prefix: Vec<Bytes>,
+    /// Dialer, resuming: the acceptor's first hello (its offer, sent
+    /// before it read ours) was read; its answer comes next.
+    offer_seen: bool,
 }
 
 /// The connection's receive-side state.
@@ -358,12 +362,13 @@ impl Connection {
             flags: FLAG_RESUMABLE,
             ..ResumeInfo::default()
         };
-        let r = Resume::Asked(Box::new(Resumable::new([0; 16])));
+        let r = Resume::Pending(Box::new(Resumable::new([0; 16])));
         Connection::with_resume(Side::Dialer, limits, codec, now, r, info)
     }
 
-    /// An acceptor whose dialer asked for a resumable session: `token` is
-    /// the session's secret, given to the dialer in this side's hello.
+    /// An acceptor that offers a resumable session: `token` is the
+    /// session's secret, given to the dialer in this side's hello. The
+    /// session is resumable if the dialer's hello asks for it.
     pub fn accept_resumable(
         limits: Limits,
         codec: CodecId,
@@ -375,7 +380,7 @@ impl Connection {
             token,
             position: 0,
         };
-        let r = Resume::On(Box::new(Resumable::new(token)));
+        let r = Resume::Pending(Box::new(Resumable::new(token)));
         Connection::with_resume(Side::Acceptor, limits, codec, now, r, info)
     }
 
@@ -513,6 +518,7 @@ impl Connection {
         );
         r.prefix = vec![hello.freeze()];
         r.link = LinkState::Resuming;
+        r.offer_seen = false;
         self.last_rx = now;
         self.last_tx = now;
         true
@@ -576,6 +582,12 @@ impl Connection {
         let Resume::On(r) = &mut self.resume else {
             return Err(ProtoError::ResumeRefused);
         };
+        if !info.is(FLAG_REFUSED) && !info.is(FLAG_RESUME) && !r.offer_seen {
+            // The acceptor's hello, sent at once as on any connection,
+            // before it read ours; its answer follows.
+            r.offer_seen = true;
+            return self.poll_resume_hello(buf);
+        }
         if info.is(FLAG_REFUSED) || !info.is(FLAG_RESUME) || info.token != r.token {
             return Err(ProtoError::ResumeRefused);
         }
@@ -705,10 +717,12 @@ impl Connection {
                         // it names a session this side cannot know.
                         return Err(self.fail(ProtoError::ResumeRefused));
                     }
-                    if matches!(self.resume, Resume::Asked(_)) {
+                    if matches!(self.resume, Resume::Pending(_)) {
                         let asked = std::mem::replace(&mut self.resume, Resume::Off);
-                        if let (Resume::Asked(mut r), true) = (asked, info.is(FLAG_RESUMABLE)) {
-                            r.token = info.token;
+                        if let (Resume::Pending(mut r), true) = (asked, info.is(FLAG_RESUMABLE)) {
+                            if self.side == Side::Dialer {
+                                r.token = info.token;
+                            }
                             self.resume = Resume::On(r);
                         }
                     }
@@ -754,7 +768,7 @@ impl Connection {
                                 what: "ACK on a session that is not resumable",
                             }));
                         }
-                        (Resume::On(r) | Resume::Asked(r), _) => r.rx += n,
+                        (Resume::On(r) | Resume::Pending(r), _) => r.rx += n,
                         _ => {}
                     }
                     f
@@ -1638,7 +1652,7 @@ impl Connection {
             dst.push(self.out.split().freeze());
             self.reserve_out();
         }
-        if let Resume::On(r) | Resume::Asked(r) = &mut self.resume {
+        if let Resume::On(r) | Resume::Pending(r) = &mut self.resume {
             for s in &dst[logged_from..] {
                 let mut s = s.clone();
                 // Our first hello leads the first transmit; it is not part
@@ -1825,6 +1839,7 @@ impl Resumable {
             ack_since: None,
             link: LinkState::Up,
             prefix: Vec::new(),
+            offer_seen: false,
         }
     }
 }

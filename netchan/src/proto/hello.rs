@@ -11,10 +11,11 @@
 //!
 //! The last two fields and the flags are the session's resume part
 //! ([`ResumeInfo`]): a dialer that may redial asks for a resumable session
-//! ([`FLAG_RESUMABLE`]) and the acceptor answers with the session's secret
-//! token; a dialer that redials presents the token with how much of the
-//! acceptor's frame stream it received ([`FLAG_RESUME`]), and the acceptor
-//! answers with its own position, or refuses ([`FLAG_REFUSED`]).
+//! ([`FLAG_RESUMABLE`]) and an acceptor that keeps sessions offers one with
+//! its secret token; a dialer that redials presents the token with how much
+//! of the acceptor's frame stream it received ([`FLAG_RESUME`]), and the
+//! acceptor, after its usual hello, answers with a second one: its own
+//! position, or a refusal ([`FLAG_REFUSED`]).
 //!
 //! The magic comes first so that a peer speaking TLS, HTTP or anything else
 //! is told apart from its first byte, before any length is trusted.
@@ -32,8 +33,8 @@ pub const PROTOCOL_VERSION: u16 = 4;
 pub const HELLO_LEN: usize = 48;
 
 /// Hello flag: the dialer asks for a resumable session (it may redial);
-/// in the acceptor's answer, the session is resumable and `token` is its
-/// secret.
+/// in the acceptor's hello, it offers one and `token` is its secret. The
+/// session is resumable when both hellos carry the flag.
 pub const FLAG_RESUMABLE: u8 = 0b0000_0001;
 /// Hello flag: the dialer resumes the session `token`, having received
 /// `position` bytes of the acceptor's frame stream; in the acceptor's
