@@ -19,9 +19,11 @@
 #![warn(missing_docs)]
 
 pub mod file_share;
+mod relay;
 mod temp;
 mod tls;
 
+pub use relay::Relay;
 pub use temp::TempDir;
 pub use tls::{ClientTlsArgs, ServerTlsArgs, self_signed_names};
 

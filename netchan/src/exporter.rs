@@ -381,29 +381,38 @@ async fn accept_loop(listener: Listener, shared: Weak<ExporterShared>, cfg: Conf
             match handshake.run(stream, peer_addr, &cfg).await {
                 Ok(Accepted::Tcp(mut stream)) => {
                     let (conn, token) = new_conn(&shared, &cfg, Addrs::of(&stream));
+                    if admit(&shared, &conn).is_none() {
+                        return;
+                    }
                     let hello = greet(&conn, &mut stream, &cfg, deadline).await;
                     if hello.resume {
+                        // Not a new session after all.
+                        crate::conn::driver::discard(&conn);
                         if let Some(stream) = resume(&shared, stream, &hello, None) {
                             refuse(stream, &cfg).await;
                         }
                         return;
                     }
-                    register(&shared, conn, stream, hello, token, deadline);
+                    start(&shared, conn, stream, hello, token, deadline);
                 }
                 #[cfg(feature = "tls")]
                 Ok(Accepted::Tls(mut stream, peer)) => {
                     let (conn, token) = new_conn(&shared, &cfg, stream.addrs);
+                    if let Some(p) = peer.clone() {
+                        let _ = conn.peer.set(p);
+                    }
+                    if admit(&shared, &conn).is_none() {
+                        return;
+                    }
                     let hello = greet(&conn, &mut stream.stream, &cfg, deadline).await;
                     if hello.resume {
+                        crate::conn::driver::discard(&conn);
                         if let Some(stream) = resume(&shared, stream, &hello, peer.as_ref()) {
                             refuse(stream.stream, &cfg).await;
                         }
                         return;
                     }
-                    if let Some(p) = peer {
-                        let _ = conn.peer.set(p);
-                    }
-                    register(&shared, conn, stream, hello, token, deadline);
+                    start(&shared, conn, stream, hello, token, deadline);
                 }
                 Err(e) => {
                     if let Some(s) = shared.upgrade() {
@@ -415,54 +424,58 @@ async fn accept_loop(listener: Listener, shared: Weak<ExporterShared>, cfg: Conf
     }
 }
 
-/// Starts a session on an accepted stream and tracks it until it ends.
-/// The session-start hooks run before its driver starts, so what they
-/// export is there before the peer can ask for it.
-fn register<S: crate::transport::Halves>(
+/// Tracks a new session until it ends and runs the session-start hooks
+/// on it, before its hello goes out (so before its peer's `connect`
+/// returns): what they export is there before the peer can ask for it.
+/// `None` if the exporter is gone or shutting down.
+fn admit(shared: &Weak<ExporterShared>, conn: &Arc<Conn>) -> Option<()> {
+    let shared = shared.upgrade()?;
+    if shared.shut.load(Ordering::Acquire) {
+        return None;
+    }
+    let session = Session::from_conn(conn);
+    let id = conn.id;
+    lock(&shared.sessions).insert(
+        id,
+        Live {
+            session,
+            hooks_run: 0,
+            kept: Vec::new(),
+        },
+    );
+    shared.run_hooks(id);
+    let weak = Arc::downgrade(&shared);
+    let conn = conn.clone();
+    tokio::spawn(async move {
+        conn.wait_driver_done().await;
+        if let Some(s) = weak.upgrade() {
+            lock(&s.tokens).retain(|_, session| *session != id);
+            // What hooks kept for it drops here, outside the lock.
+            let ended = lock(&s.sessions).remove(&id);
+            drop(ended);
+        }
+    });
+    Some(())
+}
+
+/// Starts an admitted session on its stream, whose first bytes (the
+/// peer's hello) `hello` holds. A dialer that asked for it may resume the
+/// session later with `token`.
+fn start<S: crate::transport::Halves>(
     shared: &Weak<ExporterShared>,
     conn: Arc<Conn>,
     stream: S,
     hello: Peeked,
     token: Option<[u8; 16]>,
     deadline: tokio::time::Instant,
-) -> Option<Session> {
-    let shared = shared.upgrade()?;
-    if shared.shut.load(Ordering::Acquire) {
-        return None;
+) {
+    if let (Some(t), true, Some(s)) = (token, hello.resumable, shared.upgrade()) {
+        lock(&s.tokens).insert(t, conn.id);
     }
-    // Only a dialer that asked for it may resume the session.
-    let token = token.filter(|_| hello.resumable);
-    let session = Session::from_conn(&conn);
-    let id = conn.id;
-    lock(&shared.sessions).insert(
-        id,
-        Live {
-            session: session.clone(),
-            hooks_run: 0,
-            kept: Vec::new(),
-        },
-    );
-    if let Some(t) = token {
-        lock(&shared.tokens).insert(t, id);
-    }
-    shared.run_hooks(id);
     #[cfg(feature = "metrics")]
     crate::metrics::spawn_publisher(&conn);
     let epoch = conn.lock().link_epoch;
-    crate::conn::driver::spawn_link(conn.clone(), stream, epoch, hello.bytes, Some(deadline));
-    let weak = Arc::downgrade(&shared);
-    tokio::spawn(async move {
-        conn.wait_driver_done().await;
-        if let Some(s) = weak.upgrade() {
-            if let Some(t) = token {
-                lock(&s.tokens).remove(&t);
-            }
-            // What hooks kept for it drops here, outside the lock.
-            let ended = lock(&s.sessions).remove(&id);
-            drop(ended);
-        }
-    });
-    Some(session)
+    crate::conn::driver::spawn_link(conn, stream, epoch, hello.bytes, Some(deadline));
 }
 
 /// The stats of an exporter's sessions (see [`Exporter::stats`]), with

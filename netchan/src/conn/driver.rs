@@ -209,6 +209,18 @@ pub(crate) fn finish_conn(conn: &Arc<Conn>) {
     conn.changed.notify_waiters();
 }
 
+/// A connection that never started (an exporter found it resumes another
+/// session): ends it without a word, so that whatever its session-start
+/// hooks made for it lets go.
+pub(crate) fn discard(conn: &Arc<Conn>) {
+    let mut garbage = Vec::new();
+    conn.end(&mut conn.lock(), Error::Closed, &mut garbage);
+    drop(garbage);
+    conn.driver_ended.store(true, Ordering::Release);
+    conn.driver_done.notify_waiters();
+    conn.errors.end();
+}
+
 /// Ends the connection with `e` (logged) and queues a goodbye naming it.
 pub(crate) fn fail(conn: &Arc<Conn>, e: Error) {
     let mut garbage = Vec::new();
