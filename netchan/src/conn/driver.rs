@@ -66,9 +66,19 @@ pub(crate) fn spawn_link<T: crate::transport::Halves>(
     deadline: Option<tokio::time::Instant>,
 ) {
     let (rd, wr) = stream.halves();
+    let dead = conn.dead.child_token();
+    {
+        let mut inner = conn.lock();
+        if inner.link_epoch == epoch {
+            if let Some(old) = inner.link_dead.replace(dead.clone()) {
+                // The link this one replaces stops now.
+                old.cancel();
+            }
+        }
+    }
     let link = Arc::new(LinkCtl {
         epoch,
-        dead: conn.dead.child_token(),
+        dead,
         left: AtomicUsize::new(2),
         suspended: AtomicBool::new(false),
         deadline: deadline

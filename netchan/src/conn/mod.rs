@@ -76,6 +76,9 @@ pub(crate) struct Inner {
     /// The current link (`driver::LinkCtl`): bumped by each resume, so a
     /// link given up can tell it no longer speaks for the connection.
     pub(crate) link_epoch: u64,
+    /// Cancels the current link's tasks (a resume gives the old link up at
+    /// once, even if its stream still looks open).
+    pub(crate) link_dead: Option<tokio_util::sync::CancellationToken>,
     /// Times the session resumed.
     pub(crate) resumes: u64,
 }
@@ -297,6 +300,7 @@ impl Conn {
                 status: Status::Handshaking,
                 lost_unconfirmed: 0,
                 link_epoch: 1,
+                link_dead: None,
                 resumes: 0,
             }),
             deferred: Mutex::new(Deferred::default()),
