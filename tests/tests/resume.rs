@@ -572,3 +572,81 @@ async fn calls_pipes_and_carried_channels_carry_on_through_cuts() {
     assert!(resumes >= 3, "{resumes} resumes in {cuts} cuts");
     client.close().await;
 }
+
+/// Captures the text of every `tracing` event with its level.
+#[derive(Clone, Default)]
+struct Capture(std::sync::Arc<std::sync::Mutex<Vec<(tracing::Level, String)>>>);
+
+impl Capture {
+    fn has(&self, level: tracing::Level, what: &[&str]) -> bool {
+        let logged = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        logged
+            .iter()
+            .any(|(l, t)| *l == level && what.iter().all(|w| t.contains(w)))
+    }
+}
+
+struct Fields<'a>(&'a mut String);
+
+impl tracing::field::Visit for Fields<'_> {
+    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+        self.0.push_str(&format!("{}={:?} ", field.name(), value));
+    }
+}
+
+impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Capture {
+    fn on_event(&self, event: &tracing::Event<'_>, _: tracing_subscriber::layer::Context<'_, S>) {
+        let mut text = String::new();
+        event.record(&mut Fields(&mut text));
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push((*event.metadata().level(), text));
+    }
+}
+
+/// A break, each redial and the resume are logged: the break at `warn`
+/// with its reason, each attempt and the resume at `info`.
+// A current-thread runtime: every task runs under the subscriber set here.
+#[tokio::test]
+async fn a_break_each_attempt_and_the_resume_are_logged() {
+    use tracing_subscriber::layer::SubscriberExt;
+    let capture = Capture::default();
+    let _guard =
+        tracing::subscriber::set_default(tracing_subscriber::registry().with(capture.clone()));
+    let (exp, relay) = served(Config::default()).await;
+    let tx = exp.export_sender::<u32>("n").expect("export");
+    let client = Session::connect_with(relay.addr(), client_cfg())
+        .await
+        .expect("connect");
+    let mut events = client.events();
+    let mut rx = client.import_receiver::<u32>("n", 4).await.expect("import");
+    relay.cut();
+    within("the resume", Duration::from_secs(20), async {
+        while let Some(ev) = events.next().await {
+            if matches!(ev, SessionEvent::Resumed) {
+                return;
+            }
+        }
+        panic!("the events ended without Resumed");
+    })
+    .await;
+    tx.send(9).await.expect("send after the resume");
+    assert_eq!(rx.recv().await.expect("recv"), Some(9));
+    assert!(
+        capture.has(tracing::Level::WARN, &["connection broken", "reason="]),
+        "the break at warn"
+    );
+    assert!(
+        capture.has(tracing::Level::INFO, &["reconnecting", "attempt=1"]),
+        "the first attempt at info"
+    );
+    assert!(
+        capture.has(tracing::Level::INFO, &["session resumed", "side=Dialer"]),
+        "the resume at info"
+    );
+    assert!(
+        capture.has(tracing::Level::INFO, &["session resumed", "side=Acceptor"]),
+        "the resume at info on the accepting side too"
+    );
+}

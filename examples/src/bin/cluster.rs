@@ -233,6 +233,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
     tokio::pin!(drain_end);
     let mut last = (0u64, 0u64);
     let mut last_channels = HashMap::new();
+    // Resumes per session (keyed by its first peer address), as last seen.
+    let mut resumes_seen = HashMap::new();
     let mut last_result = start;
     loop {
         if total_sent.is_some_and(|sent| check.received >= sent) {
@@ -258,7 +260,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
                     thousands(now.1 - last.1),
                 );
                 last = now;
-                channel_lines(&exporter.stats(), &mut last_channels);
+                let now_stats = exporter.stats();
+                count_resumes(&now_stats, &mut resumes_seen);
+                channel_lines(&now_stats, &mut last_channels);
             }
             _ = &mut stop_at, if !stopped => {
                 stopped = true;
@@ -279,7 +283,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
     if let Some(c) = &cutter {
         c.abort();
     }
-    let resumes: u64 = exporter.stats().sessions.iter().map(|s| s.resumes).sum();
+    count_resumes(&exporter.stats(), &mut resumes_seen);
+    let resumes: u64 = resumes_seen.values().sum();
 
     // Every client ended its share when the sender closed; now the server.
     drop(from_clients);
@@ -339,6 +344,15 @@ async fn run(args: Args) -> anyhow::Result<()> {
     }
     println!("ok: every task came back exactly once");
     Ok(())
+}
+
+/// Records each session's resume count (sessions that already ended keep
+/// their last count).
+fn count_resumes(stats: &ExporterStats, seen: &mut HashMap<Option<std::net::SocketAddr>, u64>) {
+    for s in &stats.sessions {
+        let n = seen.entry(s.peer_addr).or_insert(0);
+        *n = (*n).max(s.resumes);
+    }
 }
 
 /// Counters shared between the sending task and the progress lines.
