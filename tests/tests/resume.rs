@@ -650,3 +650,99 @@ async fn a_break_each_attempt_and_the_resume_are_logged() {
         "the resume at info on the accepting side too"
     );
 }
+
+/// An exporter's work sharing keeps the values it gave an importer whose
+/// connection broke for that importer: they arrive after the resume, the
+/// other importer never gets them, and every value arrives exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn values_given_to_a_suspended_importer_wait_for_it_and_arrive_once() {
+    const N: u64 = 4_000;
+    let (exp, relay) = served(Config::default()).await;
+    let jobs = exp.export_sender::<u64>("jobs").expect("export");
+    let a = Session::connect_with(relay.addr(), client_cfg())
+        .await
+        .expect("connect a");
+    let b = Session::connect(exp.local_addr()).await.expect("connect b");
+    let mut ra = a.import_receiver::<u64>("jobs", 8).await.expect("import a");
+    let mut rb = b.import_receiver::<u64>("jobs", 8).await.expect("import b");
+    let sending = tokio::spawn(async move {
+        for i in 0..N {
+            jobs.send(i).await.expect("send job");
+        }
+    });
+    let got_b = tokio::spawn(async move {
+        let mut got = Vec::new();
+        while let Ok(Some(v)) = rb.recv().await {
+            got.push(v);
+        }
+        got
+    });
+    let mut got_a = Vec::new();
+    within("the jobs", Duration::from_secs(60), async {
+        // A takes a few, then its connection breaks and stays down a while
+        // (the exporter keeps what it gave A), then A resumes.
+        for _ in 0..50 {
+            got_a.push(ra.recv().await.expect("recv a").expect("a job"));
+        }
+        relay.block(true);
+        relay.cut();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        relay.block(false);
+        sending.await.expect("sender");
+        exp.hangup("jobs").expect("hangup");
+        while let Some(v) = ra.recv().await.expect("recv a") {
+            got_a.push(v);
+        }
+    })
+    .await;
+    let got_b = within("b's jobs", Duration::from_secs(30), got_b)
+        .await
+        .expect("b");
+    assert!(got_a.windows(2).all(|w| w[0] < w[1]), "a: in order, once");
+    assert!(got_b.windows(2).all(|w| w[0] < w[1]), "b: in order, once");
+    let mut all: Vec<u64> = got_a.iter().chain(&got_b).copied().collect();
+    all.sort_unstable();
+    assert_eq!(all, (0..N).collect::<Vec<_>>(), "every job exactly once");
+    assert!(a.stats().resumes >= 1, "a resumed");
+}
+
+/// A rendezvous (capacity 0) channel through cuts: every send completes,
+/// only once its value was taken, and every value arrives once in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rendezvous_channel_carries_on_through_cuts() {
+    const N: u64 = 300;
+    let (exp, relay) = served(Config::default()).await;
+    let relay = std::sync::Arc::new(relay);
+    let tx = exp.export_sender::<u64>("meet").expect("export");
+    let client = Session::connect_with(relay.addr(), client_cfg())
+        .await
+        .expect("connect");
+    let mut rx = client
+        .import_receiver::<u64>("meet", 0)
+        .await
+        .expect("import");
+    let taken = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let t2 = taken.clone();
+    let receiving = tokio::spawn(async move {
+        for i in 0..N {
+            assert_eq!(rx.recv().await.expect("recv"), Some(i), "once, in order");
+            t2.store(i + 1, std::sync::atomic::Ordering::SeqCst);
+        }
+    });
+    let (stop, cuts) = cutter(relay.clone(), Duration::from_millis(25));
+    within("every rendezvous", Duration::from_secs(60), async {
+        for i in 0..N {
+            tx.send(i).await.expect("send");
+            // Capacity 0: a send completes on its take, so when send i
+            // completes every earlier value was taken (the counter lags
+            // the take of value i itself by a task switch).
+            let t = taken.load(std::sync::atomic::Ordering::SeqCst);
+            assert!(t >= i, "send {i} completed with only {t} values taken");
+        }
+        receiving.await.expect("receiver");
+    })
+    .await;
+    let _ = stop.send(());
+    let cuts = cuts.await.expect("cutter");
+    assert!(cuts >= 1, "at least one cut during the exchange");
+}
