@@ -108,7 +108,11 @@ pub(crate) fn run_timed(c: Contender, w: Workload, seconds: f64, warmup: f64, fl
             metrics.insert("p999".into(), quantile_us(&samples, 0.999));
             progress = !samples.is_empty();
         }
-        Workload::Calls64 | Workload::Calls8x8 | Workload::OneWay32 | Workload::Rendezvous => {
+        Workload::Calls64
+        | Workload::Calls8x8
+        | Workload::OneWay32
+        | Workload::OneWayCuts
+        | Workload::Rendezvous => {
             metrics.insert("rate".into(), events as f64 / dt);
             progress = events > 0;
         }

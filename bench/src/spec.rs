@@ -127,6 +127,12 @@ const ONEWAY: &[Metric] = &[m(
     PerSec,
     Higher,
 )];
+const ONEWAY_CUTS: &[Metric] = &[m(
+    "rate",
+    "one-way 32-byte messages, a cut every 100 ms",
+    PerSec,
+    Higher,
+)];
 const BULK: &[Metric] = &[m("mbps", "1 MiB messages one way, channel", MBps, Higher)];
 const PIPE: &[Metric] = &[m("mbps", "1 MiB writes one way, Pipe", MBps, Higher)];
 const ECHO: &[Metric] = &[m(
@@ -185,6 +191,7 @@ pub(crate) enum NotApplicable {
     NoRendezvous,
     TlsRowsRawOnly,
     RawNoChannels,
+    NoResume,
 }
 
 impl NotApplicable {
@@ -200,6 +207,9 @@ impl NotApplicable {
                 "TLS rows compare netchan over TLS 1.3 with raw TLS 1.3 (the raw baseline's frames over tokio-rustls, ring) only"
             }
             NotApplicable::RawNoChannels => "raw TCP has no channels to open",
+            NotApplicable::NoResume => {
+                "only netchan resumes a session through a cut (Config::reconnect); a cut ends the others' connections"
+            }
         }
     }
 }
@@ -211,6 +221,7 @@ pub(crate) enum Workload {
     Calls64,
     Calls8x8,
     OneWay32,
+    OneWayCuts,
     Bulk,
     Pipe,
     Echo,
@@ -239,15 +250,18 @@ pub(crate) const IN_FLIGHT_8: usize = 8;
 pub(crate) const ONEWAY_CAPACITY: usize = 1024;
 /// Receive capacity of the 1 MiB channels.
 pub(crate) const BULK_CAPACITY: usize = 8;
+/// How often `oneway-32B-cuts` cuts the connection.
+pub(crate) const CUT_EVERY_MS: u64 = 100;
 /// Interval between two small messages in the head-of-line workload.
 pub(crate) const HOL_INTERVAL_US: u64 = 1000;
 
 impl Workload {
-    pub(crate) const ALL: [Workload; 15] = [
+    pub(crate) const ALL: [Workload; 16] = [
         Workload::SeqCall,
         Workload::Calls64,
         Workload::Calls8x8,
         Workload::OneWay32,
+        Workload::OneWayCuts,
         Workload::Bulk,
         Workload::Pipe,
         Workload::Echo,
@@ -267,6 +281,7 @@ impl Workload {
             Workload::Calls64 => "calls-64",
             Workload::Calls8x8 => "calls-8x8",
             Workload::OneWay32 => "oneway-32B",
+            Workload::OneWayCuts => "oneway-32B-cuts",
             Workload::Bulk => "bulk-1MiB-channel",
             Workload::Pipe => "bulk-1MiB-pipe",
             Workload::Echo => "echo-1MiB-call",
@@ -316,6 +331,7 @@ impl Workload {
             Workload::Calls64 => CALLS_64,
             Workload::Calls8x8 => CALLS_8X8,
             Workload::OneWay32 => ONEWAY,
+            Workload::OneWayCuts => ONEWAY_CUTS,
             Workload::Bulk => BULK,
             Workload::Pipe => PIPE,
             Workload::Echo => ECHO,
@@ -337,6 +353,7 @@ impl Workload {
         use Workload::*;
         match (self, c) {
             (_, Netchan) => Ok(()),
+            (OneWayCuts, _) => Err(NoResume),
             (IdleChan, Raw) => Err(RawNoChannels),
             (_, Raw) => Ok(()),
             (TlsSeqCall | TlsBulk | TlsPipe | TlsEcho, Tarpc | Remoc) => Err(TlsRowsRawOnly),
@@ -373,7 +390,7 @@ impl Workload {
                 "raw: no multiplexing, so small and 16 MiB messages use two separate connections, and the 16 MiB side reads and writes 64 KiB at a time with a yield after each (the ideal a multiplexer approaches)",
             ),
             Workload::IdleConn => Some("raw: one tokio task per connection awaiting a read"),
-            Workload::IdleChan => None,
+            Workload::IdleChan | Workload::OneWayCuts => None,
         }
     }
 }
