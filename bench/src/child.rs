@@ -1,7 +1,7 @@
 //! Child processes: one timed (contender, workload) pair, or one side of
 //! an idle-memory measurement. A child prints one line starting with
 //! [`RESULT_TAG`] and a JSON [`ChildResult`] on stdout, then exits; its
-//! server and client each run on their own one-worker runtime and thread.
+//! server and client run in the runtime shape given by `--flavor`.
 
 use std::collections::BTreeMap;
 use std::io::BufRead;
@@ -11,7 +11,10 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 
 use crate::contenders::{self, Env};
-use crate::harness::{Ctl, Flavor, ProcStats, quantile_us, raise_nofile, spawn_side};
+use crate::harness::{
+    Ctl, Flavor, ProcStats, process_cpu_s, quantile_us, raise_nofile, sleep_sampling_threads,
+    spawn_side, threads_now,
+};
 use crate::spec::{Contender, Workload};
 
 pub(crate) const RESULT_TAG: &str = "BENCH-RESULT ";
@@ -79,18 +82,20 @@ pub(crate) fn run_timed(c: Contender, w: Workload, seconds: f64, warmup: f64, fl
             }),
         );
     }
-    std::thread::sleep(Duration::from_secs_f64(warmup));
+    let peak_warm = sleep_sampling_threads(Duration::from_secs_f64(warmup));
     ctl.start_measuring();
+    let cpu0 = process_cpu_s();
     let (c0, b0) = (
         ctl.count.load(Ordering::Relaxed),
         ctl.bytes.load(Ordering::Relaxed),
     );
     let t0 = Instant::now();
-    std::thread::sleep(Duration::from_secs_f64(seconds));
+    let peak_window = sleep_sampling_threads(Duration::from_secs_f64(seconds));
     let (c1, b1) = (
         ctl.count.load(Ordering::Relaxed),
         ctl.bytes.load(Ordering::Relaxed),
     );
+    let cpu1 = process_cpu_s();
     let dt = t0.elapsed().as_secs_f64();
     ctl.stop();
     // Lets a sample being recorded land.
@@ -111,12 +116,16 @@ pub(crate) fn run_timed(c: Contender, w: Workload, seconds: f64, warmup: f64, fl
         Workload::Calls64
         | Workload::Calls8x8
         | Workload::OneWay32
-        | Workload::OneWayCuts
+        | Workload::OneWaySink
         | Workload::Rendezvous => {
             metrics.insert("rate".into(), events as f64 / dt);
             progress = events > 0;
         }
-        Workload::Bulk | Workload::Pipe | Workload::Echo => {
+        Workload::Bulk
+        | Workload::BulkVec
+        | Workload::Pipe
+        | Workload::Echo
+        | Workload::EchoVec => {
             metrics.insert("mbps".into(), bytes as f64 / dt / 1e6);
             progress = bytes > 0;
         }
@@ -128,6 +137,18 @@ pub(crate) fn run_timed(c: Contender, w: Workload, seconds: f64, warmup: f64, fl
         }
         _ => {}
     }
+    // CPU of the whole process (both sides, every thread) inside the
+    // window only, divided by the operations the window counted.
+    let ops = w.ops_in_window(events, bytes, samples.len() as u64);
+    if let Some(ops) = ops
+        && ops > 0.0
+    {
+        metrics.insert("cpu_op".into(), (cpu1 - cpu0) * 1e6 / ops);
+    }
+    metrics.insert(
+        "threads".into(),
+        peak_warm.max(peak_window).max(threads_now()) as f64,
+    );
     let mut error = ctl.error();
     if error.is_none() && !progress {
         error = Some(format!(

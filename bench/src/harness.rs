@@ -184,32 +184,81 @@ fn panic_message() -> Option<String> {
     PANIC.get().cloned()
 }
 
-/// The runtime shape of each side.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+/// The runtime shape of a child process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, clap::ValueEnum)]
 pub(crate) enum Flavor {
-    /// `current_thread`: everything of one side on its own thread.
+    /// Each side on its own `current_thread` runtime in its own thread.
     Current,
-    /// `multi_thread` with one worker; the side's future runs as a task
-    /// on that worker.
+    /// Each side on its own `multi_thread` runtime with one worker; the
+    /// side's future runs as a task on that worker.
     Multi,
+    /// Both sides as tasks of ONE `multi_thread` runtime with two workers
+    /// (what `#[tokio::main]` gives on a two-core machine).
+    Shared,
 }
 
-/// Runs `fut` on a new one-worker runtime in a new OS thread.
-pub(crate) fn spawn_side<F>(name: &str, flavor: Flavor, fut: F) -> std::thread::JoinHandle<()>
+impl Flavor {
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Flavor::Current => "current",
+            Flavor::Multi => "multi",
+            Flavor::Shared => "shared",
+        }
+    }
+
+    /// What the shape is, for the report.
+    pub(crate) fn describe(self) -> &'static str {
+        match self {
+            Flavor::Current => {
+                "server and client each on its own one-worker `current_thread` runtime in its own thread"
+            }
+            Flavor::Multi => {
+                "server and client each on its own `multi_thread` runtime with one worker"
+            }
+            Flavor::Shared => {
+                "server and client as tasks of one `multi_thread` runtime with two workers (what `#[tokio::main]` gives on two cores)"
+            }
+        }
+    }
+}
+
+/// Worker threads of the shared runtime ([`Flavor::Shared`]).
+pub(crate) const SHARED_WORKERS: usize = 2;
+
+/// The one runtime both sides share in [`Flavor::Shared`].
+fn shared_runtime() -> &'static tokio::runtime::Runtime {
+    static RT: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
+    RT.get_or_init(|| {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(SHARED_WORKERS)
+            .thread_name("shared-worker")
+            .enable_all()
+            .build()
+            .unwrap_or_else(|e| panic!("cannot build the shared runtime: {e}"))
+    })
+}
+
+/// Runs `fut` as one side: on a new one-worker runtime in a new OS thread,
+/// or (`Shared`) as a task of the runtime both sides share.
+pub(crate) fn spawn_side<F>(name: &str, flavor: Flavor, fut: F)
 where
     F: std::future::Future<Output = ()> + Send + 'static,
 {
+    if flavor == Flavor::Shared {
+        drop(shared_runtime().spawn(fut));
+        return;
+    }
     let name = name.to_owned();
-    std::thread::Builder::new()
+    let spawned = std::thread::Builder::new()
         .name(name.clone())
         .spawn(move || {
             let rt = match flavor {
-                Flavor::Current => tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build(),
                 Flavor::Multi => tokio::runtime::Builder::new_multi_thread()
                     .worker_threads(1)
                     .thread_name(format!("{name}-worker"))
+                    .enable_all()
+                    .build(),
+                _ => tokio::runtime::Builder::new_current_thread()
                     .enable_all()
                     .build(),
             };
@@ -218,15 +267,47 @@ where
                 Err(e) => panic!("cannot build the {name} runtime: {e}"),
             };
             match flavor {
-                Flavor::Current => rt.block_on(fut),
                 Flavor::Multi => {
                     let h = rt.spawn(fut);
                     let _ = rt.block_on(h);
                 }
+                _ => rt.block_on(fut),
             }
-        })
-        .unwrap_or_else(|e| panic!("cannot spawn a thread: {e}"))
+        });
+    if let Err(e) = spawned {
+        panic!("cannot spawn a thread: {e}");
+    }
 }
+
+/// OS threads of this process now (`Threads:` of `/proc/self/status`).
+pub(crate) fn threads_now() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("Threads:"))
+                .and_then(|v| v.trim().parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// Sleeps for `d` on the calling (measuring) thread, sampling the
+/// process's thread count every [`THREAD_SAMPLE`]; returns the peak seen.
+pub(crate) fn sleep_sampling_threads(d: Duration) -> u64 {
+    let end = Instant::now() + d;
+    let mut peak = threads_now();
+    loop {
+        let left = end.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return peak;
+        }
+        std::thread::sleep(left.min(THREAD_SAMPLE));
+        peak = peak.max(threads_now());
+    }
+}
+
+/// Interval of the thread-count samples.
+pub(crate) const THREAD_SAMPLE: Duration = Duration::from_millis(20);
 
 /// A future that never ends: keeps a side's runtime driving its tasks
 /// until the process exits.
@@ -266,6 +347,14 @@ impl ProcStats {
     pub(crate) fn cpu_s(&self) -> f64 {
         self.cpu_user_s + self.cpu_sys_s
     }
+}
+
+/// CPU seconds (user + system, all threads) of this process, with
+/// nanosecond resolution (`CLOCK_PROCESS_CPUTIME_ID`): what the measuring
+/// window's CPU per operation is taken from.
+pub(crate) fn process_cpu_s() -> f64 {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::ProcessCPUTime);
+    t.tv_sec as f64 + t.tv_nsec as f64 / 1e9
 }
 
 /// User and system CPU seconds of this process, from `/proc/self/stat`.

@@ -5,11 +5,14 @@
 //! this binary once per pair with a hidden subcommand, so that the peak
 //! RSS and CPU time a child reports belong to that pair alone, and a
 //! contender that hangs or crashes is killed and reported without taking
-//! the run down. The report (markdown) goes to stdout, progress to stderr.
+//! the run down. Every pair runs in each runtime shape (`--flavor`) and
+//! for `--rounds` rounds, the contenders in a rotated order each round;
+//! the report gives medians with their spread. The report (markdown) goes
+//! to stdout, progress to stderr.
 //!
 //! ```text
-//! cargo run --release -p bench                 # full run, a few minutes
-//! cargo run --release -p bench -- --quick      # smoke test, < 1 minute
+//! cargo run --release -p bench                 # full run: 2 shapes × 3 rounds, ~30 min
+//! cargo run --release -p bench -- --quick      # smoke test, ~3 minutes
 //! cargo run --release -p bench -- --only calls,oneway --seconds 5
 //! ```
 
@@ -61,9 +64,18 @@ struct Cli {
     /// Open channels for `idle-chan` [default: 10000; --quick: 1000].
     #[arg(long)]
     channels: Option<usize>,
-    /// Runtime of each side: current_thread, or multi_thread with one worker.
-    #[arg(long, value_enum, default_value = "current")]
-    flavor: Flavor,
+    /// Runtime shapes to run, each reported in its own table
+    /// (comma-separated): `current` (each side on its own one-worker
+    /// current_thread runtime), `multi` (each side on its own multi_thread
+    /// runtime with one worker), `shared` (both sides on one multi_thread
+    /// runtime with two workers, as `#[tokio::main]`).
+    #[arg(long, value_enum, value_delimiter = ',', default_values = ["current", "shared"])]
+    flavor: Vec<Flavor>,
+    /// Rounds: every (shape, workload, contender) runs this many times,
+    /// the contenders in a rotated order each round; the table gives the
+    /// median and the spread (min–max).
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
     /// List the workloads and exit.
     #[arg(long)]
     list: bool,
@@ -157,7 +169,8 @@ struct Plan {
     warmup: f64,
     conns: usize,
     channels: usize,
-    flavor: Flavor,
+    flavors: Vec<Flavor>,
+    rounds: usize,
     workloads: Vec<Workload>,
     contenders: Vec<Contender>,
     stats_every_ms: Option<u64>,
@@ -178,7 +191,16 @@ fn parent(cli: Cli) {
         warmup: cli.warmup.unwrap_or(if quick { 0.1 } else { 0.5 }),
         conns: cli.conns.unwrap_or(if quick { 1000 } else { 10_000 }),
         channels: cli.channels.unwrap_or(if quick { 1000 } else { 10_000 }),
-        flavor: cli.flavor,
+        flavors: {
+            let mut f = Vec::new();
+            for x in cli.flavor {
+                if !f.contains(&x) {
+                    f.push(x);
+                }
+            }
+            f
+        },
+        rounds: cli.rounds.max(1),
         stats_every_ms: cli.stats_every_ms,
         workloads: Workload::ALL
             .into_iter()
@@ -213,22 +235,48 @@ fn parent(cli: Cli) {
         })
     });
 
-    let jobs: Vec<(Workload, Contender)> = plan
-        .workloads
+    // Round r runs the contenders rotated by r (and the shapes reversed
+    // on odd rounds), so no contender always runs first or last.
+    let mut jobs: Vec<(usize, Flavor, Workload, Contender)> = Vec::new();
+    for round in 0..plan.rounds {
+        let mut flavors = plan.flavors.clone();
+        if round % 2 == 1 {
+            flavors.reverse();
+        }
+        let mut order = plan.contenders.clone();
+        let shift = round % order.len().max(1);
+        order.rotate_left(shift);
+        for &f in &flavors {
+            for &w in &plan.workloads {
+                for &c in &order {
+                    jobs.push((round, f, w, c));
+                }
+            }
+        }
+    }
+    let runnable = jobs
         .iter()
-        .flat_map(|&w| plan.contenders.iter().map(move |&c| (w, c)))
-        .collect();
-    let runnable = jobs.iter().filter(|(w, c)| w.support(*c).is_ok()).count();
+        .filter(|(_, _, w, c)| w.support(*c).is_ok())
+        .count();
     let started = Instant::now();
     let load_before = loadavg();
-    let mut outcomes = HashMap::new();
+    let mut outcomes: HashMap<(Flavor, &'static str, Contender), Outcome> = HashMap::new();
     let mut i = 0;
-    for (w, c) in jobs {
-        let outcome = match w.support(c) {
-            Err(na) => Outcome::NotApplicable(na),
+    for (round, f, w, c) in jobs {
+        let key = (f, w.id(), c);
+        match w.support(c) {
+            Err(na) => {
+                outcomes.insert(key, Outcome::NotApplicable(na));
+            }
             Ok(()) => {
                 i += 1;
-                eprint!("[{i:>2}/{runnable}] {:<22} {:<8} ", w.id(), c.name());
+                eprint!(
+                    "[{i:>3}/{runnable}] r{} {:<7} {:<22} {:<8} ",
+                    round + 1,
+                    f.name(),
+                    w.id(),
+                    c.name()
+                );
                 let _ = std::io::stderr().flush();
                 let t = Instant::now();
                 let runs = if w.idle() {
@@ -237,23 +285,29 @@ fn parent(cli: Cli) {
                     } else {
                         plan.channels
                     };
-                    run_idle(&plan, c, w, n)
+                    run_idle(f, c, w, n)
                 } else {
-                    vec![("process".to_owned(), run_timed(&plan, c, w))]
+                    vec![("process".to_owned(), run_timed(&plan, f, c, w))]
                 };
                 eprintln!("{} ({:.1} s)", summary(w, &runs), t.elapsed().as_secs_f64());
-                if let Some(f) = json.as_mut() {
+                if let Some(file) = json.as_mut() {
                     for (role, r) in &runs {
                         let line = serde_json::json!({
+                            "round": round + 1, "shape": f.name(),
                             "workload": w.id(), "contender": c.name(), "role": role, "result": r,
                         });
-                        let _ = writeln!(f, "{line}");
+                        let _ = writeln!(file, "{line}");
                     }
                 }
-                Outcome::Ran(runs)
+                match outcomes
+                    .entry(key)
+                    .or_insert_with(|| Outcome::Ran(Vec::new()))
+                {
+                    Outcome::Ran(rounds) => rounds.push(runs),
+                    Outcome::NotApplicable(_) => {}
+                }
             }
-        };
-        outcomes.insert((w.id(), c), outcome);
+        }
     }
     eprintln!("bench: done in {:.0} s", started.elapsed().as_secs_f64());
 
@@ -268,6 +322,8 @@ fn parent(cli: Cli) {
         header: head,
         contenders: plan.contenders.clone(),
         workloads: plan.workloads.clone(),
+        flavors: plan.flavors.clone(),
+        rounds: plan.rounds,
         outcomes,
     };
     print!("{}", report.render());
@@ -289,6 +345,12 @@ fn summary(w: Workload, runs: &[(String, ChildResult)]) -> String {
                     m.unit.label()
                 ));
             }
+        }
+        if let Some(v) = r.metrics.get("cpu_op") {
+            parts.push(format!("cpu {v:.2} µs/op"));
+        }
+        if let Some(v) = r.metrics.get("threads") {
+            parts.push(format!("{v:.0} threads"));
         }
     }
     parts.join(", ")
@@ -330,10 +392,11 @@ fn header(plan: &Plan, nofile: u64) -> Vec<String> {
         String::new(),
         format!(
             "Machine: {cores} cores ({cpu}), Linux {kernel}. Loopback TCP with TCP_NODELAY; \
-             server and client each on a one-worker tokio runtime ({:?}) in their own thread, \
-             one process per contender and workload. Window {} s after {} s of warm-up; \
-             idle workloads: {} connections, {} channels (open-file limit {nofile}).",
-            plan.flavor, plan.seconds, plan.warmup, plan.conns, plan.channels
+             one process per (shape, workload, contender, round). Window {} s after {} s of warm-up; \
+             idle workloads: {} connections, {} channels (open-file limit {nofile}). \
+             {} round(s), contenders in a rotated order each round: each cell is the median \
+             over the rounds, with the spread (min–max) in brackets; ratios are of medians.",
+            plan.seconds, plan.warmup, plan.conns, plan.channels, plan.rounds
         ),
     ]
 }
@@ -343,13 +406,6 @@ fn exe() -> std::path::PathBuf {
         eprintln!("cannot find this executable: {e}");
         std::process::exit(2)
     })
-}
-
-fn flavor_arg(f: Flavor) -> &'static str {
-    match f {
-        Flavor::Current => "current",
-        Flavor::Multi => "multi",
-    }
 }
 
 fn failed(e: String) -> ChildResult {
@@ -427,12 +483,12 @@ fn reap(child: &mut Child, grace: Duration) -> Option<String> {
     }
 }
 
-fn run_timed(plan: &Plan, c: Contender, w: Workload) -> ChildResult {
+fn run_timed(plan: &Plan, flavor: Flavor, c: Contender, w: Workload) -> ChildResult {
     let spawned = Command::new(exe())
         .args(["__child", c.name(), w.id()])
         .args(["--seconds", &plan.seconds.to_string()])
         .args(["--warmup", &plan.warmup.to_string()])
-        .args(["--flavor", flavor_arg(plan.flavor)])
+        .args(["--flavor", flavor.name()])
         .envs(
             plan.stats_every_ms
                 .map(|ms| (contenders::netchan_c::STATS_EVERY_ENV, ms.to_string())),
@@ -467,7 +523,7 @@ fn run_timed(plan: &Plan, c: Contender, w: Workload) -> ChildResult {
     }
 }
 
-fn run_idle(plan: &Plan, c: Contender, w: Workload, n: usize) -> Vec<(String, ChildResult)> {
+fn run_idle(flavor: Flavor, c: Contender, w: Workload, n: usize) -> Vec<(String, ChildResult)> {
     let spawn = |args: Vec<String>| {
         Command::new(exe())
             .args(args)
@@ -484,7 +540,7 @@ fn run_idle(plan: &Plan, c: Contender, w: Workload, n: usize) -> Vec<(String, Ch
             "--n".to_owned(),
             n.to_string(),
             "--flavor".to_owned(),
-            flavor_arg(plan.flavor).to_owned(),
+            flavor.name().to_owned(),
         ]
     };
     let mut server = match spawn(common("__idle-server")) {

@@ -33,6 +33,15 @@ pub(crate) struct Big {
     pub(crate) data: Bytes,
 }
 
+/// A large one-way message as users write it: a plain `Vec<u8>`, no
+/// `serde_bytes` (serde sees a sequence of `u8`). Each contender clones
+/// one prepared vector per message.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct BigVec {
+    pub(crate) seq: u64,
+    pub(crate) data: Vec<u8>,
+}
+
 /// A timestamped small message for the head-of-line workload.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize)]
 pub(crate) struct Stamp {
@@ -46,6 +55,8 @@ pub(crate) struct Stamp {
 pub(crate) enum Req {
     Small(u64),
     Echo(Bytes),
+    /// A plain `Vec<u8>` (the file-share `read` shape).
+    EchoVec(Vec<u8>),
 }
 
 /// Responses of the hand-written netchan service.
@@ -53,4 +64,5 @@ pub(crate) enum Req {
 pub(crate) enum Resp {
     Small(u64),
     Echo(Bytes),
+    EchoVec(Vec<u8>),
 }

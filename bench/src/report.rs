@@ -7,14 +7,16 @@ use std::collections::HashMap;
 use std::fmt::Write;
 
 use crate::child::ChildResult;
+use crate::harness::Flavor;
 use crate::spec::{Better, Contender, Metric, NotApplicable, Unit, Workload};
 
-/// Everything the parent learned about one (workload, contender).
+/// Everything the parent learned about one (shape, workload, contender).
 #[derive(Debug, Clone)]
 pub(crate) enum Outcome {
     NotApplicable(NotApplicable),
-    /// One result per process (two for idle workloads: server, client).
-    Ran(Vec<(String, ChildResult)>),
+    /// One entry per round; each holds one result per process (two for
+    /// idle workloads: server, client).
+    Ran(Vec<Vec<(String, ChildResult)>>),
 }
 
 #[derive(Debug, Default)]
@@ -22,7 +24,9 @@ pub(crate) struct Report {
     pub(crate) header: Vec<String>,
     pub(crate) contenders: Vec<Contender>,
     pub(crate) workloads: Vec<Workload>,
-    pub(crate) outcomes: HashMap<(WorkloadKey, Contender), Outcome>,
+    pub(crate) flavors: Vec<Flavor>,
+    pub(crate) rounds: usize,
+    pub(crate) outcomes: HashMap<(Flavor, WorkloadKey, Contender), Outcome>,
 }
 
 /// `Workload` as a map key.
@@ -44,6 +48,90 @@ impl Notes {
 
 fn sup(n: usize) -> String {
     format!("<sup>{n}</sup>")
+}
+
+/// The values of one cell over the rounds that ran it without failing.
+#[derive(Debug, Clone, Copy)]
+struct Spread {
+    median: f64,
+    min: f64,
+    max: f64,
+    n: usize,
+}
+
+impl Spread {
+    fn of(mut v: Vec<f64>) -> Option<Spread> {
+        v.retain(|x| x.is_finite());
+        if v.is_empty() {
+            return None;
+        }
+        v.sort_by(f64::total_cmp);
+        let n = v.len();
+        let median = if n % 2 == 1 {
+            v[n / 2]
+        } else {
+            (v[n / 2 - 1] + v[n / 2]) / 2.0
+        };
+        Some(Spread {
+            median,
+            min: v[0],
+            max: v[n - 1],
+            n,
+        })
+    }
+
+    fn text(&self, unit: Unit) -> String {
+        let med = fmt_value(unit, self.median);
+        if self.n < 2 {
+            return med;
+        }
+        let (lo, hi) = (fmt_value(unit, self.min), fmt_value(unit, self.max));
+        if lo == hi {
+            format!("{med} ({lo})")
+        } else {
+            format!("{med} ({lo}–{hi})")
+        }
+    }
+}
+
+/// One row of a table: a workload's metric, its CPU per operation, or
+/// its thread count.
+#[derive(Debug)]
+struct Row {
+    key: &'static str,
+    label: String,
+    unit: Unit,
+    better: Better,
+}
+
+fn rows(w: Workload) -> Vec<Row> {
+    let mut out: Vec<Row> = w
+        .metrics()
+        .iter()
+        .map(|m: &Metric| Row {
+            key: m.key,
+            label: m.label.to_owned(),
+            unit: m.unit,
+            better: m.better,
+        })
+        .collect();
+    if let Some(op) = w.op_name() {
+        out.push(Row {
+            key: "cpu_op",
+            label: format!("↳ `{}`: CPU per {op} (user + sys, whole process)", w.id()),
+            unit: Unit::CpuMicros,
+            better: Better::Lower,
+        });
+    }
+    if !w.idle() {
+        out.push(Row {
+            key: "threads",
+            label: format!("↳ `{}`: OS threads of the process (peak)", w.id()),
+            unit: Unit::Threads,
+            better: Better::Lower,
+        });
+    }
+    out
 }
 
 pub(crate) fn fmt_value(unit: Unit, v: f64) -> String {
@@ -68,6 +156,18 @@ pub(crate) fn fmt_value(unit: Unit, v: f64) -> String {
             }
         }
         Unit::MBps => format!("{v:.0}"),
+        Unit::CpuMicros => {
+            if v < 1.0 {
+                format!("{v:.3}")
+            } else if v < 10.0 {
+                format!("{v:.2}")
+            } else if v < 100.0 {
+                format!("{v:.1}")
+            } else {
+                format!("{v:.0}")
+            }
+        }
+        Unit::Threads => format!("{v:.0}"),
         Unit::KiB => {
             if v < 10.0 {
                 format!("{v:.2}")
@@ -106,61 +206,89 @@ fn ratio_cell(x: Option<&f64>, y: Option<&f64>) -> String {
 }
 
 impl Report {
-    /// The value of one metric for one contender, or the cell text (with
-    /// its note) that explains why there is none.
+    /// The spread of one metric for one contender in one shape, or the
+    /// cell text (with its note) that explains why there is none.
     fn cell(
         &self,
+        f: Flavor,
         w: Workload,
         key: &str,
         c: Contender,
         notes: &mut Notes,
-    ) -> (Option<f64>, String) {
-        match self.outcomes.get(&(w.id(), c)) {
+    ) -> (Option<Spread>, String) {
+        match self.outcomes.get(&(f, w.id(), c)) {
             None => (None, "–".into()),
             Some(Outcome::NotApplicable(na)) => {
                 let n = notes.mark(na.text().to_owned());
                 (None, format!("n/a{}", sup(n)))
             }
-            Some(Outcome::Ran(runs)) => {
-                let marks: Vec<String> = runs
-                    .iter()
-                    .filter_map(|(role, r)| {
-                        let e = r.error.as_ref()?;
-                        Some(notes.mark(format!("{c}, {w} ({role}): {e}")).to_string())
-                    })
-                    .collect();
-                if !marks.is_empty() {
-                    return (None, format!("**FAILED**<sup>{}</sup>", marks.join(",")));
+            Some(Outcome::Ran(rounds)) => {
+                let mut marks: Vec<String> = Vec::new();
+                let mut values = Vec::new();
+                for (i, runs) in rounds.iter().enumerate() {
+                    let mut ok = true;
+                    for (role, r) in runs {
+                        if let Some(e) = &r.error {
+                            ok = false;
+                            let n = notes.mark(format!(
+                                "{c}, {w}, shape {}, round {} ({role}): {e}",
+                                f.name(),
+                                i + 1
+                            ));
+                            marks.push(n.to_string());
+                        }
+                    }
+                    if ok && let Some(v) = runs.iter().find_map(|(_, r)| r.metrics.get(key)) {
+                        values.push(*v);
+                    }
                 }
-                let v = runs.iter().find_map(|(_, r)| r.metrics.get(key).copied());
-                match v {
-                    Some(v) if v.is_finite() => (Some(v), String::new()),
-                    _ => (None, "?".into()),
+                let marks = if marks.is_empty() {
+                    String::new()
+                } else {
+                    format!("<sup>{}</sup>", marks.join(","))
+                };
+                match Spread::of(values) {
+                    Some(sp) if marks.is_empty() => (Some(sp), String::new()),
+                    // Some rounds failed: the others' values, marked.
+                    Some(sp) => (
+                        Some(sp),
+                        format!(
+                            "{}/{} rounds, **FAILED** in the others{marks}",
+                            sp.n,
+                            rounds.len()
+                        ),
+                    ),
+                    None if !marks.is_empty() => (None, format!("**FAILED**{marks}")),
+                    None => (None, "?".into()),
                 }
             }
         }
     }
 
-    /// Appends one value cell of metric `m` to `row`: the value, or why
-    /// there is none. Returns the value.
+    /// Appends one value cell to `row`: the median and spread, or why
+    /// there is none. Returns the median.
     fn value_cell(
         &self,
+        f: Flavor,
         w: Workload,
-        m: &Metric,
+        r: &Row,
         c: Contender,
         notes: &mut Notes,
         row: &mut String,
     ) -> Option<f64> {
-        let (v, text) = self.cell(w, m.key, c, notes);
-        match v {
-            Some(v) => {
-                let _ = write!(row, " {} |", fmt_value(m.unit, v));
+        let (v, text) = self.cell(f, w, r.key, c, notes);
+        match (v, text.is_empty()) {
+            (Some(sp), true) => {
+                let _ = write!(row, " {} |", sp.text(r.unit));
             }
-            None => {
+            (Some(sp), false) => {
+                let _ = write!(row, " {} ({text}) |", sp.text(r.unit));
+            }
+            (None, _) => {
                 let _ = write!(row, " {text} |");
             }
         }
-        v
+        v.map(|sp| sp.median)
     }
 
     pub(crate) fn render(&self) -> String {
@@ -169,7 +297,6 @@ impl Report {
         for h in &self.header {
             let _ = writeln!(out, "{h}");
         }
-        let _ = writeln!(out);
         let has = |c: Contender| self.contenders.contains(&c);
         let mut pairs: Vec<(Contender, Contender)> = Vec::new();
         for c in [Contender::Netchan, Contender::Tarpc, Contender::Remoc] {
@@ -182,89 +309,129 @@ impl Report {
                 pairs.push((Contender::Netchan, c));
             }
         }
-        let mut head = String::from("| workload | unit |");
-        let mut rule = String::from("|---|---|");
-        for c in &self.contenders {
-            let _ = write!(head, " {c} |");
-            rule.push_str("---:|");
-        }
-        for (a, b) in &pairs {
-            let _ = write!(head, " {a}/{b} |");
-            rule.push_str("---:|");
-        }
-        let _ = writeln!(out, "{head}\n{rule}");
-        for &w in &self.workloads {
-            for m in w.metrics() {
-                let mut row = format!("| {} | {} {} |", m.label, m.unit.label(), arrow(m.better));
-                let mut values = HashMap::new();
-                for &c in &self.contenders {
-                    if let Some(v) = self.value_cell(w, m, c, &mut notes, &mut row) {
-                        values.insert(c, v);
+        let config_note = notes.mark(CONFIG_NOTE.to_owned());
+        for &f in &self.flavors {
+            let _ = writeln!(out, "\n### Shape `{}`: {}\n", f.name(), f.describe());
+            let mut head = String::from("| workload | unit |");
+            let mut rule = String::from("|---|---|");
+            for c in &self.contenders {
+                let sup_cfg = if matches!(c, Contender::Tarpc | Contender::Remoc) {
+                    sup(config_note)
+                } else {
+                    String::new()
+                };
+                let _ = write!(head, " {c}{sup_cfg} |");
+                rule.push_str("---:|");
+            }
+            for (a, b) in &pairs {
+                let _ = write!(head, " {a}/{b} |");
+                rule.push_str("---:|");
+            }
+            let _ = writeln!(out, "{head}\n{rule}");
+            for &w in &self.workloads {
+                for r in rows(w) {
+                    let mut row =
+                        format!("| {} | {} {} |", r.label, r.unit.label(), arrow(r.better));
+                    let mut values = HashMap::new();
+                    for &c in &self.contenders {
+                        if let Some(v) = self.value_cell(f, w, &r, c, &mut notes, &mut row) {
+                            values.insert(c, v);
+                        }
                     }
+                    for (a, b) in &pairs {
+                        row.push_str(&ratio_cell(values.get(a), values.get(b)));
+                    }
+                    let _ = writeln!(out, "{row}");
                 }
-                for (a, b) in &pairs {
-                    row.push_str(&ratio_cell(values.get(a), values.get(b)));
+            }
+            self.tls_vs_plain(f, &mut out, &mut notes);
+        }
+        let _ = writeln!(
+            out,
+            "\n↑ higher is better, ↓ lower is better; a ratio is the first contender's median divided by the second's. \
+             A cell is the median over {} round(s), with the spread (min–max) in brackets. \
+             MB/s is 10^6 bytes of payload per second. \
+             “CPU per …” is the user + system CPU time of the whole child process (server and client sides, \
+             every thread including tokio's blocking pool), read with `CLOCK_PROCESS_CPUTIME_ID` at both ends of the \
+             measuring window (setup and warm-up excluded), divided by the operations completed in the window. \
+             “OS threads” is the peak of `Threads:` in `/proc/self/status`, sampled every 20 ms from the end of \
+             setup to the end of the window. It counts every thread of the process: the harness's measuring \
+             (main) thread, the runtime threads of the shape (`current`: one per side; `multi`: each side's \
+             `block_on` thread and its worker; `shared`: the two workers), and whatever the contender starts \
+             (tokio's blocking pool, remoc's (de)serialization threads). The baseline is 3 in `current` and `shared`. \
+             Rows starting “TLS:” repeat the plaintext workload of the same name over TLS 1.3 \
+             (rustls with ring, a self-signed certificate made in each child): netchan through \
+             `Config::tls_server` / `tls_client` with the client pinning that certificate, raw as \
+             the same hand-written frames over tokio-rustls. So in TLS rows netchan/raw is netchan \
+             over TLS against raw TLS; tarpc and remoc do not run them.",
+            self.rounds
+        );
+
+        // Resources of each child process.
+        for &f in &self.flavors {
+            let _ = writeln!(
+                out,
+                "\n### Peak RSS and CPU time of each contender process, shape `{}`\n",
+                f.name()
+            );
+            let mut head = String::from("| workload |");
+            let mut rule = String::from("|---|");
+            for c in &self.contenders {
+                let _ = write!(head, " {c} |");
+                rule.push_str("---:|");
+            }
+            let _ = writeln!(out, "{head}\n{rule}");
+            for &w in &self.workloads {
+                let mut row = format!("| {} |", w.id());
+                for &c in &self.contenders {
+                    match self.outcomes.get(&(f, w.id(), c)) {
+                        Some(Outcome::Ran(rounds)) => {
+                            let roles: Vec<&str> = rounds
+                                .first()
+                                .map(|r| r.iter().map(|(role, _)| role.as_str()).collect())
+                                .unwrap_or_default();
+                            let parts: Vec<String> = roles
+                                .iter()
+                                .map(|role| {
+                                    let of = |get: &dyn Fn(&ChildResult) -> f64| {
+                                        Spread::of(
+                                            rounds
+                                                .iter()
+                                                .filter_map(|r| {
+                                                    r.iter()
+                                                        .find(|(x, _)| x == role)
+                                                        .map(|(_, r)| get(r))
+                                                })
+                                                .collect(),
+                                        )
+                                        .map_or(f64::NAN, |s| s.median)
+                                    };
+                                    let who = if roles.len() > 1 {
+                                        format!("{role}: ")
+                                    } else {
+                                        String::new()
+                                    };
+                                    format!(
+                                        "{who}{:.1} MiB, {:.2} s CPU / {:.2} s",
+                                        of(&|r| r.stats.peak_rss_kib as f64 / 1024.0),
+                                        of(&|r| r.stats.cpu_s()),
+                                        of(&|r| r.wall_s)
+                                    )
+                                })
+                                .collect();
+                            let _ = write!(row, " {} |", parts.join("<br>"));
+                        }
+                        Some(Outcome::NotApplicable(_)) => row.push_str(" n/a |"),
+                        None => row.push_str(" – |"),
+                    }
                 }
                 let _ = writeln!(out, "{row}");
             }
         }
         let _ = writeln!(
             out,
-            "\n↑ higher is better, ↓ lower is better; a ratio is the first contender's value divided by the second's. \
-             MB/s is 10^6 bytes of payload per second. \
-             Rows starting “TLS:” repeat the plaintext workload of the same name over TLS 1.3 \
-             (rustls with ring, a self-signed certificate made in each child): netchan through \
-             `Config::tls_server` / `tls_client` with the client pinning that certificate, raw as \
-             the same hand-written frames over tokio-rustls. So in TLS rows netchan/raw is netchan \
-             over TLS against raw TLS; tarpc and remoc do not run them."
-        );
-        self.tls_vs_plain(&mut out, &mut notes);
-
-        // Resources of each child process.
-        let _ = writeln!(
-            out,
-            "\n### Peak RSS and CPU time of each contender process\n"
-        );
-        let mut head = String::from("| workload |");
-        let mut rule = String::from("|---|");
-        for c in &self.contenders {
-            let _ = write!(head, " {c} |");
-            rule.push_str("---:|");
-        }
-        let _ = writeln!(out, "{head}\n{rule}");
-        for &w in &self.workloads {
-            let mut row = format!("| {} |", w.id());
-            for &c in &self.contenders {
-                match self.outcomes.get(&(w.id(), c)) {
-                    Some(Outcome::Ran(runs)) => {
-                        let parts: Vec<String> = runs
-                            .iter()
-                            .map(|(role, r)| {
-                                let who = if runs.len() > 1 {
-                                    format!("{role}: ")
-                                } else {
-                                    String::new()
-                                };
-                                format!(
-                                    "{who}{:.1} MiB, {:.2} s CPU / {:.2} s",
-                                    r.stats.peak_rss_kib as f64 / 1024.0,
-                                    r.stats.cpu_s(),
-                                    r.wall_s
-                                )
-                            })
-                            .collect();
-                        let _ = write!(row, " {} |", parts.join("<br>"));
-                    }
-                    Some(Outcome::NotApplicable(_)) => row.push_str(" n/a |"),
-                    None => row.push_str(" – |"),
-                }
-            }
-            let _ = writeln!(out, "{row}");
-        }
-        let _ = writeln!(
-            out,
             "\nEach cell: peak RSS (VmHWM) of the process, its CPU time (user + system) and its wall time, \
-             setup and warm-up included. Timed workloads run server and client in one process; idle \
+             setup and warm-up included, medians over the rounds. Timed workloads run server and client in one process; idle \
              workloads run them as two."
         );
 
@@ -279,16 +446,14 @@ impl Report {
                 }
             }
         }
-        if !notes.0.is_empty() || !raw_notes.is_empty() {
-            let _ = writeln!(out, "\n### Notes\n");
-            for (i, n) in notes.0.iter().enumerate() {
-                let _ = writeln!(out, "{}. {n}", i + 1);
-            }
-            if !raw_notes.is_empty() {
-                let _ = writeln!(out);
-                for t in raw_notes {
-                    let _ = writeln!(out, "* {t}");
-                }
+        let _ = writeln!(out, "\n### Notes\n");
+        for (i, n) in notes.0.iter().enumerate() {
+            let _ = writeln!(out, "{}. {n}", i + 1);
+        }
+        if !raw_notes.is_empty() {
+            let _ = writeln!(out);
+            for t in raw_notes {
+                let _ = writeln!(out, "* {t}");
             }
         }
         out
@@ -296,7 +461,7 @@ impl Report {
 
     /// netchan over TLS against netchan in plaintext (and raw TLS against
     /// raw TCP, for scale), for each TLS workload whose plaintext twin ran.
-    fn tls_vs_plain(&self, out: &mut String, notes: &mut Notes) {
+    fn tls_vs_plain(&self, f: Flavor, out: &mut String, notes: &mut Notes) {
         let twins: Vec<Workload> = self
             .workloads
             .iter()
@@ -307,7 +472,7 @@ impl Report {
             return;
         }
         let raw = self.contenders.contains(&Contender::Raw);
-        let _ = writeln!(out, "\n### TLS against plaintext\n");
+        let _ = writeln!(out, "\n#### TLS against plaintext, shape `{}`\n", f.name());
         let mut head = String::from(
             "| workload | unit | netchan plaintext | netchan TLS | netchan TLS/plaintext |",
         );
@@ -319,15 +484,18 @@ impl Report {
         let _ = writeln!(out, "{head}\n{rule}");
         for w in twins {
             let plain = w.plain();
-            for m in plain.metrics() {
-                let mut row = format!("| {} | {} {} |", m.label, m.unit.label(), arrow(m.better));
-                let p = self.value_cell(plain, m, Contender::Netchan, notes, &mut row);
-                let t = self.value_cell(w, m, Contender::Netchan, notes, &mut row);
+            for r in rows(plain).into_iter().filter(|r| r.key != "threads") {
+                let mut row = format!("| {} | {} {} |", r.label, r.unit.label(), arrow(r.better));
+                let p = self.value_cell(f, plain, &r, Contender::Netchan, notes, &mut row);
+                let t = self.value_cell(f, w, &r, Contender::Netchan, notes, &mut row);
                 row.push_str(&ratio_cell(t.as_ref(), p.as_ref()));
                 if raw {
-                    let p = self.cell(plain, m.key, Contender::Raw, notes).0;
-                    let t = self.cell(w, m.key, Contender::Raw, notes).0;
-                    row.push_str(&ratio_cell(t.as_ref(), p.as_ref()));
+                    let p = self.cell(f, plain, r.key, Contender::Raw, notes).0;
+                    let t = self.cell(f, w, r.key, Contender::Raw, notes).0;
+                    row.push_str(&ratio_cell(
+                        t.map(|s| s.median).as_ref(),
+                        p.map(|s| s.median).as_ref(),
+                    ));
                 }
                 let _ = writeln!(out, "{row}");
             }
@@ -340,3 +508,17 @@ impl Report {
         );
     }
 }
+
+/// How tarpc and remoc are set up: the footnote of their columns.
+pub(crate) const CONFIG_NOTE: &str = "How the contenders are configured. \
+    **tarpc 0.38**: defaults: `client::Config::default()` (1,000 requests in flight at most, \
+    a pending-request buffer of 100), `BaseChannel::with_defaults`, bincode over tarpc's \
+    `serde_transport` with a `LengthDelimitedCodec` whose frame limit is raised to 32 MiB \
+    (tokio-util's default 8 MiB would fit every message of the rows tarpc runs too); every request runs in its own spawned task, \
+    as tarpc's examples do. \
+    **remoc 0.20**: defaults, as its documentation recommends (“In most cases the default \
+    configuration (`Cfg::default`) is recommended”): `Cfg::default()` (64 kB I/O buffers, \
+    512 kB `max_data_size` above which remoc (de)serializes on a separate thread), \
+    the default codec, `rtc` servers as `ServerShared` with 128 calls in parallel, \
+    `rch::mpsc` with 1,024 local slots in the one-way rows, `max_ports` raised only for idle-chan, the item limit of head-of-line's 16 MiB channel raised to 32 MiB. \
+    **netchan**: `Config::default()`. **raw**: see the bullet points below.";

@@ -69,6 +69,10 @@ pub(crate) enum Unit {
     MBps,
     /// Kibibytes.
     KiB,
+    /// Microseconds of CPU time per operation.
+    CpuMicros,
+    /// OS threads.
+    Threads,
 }
 
 impl Unit {
@@ -78,6 +82,8 @@ impl Unit {
             Unit::PerSec => "/s",
             Unit::MBps => "MB/s",
             Unit::KiB => "KiB",
+            Unit::CpuMicros => "µs CPU",
+            Unit::Threads => "threads",
         }
     }
 }
@@ -127,17 +133,29 @@ const ONEWAY: &[Metric] = &[m(
     PerSec,
     Higher,
 )];
-const ONEWAY_CUTS: &[Metric] = &[m(
+const ONEWAY_SINK: &[Metric] = &[m(
     "rate",
-    "one-way 32-byte messages, a cut every 100 ms",
+    "one-way 32-byte messages, one channel, through `Sink` (`send_all`)",
     PerSec,
     Higher,
 )];
 const BULK: &[Metric] = &[m("mbps", "1 MiB messages one way, channel", MBps, Higher)];
+const BULK_VEC: &[Metric] = &[m(
+    "mbps",
+    "1 MiB plain `Vec<u8>` messages one way, channel",
+    MBps,
+    Higher,
+)];
 const PIPE: &[Metric] = &[m("mbps", "1 MiB writes one way, Pipe", MBps, Higher)];
 const ECHO: &[Metric] = &[m(
     "mbps",
     "1 MiB echoed by a call (both ways)",
+    MBps,
+    Higher,
+)];
+const ECHO_VEC: &[Metric] = &[m(
+    "mbps",
+    "1 MiB plain `Vec<u8>` echoed by a call (both ways)",
     MBps,
     Higher,
 )];
@@ -191,7 +209,6 @@ pub(crate) enum NotApplicable {
     NoRendezvous,
     TlsRowsRawOnly,
     RawNoChannels,
-    NoResume,
 }
 
 impl NotApplicable {
@@ -207,9 +224,6 @@ impl NotApplicable {
                 "TLS rows compare netchan over TLS 1.3 with raw TLS 1.3 (the raw baseline's frames over tokio-rustls, ring) only"
             }
             NotApplicable::RawNoChannels => "raw TCP has no channels to open",
-            NotApplicable::NoResume => {
-                "only netchan resumes a session through a cut (Config::reconnect); a cut ends the others' connections"
-            }
         }
     }
 }
@@ -221,10 +235,12 @@ pub(crate) enum Workload {
     Calls64,
     Calls8x8,
     OneWay32,
-    OneWayCuts,
+    OneWaySink,
     Bulk,
+    BulkVec,
     Pipe,
     Echo,
+    EchoVec,
     TlsSeqCall,
     TlsBulk,
     TlsPipe,
@@ -250,21 +266,21 @@ pub(crate) const IN_FLIGHT_8: usize = 8;
 pub(crate) const ONEWAY_CAPACITY: usize = 1024;
 /// Receive capacity of the 1 MiB channels.
 pub(crate) const BULK_CAPACITY: usize = 8;
-/// How often `oneway-32B-cuts` cuts the connection.
-pub(crate) const CUT_EVERY_MS: u64 = 100;
 /// Interval between two small messages in the head-of-line workload.
 pub(crate) const HOL_INTERVAL_US: u64 = 1000;
 
 impl Workload {
-    pub(crate) const ALL: [Workload; 16] = [
+    pub(crate) const ALL: [Workload; 18] = [
         Workload::SeqCall,
         Workload::Calls64,
         Workload::Calls8x8,
         Workload::OneWay32,
-        Workload::OneWayCuts,
+        Workload::OneWaySink,
         Workload::Bulk,
+        Workload::BulkVec,
         Workload::Pipe,
         Workload::Echo,
+        Workload::EchoVec,
         Workload::TlsSeqCall,
         Workload::TlsBulk,
         Workload::TlsPipe,
@@ -281,10 +297,12 @@ impl Workload {
             Workload::Calls64 => "calls-64",
             Workload::Calls8x8 => "calls-8x8",
             Workload::OneWay32 => "oneway-32B",
-            Workload::OneWayCuts => "oneway-32B-cuts",
+            Workload::OneWaySink => "oneway-32B-sink",
             Workload::Bulk => "bulk-1MiB-channel",
+            Workload::BulkVec => "bulk-1MiB-vec-channel",
             Workload::Pipe => "bulk-1MiB-pipe",
             Workload::Echo => "echo-1MiB-call",
+            Workload::EchoVec => "echo-1MiB-vec-call",
             Workload::TlsSeqCall => "tls-seq-call",
             Workload::TlsBulk => "tls-bulk-1MiB-channel",
             Workload::TlsPipe => "tls-bulk-1MiB-pipe",
@@ -331,10 +349,12 @@ impl Workload {
             Workload::Calls64 => CALLS_64,
             Workload::Calls8x8 => CALLS_8X8,
             Workload::OneWay32 => ONEWAY,
-            Workload::OneWayCuts => ONEWAY_CUTS,
+            Workload::OneWaySink => ONEWAY_SINK,
             Workload::Bulk => BULK,
+            Workload::BulkVec => BULK_VEC,
             Workload::Pipe => PIPE,
             Workload::Echo => ECHO,
+            Workload::EchoVec => ECHO_VEC,
             Workload::TlsSeqCall => TLS_SEQ_CALL,
             Workload::TlsBulk => TLS_BULK,
             Workload::TlsPipe => TLS_PIPE,
@@ -353,11 +373,10 @@ impl Workload {
         use Workload::*;
         match (self, c) {
             (_, Netchan) => Ok(()),
-            (OneWayCuts, _) => Err(NoResume),
             (IdleChan, Raw) => Err(RawNoChannels),
             (_, Raw) => Ok(()),
             (TlsSeqCall | TlsBulk | TlsPipe | TlsEcho, Tarpc | Remoc) => Err(TlsRowsRawOnly),
-            (SeqCall | Calls64 | Calls8x8 | Echo | IdleConn, Tarpc) => Ok(()),
+            (SeqCall | Calls64 | Calls8x8 | Echo | EchoVec | IdleConn, Tarpc) => Ok(()),
             (_, Tarpc) => Err(TarpcNoChannels),
             (Rendezvous, Remoc) => Err(NoRendezvous),
             (_, Remoc) => Ok(()),
@@ -373,15 +392,15 @@ impl Workload {
             Workload::Calls64 | Workload::Calls8x8 => Some(
                 "raw: pipelined, the client tops the window up and writes all new requests in one write, the server answers every complete request of a read in one write",
             ),
-            Workload::OneWay32 => Some(
-                "raw: 36-byte frames (length + 32 bytes) written in batches of 64 KiB, parsed one by one",
+            Workload::OneWay32 | Workload::OneWaySink => Some(
+                "raw: 36-byte frames (length + 32 bytes) written in batches of 64 KiB, parsed one by one (the same in the `send().await` and the Sink rows)",
             ),
-            Workload::Bulk | Workload::TlsBulk => {
-                Some("raw: length-prefixed 1 MiB frames, read into one reused buffer")
-            }
+            Workload::Bulk | Workload::TlsBulk | Workload::BulkVec => Some(
+                "raw: length-prefixed 1 MiB frames, read into one reused buffer (the same in the `Bytes` and the plain `Vec<u8>` rows: raw has no serde)",
+            ),
             Workload::Pipe | Workload::TlsPipe => Some("raw: the bytes on the stream, unframed"),
-            Workload::Echo | Workload::TlsEcho => Some(
-                "raw: the server writes each complete frame back from its read buffer (no copy); one call in flight",
+            Workload::Echo | Workload::TlsEcho | Workload::EchoVec => Some(
+                "raw: the server writes each complete frame back from its read buffer (no copy); one call in flight (the same in the `Bytes` and the plain `Vec<u8>` rows)",
             ),
             Workload::Rendezvous => Some(
                 "raw: a 16-byte frame, then the receiver's echo of it as the acknowledgement (a sequential call)",
@@ -390,7 +409,40 @@ impl Workload {
                 "raw: no multiplexing, so small and 16 MiB messages use two separate connections, and the 16 MiB side reads and writes 64 KiB at a time with a yield after each (the ideal a multiplexer approaches)",
             ),
             Workload::IdleConn => Some("raw: one tokio task per connection awaiting a read"),
-            Workload::IdleChan | Workload::OneWayCuts => None,
+            Workload::IdleChan => None,
+        }
+    }
+}
+
+impl Workload {
+    /// What one operation of the CPU-per-operation row is; `None` where
+    /// the row is not given.
+    pub(crate) fn op_name(self) -> Option<&'static str> {
+        match self.plain() {
+            Workload::SeqCall | Workload::Calls64 | Workload::Calls8x8 => Some("call"),
+            Workload::OneWay32 | Workload::OneWaySink => Some("message"),
+            Workload::Rendezvous => Some("send"),
+            Workload::Bulk | Workload::BulkVec | Workload::Pipe => Some("MiB"),
+            Workload::Echo | Workload::EchoVec => Some("call (1 MiB each way)"),
+            _ => None,
+        }
+    }
+
+    /// Operations in the measuring window, from the window's event count,
+    /// payload bytes and latency samples (see [`Workload::op_name`]).
+    pub(crate) fn ops_in_window(self, events: u64, bytes: u64, samples: u64) -> Option<f64> {
+        let mib = MIB as f64;
+        match self.plain() {
+            Workload::SeqCall => Some(samples as f64),
+            Workload::Calls64
+            | Workload::Calls8x8
+            | Workload::OneWay32
+            | Workload::OneWaySink
+            | Workload::Rendezvous => Some(events as f64),
+            Workload::Bulk | Workload::BulkVec | Workload::Pipe => Some(bytes as f64 / mib),
+            // `bytes` counts both directions of each call.
+            Workload::Echo | Workload::EchoVec => Some(bytes as f64 / (2.0 * mib)),
+            _ => None,
         }
     }
 }

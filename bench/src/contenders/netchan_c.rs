@@ -14,40 +14,11 @@ use super::{AddrTx, Env, unsupported};
 use crate::harness::{
     BlockCheck, Ctl, Ctx, R, SeqCheck, big_payload, block_buffer, forever, stamp_block,
 };
-use crate::msg::{Big, Req, Resp, Small32, Stamp};
+use crate::msg::{Big, BigVec, Req, Resp, Small32, Stamp};
 use crate::spec::{
-    BULK_CAPACITY, CONNS_8, CUT_EVERY_MS, Contender, HOL_BIG, HOL_INTERVAL_US, IN_FLIGHT_8,
-    IN_FLIGHT_64, MIB, ONEWAY_CAPACITY, Workload,
+    BULK_CAPACITY, CONNS_8, Contender, HOL_BIG, HOL_INTERVAL_US, IN_FLIGHT_8, IN_FLIGHT_64, MIB,
+    ONEWAY_CAPACITY, Workload,
 };
-
-/// The live connections of a cutting relay.
-type Live = Arc<std::sync::Mutex<Vec<tokio::task::AbortHandle>>>;
-
-/// A relay on 127.0.0.1 to `upstream` that accepts every connection (a
-/// resuming session redials through it); aborting the handles in its
-/// `Live` cuts the connections live at that moment.
-async fn cutting_relay(upstream: SocketAddr) -> std::io::Result<(SocketAddr, Live)> {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let addr = listener.local_addr()?;
-    let live: Live = Arc::default();
-    let l2 = live.clone();
-    tokio::spawn(async move {
-        while let Ok((mut inbound, _)) = listener.accept().await {
-            let task = tokio::spawn(async move {
-                let Ok(mut outbound) = tokio::net::TcpStream::connect(upstream).await else {
-                    return;
-                };
-                let _ = inbound.set_nodelay(true);
-                let _ = outbound.set_nodelay(true);
-                let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
-            });
-            l2.lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .push(task.abort_handle());
-        }
-    });
-    Ok((addr, live))
-}
 
 /// The echo service, written by hand as generated code would be.
 #[derive(Debug, Clone, Copy)]
@@ -67,6 +38,7 @@ impl Service for EchoService {
             match request {
                 Req::Small(v) => Resp::Small(v),
                 Req::Echo(b) => Resp::Echo(b),
+                Req::EchoVec(v) => Resp::EchoVec(v),
             }
         })
     }
@@ -126,10 +98,14 @@ pub(crate) async fn server(env: Env, addr: AddrTx) -> R<()> {
     let reader = exp.clone();
     spawn_stats_reader(ctl.clone(), move || reader.stats());
     match env.w {
-        Workload::SeqCall | Workload::Calls64 | Workload::Calls8x8 | Workload::Echo => {
+        Workload::SeqCall
+        | Workload::Calls64
+        | Workload::Calls8x8
+        | Workload::Echo
+        | Workload::EchoVec => {
             exp.serve(EchoService);
         }
-        Workload::OneWay32 | Workload::OneWayCuts => {
+        Workload::OneWay32 | Workload::OneWaySink => {
             let rx = exp
                 .export_receiver::<Small32>("oneway", ONEWAY_CAPACITY)
                 .ctx("export")?;
@@ -140,6 +116,12 @@ pub(crate) async fn server(env: Env, addr: AddrTx) -> R<()> {
                 .export_receiver::<Big>("bulk", BULK_CAPACITY)
                 .ctx("export")?;
             tokio::spawn(count_big(rx, ctl));
+        }
+        Workload::BulkVec => {
+            let rx = exp
+                .export_receiver::<BigVec>("bulk", BULK_CAPACITY)
+                .ctx("export")?;
+            tokio::spawn(count_big_vec(rx, ctl));
         }
         Workload::Pipe => {
             let rx = exp.export_receiver::<Pipe>("pipe", 1).ctx("export")?;
@@ -191,6 +173,16 @@ async fn count_small(mut rx: Receiver<Small32>, ctl: Arc<Ctl>) {
 }
 
 async fn count_big(mut rx: Receiver<Big>, ctl: Arc<Ctl>) {
+    let mut seq = SeqCheck::default();
+    while let Some(m) = ended(&ctl, "bulk channel", rx.recv().await) {
+        if let Err(e) = seq.check("bulk channel", m.seq) {
+            return ctl.fail(e);
+        }
+        ctl.add_bytes(m.data.len() as u64);
+    }
+}
+
+async fn count_big_vec(mut rx: Receiver<BigVec>, ctl: Arc<Ctl>) {
     let mut seq = SeqCheck::default();
     while let Some(m) = ended(&ctl, "bulk channel", rx.recv().await) {
         if let Err(e) = seq.check("bulk channel", m.seq) {
@@ -292,41 +284,37 @@ pub(crate) async fn client(env: Env, addr: SocketAddr) -> R<()> {
                 }
             }
         }
+        Workload::EchoVec => {
+            let s = connect(&env, addr, Config::default()).await?;
+            let c = EchoClient::new(&s, SERVICE);
+            let payload = big_payload(MIB).to_vec();
+            ctl.ready();
+            while !ctl.stopped() {
+                match c.call(Req::EchoVec(payload.clone())).await.ctx("call")? {
+                    Resp::EchoVec(b) if b.len() == MIB && b[..64] == payload[..64] => {
+                        ctl.add_bytes(2 * MIB as u64);
+                    }
+                    other => return Err(format!("wrong echo: {:?}", short(&other))),
+                }
+            }
+        }
+        Workload::OneWaySink => {
+            use futures::{SinkExt, StreamExt};
+            let s = connect(&env, addr, Config::default()).await?;
+            ctl.stage("import_sender");
+            let mut tx = s.import_sender::<Small32>("oneway").await.ctx("import")?;
+            ctl.ready();
+            // One `send_all` for the whole run: values while the run lasts.
+            let run = ctl.clone();
+            let mut values = futures::stream::iter(0u64..)
+                .take_while(move |_| std::future::ready(!run.stopped()))
+                .map(|seq| Ok(Small32::new(seq)));
+            tx.send_all(&mut values).await.ctx("send_all")?;
+        }
         Workload::OneWay32 => {
             let s = connect(&env, addr, Config::default()).await?;
             ctl.stage("import_sender");
             let tx = s.import_sender::<Small32>("oneway").await.ctx("import")?;
-            ctl.ready();
-            let mut seq = 0;
-            while !ctl.stopped() {
-                tx.send(Small32::new(seq)).await.ctx("send")?;
-                seq += 1;
-            }
-        }
-        Workload::OneWayCuts => {
-            // Through a relay that cuts the connection every
-            // CUT_EVERY_MS; the session resumes each time, and the server
-            // checks every value arrives once, in order.
-            let relay = cutting_relay(addr).await.ctx("relay")?;
-            let policy = netchan::Reconnect::default()
-                .initial_delay(Duration::from_millis(1))
-                .max_delay(Duration::from_millis(50));
-            let s = connect(&env, relay.0, Config::default().reconnect(policy)).await?;
-            ctl.stage("import_sender");
-            let tx = s.import_sender::<Small32>("oneway").await.ctx("import")?;
-            let live = relay.1;
-            let cutter_ctl = ctl.clone();
-            tokio::spawn(async move {
-                let mut tick = tokio::time::interval(Duration::from_millis(CUT_EVERY_MS));
-                tick.tick().await;
-                while !cutter_ctl.stopped() {
-                    tick.tick().await;
-                    let mut live = live.lock().unwrap_or_else(|p| p.into_inner());
-                    for h in live.drain(..) {
-                        h.abort();
-                    }
-                }
-            });
             ctl.ready();
             let mut seq = 0;
             while !ctl.stopped() {
@@ -343,6 +331,22 @@ pub(crate) async fn client(env: Env, addr: SocketAddr) -> R<()> {
             let mut seq = 0;
             while !ctl.stopped() {
                 let m = Big {
+                    seq,
+                    data: data.clone(),
+                };
+                tx.send(m).await.ctx("send")?;
+                seq += 1;
+            }
+        }
+        Workload::BulkVec => {
+            let s = connect(&env, addr, Config::default()).await?;
+            ctl.stage("import_sender");
+            let tx = s.import_sender::<BigVec>("bulk").await.ctx("import")?;
+            let data = big_payload(MIB).to_vec();
+            ctl.ready();
+            let mut seq = 0;
+            while !ctl.stopped() {
+                let m = BigVec {
                     seq,
                     data: data.clone(),
                 };
@@ -425,6 +429,7 @@ fn short(r: &Resp) -> String {
     match r {
         Resp::Small(v) => format!("Small({v})"),
         Resp::Echo(b) => format!("Echo({} bytes)", b.len()),
+        Resp::EchoVec(b) => format!("EchoVec({} bytes)", b.len()),
     }
 }
 

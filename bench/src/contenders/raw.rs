@@ -77,9 +77,10 @@ pub(crate) async fn server(env: Env, addr: AddrTx) -> R<()> {
                     | Workload::Calls64
                     | Workload::Calls8x8
                     | Workload::Echo
+                    | Workload::EchoVec
                     | Workload::Rendezvous => serve_echo(io).await,
-                    Workload::OneWay32 => sink_small(io, &ctl).await,
-                    Workload::Bulk => sink_big(io, &ctl, false).await,
+                    Workload::OneWay32 | Workload::OneWaySink => sink_small(io, &ctl).await,
+                    Workload::Bulk | Workload::BulkVec => sink_big(io, &ctl, false).await,
                     Workload::Pipe => sink_pipe(io, &ctl).await,
                     Workload::HeadOfLine => {
                         let mut io = io;
@@ -257,11 +258,11 @@ pub(crate) async fn client(env: Env, addr: SocketAddr) -> R<()> {
                 let _ = t.await;
             }
         }
-        Workload::Echo => {
+        Workload::Echo | Workload::EchoVec => {
             let io = connect_io(&env, addr).await?;
             echo_big(io, &ctl).await?;
         }
-        Workload::OneWay32 => {
+        Workload::OneWay32 | Workload::OneWaySink => {
             let mut io = connect_io(&env, addr).await?;
             let per = BATCH / 36;
             let mut buf = Vec::with_capacity(per * 36);
@@ -281,7 +282,7 @@ pub(crate) async fn client(env: Env, addr: SocketAddr) -> R<()> {
                 io.flush().await.ctx("flush")?;
             }
         }
-        Workload::Bulk => {
+        Workload::Bulk | Workload::BulkVec => {
             let mut io = connect_io(&env, addr).await?;
             let data = big_payload(MIB);
             ctl.ready();

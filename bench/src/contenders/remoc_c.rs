@@ -15,7 +15,7 @@ use tokio::net::{TcpListener, TcpStream};
 
 use super::{AddrTx, Env, unsupported};
 use crate::harness::{Ctl, Ctx, R, SeqCheck, big_payload, forever, nodelay};
-use crate::msg::{Big, Small32, Stamp};
+use crate::msg::{Big, BigVec, Small32, Stamp};
 use crate::spec::{
     CONNS_8, Contender, HOL_BIG, HOL_INTERVAL_US, IN_FLIGHT_8, IN_FLIGHT_64, MIB, ONEWAY_CAPACITY,
     Workload,
@@ -30,6 +30,8 @@ mod api {
     pub trait Bench {
         async fn small(&self, x: u64) -> Result<u64, CallError>;
         async fn echo(&self, b: Bytes) -> Result<Bytes, CallError>;
+        /// A plain `Vec<u8>` (no `serde_bytes`), the file-share `read` shape.
+        async fn echo_vec(&self, b: Vec<u8>) -> Result<Vec<u8>, CallError>;
     }
 }
 
@@ -44,11 +46,15 @@ impl Bench for Obj {
     async fn echo(&self, b: Bytes) -> Result<Bytes, rtc::CallError> {
         Ok(b)
     }
+    async fn echo_vec(&self, b: Vec<u8>) -> Result<Vec<u8>, rtc::CallError> {
+        Ok(b)
+    }
 }
 
 /// The one-way channel with `ONEWAY_CAPACITY` local slots, as netchan's.
 type OneWayTx = rch::mpsc::Sender<Small32, Codec, ONEWAY_CAPACITY>;
 type BigTx = rch::mpsc::Sender<Big, Codec>;
+type BigVecTx = rch::mpsc::Sender<BigVec, Codec>;
 type StampTx = rch::mpsc::Sender<Stamp, Codec>;
 type ChanTx = rch::mpsc::Sender<u64, Codec>;
 /// Item limit of the head-of-line big channel: room for a 16 MiB
@@ -124,7 +130,11 @@ pub(crate) async fn server(env: Env, addr: AddrTx) -> R<()> {
         let (s, _) = l.accept().await.ctx("accept")?;
         let ctl = env.ctl.clone();
         match env.w {
-            Workload::SeqCall | Workload::Calls64 | Workload::Calls8x8 | Workload::Echo => {
+            Workload::SeqCall
+            | Workload::Calls64
+            | Workload::Calls8x8
+            | Workload::Echo
+            | Workload::EchoVec => {
                 let (mut server, client) = BenchServerShared::<_, Codec>::new(Arc::new(Obj));
                 server.set_parallelism(2 * IN_FLIGHT_64);
                 provide(s, client).await?;
@@ -136,7 +146,7 @@ pub(crate) async fn server(env: Env, addr: AddrTx) -> R<()> {
                     }
                 });
             }
-            Workload::OneWay32 => {
+            Workload::OneWay32 | Workload::OneWaySink => {
                 let (tx, mut rx) = rch::mpsc::channel::<Small32, Codec>();
                 let tx: OneWayTx = tx.set_buffer();
                 provide(s, tx).await?;
@@ -154,6 +164,19 @@ pub(crate) async fn server(env: Env, addr: AddrTx) -> R<()> {
                 let (tx, rx) = rch::mpsc::channel::<Big, Codec>();
                 provide::<BigTx>(s, tx).await?;
                 tokio::spawn(count_big(rx, ctl));
+            }
+            Workload::BulkVec => {
+                let (tx, mut rx) = rch::mpsc::channel::<BigVec, Codec>();
+                provide::<BigVecTx>(s, tx).await?;
+                tokio::spawn(async move {
+                    let mut seq = SeqCheck::default();
+                    while let Some(m) = recv_end(&ctl, "bulk channel", rx.recv().await) {
+                        if let Err(e) = seq.check("bulk channel", m.seq) {
+                            return ctl.fail(e);
+                        }
+                        ctl.add_bytes(m.data.len() as u64);
+                    }
+                });
             }
             Workload::HeadOfLine => {
                 let (stx, mut srx) = rch::mpsc::channel::<Stamp, Codec>();
@@ -286,6 +309,32 @@ pub(crate) async fn client(env: Env, addr: SocketAddr) -> R<()> {
                 ctl.add_bytes(2 * MIB as u64);
             }
         }
+        Workload::EchoVec => {
+            let c: BenchClient = consume(addr).await?;
+            let data = big_payload(MIB).to_vec();
+            ctl.ready();
+            while !ctl.stopped() {
+                let b = c.echo_vec(data.clone()).await.ctx("call")?;
+                if b.len() != MIB || b[..64] != data[..64] {
+                    return Err(format!("wrong echo of {} bytes", b.len()));
+                }
+                ctl.add_bytes(2 * MIB as u64);
+            }
+        }
+        Workload::OneWaySink => {
+            use futures::{SinkExt, StreamExt};
+            let tx: OneWayTx = consume(addr).await?;
+            let mut sink = rch::mpsc::SenderSink::new(tx);
+            ctl.ready();
+            // One `send_all` for the whole run, as netchan's Sink row.
+            let run = ctl.clone();
+            let mut values = futures::stream::iter(0u64..)
+                .take_while(move |_| std::future::ready(!run.stopped()))
+                .map(|seq| Ok(Small32::new(seq)));
+            sink.send_all(&mut values)
+                .await
+                .map_err(|e| format!("send_all: {e}"))?;
+        }
         Workload::OneWay32 => {
             let tx: OneWayTx = consume(addr).await?;
             ctl.ready();
@@ -304,6 +353,22 @@ pub(crate) async fn client(env: Env, addr: SocketAddr) -> R<()> {
             let mut seq = 0;
             while !ctl.stopped() {
                 let m = Big {
+                    seq,
+                    data: data.clone(),
+                };
+                if let Err(e) = tx.send(m).await {
+                    return Err(format!("send: {e}"));
+                }
+                seq += 1;
+            }
+        }
+        Workload::BulkVec => {
+            let tx: BigVecTx = consume(addr).await?;
+            let data = big_payload(MIB).to_vec();
+            ctl.ready();
+            let mut seq = 0;
+            while !ctl.stopped() {
+                let m = BigVec {
                     seq,
                     data: data.clone(),
                 };

@@ -25,6 +25,8 @@ mod api {
     pub trait Bench {
         async fn small(x: u64) -> u64;
         async fn echo(b: Bytes) -> Bytes;
+        /// A plain `Vec<u8>` (no `serde_bytes`), the file-share `read` shape.
+        async fn echo_vec(b: Vec<u8>) -> Vec<u8>;
     }
 }
 
@@ -38,6 +40,9 @@ impl Bench for Server {
         x
     }
     async fn echo(self, _: context::Context, b: bytes::Bytes) -> bytes::Bytes {
+        b
+    }
+    async fn echo_vec(self, _: context::Context, b: Vec<u8>) -> Vec<u8> {
         b
     }
 }
@@ -62,7 +67,11 @@ fn serve(s: TcpStream) {
 
 pub(crate) async fn server(env: Env, addr: AddrTx) -> R<()> {
     match env.w {
-        Workload::SeqCall | Workload::Calls64 | Workload::Calls8x8 | Workload::Echo => {}
+        Workload::SeqCall
+        | Workload::Calls64
+        | Workload::Calls8x8
+        | Workload::Echo
+        | Workload::EchoVec => {}
         w => return unsupported(Contender::Tarpc, w),
     }
     let l = TcpListener::bind("127.0.0.1:0").await.ctx("bind")?;
@@ -142,6 +151,21 @@ pub(crate) async fn client(env: Env, addr: SocketAddr) -> R<()> {
             ctl.ready();
             while !ctl.stopped() {
                 let b = c.echo(context::current(), data.clone()).await.ctx("call")?;
+                if b.len() != MIB || b[..64] != data[..64] {
+                    return Err(format!("wrong echo of {} bytes", b.len()));
+                }
+                ctl.add_bytes(2 * MIB as u64);
+            }
+        }
+        Workload::EchoVec => {
+            let c = connect(addr).await?;
+            let data = big_payload(MIB).to_vec();
+            ctl.ready();
+            while !ctl.stopped() {
+                let b = c
+                    .echo_vec(context::current(), data.clone())
+                    .await
+                    .ctx("call")?;
                 if b.len() != MIB || b[..64] != data[..64] {
                     return Err(format!("wrong echo of {} bytes", b.len()));
                 }

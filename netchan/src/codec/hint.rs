@@ -36,6 +36,12 @@ impl<'b, D> Hinted<'b, D> {
 /// peer could make that overflow the stack of the task that drops it.
 pub(crate) const MAX_DEPTH: usize = 1024;
 
+/// Stack a level needs at least: with less left, the level continues on
+/// a new stack of [`STACK_GROWTH`] bytes.
+const RED_ZONE: usize = 64 << 10;
+/// Size of each stack grown on the heap for deep values.
+const STACK_GROWTH: usize = 2 << 20;
+
 /// What one message's decode may still spend.
 pub(crate) struct Bounds {
     /// Elements all collections together may still be hinted.
@@ -53,7 +59,13 @@ impl Bounds {
         }
     }
 
-    /// Runs `f` one level deeper, or refuses if that is too deep.
+    /// Runs `f` one level deeper, or refuses if that is too deep. Each
+    /// level may continue on a stack grown on the heap: a thousand levels
+    /// of a recursive value would overflow a small thread stack (a
+    /// blocking-pool thread's, a test's) before the depth limit refused
+    /// them. Only compound values (sequences, maps, enums, options,
+    /// newtypes) come here, so the elements of a `Vec<u8>` pay for none
+    /// of it.
     fn nested<R, E: de::Error>(&self, f: impl FnOnce() -> Result<R, E>) -> Result<R, E> {
         let d = self.depth.get();
         if d >= MAX_DEPTH {
@@ -62,7 +74,7 @@ impl Bounds {
             )));
         }
         self.depth.set(d + 1);
-        let r = f();
+        let r = stacker::maybe_grow(RED_ZONE, STACK_GROWTH, f);
         self.depth.set(d);
         r
     }
@@ -170,34 +182,40 @@ impl<'de, V: de::Visitor<'de>> de::Visitor<'de> for Visit<'_, V> {
 
     fn visit_seq<A: de::SeqAccess<'de>>(self, seq: A) -> Result<V::Value, A::Error> {
         let hint = draw(self.budget, seq.size_hint());
-        self.inner.visit_seq(Access {
-            inner: seq,
-            hint,
-            budget: self.budget,
+        self.budget.nested(|| {
+            self.inner.visit_seq(Access {
+                inner: seq,
+                hint,
+                budget: self.budget,
+            })
         })
     }
 
     fn visit_map<A: de::MapAccess<'de>>(self, map: A) -> Result<V::Value, A::Error> {
         let hint = draw(self.budget, map.size_hint());
-        self.inner.visit_map(Access {
-            inner: map,
-            hint,
-            budget: self.budget,
+        self.budget.nested(|| {
+            self.inner.visit_map(Access {
+                inner: map,
+                hint,
+                budget: self.budget,
+            })
         })
     }
 
     fn visit_enum<A: de::EnumAccess<'de>>(self, data: A) -> Result<V::Value, A::Error> {
-        self.inner.visit_enum(Access {
-            inner: data,
-            hint: None,
-            budget: self.budget,
+        self.budget.nested(|| {
+            self.inner.visit_enum(Access {
+                inner: data,
+                hint: None,
+                budget: self.budget,
+            })
         })
     }
 }
 
 /// The seed of a whole message of type `T`: the deserializer it is given
-/// is wrapped in [`Hinted`] and, below that, in serde_stacker, which grows
-/// the stack on the heap for deeply nested values.
+/// is wrapped in [`Hinted`], which also grows the stack on the heap for
+/// deeply nested values.
 pub(crate) struct Whole<'b, T> {
     budget: &'b Bounds,
     ty: std::marker::PhantomData<fn() -> T>,
@@ -217,14 +235,14 @@ impl<'de, T: de::Deserialize<'de>> de::DeserializeSeed<'de> for Whole<'_, T> {
     type Value = T;
 
     fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<T, D::Error> {
-        T::deserialize(Hinted::new(
-            serde_stacker::Deserializer::new(d),
-            self.budget,
-        ))
+        T::deserialize(Hinted::new(d, self.budget))
     }
 }
 
-/// A seed that wraps the deserializer it is given.
+/// A seed that wraps the deserializer it is given. An element is not a
+/// level of its own: the compound value it may be counts one when it is
+/// visited, so a plain element (a byte of a `Vec<u8>`) costs nothing more
+/// than the wrapping.
 struct Seed<'b, S> {
     inner: S,
     budget: &'b Bounds,
@@ -233,9 +251,9 @@ struct Seed<'b, S> {
 impl<'de, S: de::DeserializeSeed<'de>> de::DeserializeSeed<'de> for Seed<'_, S> {
     type Value = S::Value;
 
+    #[inline]
     fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<S::Value, D::Error> {
-        self.budget
-            .nested(|| self.inner.deserialize(Hinted::new(d, self.budget)))
+        self.inner.deserialize(Hinted::new(d, self.budget))
     }
 }
 

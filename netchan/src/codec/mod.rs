@@ -62,10 +62,10 @@ macro_rules! bounded {
 /// Decodes with bincode under `cfg`'s limit, borrowing from `bytes`: a
 /// byte string or string is copied once, straight into the value. Deeply
 /// nested values (a recursive enum a thousand levels down) grow the stack
-/// on the heap as they go (serde_stacker) instead of overflowing it and
-/// aborting the process; the depth is still bounded by the message's
-/// length. The room collections reserve up front is bounded by the
-/// message's length too ([`hint::Hinted`]).
+/// on the heap as they go (`stacker`) instead of overflowing it and
+/// aborting the process, up to [`hint::MAX_DEPTH`] levels. The room
+/// collections reserve up front is bounded by the message's length
+/// ([`hint::Hinted`]).
 fn bincode_decode<T: DeserializeOwned, C: bincode::config::Config>(
     bytes: &[u8],
     cfg: C,
@@ -106,11 +106,7 @@ pub(crate) fn decode<T: DeserializeOwned>(codec: CodecId, bytes: &[u8]) -> Resul
             // hints are bounded as for bincode.
             let mut de = postcard::Deserializer::from_bytes(bytes);
             let bounds = hint::Bounds::new(bytes.len());
-            let r = T::deserialize(hint::Hinted::new(
-                serde_stacker::Deserializer::new(&mut de),
-                &bounds,
-            ))
-            .map(|v| (v, de.finalize()));
+            let r = T::deserialize(hint::Hinted::new(&mut de, &bounds)).map(|v| (v, de.finalize()));
             match r.map(|(v, rest)| (v, rest.unwrap_or_default())) {
                 Ok((v, [])) => Ok(v),
                 Ok((_, rest)) => Err(format!("{} trailing bytes after the value", rest.len())),

@@ -544,6 +544,8 @@ impl Buf for Segments {
 
 async fn writer(conn: &Arc<Conn>, link: &LinkCtl, mut wr: WriteHalf) {
     let mut buf = Segments::default();
+    // Whether this pass already gave way once to the tasks just woken.
+    let mut yielded = false;
     loop {
         if link.suspended.load(Ordering::Acquire) {
             return;
@@ -558,7 +560,7 @@ async fn writer(conn: &Arc<Conn>, link: &LinkCtl, mut wr: WriteHalf) {
         }
         let notified = conn.write_notify.notified();
         conn.writer_awake();
-        let (have, done, ended, deadline) = {
+        let step = {
             let mut inner = conn.lock();
             if inner.link_epoch != link.epoch || inner.proto.is_suspended() {
                 drop(inner);
@@ -574,14 +576,29 @@ async fn writer(conn: &Arc<Conn>, link: &LinkCtl, mut wr: WriteHalf) {
                 broke(conn, link, peer_violation(error));
                 continue;
             }
-            let have = inner.proto.take_segments(&mut buf.segs, now);
-            (
-                have,
-                inner.proto.goodbye_sent(),
-                matches!(inner.status, Status::Ended(_)),
-                inner.proto.poll_timeout(),
-            )
+            if !yielded && inner.proto.only_credit_to_write() {
+                None
+            } else {
+                let have = inner.proto.take_segments(&mut buf.segs, now);
+                Some((
+                    have,
+                    inner.proto.goodbye_sent(),
+                    matches!(inner.status, Status::Ended(_)),
+                    inner.proto.poll_timeout(),
+                ))
+            }
         };
+        let Some((have, done, ended, deadline)) = step else {
+            // Only grants to write: the task that took the values may be
+            // about to answer them (a handler's reply, the caller's next
+            // request). Give it one turn, so that the grant rides along
+            // with that write instead of costing a write (and a wake-up
+            // of the peer) of its own.
+            yielded = true;
+            tokio::task::yield_now().await;
+            continue;
+        };
+        yielded = false;
         if have {
             buf.filled();
             match write_out(link, &mut wr, &mut buf).await {
@@ -631,11 +648,17 @@ enum Wrote {
     Failed(std::io::Error),
 }
 
-/// Writes all of `buf`.
+/// Writes all of `buf`, and flushes: a TLS stream may keep the last
+/// records of a write in its own buffer when the socket was full, and
+/// nothing else would send them before the writer's next wake-up (a TCP
+/// stream's flush does nothing).
 async fn write_out(link: &LinkCtl, wr: &mut WriteHalf, buf: &mut Segments) -> Wrote {
     let wrote = tokio::select! {
         biased;
-        r = wr.write_all_buf(buf) => match r {
+        r = async {
+            wr.write_all_buf(buf).await?;
+            wr.flush().await
+        } => match r {
             Ok(()) => Wrote::All,
             Err(e) => Wrote::Failed(e),
         },

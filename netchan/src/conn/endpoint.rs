@@ -107,17 +107,18 @@ impl Link {
     /// connection's lock once per write, not once per message.
     ///
     /// The writer is woken at once when the sender may be waiting for the
-    /// grant: the values buffered plus the grants not yet sent make at
-    /// least half the buffer, so by this side's count the sender holds at
-    /// most half its window (in particular, the buffer was full: one take
-    /// lets one waiting send in). Otherwise the batch waits for the
-    /// writer's next pass (the next read, or the next write): the sender
-    /// has credit to spare.
+    /// grants (the protocol core's rule, [`grants_urgent`]: the sender
+    /// holds at most half its window by this side's count, or the take
+    /// left the buffer empty). Otherwise the
+    /// batch waits for the writer's next pass (the next read, or the next
+    /// write): the sender has credit to spare.
+    ///
+    /// [`grants_urgent`]: crate::proto::flow::grants_urgent
     pub(crate) fn took(self: &Arc<Self>, grant: u32, buffered: usize, capacity: usize) {
         let add = (u64::from(grant) << 32) | 1;
         let before = self.batch.fetch_add(add, Ordering::AcqRel);
         let pending = (before + add) as u32 as usize;
-        let urgent = 2 * (buffered + pending) >= capacity;
+        let urgent = crate::proto::flow::grants_urgent(capacity, buffered, pending);
         if before == 0 {
             self.conn().post_credit(self, urgent);
         } else if urgent {

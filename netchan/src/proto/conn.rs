@@ -1527,6 +1527,11 @@ impl Connection {
         self.has_frames_to_write() || (self.credit_urgent && !self.credit_due.is_empty())
     }
 
+    /// Whether the only thing to write now is urgent `CREDIT`s.
+    pub fn only_credit_to_write(&self) -> bool {
+        self.credit_urgent && !self.credit_due.is_empty() && !self.has_frames_to_write()
+    }
+
     /// Whether anything but `CREDIT`s that may wait is to be written.
     fn has_frames_to_write(&self) -> bool {
         !self.out.is_empty()

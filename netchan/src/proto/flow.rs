@@ -34,7 +34,10 @@
 //! writes. A mark is *urgent* ([`Flow::urgent`]) when a sender may be
 //! waiting for it: a grant while the sender holds at most half the window
 //! (in particular none: a full buffer, so one take lets one waiting send
-//! in, whatever the capacity), and anything on a rendezvous channel. An
+//! in, whatever the capacity), grants that leave the buffer empty (the
+//! receiver keeps up and waits for more, so a fast sender's window should
+//! not run dry while its values are in flight), and anything on a
+//! rendezvous channel. An
 //! urgent mark is written at once; the rest (confirmations of arrival, and
 //! grants to a sender with credit to spare) ride along with the next write
 //! or leave after [`ACK_DELAY`], so a call answered at once costs no
@@ -67,6 +70,27 @@
 /// How long a confirmation or a grant nobody waits for may wait for a
 /// write to ride along with before it is written on its own.
 pub const ACK_DELAY: std::time::Duration = std::time::Duration::from_millis(1);
+
+/// Whether grants not yet sent may be what a sender waits for, so that
+/// they are written at once: the receiving end has a buffer of `capacity`
+/// (at least 1) holding `buffered` values, and `pending` slots were freed
+/// since its last `CREDIT`.
+///
+/// * The sender holds at most half its window by this side's count
+///   (`buffered + pending` is at least half the buffer): in particular the
+///   buffer was full, so one take lets one waiting send in, whatever the
+///   capacity.
+/// * Or the take left the buffer empty: the receiver keeps up and waits
+///   for more, and values in flight may hold the rest of the sender's
+///   window. (A request answered at once also empties the buffer; the
+///   connection's writer gives the answering task a turn before it writes
+///   grants alone, so the grant rides along with the answer.)
+///
+/// The connection core calls it for takes it batches before they reach
+/// the protocol core, which applies the same rule.
+pub(crate) fn grants_urgent(capacity: usize, buffered: usize, pending: usize) -> bool {
+    pending > 0 && (2 * (buffered + pending) >= capacity || buffered == 0)
+}
 
 /// Why a `CREDIT` is refused: the peer broke the invariant.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -228,14 +252,16 @@ impl Flow {
         !std::mem::replace(&mut self.marked, true)
     }
 
-    /// Whether this end's pending `CREDIT` may be what a sender waits for:
-    /// a grant while the sender holds at most half the window (it may be
-    /// out of credit), or anything on a rendezvous channel.
+    /// Whether this end's pending `CREDIT` may be what a sender waits for
+    /// ([`grants_urgent`]), or anything on a rendezvous channel.
     pub(super) fn urgent(&self) -> bool {
         self.marked
             && (self.capacity == 0
-                || (self.pending_grant > 0
-                    && self.outstanding - self.pending_grant <= self.capacity / 2))
+                || grants_urgent(
+                    self.capacity as usize,
+                    (self.delivered - self.taken) as usize,
+                    self.pending_grant as usize,
+                ))
     }
 
     /// Forgets the mark (the channel is closing: no more `CREDIT`).

@@ -1420,6 +1420,48 @@ fn one_take_lets_one_waiting_send_in_at_every_capacity() {
 }
 
 #[test]
+fn a_grant_that_empties_the_buffer_is_urgent_and_one_that_does_not_may_wait() {
+    for cap in [5u32, 8, 16, 64, 1024] {
+        let mut p = Pair::connected();
+        let chan = p.d_sends(cap);
+        // Two values out of a window of `cap`: the sender holds more
+        // than half of it.
+        for _ in 0..2 {
+            p.d.send(chan, b"m", &[]).unwrap();
+        }
+        p.drive();
+        p.clear();
+        // One taken, one still buffered: the sender has credit to spare,
+        // so the grant may ride along with a later write.
+        p.a.conn.credit_update(chan, 1, 1);
+        assert!(
+            !p.a.conn.wants_transmit(),
+            "capacity {cap}: a grant to a sender with credit to spare waits"
+        );
+        // The second taken: the buffer is empty and the receiver waits for
+        // more, so both grants leave at once, in one frame, and nothing
+        // else is to be written.
+        p.a.conn.credit_update(chan, 1, 1);
+        assert!(
+            p.a.conn.wants_transmit(),
+            "capacity {cap}: a grant that empties the buffer is urgent"
+        );
+        assert!(p.a.conn.only_credit_to_write(), "capacity {cap}");
+        p.drive();
+        assert_eq!(
+            p.a.take_sent(),
+            vec![Frame::Credit {
+                chan,
+                grant: 2,
+                received: 2
+            }],
+            "capacity {cap}"
+        );
+        assert_eq!(p.d.conn.credit(chan), cap, "capacity {cap}");
+    }
+}
+
+#[test]
 fn takes_between_two_transmits_leave_in_one_credit_frame_behind_earlier_frames() {
     let mut p = Pair::connected();
     let chan = p.d_sends(4);

@@ -625,3 +625,29 @@ async fn a_peer_that_stays_silent_after_our_goodbye_is_let_go_after_the_close_ti
     drop(raw);
 }
 over_both!(a_peer_that_stays_silent_after_our_goodbye_is_let_go_after_the_close_timeout);
+
+/// A stream that keeps what it is given until it is flushed (a
+/// `BufWriter`; TLS does the same with its last records when the socket
+/// is full) still carries every frame: the writer flushes after each
+/// write, so nothing waits for a later one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_that_buffers_writes_carries_every_frame_without_waiting_for_a_later_write() {
+    bounded(async {
+        let (x, y) = tokio::io::duplex(1 << 16);
+        let a = Session::connect_stream(tokio::io::BufWriter::new(x), Config::default());
+        let b = Session::accept_stream(tokio::io::BufWriter::new(y), Config::default());
+        let tx = b.export_sender::<u64>("numbers").expect("export");
+        let mut rx = within(
+            "import through buffered streams",
+            a.import_receiver::<u64>("numbers", 4),
+        )
+        .await
+        .expect("import");
+        for i in 0..10 {
+            within("send", tx.send(i)).await.expect("send");
+            let got = within("each value, one at a time", rx.recv()).await;
+            assert_eq!(got.expect("recv"), Some(i));
+        }
+    })
+    .await;
+}
