@@ -573,11 +573,30 @@ async fn calls_pipes_and_carried_channels_carry_on_through_cuts() {
     client.close().await;
 }
 
-/// Captures the text of every `tracing` event with its level.
+/// Captures the text of every `tracing` event at `info` or above, with
+/// its level, from every test of this binary: a global subscriber, since
+/// one set per thread can miss events while other tests run in parallel
+/// (callsite interest is cached process-wide). Each test looks for its
+/// own lines by the address its session dialled.
 #[derive(Clone, Default)]
 struct Capture(std::sync::Arc<std::sync::Mutex<Vec<(tracing::Level, String)>>>);
 
 impl Capture {
+    /// The process-wide capture, installed on first use.
+    fn global() -> Capture {
+        use tracing_subscriber::layer::SubscriberExt;
+        static CAPTURE: std::sync::OnceLock<Capture> = std::sync::OnceLock::new();
+        CAPTURE
+            .get_or_init(|| {
+                let capture = Capture::default();
+                let subscriber = tracing_subscriber::registry().with(capture.clone());
+                tracing::subscriber::set_global_default(subscriber)
+                    .expect("no other global subscriber in this test binary");
+                capture
+            })
+            .clone()
+    }
+
     fn has(&self, level: tracing::Level, what: &[&str]) -> bool {
         let logged = self.0.lock().unwrap_or_else(|p| p.into_inner());
         logged
@@ -595,6 +614,14 @@ impl tracing::field::Visit for Fields<'_> {
 }
 
 impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Capture {
+    fn enabled(
+        &self,
+        metadata: &tracing::Metadata<'_>,
+        _: tracing_subscriber::layer::Context<'_, S>,
+    ) -> bool {
+        *metadata.level() <= tracing::Level::INFO
+    }
+
     fn on_event(&self, event: &tracing::Event<'_>, _: tracing_subscriber::layer::Context<'_, S>) {
         let mut text = String::new();
         event.record(&mut Fields(&mut text));
@@ -605,15 +632,12 @@ impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Capture {
     }
 }
 
-/// A break, each redial and the resume are logged: the break at `warn`
-/// with its reason, each attempt and the resume at `info`.
-// A current-thread runtime: every task runs under the subscriber set here.
-#[tokio::test]
+/// A break, each redial and the resume are logged on the dialling side:
+/// the break at `warn` with its reason, each attempt and the resume at
+/// `info`, each line naming the peer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_break_each_attempt_and_the_resume_are_logged() {
-    use tracing_subscriber::layer::SubscriberExt;
-    let capture = Capture::default();
-    let _guard =
-        tracing::subscriber::set_default(tracing_subscriber::registry().with(capture.clone()));
+    let capture = Capture::global();
     let (exp, relay) = served(Config::default()).await;
     let tx = exp.export_sender::<u32>("n").expect("export");
     let client = Session::connect_with(relay.addr(), client_cfg())
@@ -633,21 +657,25 @@ async fn a_break_each_attempt_and_the_resume_are_logged() {
     .await;
     tx.send(9).await.expect("send after the resume");
     assert_eq!(rx.recv().await.expect("recv"), Some(9));
+    // The dialer's lines name the relay's address as its peer.
+    let peer = format!("peer={}", relay.addr());
     assert!(
-        capture.has(tracing::Level::WARN, &["connection broken", "reason="]),
+        capture.has(
+            tracing::Level::WARN,
+            &["connection broken", "reason=", &peer]
+        ),
         "the break at warn"
     );
     assert!(
-        capture.has(tracing::Level::INFO, &["reconnecting", "attempt=1"]),
+        capture.has(tracing::Level::INFO, &["reconnecting", "attempt=1", &peer]),
         "the first attempt at info"
     );
     assert!(
-        capture.has(tracing::Level::INFO, &["session resumed", "side=Dialer"]),
+        capture.has(
+            tracing::Level::INFO,
+            &["session resumed", "side=Dialer", &peer]
+        ),
         "the resume at info"
-    );
-    assert!(
-        capture.has(tracing::Level::INFO, &["session resumed", "side=Acceptor"]),
-        "the resume at info on the accepting side too"
     );
 }
 
@@ -745,4 +773,63 @@ async fn a_rendezvous_channel_carries_on_through_cuts() {
     let _ = stop.send(());
     let cuts = cuts.await.expect("cutter");
     assert!(cuts >= 1, "at least one cut during the exchange");
+}
+
+/// A dialer that cannot get through gives up after its policy's limit:
+/// the session is lost with an error that says so, its receivers get the
+/// error and `drain` counts what was never confirmed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dialer_that_cannot_get_through_gives_up_and_the_session_is_lost() {
+    let (exp, relay) = served(Config::default()).await;
+    let mut sink = exp.export_receiver::<u64>("sink", 4).expect("export");
+    let policy = Reconnect::default()
+        .initial_delay(Duration::from_millis(10))
+        .max_delay(Duration::from_millis(50))
+        .give_up_after(Some(Duration::from_millis(500)));
+    let client = Session::connect_with(relay.addr(), Config::default().reconnect(policy))
+        .await
+        .expect("connect");
+    let mut events = client.events();
+    let tx = client.import_sender::<u64>("sink").await.expect("import");
+    tx.send(1).await.expect("send");
+    assert_eq!(sink.recv().await.expect("recv"), Some(1));
+    client
+        .drain(Some(Duration::from_secs(10)))
+        .await
+        .expect("the first value confirmed");
+    relay.block(true);
+    relay.cut();
+    // Sent while the connection is down: never confirmed.
+    tx.send(2)
+        .await
+        .expect("a send within the credit while suspended");
+    let saw = within("the session to be lost", Duration::from_secs(20), async {
+        let mut saw = Vec::new();
+        while let Some(ev) = events.next().await {
+            let lost = matches!(ev, SessionEvent::Lost(_));
+            saw.push(ev);
+            if lost {
+                break;
+            }
+        }
+        saw
+    })
+    .await;
+    let attempts = saw
+        .iter()
+        .filter(|e| matches!(e, SessionEvent::Reconnecting { .. }))
+        .count();
+    assert!(attempts >= 2, "it kept trying: {saw:?}");
+    match saw.last() {
+        Some(SessionEvent::Lost(e)) => {
+            assert!(e.to_string().contains("gave up reconnecting"), "{e}")
+        }
+        other => panic!("expected Lost, got {other:?}"),
+    }
+    match client.drain(Some(Duration::from_secs(5))).await {
+        Err(Error::Undelivered { count, .. }) => assert_eq!(count, 1, "the value sent while down"),
+        other => panic!("drain must count the unconfirmed value: {other:?}"),
+    }
+    let refused = tx.send(3).await.expect_err("the session is lost");
+    assert_eq!(refused.0, 3, "the value comes back");
 }
