@@ -117,6 +117,7 @@ pub(crate) fn run_timed(c: Contender, w: Workload, seconds: f64, warmup: f64, fl
         | Workload::Calls8x8
         | Workload::OneWay32
         | Workload::OneWaySink
+        | Workload::OneWayCuts
         | Workload::Rendezvous => {
             metrics.insert("rate".into(), events as f64 / dt);
             progress = events > 0;

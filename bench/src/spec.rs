@@ -127,6 +127,12 @@ const CALLS_8X8: &[Metric] = &[m(
     PerSec,
     Higher,
 )];
+const ONEWAY_CUTS: &[Metric] = &[m(
+    "rate",
+    "one-way 32-byte messages, a cut every 100 ms",
+    PerSec,
+    Higher,
+)];
 const ONEWAY: &[Metric] = &[m(
     "rate",
     "one-way 32-byte messages, one channel",
@@ -209,6 +215,7 @@ pub(crate) enum NotApplicable {
     NoRendezvous,
     TlsRowsRawOnly,
     RawNoChannels,
+    NoResume,
 }
 
 impl NotApplicable {
@@ -224,6 +231,9 @@ impl NotApplicable {
                 "TLS rows compare netchan over TLS 1.3 with raw TLS 1.3 (the raw baseline's frames over tokio-rustls, ring) only"
             }
             NotApplicable::RawNoChannels => "raw TCP has no channels to open",
+            NotApplicable::NoResume => {
+                "only netchan resumes a session through a cut (Config::reconnect); a cut ends the others' connections"
+            }
         }
     }
 }
@@ -236,6 +246,7 @@ pub(crate) enum Workload {
     Calls8x8,
     OneWay32,
     OneWaySink,
+    OneWayCuts,
     Bulk,
     BulkVec,
     Pipe,
@@ -268,14 +279,17 @@ pub(crate) const ONEWAY_CAPACITY: usize = 1024;
 pub(crate) const BULK_CAPACITY: usize = 8;
 /// Interval between two small messages in the head-of-line workload.
 pub(crate) const HOL_INTERVAL_US: u64 = 1000;
+/// How often `oneway-32B-cuts` cuts the connection.
+pub(crate) const CUT_EVERY_MS: u64 = 100;
 
 impl Workload {
-    pub(crate) const ALL: [Workload; 18] = [
+    pub(crate) const ALL: [Workload; 19] = [
         Workload::SeqCall,
         Workload::Calls64,
         Workload::Calls8x8,
         Workload::OneWay32,
         Workload::OneWaySink,
+        Workload::OneWayCuts,
         Workload::Bulk,
         Workload::BulkVec,
         Workload::Pipe,
@@ -298,6 +312,7 @@ impl Workload {
             Workload::Calls8x8 => "calls-8x8",
             Workload::OneWay32 => "oneway-32B",
             Workload::OneWaySink => "oneway-32B-sink",
+            Workload::OneWayCuts => "oneway-32B-cuts",
             Workload::Bulk => "bulk-1MiB-channel",
             Workload::BulkVec => "bulk-1MiB-vec-channel",
             Workload::Pipe => "bulk-1MiB-pipe",
@@ -350,6 +365,7 @@ impl Workload {
             Workload::Calls8x8 => CALLS_8X8,
             Workload::OneWay32 => ONEWAY,
             Workload::OneWaySink => ONEWAY_SINK,
+            Workload::OneWayCuts => ONEWAY_CUTS,
             Workload::Bulk => BULK,
             Workload::BulkVec => BULK_VEC,
             Workload::Pipe => PIPE,
@@ -373,6 +389,7 @@ impl Workload {
         use Workload::*;
         match (self, c) {
             (_, Netchan) => Ok(()),
+            (OneWayCuts, _) => Err(NoResume),
             (IdleChan, Raw) => Err(RawNoChannels),
             (_, Raw) => Ok(()),
             (TlsSeqCall | TlsBulk | TlsPipe | TlsEcho, Tarpc | Remoc) => Err(TlsRowsRawOnly),
@@ -409,7 +426,7 @@ impl Workload {
                 "raw: no multiplexing, so small and 16 MiB messages use two separate connections, and the 16 MiB side reads and writes 64 KiB at a time with a yield after each (the ideal a multiplexer approaches)",
             ),
             Workload::IdleConn => Some("raw: one tokio task per connection awaiting a read"),
-            Workload::IdleChan => None,
+            Workload::IdleChan | Workload::OneWayCuts => None,
         }
     }
 }
@@ -420,7 +437,7 @@ impl Workload {
     pub(crate) fn op_name(self) -> Option<&'static str> {
         match self.plain() {
             Workload::SeqCall | Workload::Calls64 | Workload::Calls8x8 => Some("call"),
-            Workload::OneWay32 | Workload::OneWaySink => Some("message"),
+            Workload::OneWay32 | Workload::OneWaySink | Workload::OneWayCuts => Some("message"),
             Workload::Rendezvous => Some("send"),
             Workload::Bulk | Workload::BulkVec | Workload::Pipe => Some("MiB"),
             Workload::Echo | Workload::EchoVec => Some("call (1 MiB each way)"),
@@ -438,6 +455,7 @@ impl Workload {
             | Workload::Calls8x8
             | Workload::OneWay32
             | Workload::OneWaySink
+            | Workload::OneWayCuts
             | Workload::Rendezvous => Some(events as f64),
             Workload::Bulk | Workload::BulkVec | Workload::Pipe => Some(bytes as f64 / mib),
             // `bytes` counts both directions of each call.

@@ -23,9 +23,11 @@
 #[cfg(feature = "nats")]
 pub mod cluster_nats;
 pub mod file_share;
+mod relay;
 mod temp;
 mod tls;
 
+pub use relay::Relay;
 pub use temp::TempDir;
 pub use tls::{ClientTlsArgs, ServerTlsArgs, self_signed_names};
 

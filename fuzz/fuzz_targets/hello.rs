@@ -1,7 +1,7 @@
 //! `Hello::decode` on arbitrary bytes, whole and byte by byte.
 //!
 //! The first byte picks our codec. Checked: a hello decodes only from
-//! `HELLO_LEN` (24) bytes, consumes exactly those, re-encodes to them and carries non-zero
+//! `HELLO_LEN` (48) bytes, consumes exactly those, re-encodes to them (with its resume part) and carries non-zero
 //! limits and our codec; `Ok(None)` consumes nothing; and the decision
 //! is consistent as bytes arrive: every prefix gives "need more" or the
 //! error the whole input gives (a receiver that checks "as bytes arrive"
@@ -30,13 +30,13 @@ fuzz_target!(|data: &[u8]| {
         max_handles: 128,
     };
     let mut buf = BytesMut::from(rest);
-    let whole = Hello::decode(&mut buf, &ours);
+    let whole = Hello::decode_with(&mut buf, &ours);
     match &whole {
         Ok(None) => {
             assert!(rest.len() < HELLO_LEN);
             assert_eq!(&buf[..], rest, "Ok(None) consumed bytes");
         }
-        Ok(Some(h)) => {
+        Ok(Some((h, info))) => {
             assert!(rest.len() >= HELLO_LEN);
             assert_eq!(
                 buf.len(),
@@ -47,7 +47,7 @@ fuzz_target!(|data: &[u8]| {
             assert_eq!(h.version, PROTOCOL_VERSION);
             assert!(h.max_message_len > 0 && h.max_channels > 0);
             let mut enc = BytesMut::new();
-            h.encode(&mut enc);
+            h.encode_with(info, &mut enc);
             assert_eq!(&enc[..], &rest[..HELLO_LEN], "encode(decode(x)) != x");
         }
         Err(_) => {}
@@ -55,7 +55,7 @@ fuzz_target!(|data: &[u8]| {
     // Byte by byte: the first verdict is final.
     for n in 0..rest.len().min(HELLO_LEN) {
         let mut part = BytesMut::from(&rest[..n]);
-        match Hello::decode(&mut part, &ours) {
+        match Hello::decode_with(&mut part, &ours) {
             Ok(None) => assert_eq!(&part[..], &rest[..n]),
             Ok(Some(_)) => panic!("a hello decoded from {n} bytes"),
             Err(e) => {

@@ -428,6 +428,8 @@ impl PeerFrame {
                 out.extend_from_slice(&max_channels.to_le_bytes());
                 // max_handles: not scripted, always the default.
                 out.extend_from_slice(&128u32.to_le_bytes());
+                // Token and position (wire version 4): none.
+                out.extend_from_slice(&[0; 24]);
             }
         }
     }

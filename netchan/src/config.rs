@@ -30,6 +30,8 @@ pub struct Config {
     #[cfg(feature = "tls")]
     pub(crate) tls_client: Option<crate::tls::ClientTls>,
     pub(crate) allow_plaintext: bool,
+    pub(crate) reconnect: Option<Reconnect>,
+    pub(crate) resume_grace: Duration,
 }
 
 impl Default for Config {
@@ -46,6 +48,8 @@ impl Default for Config {
             #[cfg(feature = "tls")]
             tls_client: None,
             allow_plaintext: false,
+            reconnect: None,
+            resume_grace: Duration::from_secs(30),
         }
     }
 }
@@ -153,11 +157,126 @@ impl Config {
         self
     }
 
+    /// Connecting side: when the connection breaks, redial and resume the
+    /// same session with `policy`, so that channels, pipes, services and
+    /// calls in flight carry on with nothing lost and nothing twice. The
+    /// accepting side must be an [`Exporter`](crate::Exporter) (it keeps a
+    /// broken session for its [`resume_grace`](Config::resume_grace)).
+    /// Progress shows on [`Session::events`](crate::Session::events).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use netchan::{Config, Reconnect};
+    /// let cfg = Config::default().reconnect(
+    ///     Reconnect::default()
+    ///         .initial_delay(Duration::from_millis(50))
+    ///         .max_delay(Duration::from_secs(2))
+    ///         .give_up_after(Some(Duration::from_secs(60))),
+    /// );
+    /// assert!(cfg.get_reconnect().is_some());
+    /// ```
+    pub fn reconnect(mut self, policy: Reconnect) -> Config {
+        self.reconnect = Some(policy);
+        self
+    }
+
+    /// The reconnect policy, if any.
+    pub fn get_reconnect(&self) -> Option<&Reconnect> {
+        self.reconnect.as_ref()
+    }
+
+    /// Accepting side: how long a session whose connection broke waits for
+    /// its peer to resume it (default 30 s). Meanwhile it holds what was
+    /// sent and not acknowledged, and the values an exporter gave it; after
+    /// it, the session is lost as a failed connection is (values given
+    /// back, receivers get the error).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let cfg = netchan::Config::default().resume_grace(Duration::from_secs(5));
+    /// assert_eq!(cfg.get_resume_grace(), Duration::from_secs(5));
+    /// ```
+    pub fn resume_grace(mut self, d: Duration) -> Config {
+        self.resume_grace = d;
+        self
+    }
+
+    /// How long a broken session waits to be resumed.
+    pub fn get_resume_grace(&self) -> Duration {
+        self.resume_grace
+    }
+
     /// Use postcard instead of bincode for messages. Both sides must agree;
     /// a mismatch fails the handshake with a clear error.
     #[cfg(feature = "postcard")]
     pub fn postcard(mut self) -> Config {
         self.codec = CodecId::Postcard;
         self
+    }
+}
+
+/// How a connecting side redials after its connection broke (see
+/// [`Config::reconnect`]): exponential backoff from `initial_delay`,
+/// doubling up to `max_delay`, each delay with up to ±25 % random jitter
+/// so that many clients do not redial in step, until the session resumes
+/// or `give_up_after` has passed since the connection broke.
+///
+/// The default starts at 100 ms, caps at 5 s and never gives up (the
+/// accepting side's grace period still ends a session it no longer
+/// keeps: the resume is then refused and the session is lost).
+///
+/// ```
+/// use std::time::Duration;
+/// let r = netchan::Reconnect::default().max_delay(Duration::from_secs(1));
+/// assert_eq!(r.delay(1), Duration::from_millis(100));
+/// assert_eq!(r.delay(20), Duration::from_secs(1));
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reconnect {
+    initial: Duration,
+    max: Duration,
+    give_up: Option<Duration>,
+}
+
+impl Default for Reconnect {
+    fn default() -> Reconnect {
+        Reconnect {
+            initial: Duration::from_millis(100),
+            max: Duration::from_secs(5),
+            give_up: None,
+        }
+    }
+}
+
+impl Reconnect {
+    /// The delay before the second attempt (the first is immediate).
+    pub fn initial_delay(mut self, d: Duration) -> Reconnect {
+        self.initial = d;
+        self
+    }
+
+    /// The longest delay between attempts.
+    pub fn max_delay(mut self, d: Duration) -> Reconnect {
+        self.max = d;
+        self
+    }
+
+    /// Give up (the session is lost) when it has not resumed this long
+    /// after the connection broke; `None`: never.
+    pub fn give_up_after(mut self, d: Option<Duration>) -> Reconnect {
+        self.give_up = d;
+        self
+    }
+
+    /// When to give up, if ever.
+    pub fn get_give_up_after(&self) -> Option<Duration> {
+        self.give_up
+    }
+
+    /// The delay after failed attempt `attempt` (from 1), before jitter:
+    /// `initial_delay * 2^(attempt-1)`, at most `max_delay`.
+    pub fn delay(&self, attempt: u32) -> Duration {
+        let factor = 1u32 << attempt.saturating_sub(1).min(20);
+        self.initial.saturating_mul(factor).min(self.max)
     }
 }

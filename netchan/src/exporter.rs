@@ -19,10 +19,12 @@ use std::time::Duration;
 use crate::channel::queue::Queue;
 use crate::channel::route::Route;
 use crate::channel::{Keep, Receiver, Sender};
-use crate::conn::{Conn, ErrorLog, Export, Exports, SessionStats};
+use crate::conn::{Conn, ErrorLog, Export, Exports, Resume, SessionStats};
 use crate::error::Error;
-use crate::proto::Side;
+use crate::proto::hello::{FLAG_RESUMABLE, FLAG_RESUME, HELLO_LEN, ResumeInfo};
+use crate::proto::{Connection, Hello, PROTOCOL_VERSION, Side};
 use crate::session::Session;
+use crate::transport::Addrs;
 use crate::transport::tcp::{Accepted, Listener};
 use crate::util::lock;
 use crate::{Config, Message};
@@ -54,6 +56,8 @@ pub(crate) struct ExporterShared {
     accept: Mutex<Option<tokio::task::JoinHandle<()>>>,
     errors: Arc<ErrorLog>,
     shut: AtomicBool,
+    /// Resumable sessions by secret token (to the session id).
+    tokens: Mutex<HashMap<[u8; 16], u64>>,
 }
 
 impl ExporterShared {
@@ -180,6 +184,7 @@ impl Exporter {
             accept: Mutex::new(None),
             errors: ErrorLog::new(),
             shut: AtomicBool::new(false),
+            tokens: Mutex::new(HashMap::new()),
         });
         let weak = Arc::downgrade(&shared);
         let task = tokio::spawn(accept_loop(listener, weak, cfg));
@@ -372,17 +377,42 @@ async fn accept_loop(listener: Listener, shared: Weak<ExporterShared>, cfg: Conf
         // handshake timeout, so a slow client cannot stall the others.
         let (shared, cfg, handshake) = (shared.clone(), cfg.clone(), listener.handshake());
         tokio::spawn(async move {
+            let deadline = tokio::time::Instant::now() + cfg.handshake_timeout;
             match handshake.run(stream, peer_addr, &cfg).await {
-                Ok(Accepted::Tcp(stream)) => {
-                    register(&shared, stream, cfg, |_| {});
+                Ok(Accepted::Tcp(mut stream)) => {
+                    let (conn, token) = new_conn(&shared, &cfg, Addrs::of(&stream));
+                    if admit(&shared, &conn).is_none() {
+                        return;
+                    }
+                    let hello = greet(&conn, &mut stream, &cfg, deadline).await;
+                    if hello.resume {
+                        // Not a new session after all.
+                        crate::conn::driver::discard(&conn);
+                        if let Some(stream) = resume(&shared, stream, &hello, None) {
+                            refuse(stream, &cfg).await;
+                        }
+                        return;
+                    }
+                    start(&shared, conn, stream, hello, token, deadline);
                 }
                 #[cfg(feature = "tls")]
-                Ok(Accepted::Tls(stream, peer)) => {
-                    register(&shared, stream, cfg, |c| {
-                        if let Some(p) = peer {
-                            let _ = c.peer.set(p);
+                Ok(Accepted::Tls(mut stream, peer)) => {
+                    let (conn, token) = new_conn(&shared, &cfg, stream.addrs);
+                    if let Some(p) = peer.clone() {
+                        let _ = conn.peer.set(p);
+                    }
+                    if admit(&shared, &conn).is_none() {
+                        return;
+                    }
+                    let hello = greet(&conn, &mut stream.stream, &cfg, deadline).await;
+                    if hello.resume {
+                        crate::conn::driver::discard(&conn);
+                        if let Some(stream) = resume(&shared, stream, &hello, peer.as_ref()) {
+                            refuse(stream.stream, &cfg).await;
                         }
-                    });
+                        return;
+                    }
+                    start(&shared, conn, stream, hello, token, deadline);
                 }
                 Err(e) => {
                     if let Some(s) = shared.upgrade() {
@@ -394,51 +424,58 @@ async fn accept_loop(listener: Listener, shared: Weak<ExporterShared>, cfg: Conf
     }
 }
 
-/// Starts a session on an accepted stream and tracks it until it ends.
-/// The session-start hooks run before its driver starts, so what they
-/// export is there before the peer can ask for it.
-fn register<S: crate::transport::Halves>(
-    shared: &Weak<ExporterShared>,
-    stream: S,
-    cfg: Config,
-    init: impl FnOnce(&Conn),
-) -> Option<Session> {
+/// Tracks a new session until it ends and runs the session-start hooks
+/// on it, before its hello goes out (so before its peer's `connect`
+/// returns): what they export is there before the peer can ask for it.
+/// `None` if the exporter is gone or shutting down.
+fn admit(shared: &Weak<ExporterShared>, conn: &Arc<Conn>) -> Option<()> {
     let shared = shared.upgrade()?;
     if shared.shut.load(Ordering::Acquire) {
         return None;
     }
-    let conn = Conn::new(
-        Side::Acceptor,
-        cfg,
-        stream.addrs(),
-        Some(shared.exports.clone()),
-        Some(shared.errors.clone()),
-    );
-    init(&conn);
-    let session = Session::from_conn(&conn);
+    let session = Session::from_conn(conn);
     let id = conn.id;
     lock(&shared.sessions).insert(
         id,
         Live {
-            session: session.clone(),
+            session,
             hooks_run: 0,
             kept: Vec::new(),
         },
     );
     shared.run_hooks(id);
-    #[cfg(feature = "metrics")]
-    crate::metrics::spawn_publisher(&conn);
-    crate::conn::driver::spawn(conn.clone(), stream);
     let weak = Arc::downgrade(&shared);
+    let conn = conn.clone();
     tokio::spawn(async move {
         conn.wait_driver_done().await;
         if let Some(s) = weak.upgrade() {
+            lock(&s.tokens).retain(|_, session| *session != id);
             // What hooks kept for it drops here, outside the lock.
             let ended = lock(&s.sessions).remove(&id);
             drop(ended);
         }
     });
-    Some(session)
+    Some(())
+}
+
+/// Starts an admitted session on its stream, whose first bytes (the
+/// peer's hello) `hello` holds. A dialer that asked for it may resume the
+/// session later with `token`.
+fn start<S: crate::transport::Halves>(
+    shared: &Weak<ExporterShared>,
+    conn: Arc<Conn>,
+    stream: S,
+    hello: Peeked,
+    token: Option<[u8; 16]>,
+    deadline: tokio::time::Instant,
+) {
+    if let (Some(t), true, Some(s)) = (token, hello.resumable, shared.upgrade()) {
+        lock(&s.tokens).insert(t, conn.id);
+    }
+    #[cfg(feature = "metrics")]
+    crate::metrics::spawn_publisher(&conn);
+    let epoch = conn.lock().link_epoch;
+    crate::conn::driver::spawn_link(conn, stream, epoch, hello.bytes, Some(deadline));
 }
 
 /// The stats of an exporter's sessions (see [`Exporter::stats`]), with
@@ -473,5 +510,253 @@ impl ExporterStats {
             .flat_map(|s| s.named(name))
             .map(|c| c.messages)
             .sum()
+    }
+}
+
+/// The start of what a new connection sent: its hello, read before the
+/// session starts, to tell a resume from a new session.
+struct Peeked {
+    /// Bytes read so far (the reader of a new session decodes them).
+    bytes: bytes::BytesMut,
+    /// The hello asks for a resumable session.
+    resumable: bool,
+    /// The hello resumes session `info.token`.
+    resume: bool,
+    info: ResumeInfo,
+}
+
+/// A new accepted connection, not started yet: it offers a resumable
+/// session with a fresh secret token (without randomness, it offers
+/// none), which it returns.
+fn new_conn(
+    shared: &Weak<ExporterShared>,
+    cfg: &Config,
+    addrs: Addrs,
+) -> (Arc<Conn>, Option<[u8; 16]>) {
+    let token = new_token();
+    let shared = shared.upgrade();
+    let conn = Conn::new(
+        Side::Acceptor,
+        cfg.clone(),
+        addrs,
+        shared.as_ref().map(|s| s.exports.clone()),
+        shared.as_ref().map(|s| s.errors.clone()),
+        token.map_or(Resume::Off, Resume::Offer),
+    );
+    (conn, token)
+}
+
+/// Writes `conn`'s hello at once (as every acceptor does, before it reads
+/// the dialer's), then reads the dialer's hello ([`peek_hello`]).
+async fn greet<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
+    conn: &Conn,
+    s: &mut S,
+    cfg: &Config,
+    deadline: tokio::time::Instant,
+) -> Peeked {
+    use tokio::io::AsyncWriteExt;
+    let mut ours = bytes::BytesMut::new();
+    conn.lock()
+        .proto
+        .take_transmit(&mut ours, std::time::Instant::now());
+    // A failed write shows again, and is reported, when the session reads.
+    let _ = tokio::time::timeout_at(deadline, async {
+        s.write_all(&ours).await?;
+        s.flush().await
+    })
+    .await;
+    peek_hello(s, cfg, deadline).await
+}
+
+/// Reads until the peer's hello is whole (or turns out not to be a
+/// hello, or the stream ends, or `deadline` passes: the session's reader
+/// then reports that as it always did).
+async fn peek_hello<S: tokio::io::AsyncRead + Unpin>(
+    s: &mut S,
+    cfg: &Config,
+    deadline: tokio::time::Instant,
+) -> Peeked {
+    use tokio::io::AsyncReadExt;
+    let ours = Hello {
+        version: PROTOCOL_VERSION,
+        codec: cfg.codec,
+        max_message_len: 1,
+        max_channels: 1,
+        max_handles: 0,
+    };
+    let mut p = Peeked {
+        bytes: bytes::BytesMut::with_capacity(HELLO_LEN),
+        resumable: false,
+        resume: false,
+        info: ResumeInfo::default(),
+    };
+    loop {
+        let mut probe = p.bytes.clone();
+        match Hello::decode_with(&mut probe, &ours) {
+            Ok(Some((_, info))) => {
+                p.resumable = info.is(FLAG_RESUMABLE);
+                p.resume = info.is(FLAG_RESUME);
+                if p.resume {
+                    // The rest, if any, follows the hello on the new link.
+                    let _ = p.bytes.split_to(HELLO_LEN);
+                }
+                p.info = info;
+                return p;
+            }
+            Ok(None) => {}
+            Err(_) => return p,
+        }
+        match tokio::time::timeout_at(deadline, s.read_buf(&mut p.bytes)).await {
+            Ok(Ok(n)) if n > 0 => {}
+            _ => return p,
+        }
+    }
+}
+
+/// What a TLS session knows of its peer (nothing without TLS).
+#[cfg(feature = "tls")]
+type Identity = crate::tls::PeerIdentity;
+#[cfg(not(feature = "tls"))]
+type Identity = ();
+
+/// A fresh random session token; `None` if the system has no randomness
+/// to give.
+fn new_token() -> Option<[u8; 16]> {
+    let mut t = [0u8; 16];
+    getrandom::fill(&mut t).ok()?;
+    Some(t)
+}
+
+/// `hello` resumes a session: resumes it over `stream` and returns
+/// `None`, or returns the stream to refuse (unknown or expired token,
+/// another client certificate).
+fn resume<S: crate::transport::Halves>(
+    shared: &Weak<ExporterShared>,
+    stream: S,
+    hello: &Peeked,
+    #[cfg_attr(not(feature = "tls"), allow(unused_variables))] peer: Option<&Identity>,
+) -> Option<S> {
+    let Some(shared) = shared.upgrade() else {
+        return Some(stream);
+    };
+    let conn = {
+        let Some(id) = lock(&shared.tokens).get(&hello.info.token).copied() else {
+            tracing::info!(peer = ?stream.addrs().peer, "netchan: resume refused: unknown or expired session");
+            return Some(stream);
+        };
+        match lock(&shared.sessions).get(&id) {
+            Some(live) => live.session.conn().clone(),
+            None => return Some(stream),
+        }
+    };
+    #[cfg(feature = "tls")]
+    if conn.peer.get() != peer {
+        tracing::warn!(
+            conn = conn.id,
+            peer = ?stream.addrs().peer,
+            "netchan: resume refused: the client certificate differs from the session's"
+        );
+        return Some(stream);
+    }
+    match conn.resume_accepted(stream, hello.info.position, hello.bytes.clone()) {
+        Ok(()) => None,
+        Err((e, stream)) => {
+            tracing::info!(conn = conn.id, reason = %e, "netchan: resume refused");
+            Some(stream)
+        }
+    }
+}
+
+/// Tells a dialer that its session cannot resume, then closes.
+async fn refuse<S: tokio::io::AsyncWrite + Unpin>(mut stream: S, cfg: &Config) {
+    use tokio::io::AsyncWriteExt;
+    let no = Connection::refusal(&cfg.limits, cfg.codec);
+    let _ = tokio::time::timeout(cfg.close_timeout, async {
+        let _ = stream.write_all(&no).await;
+        let _ = stream.shutdown().await;
+    })
+    .await;
+}
+
+#[cfg(all(test, feature = "tls"))]
+mod tls_resume_tests {
+    use super::*;
+    use crate::Reconnect;
+    use crate::tls::{ClientTls, Identity, ServerTls};
+    use crate::transport::tcp::{self, Dialed};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// A resume hello carrying a live session's token, from a client that
+    /// presents another certificate than the session's, is refused; the
+    /// session goes on.
+    #[tokio::test]
+    async fn a_resume_from_another_client_certificate_is_refused() {
+        let server_id = Identity::self_signed(&["localhost"]).expect("server identity");
+        let mine = Identity::self_signed(&["mine"]).expect("client identity");
+        let theirs = Identity::self_signed(&["theirs"]).expect("another identity");
+        let tls = ServerTls::new(server_id.clone())
+            .require_client_pinned(&[mine.fingerprint(), theirs.fingerprint()]);
+        let exp = Exporter::bind_with("127.0.0.1:0", Config::default().tls_server(tls))
+            .await
+            .expect("bind");
+        let tx = exp.export_sender::<u32>("n").expect("export");
+        let client_tls = |id: Identity| ClientTls::pinned(server_id.fingerprint()).identity(id);
+        let client = Session::connect_with(
+            exp.local_addr(),
+            Config::default()
+                .reconnect(Reconnect::default())
+                .tls_client(client_tls(mine)),
+        )
+        .await
+        .expect("connect");
+        let token = client
+            .conn()
+            .lock()
+            .proto
+            .token()
+            .expect("a resumable session");
+
+        let other = Config::default().tls_client(client_tls(theirs));
+        let Ok(Dialed::Tls(mut s, _)) = tcp::dial(exp.local_addr(), &other, &mut None).await else {
+            panic!("a TLS connection");
+        };
+        let ours = Hello {
+            version: PROTOCOL_VERSION,
+            codec: crate::proto::CodecId::Bincode,
+            max_message_len: 1 << 20,
+            max_channels: 8,
+            max_handles: 8,
+        };
+        let mut b = bytes::BytesMut::new();
+        ours.encode_with(
+            &ResumeInfo {
+                flags: FLAG_RESUME,
+                token,
+                position: 0,
+            },
+            &mut b,
+        );
+        s.stream.write_all(&b).await.expect("write");
+        let mut answer = [0u8; 2 * HELLO_LEN];
+        tokio::time::timeout(Duration::from_secs(10), s.stream.read_exact(&mut answer))
+            .await
+            .expect("an answer in time")
+            .expect("the offer and the answer");
+        // The exporter's own hello first, then its answer.
+        let mut answer = bytes::BytesMut::from(&answer[..]);
+        let _offer = Hello::decode_with(&mut answer, &ours).expect("valid");
+        let (_, info) = Hello::decode_with(&mut answer, &ours)
+            .expect("valid")
+            .expect("whole");
+        assert!(
+            info.is(crate::proto::hello::FLAG_REFUSED),
+            "refused: {info:?}"
+        );
+
+        // The genuine session did not notice.
+        let mut rx = client.import_receiver::<u32>("n", 1).await.expect("import");
+        tx.send(5).await.expect("send");
+        assert_eq!(rx.recv().await.expect("recv"), Some(5));
+        assert_eq!(client.stats().resumes, 0);
     }
 }

@@ -122,19 +122,22 @@
 //!                   observe,target}                     per-call stats, spans and trace context;
 //!                                                       CallTarget: a Session or a backend
 //!  session,         session.rs, exporter.rs,            Session, Exporter: import & export by name,
-//!  exporter         cluster.rs                          type and direction checks; listen / dial
+//!  exporter         cluster.rs, redial.rs               type and direction checks; listen / dial;
+//!                                                       redial and resume a broken session
 //!  channel, pipe    channel/{mod,queue,route,embed,     Sender / Receiver / Pipe; buffers, routes,
 //!                   send}, pipe.rs                      handles inside messages, typed encode
 //!  conn,            conn/{mod,dispatch,endpoint,        one live connection: state behind one lock,
 //!  transport        exports,send,driver,errors,stats,   endpoint traits, dispatch, send path, reader
-//!                   calls}; transport/{mod,tcp,tls,     and writer tasks, error log, stats and
+//!                   calls,events}; transport/{mod,tcp,  and writer tasks (one pair per link), error
+//!                   tls,                                log, session events, stats and
 //!                   tls/provider}                       per-method RPC counters; TCP/TLS dial and
 //!                                                       accept, the ring crypto provider
 //!  codec, config,   codec/{mod,hint}, config.rs,        message encoding, bounded decoding, type
 //!  error, util      error.rs, util.rs                   names; limits; errors
 //!  proto (sans-IO)  proto/{frame,hello,conn,chan,       frames, handshake, the channel table and its
-//!                   flow,chunk,handles}                 state machines, credit and confirmation,
-//!                                                       chunking, handle tables, keepalive
+//!                   flow,chunk,handles,replay}          state machines, credit and confirmation,
+//!                                                       chunking, handle tables, keepalive, the
+//!                                                       replay log of a resumable session
 //! ```
 //!
 //! Each layer imports only from the layers below it (`conn` never names a
@@ -166,6 +169,7 @@ pub mod nats;
 mod pipe;
 pub mod prelude;
 pub mod proto;
+mod redial;
 mod rpc;
 mod session;
 pub(crate) mod transport;
@@ -173,8 +177,10 @@ mod util;
 
 pub use channel::{Receiver, Sender, channel};
 pub use cluster::{dial, dial_with, listen, listen_with};
-pub use config::Config;
-pub use conn::{CallErrors, CallSide, ChannelStats, Direction, Latency, MethodStats, SessionStats};
+pub use config::{Config, Reconnect};
+pub use conn::{
+    CallErrors, CallSide, ChannelStats, Direction, Latency, MethodStats, SessionEvent, SessionStats,
+};
 pub use error::{
     Error, Origin, RecvError, RpcError, SendError, SendErrorKind, TryRecvError, TrySendError,
 };

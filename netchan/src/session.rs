@@ -14,7 +14,8 @@ use crate::channel::route::{Member, Route};
 use crate::channel::{Receiver, Sender};
 use crate::config::Config;
 use crate::conn::{
-    Conn, ConnRef, Endpoint, ErrorLog, Export, Exports, Inbound, Link, SessionStats, Status,
+    Conn, ConnRef, Endpoint, ErrorLog, Export, Exports, Inbound, Link, Resume, SessionEvent,
+    SessionStats, Status,
 };
 use crate::error::Error;
 use crate::proto::{Dir, Side};
@@ -108,12 +109,29 @@ impl Session {
         // The address being dialled (then the one connected to), for the
         // message if the peer never answers.
         let mut trying = None;
+        let policy = cfg.reconnect.clone();
+        let resume = if policy.is_some() {
+            Resume::Ask
+        } else {
+            Resume::Off
+        };
         let fut = async {
-            let s = match tcp::dial(addr, &cfg, &mut trying).await? {
-                Dialed::Tcp(stream) => Session::start(stream, Side::Dialer, cfg, None, None),
+            // A session that may redial keeps the addresses it resolved.
+            let (addrs, dialed) = if policy.is_some() {
+                let addrs: Vec<std::net::SocketAddr> =
+                    tokio::net::lookup_host(addr).await?.collect();
+                let dialed = tcp::dial(&addrs[..], &cfg, &mut trying).await?;
+                (addrs, dialed)
+            } else {
+                (Vec::new(), tcp::dial(addr, &cfg, &mut trying).await?)
+            };
+            let s = match dialed {
+                Dialed::Tcp(stream) => {
+                    Session::start_with(stream, Side::Dialer, cfg, None, None, resume, |_| {})
+                }
                 #[cfg(feature = "tls")]
                 Dialed::Tls(stream, peer) => {
-                    Session::start_with(stream, Side::Dialer, cfg, None, None, |c| {
+                    Session::start_with(stream, Side::Dialer, cfg, None, None, resume, |c| {
                         if let Some(p) = peer {
                             let _ = c.peer.set(p);
                         }
@@ -121,6 +139,11 @@ impl Session {
                 }
             };
             s.conn().ready().await?;
+            if let Some(policy) = policy {
+                if s.conn().lock().proto.is_resumable() {
+                    crate::redial::spawn(s.conn(), addrs, policy);
+                }
+            }
             Ok(s)
         };
         let r = tokio::time::timeout(timeout, fut).await;
@@ -172,7 +195,15 @@ impl Session {
         shared: Option<Arc<Exports>>,
         parent_errors: Option<Arc<ErrorLog>>,
     ) -> Session {
-        Session::start_with(stream, side, cfg, shared, parent_errors, |_| {})
+        Session::start_with(
+            stream,
+            side,
+            cfg,
+            shared,
+            parent_errors,
+            Resume::Off,
+            |_| {},
+        )
     }
 
     /// Like `start`, with `init` run on the connection before its driver
@@ -183,9 +214,10 @@ impl Session {
         cfg: Config,
         shared: Option<Arc<Exports>>,
         parent_errors: Option<Arc<ErrorLog>>,
+        resume: Resume,
         init: impl FnOnce(&Conn),
     ) -> Session {
-        let conn = Conn::new(side, cfg, stream.addrs(), shared, parent_errors);
+        let conn = Conn::new(side, cfg, stream.addrs(), shared, parent_errors, resume);
         init(&conn);
         let session = Session::from_conn(&conn);
         #[cfg(feature = "metrics")]
@@ -197,6 +229,26 @@ impl Session {
     /// Waits until the handshake completed.
     pub async fn ready(&self) -> Result<(), Error> {
         self.conn().ready().await
+    }
+
+    /// What happens to the connection from now on: `Disconnected`,
+    /// `Reconnecting`, `Resumed` on a session that survives a broken
+    /// connection ([`Config::reconnect`]), and `Lost` when the session
+    /// ends with an error. The stream ends when the session ends.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// use futures::StreamExt;
+    /// let (a, b) = netchan::Session::pair();
+    /// let mut events = a.events();
+    /// a.close().await;
+    /// assert!(events.next().await.is_none(), "a clean close ends the stream");
+    /// # drop(b);
+    /// # }
+    /// ```
+    pub fn events(&self) -> impl futures::Stream<Item = SessionEvent> + Send + Unpin + 'static {
+        self.conn().events.subscribe()
     }
 
     /// Imports the peer's exported sender `name`: values it sends arrive

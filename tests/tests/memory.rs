@@ -28,6 +28,10 @@ mod raw;
 
 use raw::{RawPeer, STEP, data, header, open};
 
+#[allow(dead_code)]
+#[path = "resume/relay.rs"]
+mod relay;
+
 #[global_allocator]
 static ALLOC: PeakAlloc = PeakAlloc;
 
@@ -390,4 +394,68 @@ fn a_flood_of_refused_opens_never_read_grows_the_heap_by_about_1_mib_at_most() {
     );
     assert!(g.peak <= ATTACK_BUDGET, "{g:?}");
     assert!(g.left <= 64 * KIB, "{g:?}");
+}
+
+// --------------------------------------------------- resume under cuts
+
+/// A resumable session streaming 20 MB through a cut every 20 ms: what it
+/// keeps for replay is bounded by the credit windows, so the heap grows by
+/// a few windows' worth, not by what was sent.
+#[test]
+fn a_stream_through_cuts_grows_the_heap_by_its_windows_not_by_what_was_sent() {
+    const N: u32 = 20_000;
+    const SIZE: usize = 1000;
+    let (g, resumes) = measured(
+        || async {
+            let exp = netchan::Exporter::bind("127.0.0.1:0").await.expect("bind");
+            let relay = relay::Relay::start(exp.local_addr());
+            let tx = exp.export_sender::<Vec<u8>>("s").expect("export");
+            let policy = netchan::Reconnect::default()
+                .initial_delay(Duration::from_millis(5))
+                .max_delay(Duration::from_millis(50));
+            let client = Session::connect_with(relay.addr(), Config::default().reconnect(policy))
+                .await
+                .expect("connect");
+            let rx = client
+                .import_receiver::<Vec<u8>>("s", 16)
+                .await
+                .expect("import");
+            (exp, relay, tx, client, rx)
+        },
+        |(exp, relay, tx, client, mut rx)| async move {
+            let sender = tokio::spawn(async move {
+                for i in 0..N {
+                    tx.send(vec![i as u8; SIZE]).await.expect("send");
+                }
+            });
+            let mut last_cut = Instant::now();
+            for i in 0..N {
+                let v = rx.recv().await.expect("recv").expect("a value");
+                assert_eq!((v.len(), v[0]), (SIZE, i as u8), "value {i} once, in order");
+                if last_cut.elapsed() >= Duration::from_millis(20) {
+                    relay.cut();
+                    last_cut = Instant::now();
+                }
+            }
+            sender.await.expect("sender");
+            let resumes = client.stats().resumes;
+            client.close().await;
+            exp.shutdown().await;
+            drop(relay);
+            resumes
+        },
+    );
+    report("20 MB through cuts every 20 ms", g);
+    eprintln!("{resumes} resumes");
+    assert!(
+        resumes >= 5,
+        "the stream went through cuts ({resumes} resumes)"
+    );
+    // A window of 16 values of 1 KB each way, the connection's buffers,
+    // and a relay's: a few hundred KiB. 20 MB went through.
+    assert!(
+        g.peak < 4 * MIB,
+        "heap grew by {} KiB at most",
+        g.peak / KIB
+    );
 }

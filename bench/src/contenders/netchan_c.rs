@@ -16,9 +16,38 @@ use crate::harness::{
 };
 use crate::msg::{Big, BigVec, Req, Resp, Small32, Stamp};
 use crate::spec::{
-    BULK_CAPACITY, CONNS_8, Contender, HOL_BIG, HOL_INTERVAL_US, IN_FLIGHT_8, IN_FLIGHT_64, MIB,
-    ONEWAY_CAPACITY, Workload,
+    BULK_CAPACITY, CONNS_8, CUT_EVERY_MS, Contender, HOL_BIG, HOL_INTERVAL_US, IN_FLIGHT_8,
+    IN_FLIGHT_64, MIB, ONEWAY_CAPACITY, Workload,
 };
+
+/// The live connections of a cutting relay.
+type Live = Arc<std::sync::Mutex<Vec<tokio::task::AbortHandle>>>;
+
+/// A relay on 127.0.0.1 to `upstream` that accepts every connection (a
+/// resuming session redials through it); aborting the handles in its
+/// `Live` cuts the connections live at that moment.
+async fn cutting_relay(upstream: SocketAddr) -> std::io::Result<(SocketAddr, Live)> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let live: Live = Arc::default();
+    let l2 = live.clone();
+    tokio::spawn(async move {
+        while let Ok((mut inbound, _)) = listener.accept().await {
+            let task = tokio::spawn(async move {
+                let Ok(mut outbound) = tokio::net::TcpStream::connect(upstream).await else {
+                    return;
+                };
+                let _ = inbound.set_nodelay(true);
+                let _ = outbound.set_nodelay(true);
+                let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+            });
+            l2.lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(task.abort_handle());
+        }
+    });
+    Ok((addr, live))
+}
 
 /// The echo service, written by hand as generated code would be.
 #[derive(Debug, Clone, Copy)]
@@ -105,7 +134,7 @@ pub(crate) async fn server(env: Env, addr: AddrTx) -> R<()> {
         | Workload::EchoVec => {
             exp.serve(EchoService);
         }
-        Workload::OneWay32 | Workload::OneWaySink => {
+        Workload::OneWay32 | Workload::OneWaySink | Workload::OneWayCuts => {
             let rx = exp
                 .export_receiver::<Small32>("oneway", ONEWAY_CAPACITY)
                 .ctx("export")?;
@@ -315,6 +344,36 @@ pub(crate) async fn client(env: Env, addr: SocketAddr) -> R<()> {
             let s = connect(&env, addr, Config::default()).await?;
             ctl.stage("import_sender");
             let tx = s.import_sender::<Small32>("oneway").await.ctx("import")?;
+            ctl.ready();
+            let mut seq = 0;
+            while !ctl.stopped() {
+                tx.send(Small32::new(seq)).await.ctx("send")?;
+                seq += 1;
+            }
+        }
+        Workload::OneWayCuts => {
+            // Through a relay that cuts the connection every
+            // CUT_EVERY_MS; the session resumes each time, and the server
+            // checks that every value arrives once, in order.
+            let (relay, live) = cutting_relay(addr).await.ctx("relay")?;
+            let policy = netchan::Reconnect::default()
+                .initial_delay(Duration::from_millis(1))
+                .max_delay(Duration::from_millis(50));
+            let s = connect(&env, relay, Config::default().reconnect(policy)).await?;
+            ctl.stage("import_sender");
+            let tx = s.import_sender::<Small32>("oneway").await.ctx("import")?;
+            let cutter_ctl = ctl.clone();
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(Duration::from_millis(CUT_EVERY_MS));
+                tick.tick().await;
+                while !cutter_ctl.stopped() {
+                    tick.tick().await;
+                    let mut live = live.lock().unwrap_or_else(|p| p.into_inner());
+                    for h in live.drain(..) {
+                        h.abort();
+                    }
+                }
+            });
             ctl.ready();
             let mut seq = 0;
             while !ctl.stopped() {

@@ -17,7 +17,14 @@
 //! cargo run --release -p examples --bin cluster                        # 50 clients, 10 s
 //! cargo run --release -p examples --bin cluster -- --seconds 3 --clients 8
 //! cargo run --release -p examples --bin cluster -- --seconds 3 --tls       # over TLS 1.3
+//! cargo run --release -p examples --bin cluster -- --seconds 5 --reconnect --cut-every 100
 //! ```
+//!
+//! With `--reconnect` the clients' sessions survive broken connections
+//! (`Config::reconnect`); with `--cut-every MS` as well, they connect
+//! through a relay that cuts every connection every MS milliseconds, and
+//! the sessions resume: the summary shows the throughput through the
+//! cuts, still with every task back exactly once.
 //!
 //! With `--tls` the server makes a self-signed certificate and every
 //! client pins its fingerprint.
@@ -120,6 +127,13 @@ struct Args {
     /// With `--nats --role worker`: this worker's name in the results.
     #[arg(long)]
     name: Option<String>,
+    /// Clients redial and resume their sessions when a connection breaks.
+    #[arg(long)]
+    reconnect: bool,
+    /// With `--reconnect`: cut every client connection every MS
+    /// milliseconds (through a relay).
+    #[arg(long, value_name = "MS")]
+    cut_every: Option<u64>,
 }
 
 #[tokio::main]
@@ -149,11 +163,29 @@ async fn run(args: Args) -> anyhow::Result<()> {
     } else {
         (Config::default(), Config::default(), "plaintext".to_owned())
     };
+    if args.cut_every.is_some() && !args.reconnect {
+        bail!("--cut-every needs --reconnect (without it, every cut ends the clients' sessions)");
+    }
+    let client_config = if args.reconnect {
+        client_config.reconnect(
+            netchan::Reconnect::default()
+                .initial_delay(Duration::from_millis(10))
+                .max_delay(Duration::from_millis(500))
+                .give_up_after(Some(Duration::from_secs(30))),
+        )
+    } else {
+        client_config
+    };
     // Port 0, then `cluster()`: `listen` in two steps, to learn the port.
     let exporter = Exporter::bind_with("127.0.0.1:0", server_config)
         .await
         .context("cannot listen on 127.0.0.1")?;
-    let addr = exporter.local_addr();
+    let server_addr = exporter.local_addr();
+    let relay = match args.cut_every {
+        Some(_) => Some(examples::Relay::start(server_addr).await?),
+        None => None,
+    };
+    let addr = relay.as_ref().map_or(server_addr, |r| r.addr());
     let (to_clients, mut from_clients) = exporter.cluster::<Task>()?;
     println!(
         "server on {addr} ({how}); starting {} clients",
@@ -184,6 +216,24 @@ async fn run(args: Args) -> anyhow::Result<()> {
     );
 
     let stats = Arc::new(Stats::default());
+    let cuts = Arc::new(AtomicU64::new(0));
+    // Cuts every client connection every MS until the results are in.
+    let cutter = match (relay, args.cut_every) {
+        (Some(relay), Some(ms)) => {
+            let cuts = cuts.clone();
+            Some(tokio::spawn(async move {
+                let mut every = tokio::time::interval(Duration::from_millis(ms.max(1)));
+                every.tick().await;
+                loop {
+                    every.tick().await;
+                    if relay.cut() > 0 {
+                        cuts.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }))
+        }
+        _ => None,
+    };
     let start = Instant::now();
     let mut sender = tokio::spawn(send_tasks(to_clients, args.payload, stats.clone()));
     let mut check = Check::new(args.clients, args.payload);
@@ -201,6 +251,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
     tokio::pin!(drain_end);
     let mut last = (0u64, 0u64);
     let mut last_channels = HashMap::new();
+    // Resumes per session (keyed by its first peer address), as last seen.
+    let mut resumes_seen = HashMap::new();
     let mut last_result = start;
     loop {
         if total_sent.is_some_and(|sent| check.received >= sent) {
@@ -226,7 +278,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
                     thousands(now.1 - last.1),
                 );
                 last = now;
-                channel_lines(&exporter.stats(), &mut last_channels);
+                let now_stats = exporter.stats();
+                count_resumes(&now_stats, &mut resumes_seen);
+                channel_lines(&now_stats, &mut last_channels);
             }
             _ = &mut stop_at, if !stopped => {
                 stopped = true;
@@ -244,6 +298,11 @@ async fn run(args: Args) -> anyhow::Result<()> {
     }
     let elapsed = last_result.duration_since(start).as_secs_f64();
     let sent = total_sent.unwrap_or(0);
+    if let Some(c) = &cutter {
+        c.abort();
+    }
+    count_resumes(&exporter.stats(), &mut resumes_seen);
+    let resumes: u64 = resumes_seen.values().sum();
 
     // Every client ended its share when the sender closed; now the server.
     drop(from_clients);
@@ -292,8 +351,26 @@ async fn run(args: Args) -> anyhow::Result<()> {
     if report.lost + report.duplicated + report.corrupted > 0 {
         bail!("results do not match the tasks sent");
     }
+    if args.reconnect {
+        println!(
+            "through cuts: {} cuts{}, {resumes} resumes, {} msg/s received",
+            cuts.load(Ordering::Relaxed),
+            args.cut_every
+                .map_or(String::new(), |ms| format!(" (every {ms} ms)")),
+            rate(check.received, elapsed),
+        );
+    }
     println!("ok: every task came back exactly once");
     Ok(())
+}
+
+/// Records each session's resume count (sessions that already ended keep
+/// their last count).
+fn count_resumes(stats: &ExporterStats, seen: &mut HashMap<Option<std::net::SocketAddr>, u64>) {
+    for s in &stats.sessions {
+        let n = seen.entry(s.peer_addr).or_insert(0);
+        *n = (*n).max(s.resumes);
+    }
 }
 
 /// Counters shared between the sending task and the progress lines.

@@ -13,8 +13,15 @@
 //! At the end every value a send accepted must have been delivered or been
 //! reported unconfirmed by `drain`: `lost` counts the rest and must be 0.
 //!
+//! With `--reconnect`, sessions survive the kills instead
+//! (`Config::reconnect`): each client connects once, its relay accepts
+//! every redial, and the session resumes with nothing lost and nothing
+//! twice. The last line reads `sent S, delivered D, lost L, duplicated U,
+//! resumed R`, so a script can check `lost 0, duplicated 0`.
+//!
 //! ```text
 //! cargo run --release -p examples --bin soak -- --sessions 20 --channels 8 --messages 2000 --kills 10
+//! cargo run --release -p examples --bin soak -- --sessions 8 --channels 4 --messages 200000 --kills 30 --reconnect
 //! ```
 //!
 //! Logs go to stderr: `RUST_LOG=netchan=debug cargo run -p examples --bin soak -- …`
@@ -56,6 +63,10 @@ struct Args {
     /// Give up after this many seconds.
     #[arg(long, default_value_t = 120)]
     timeout: u64,
+    /// Sessions redial and resume after a kill (`Config::reconnect`)
+    /// instead of failing: nothing may be lost or duplicated.
+    #[arg(long)]
+    reconnect: bool,
 }
 
 /// One soak message: who sent it, on which channel and connection, its
@@ -100,6 +111,8 @@ struct Totals {
     unconfirmed: AtomicU64,
     delivered: AtomicU64,
     kills: AtomicU64,
+    duplicated: AtomicU64,
+    resumed: AtomicU64,
 }
 
 /// What the server saw per (client, epoch): messages delivered in order.
@@ -149,7 +162,9 @@ async fn main() -> anyhow::Result<()> {
                         let mut seen = seen.lock().await;
                         let next = seen.entry((m.client, m.chan, m.epoch)).or_insert(0);
                         let sum_ok = m.sum == checksum(m.client, m.chan, m.seq, &m.payload);
-                        if m.seq != *next || !sum_ok {
+                        if m.seq < *next && sum_ok {
+                            totals.duplicated.fetch_add(1, Ordering::Relaxed);
+                        } else if m.seq != *next || !sum_ok {
                             bad += 1;
                             eprintln!(
                                 "soak: client {} chan {} epoch {}: got seq {} (checksum {}), expected {}",
@@ -178,9 +193,20 @@ async fn main() -> anyhow::Result<()> {
     // all their messages.
     let relays: Arc<Mutex<Vec<tokio::task::AbortHandle>>> = Arc::new(Mutex::new(Vec::new()));
     let mut clients = Vec::new();
+    // With --reconnect: each client's relay, whose live connections a kill
+    // aborts (the relay accepts every redial).
+    let mut resumable: Vec<Links> = Vec::new();
     for client in 0..args.sessions as u32 {
         let (totals, relays, cfg) = (totals.clone(), relays.clone(), client_cfg.clone());
         let (channels, messages, payload) = (args.channels as u32, args.messages, args.payload);
+        if args.reconnect {
+            let (addr, links) = relay_many(server_addr).await?;
+            resumable.push(links);
+            clients.push(tokio::spawn(async move {
+                run_resuming_client(client, channels, messages, payload, addr, cfg, totals).await
+            }));
+            continue;
+        }
         clients.push(tokio::spawn(async move {
             run_client(
                 client,
@@ -197,7 +223,30 @@ async fn main() -> anyhow::Result<()> {
     }
 
     // The killer: cuts a random live relay now and then.
-    let killer = {
+    let killer = if args.reconnect {
+        let (totals, kills) = (totals.clone(), args.kills);
+        tokio::spawn(async move {
+            let mut rng = 0x9e37_79b9_7f4a_7c15u64;
+            let mut done = 0;
+            while done < kills {
+                rng ^= rng << 13;
+                rng ^= rng >> 7;
+                rng ^= rng << 17;
+                tokio::time::sleep(Duration::from_millis(20 + rng % 150)).await;
+                let links = &resumable[(rng as usize / 3) % resumable.len()];
+                let mut live = links.lock().await;
+                live.retain(|h| !h.is_finished());
+                if live.is_empty() {
+                    continue;
+                }
+                for h in live.drain(..) {
+                    h.abort();
+                }
+                done += 1;
+                totals.kills.fetch_add(1, Ordering::Relaxed);
+            }
+        })
+    } else {
         let (relays, totals, kills) = (relays.clone(), totals.clone(), args.kills);
         tokio::spawn(async move {
             let mut rng = 0x9e37_79b9_7f4a_7c15u64;
@@ -257,6 +306,31 @@ async fn main() -> anyhow::Result<()> {
     let unconfirmed = totals.unconfirmed.load(Ordering::Relaxed);
     let lost = sent.saturating_sub(delivered + unconfirmed);
     let secs = started.elapsed().as_secs_f64();
+    if args.reconnect {
+        let duplicated = totals.duplicated.load(Ordering::Relaxed);
+        let resumed = totals.resumed.load(Ordering::Relaxed);
+        // Nothing may be given back or left unconfirmed either: the
+        // sessions never failed.
+        let lost = sent.saturating_sub(delivered) + returned;
+        eprintln!(
+            "soak --reconnect: {} sessions x {} channels x {} messages{}; kills {}; \
+             out of order or corrupt {bad}; peak RSS {}; {:.0} msg/s over {secs:.1} s",
+            args.sessions,
+            args.channels,
+            args.messages,
+            if args.tls { " over TLS" } else { "" },
+            totals.kills.load(Ordering::Relaxed),
+            peak_rss(),
+            delivered as f64 / secs,
+        );
+        println!(
+            "sent {sent}, delivered {delivered}, lost {lost}, duplicated {duplicated}, resumed {resumed}"
+        );
+        if lost > 0 || duplicated > 0 || bad > 0 {
+            bail!("{lost} values lost, {duplicated} duplicated, {bad} out of order or corrupt");
+        }
+        return Ok(());
+    }
     println!(
         "soak: {} sessions x {} channels x {} messages{}; kills {}; sent {sent}, delivered {delivered}, \
          returned {returned}, unconfirmed (reported by drain) {unconfirmed}, lost {lost}, \
@@ -273,6 +347,96 @@ async fn main() -> anyhow::Result<()> {
         bail!("{lost} values lost silently, {bad} out of order or corrupt");
     }
     println!("ok: every value was delivered in order, given back, or reported by drain");
+    Ok(())
+}
+
+/// The live connections of one client's relay.
+type Links = Arc<Mutex<Vec<tokio::task::AbortHandle>>>;
+
+/// A relay that accepts every connection (a session redials through it)
+/// and forwards it to `server`; aborting the handles in its `Links` cuts
+/// the connections live at that moment.
+async fn relay_many(server: std::net::SocketAddr) -> anyhow::Result<(std::net::SocketAddr, Links)> {
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let links: Links = Arc::new(Mutex::new(Vec::new()));
+    let l2 = links.clone();
+    tokio::spawn(async move {
+        while let Ok((mut inbound, _)) = listener.accept().await {
+            let task = tokio::spawn(async move {
+                let Ok(mut outbound) = TcpStream::connect(server).await else {
+                    return;
+                };
+                let _ = inbound.set_nodelay(true);
+                let _ = outbound.set_nodelay(true);
+                let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+            });
+            l2.lock().await.push(task.abort_handle());
+        }
+    });
+    Ok((addr, links))
+}
+
+/// A client whose one session survives every kill: it sends each
+/// channel's messages once, drains, and counts its resumes.
+async fn run_resuming_client(
+    client: u32,
+    channels: u32,
+    messages: u64,
+    payload: usize,
+    addr: std::net::SocketAddr,
+    cfg: Config,
+    totals: Arc<Totals>,
+) -> anyhow::Result<()> {
+    let policy = netchan::Reconnect::default()
+        .initial_delay(Duration::from_millis(20))
+        .max_delay(Duration::from_millis(500))
+        .give_up_after(Some(Duration::from_secs(60)));
+    let session = Session::connect_with(addr, cfg.reconnect(policy))
+        .await
+        .with_context(|| format!("client {client}: connect"))?;
+    let mut tasks = Vec::new();
+    for chan in 0..channels {
+        let tx = session.import_sender::<Msg>("soak").await?;
+        let totals = totals.clone();
+        tasks.push(tokio::spawn(async move {
+            for seq in 0..messages {
+                let payload = payload_for(client, chan, seq, payload);
+                let msg = Msg {
+                    client,
+                    chan,
+                    epoch: 1,
+                    seq,
+                    sum: checksum(client, chan, seq, &payload),
+                    payload,
+                };
+                match tx.send(msg).await {
+                    Ok(()) => {
+                        totals.sent.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Err(SendError(_, kind)) => {
+                        totals.returned.fetch_add(1, Ordering::Relaxed);
+                        eprintln!("soak: client {client} chan {chan}: send failed: {kind}");
+                        return;
+                    }
+                }
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.context("sender task panicked")?;
+    }
+    match session.drain(Some(Duration::from_secs(60))).await {
+        Ok(()) => {}
+        Err(Error::Undelivered { count, .. }) => {
+            totals.unconfirmed.fetch_add(count, Ordering::Relaxed);
+        }
+        Err(e) => bail!("client {client}: drain failed oddly: {e}"),
+    }
+    totals
+        .resumed
+        .fetch_add(session.stats().resumes, Ordering::Relaxed);
+    session.close().await;
     Ok(())
 }
 

@@ -31,6 +31,10 @@ impl Conn {
                 );
                 self.changed.notify_waiters();
             }
+            Event::Resumed => {
+                inner.resumes += 1;
+                self.resumed();
+            }
             Event::Open {
                 chan,
                 dir,
@@ -297,6 +301,11 @@ impl Conn {
         // This session's own exports end with it (an exporter's shared
         // exports go on for its other sessions).
         self.exports.end_all((!clean).then_some(&why));
+        if !clean {
+            self.events.emit(super::SessionEvent::Lost(why.clone()));
+        }
+        self.events.end();
+        self.ended.cancel();
         self.changed.notify_waiters();
     }
 

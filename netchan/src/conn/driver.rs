@@ -18,7 +18,7 @@
 
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::task::{Context, Poll, Waker};
 use std::time::Instant;
 
@@ -32,41 +32,171 @@ use crate::util::lock;
 /// Read buffer growth step; also the size below which it is topped up.
 const READ_CHUNK: usize = 64 << 10;
 
+/// One link: the reader and writer tasks over one stream. A session that
+/// is not resumable has one; a resumable one gets a new link (a higher
+/// `epoch`) each time it resumes, and a link whose stream broke is
+/// *suspended*: its tasks end without ending the connection.
+pub(crate) struct LinkCtl {
+    epoch: u64,
+    /// Cancelled when this link is given up (or the connection failed).
+    dead: tokio_util::sync::CancellationToken,
+    /// Tasks of this link still running.
+    left: AtomicUsize,
+    /// The stream broke and the session was suspended (or a newer link
+    /// replaced this one): the tasks end without ending the connection.
+    suspended: AtomicBool,
+    /// The handshake (first or resume) must finish by then.
+    deadline: tokio::time::Instant,
+}
+
 /// Starts the reader and writer tasks of `conn` over `stream`.
 pub(crate) fn spawn<T: crate::transport::Halves>(conn: Arc<Conn>, stream: T) {
+    let epoch = conn.lock().link_epoch;
+    spawn_link(conn, stream, epoch, BytesMut::new(), None);
+}
+
+/// Starts link `epoch` of `conn` over `stream`, with `buf` already read
+/// from it, under the handshake `deadline` (default: the handshake
+/// timeout from now).
+pub(crate) fn spawn_link<T: crate::transport::Halves>(
+    conn: Arc<Conn>,
+    stream: T,
+    epoch: u64,
+    buf: BytesMut,
+    deadline: Option<tokio::time::Instant>,
+) {
     let (rd, wr) = stream.halves();
-    let left = Arc::new(AtomicUsize::new(2));
-    let (c1, l1) = (conn.clone(), left.clone());
+    let dead = conn.dead.child_token();
+    {
+        let mut inner = conn.lock();
+        if inner.link_epoch == epoch {
+            if let Some(old) = inner.link_dead.replace(dead.clone()) {
+                // The link this one replaces stops now.
+                old.cancel();
+            }
+        }
+    }
+    let link = Arc::new(LinkCtl {
+        epoch,
+        dead,
+        left: AtomicUsize::new(2),
+        suspended: AtomicBool::new(false),
+        deadline: deadline
+            .unwrap_or_else(|| tokio::time::Instant::now() + conn.config.handshake_timeout),
+    });
+    let (c1, l1) = (conn.clone(), link.clone());
     conn.rt.spawn(async move {
-        reader(&c1, rd).await;
+        reader(&c1, &l1, rd, buf).await;
         finish(&c1, &l1);
     });
     let c2 = conn.clone();
     conn.rt.spawn(async move {
-        let _release = ReleaseParked(&c2);
-        writer(&c2, Box::new(wr)).await;
-        finish(&c2, &left);
+        let _release = ReleaseParked(&c2, link.epoch);
+        writer(&c2, &link, Box::new(wr)).await;
+        finish(&c2, &link);
     });
 }
 
 /// Drops the stream the writer left with the connection when the writer
 /// task goes, also when a runtime shutting down drops it unfinished: the
 /// socket closes then, and the peer sees the end.
-struct ReleaseParked<'a>(&'a Conn);
+struct ReleaseParked<'a>(&'a Conn, u64);
 
 impl Drop for ReleaseParked<'_> {
     fn drop(&mut self) {
-        let parked = lock(&self.0.parked).take();
+        let parked = take_parked(self.0, self.1);
         drop(parked);
     }
 }
 
-fn finish(conn: &Arc<Conn>, left: &AtomicUsize) {
-    if left.fetch_sub(1, Ordering::AcqRel) != 1 {
+/// Takes the stream link `epoch`'s writer parked, if it is that link's.
+fn take_parked(conn: &Conn, epoch: u64) -> Option<Parked> {
+    let mut slot = lock(&conn.parked);
+    if slot.as_ref().is_some_and(|p| p.epoch == epoch) {
+        slot.take()
+    } else {
+        None
+    }
+}
+
+/// The stream of `link` broke (read or write failed, end of stream
+/// without a goodbye, silence past the keepalive deadline, a resume
+/// handshake that timed out). A resumable session is suspended, to be
+/// resumed over a new link; anything else fails with `e`.
+fn broke(conn: &Arc<Conn>, link: &LinkCtl, e: Error) {
+    let was_up = {
+        let mut inner = conn.lock();
+        if inner.link_epoch != link.epoch {
+            // A newer link replaced this one already.
+            link.suspended.store(true, Ordering::Release);
+            None
+        } else if !conn.closing()
+            && matches!(inner.status, Status::Ready)
+            && !inner.proto.is_suspended()
+        {
+            let was_up = !inner.proto.in_handshake();
+            if inner.proto.suspend() {
+                link.suspended.store(true, Ordering::Release);
+                Some(was_up)
+            } else {
+                drop(inner);
+                return fail(conn, e);
+            }
+        } else if inner.proto.is_suspended() {
+            link.suspended.store(true, Ordering::Release);
+            None
+        } else {
+            drop(inner);
+            return fail(conn, e);
+        }
+    };
+    link.dead.cancel();
+    drop(take_parked(conn, link.epoch));
+    if was_up == Some(true) {
+        tracing::warn!(
+            conn = conn.id,
+            peer = %conn.peer_label(),
+            side = ?conn.side,
+            reason = %e,
+            "netchan: connection broken; the session is suspended until it resumes"
+        );
+        conn.log_error(e.clone());
+        conn.suspended(e);
+    } else if was_up == Some(false) {
+        tracing::info!(
+            conn = conn.id,
+            peer = %conn.peer_label(),
+            reason = %e,
+            "netchan: resume attempt failed"
+        );
+    }
+    conn.changed.notify_waiters();
+    conn.kick();
+}
+
+fn finish(conn: &Arc<Conn>, link: &LinkCtl) {
+    if link.left.fetch_sub(1, Ordering::AcqRel) != 1 {
         // The other task still runs; make sure it notices the end.
         conn.kick();
         return;
     }
+    {
+        let inner = conn.lock();
+        if inner.link_epoch != link.epoch
+            || (inner.is_live() && inner.proto.is_suspended())
+            || (inner.is_live() && link.suspended.load(Ordering::Acquire))
+        {
+            // The session lives on (or ended through a newer link): a
+            // new link takes over.
+            return;
+        }
+    }
+    finish_conn(conn);
+}
+
+/// The connection is over for good: ends it (cleanly, unless it failed
+/// before) and tells whoever waits for its driver.
+pub(crate) fn finish_conn(conn: &Arc<Conn>) {
     let mut garbage = Vec::new();
     let clean = {
         let mut inner = conn.lock();
@@ -89,8 +219,20 @@ fn finish(conn: &Arc<Conn>, left: &AtomicUsize) {
     conn.changed.notify_waiters();
 }
 
+/// A connection that never started (an exporter found it resumes another
+/// session): ends it without a word, so that whatever its session-start
+/// hooks made for it lets go.
+pub(crate) fn discard(conn: &Arc<Conn>) {
+    let mut garbage = Vec::new();
+    conn.end(&mut conn.lock(), Error::Closed, &mut garbage);
+    drop(garbage);
+    conn.driver_ended.store(true, Ordering::Release);
+    conn.driver_done.notify_waiters();
+    conn.errors.end();
+}
+
 /// Ends the connection with `e` (logged) and queues a goodbye naming it.
-fn fail(conn: &Arc<Conn>, e: Error) {
+pub(crate) fn fail(conn: &Arc<Conn>, e: Error) {
     let mut garbage = Vec::new();
     {
         let mut inner = conn.lock();
@@ -184,9 +326,12 @@ impl Timer {
     }
 }
 
-async fn reader<R: AsyncRead + Unpin>(conn: &Arc<Conn>, mut rd: R) {
-    let mut buf = BytesMut::with_capacity(READ_CHUNK);
-    let handshake_deadline = tokio::time::Instant::now() + conn.config.handshake_timeout;
+async fn reader<R: AsyncRead + Unpin>(conn: &Arc<Conn>, link: &LinkCtl, mut rd: R, buf: BytesMut) {
+    let mut buf = buf;
+    buf.reserve(READ_CHUNK);
+    let handshake_deadline = link.deadline;
+    // Bytes read with the stream (a peeked hello) are decoded first.
+    let mut fresh = !buf.is_empty();
     // Dead-peer detection: the time of the last read, and a timer that
     // fires at the latest `dead_after` later.
     let mut last_read = tokio::time::Instant::now();
@@ -195,12 +340,22 @@ async fn reader<R: AsyncRead + Unpin>(conn: &Arc<Conn>, mut rd: R) {
         if buf.capacity() - buf.len() < READ_CHUNK / 4 {
             buf.reserve(READ_CHUNK);
         }
-        let handshaking = matches!(conn.lock().status, Status::Handshaking);
-        let read = if handshaking {
-            match tokio::time::timeout_at(handshake_deadline, rd.read_buf(&mut buf)).await {
+        let handshaking = {
+            let inner = conn.lock();
+            matches!(inner.status, Status::Handshaking) || inner.proto.in_handshake()
+        };
+        let read = if std::mem::take(&mut fresh) {
+            Ok(buf.len())
+        } else if handshaking {
+            let r = tokio::select! {
+                biased;
+                r = tokio::time::timeout_at(handshake_deadline, rd.read_buf(&mut buf)) => r,
+                () = link.dead.cancelled() => return,
+            };
+            match r {
                 Ok(r) => r,
                 Err(_) => {
-                    fail(conn, conn.handshake_timeout());
+                    broke(conn, link, conn.handshake_timeout());
                     return;
                 }
             }
@@ -224,10 +379,10 @@ async fn reader<R: AsyncRead + Unpin>(conn: &Arc<Conn>, mut rd: R) {
                         continue;
                     }
                     let silent = crate::proto::ProtoError::KeepaliveTimeout(dead_after);
-                    fail(conn, peer_violation(silent));
+                    broke(conn, link, peer_violation(silent));
                     return;
                 }
-                () = conn.dead.cancelled() => return,
+                () = link.dead.cancelled() => return,
                 // We said goodbye: this read's keepalive deadline no longer
                 // applies; read again under the close timeout (no byte is
                 // lost: a read cancelled before it completed read nothing).
@@ -247,12 +402,12 @@ async fn reader<R: AsyncRead + Unpin>(conn: &Arc<Conn>, mut rd: R) {
                         let mut g = Vec::new();
                         conn.end(&mut conn.lock(), e, &mut g);
                     } else {
-                        fail(conn, e);
+                        broke(conn, link, e);
                     }
                 }
                 return;
             }
-            Err(e) => return stream_failed(conn, e),
+            Err(e) => return stream_failed(conn, link, e),
             Ok(_) => last_read = tokio::time::Instant::now(),
         }
         let mut garbage = Vec::new();
@@ -261,6 +416,10 @@ async fn reader<R: AsyncRead + Unpin>(conn: &Arc<Conn>, mut rd: R) {
         let wake;
         {
             let mut inner = conn.lock();
+            if inner.link_epoch != link.epoch || inner.proto.is_suspended() {
+                // This link was given up: what it still read is stale.
+                return;
+            }
             let now = Instant::now();
             loop {
                 match inner.proto.poll_input(&mut buf, now) {
@@ -306,6 +465,7 @@ pub(crate) type WriteHalf = Box<dyn AsyncWrite + Send + Unpin>;
 /// What the writer leaves with the connection while it sleeps: its stream
 /// and any bytes a [`write_now`] could not finish.
 pub(crate) struct Parked {
+    epoch: u64,
     wr: WriteHalf,
     buf: Segments,
 }
@@ -427,29 +587,39 @@ impl Buf for Segments {
     }
 }
 
-async fn writer(conn: &Arc<Conn>, mut wr: WriteHalf) {
+async fn writer(conn: &Arc<Conn>, link: &LinkCtl, mut wr: WriteHalf) {
     let mut buf = Segments::default();
     // Whether this pass already gave way once to the tasks just woken.
     let mut yielded = false;
     let mut timer = Timer::new();
     loop {
+        if link.suspended.load(Ordering::Acquire) {
+            return;
+        }
         if buf.has_remaining() {
             // Left by a `write_now` the stream did not take whole.
-            match write_out(conn, &mut wr, &mut buf).await {
+            match write_out(link, &mut wr, &mut buf).await {
                 Wrote::All => continue,
                 Wrote::Dead => return,
-                Wrote::Failed(e) => return stream_failed(conn, e),
+                Wrote::Failed(e) => return stream_failed(conn, link, e),
             }
         }
         let notified = conn.write_notify.notified();
         conn.writer_awake();
         let step = {
             let mut inner = conn.lock();
+            if inner.link_epoch != link.epoch || inner.proto.is_suspended() {
+                drop(inner);
+                link.suspended.store(true, Ordering::Release);
+                // Another link may wait for this wake-up.
+                conn.kick();
+                return;
+            }
             conn.apply_deferred(&mut inner);
             let now = Instant::now();
             if let Err(error) = inner.proto.handle_timeout(now) {
                 drop(inner);
-                fail(conn, peer_violation(error));
+                broke(conn, link, peer_violation(error));
                 continue;
             }
             if !yielded && inner.proto.only_credit_to_write() {
@@ -477,17 +647,21 @@ async fn writer(conn: &Arc<Conn>, mut wr: WriteHalf) {
         yielded = false;
         if have {
             buf.filled();
-            match write_out(conn, &mut wr, &mut buf).await {
+            match write_out(link, &mut wr, &mut buf).await {
                 Wrote::All => continue,
                 Wrote::Dead => return,
-                Wrote::Failed(e) => return stream_failed(conn, e),
+                Wrote::Failed(e) => return stream_failed(conn, link, e),
             }
         }
         if done || ended {
             break;
         }
         // Asleep: leave the stream where a drop handler can reach it.
-        *lock(&conn.parked) = Some(Parked { wr, buf });
+        *lock(&conn.parked) = Some(Parked {
+            epoch: link.epoch,
+            wr,
+            buf,
+        });
         match deadline {
             Some(d) => {
                 timer.arm(tokio::time::Instant::from_std(d));
@@ -498,7 +672,7 @@ async fn writer(conn: &Arc<Conn>, mut wr: WriteHalf) {
             }
             None => notified.await,
         }
-        let Some(p) = lock(&conn.parked).take() else {
+        let Some(p) = take_parked(conn, link.epoch) else {
             return;
         };
         (wr, buf) = (p.wr, p.buf);
@@ -524,7 +698,7 @@ enum Wrote {
 /// records of a write in its own buffer when the socket was full, and
 /// nothing else would send them before the writer's next wake-up (a TCP
 /// stream's flush does nothing).
-async fn write_out(conn: &Conn, wr: &mut WriteHalf, buf: &mut Segments) -> Wrote {
+async fn write_out(link: &LinkCtl, wr: &mut WriteHalf, buf: &mut Segments) -> Wrote {
     let wrote = tokio::select! {
         biased;
         r = async {
@@ -534,7 +708,7 @@ async fn write_out(conn: &Conn, wr: &mut WriteHalf, buf: &mut Segments) -> Wrote
             Ok(()) => Wrote::All,
             Err(e) => Wrote::Failed(e),
         },
-        () = conn.dead.cancelled() => Wrote::Dead,
+        () = link.dead.cancelled() => Wrote::Dead,
     };
     buf.clear();
     wrote
@@ -554,7 +728,7 @@ fn peer_went_away(e: &std::io::Error) -> bool {
 /// closing, a peer that went away (reset, broken pipe) is the ordinary
 /// end of the close, not a failure: the peer may close its socket as soon
 /// as it has our goodbye, before reading the rest.
-fn stream_failed(conn: &Arc<Conn>, e: std::io::Error) {
+fn stream_failed(conn: &Arc<Conn>, link: &LinkCtl, e: std::io::Error) {
     if conn.closing() && peer_went_away(&e) {
         tracing::debug!(
             conn = conn.id,
@@ -569,6 +743,6 @@ fn stream_failed(conn: &Arc<Conn>, e: std::io::Error) {
         conn.dead.cancel();
         conn.kick();
     } else {
-        fail(conn, io_error(e));
+        broke(conn, link, io_error(e));
     }
 }

@@ -24,6 +24,7 @@ mod dispatch;
 pub(crate) mod driver;
 mod endpoint;
 mod errors;
+mod events;
 mod exports;
 mod send;
 mod stats;
@@ -32,6 +33,7 @@ pub(crate) use calls::{CallEnd, MethodCounters};
 pub use calls::{CallErrors, CallSide, Latency, MethodStats};
 pub(crate) use endpoint::{Endpoint, Inbound, Link, Outbound};
 pub(crate) use errors::ErrorLog;
+pub use events::SessionEvent;
 pub(crate) use exports::{Export, Exports, SenderExport};
 pub(crate) use send::{LARGE_MESSAGE, OutgoingHandle, SENT_LARGE, SendOutcome};
 pub use stats::{ChannelStats, Direction, SessionStats};
@@ -71,6 +73,14 @@ pub(crate) struct Inner {
     pub(crate) status: Status,
     /// Sends whose delivery was unconfirmed when the connection failed.
     pub(crate) lost_unconfirmed: u64,
+    /// The current link (`driver::LinkCtl`): bumped by each resume, so a
+    /// link given up can tell it no longer speaks for the connection.
+    pub(crate) link_epoch: u64,
+    /// Cancels the current link's tasks (a resume gives the old link up at
+    /// once, even if its stream still looks open).
+    pub(crate) link_dead: Option<tokio_util::sync::CancellationToken>,
+    /// Times the session resumed.
+    pub(crate) resumes: u64,
 }
 
 impl Inner {
@@ -148,6 +158,25 @@ pub(crate) struct Conn {
     /// The peer's certificate, on a TLS session.
     #[cfg(feature = "tls")]
     pub(crate) peer: std::sync::OnceLock<crate::tls::PeerIdentity>,
+    /// Subscribers of `Session::events`.
+    pub(crate) events: events::Events,
+    /// Holds a permit each time a resumable session's link goes down
+    /// (the redialler waits on it).
+    pub(crate) link_down: Notify,
+    /// Cancelled when the connection ended, cleanly or not.
+    pub(crate) ended: tokio_util::sync::CancellationToken,
+}
+
+/// Whether a new connection may be resumed after a broken link.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Resume {
+    /// No: a broken link ends it.
+    Off,
+    /// Dialer: ask the acceptor for a resumable session.
+    Ask,
+    /// Acceptor: offer a resumable session with this secret token (it is
+    /// resumable if the dialer's hello asks for it).
+    Offer([u8; 16]),
 }
 
 impl fmt::Debug for Conn {
@@ -254,8 +283,14 @@ impl Conn {
         addrs: Addrs,
         shared_exports: Option<Arc<Exports>>,
         parent_errors: Option<Arc<ErrorLog>>,
+        resume: Resume,
     ) -> Arc<Conn> {
-        let proto = Connection::new(side, config.limits.clone(), config.codec, Instant::now());
+        let (limits, codec, now) = (config.limits.clone(), config.codec, Instant::now());
+        let proto = match resume {
+            Resume::Off => Connection::new(side, limits, codec, now),
+            Resume::Ask => Connection::dial_resumable(limits, codec, now),
+            Resume::Offer(token) => Connection::accept_resumable(limits, codec, now, token),
+        };
         Arc::new(Conn {
             inner: Mutex::new(Inner {
                 proto,
@@ -264,6 +299,9 @@ impl Conn {
                 imports: HashMap::new(),
                 status: Status::Handshaking,
                 lost_unconfirmed: 0,
+                link_epoch: 1,
+                link_dead: None,
+                resumes: 0,
             }),
             deferred: Mutex::new(Deferred::default()),
             write_notify: Notify::new(),
@@ -292,7 +330,134 @@ impl Conn {
             dead: tokio_util::sync::CancellationToken::new(),
             #[cfg(feature = "tls")]
             peer: std::sync::OnceLock::new(),
+            events: events::Events::new(),
+            link_down: Notify::new(),
+            ended: tokio_util::sync::CancellationToken::new(),
         })
+    }
+
+    /// A resumable session's link went down with `e`: tells the events'
+    /// subscribers and whoever brings the link back (the dialer's
+    /// redialler; on the accepting side, the grace timer starts).
+    pub(crate) fn suspended(self: &Arc<Self>, e: Error) {
+        self.events.emit(SessionEvent::Disconnected(e));
+        self.link_down.notify_one();
+        if self.side == Side::Acceptor {
+            let epoch = self.lock().link_epoch;
+            let grace = self.config.resume_grace;
+            let weak = Arc::downgrade(self);
+            let close_asked = self.close_asked.clone();
+            self.rt.spawn(async move {
+                // Closing a session whose peer is away cannot say goodbye:
+                // it is lost at once.
+                tokio::select! {
+                    () = tokio::time::sleep(grace) => {}
+                    () = close_asked.cancelled() => {}
+                }
+                if let Some(conn) = weak.upgrade() {
+                    conn.expire(epoch, grace);
+                }
+            });
+        }
+    }
+
+    /// The grace period of link `epoch` passed: if the session is still
+    /// suspended on it, it is lost.
+    fn expire(self: &Arc<Self>, epoch: u64, grace: std::time::Duration) {
+        {
+            let inner = self.lock();
+            if inner.link_epoch != epoch || !inner.proto.is_suspended() || !inner.is_live() {
+                return;
+            }
+        }
+        self.lose(Error::ConnectionLost(if self.closing() {
+            "the session was closed while its peer was away".to_owned()
+        } else {
+            format!("the peer did not resume the session within its grace period of {grace:?}")
+        }));
+    }
+
+    /// A suspended session will not resume: it fails with `e` as a broken
+    /// connection does without resume (values given back, receivers get
+    /// the error, `drain` counts what was unconfirmed).
+    pub(crate) fn lose(self: &Arc<Self>, e: Error) {
+        tracing::warn!(
+            conn = self.id,
+            peer = %self.peer_label(),
+            side = ?self.side,
+            reason = %e,
+            "netchan: session lost"
+        );
+        driver::fail(self, e);
+        driver::finish_conn(self);
+    }
+
+    /// Attaches `stream` as the new link of this suspended session, whose
+    /// peer (redialling) received `position` bytes of this side's stream.
+    /// The resume hello and the replay go out first.
+    pub(crate) fn resume_accepted<S: crate::transport::Halves>(
+        self: &Arc<Self>,
+        stream: S,
+        position: u64,
+        rest: bytes::BytesMut,
+    ) -> Result<(), (Error, S)> {
+        let epoch = {
+            let mut inner = self.lock();
+            if !inner.is_live() || self.closing() {
+                return Err((Error::Closed, stream));
+            }
+            let was_up = !inner.proto.is_suspended();
+            if let Err(error) = inner.proto.accept_resume(position, Instant::now()) {
+                let e = Error::Protocol {
+                    origin: crate::error::Origin::Remote,
+                    error,
+                };
+                return Err((e, stream));
+            }
+            inner.link_epoch += 1;
+            inner.resumes += 1;
+            if was_up {
+                // The peer found the old link dead before this side did.
+                self.events
+                    .emit(SessionEvent::Disconnected(Error::ConnectionLost(
+                        "the peer resumed the session over a new connection".into(),
+                    )));
+            }
+            inner.link_epoch
+        };
+        self.resumed();
+        driver::spawn_link(self.clone(), stream, epoch, rest, None);
+        self.kick();
+        Ok(())
+    }
+
+    /// Dialer, suspended: attaches `stream` as a new link and sends the
+    /// resume hello over it. The outcome arrives as `Event::Resumed`, a
+    /// failure of the connection (refused), or the link going down again.
+    pub(crate) fn resume_dialed<S: crate::transport::Halves>(self: &Arc<Self>, stream: S) -> bool {
+        let epoch = {
+            let mut inner = self.lock();
+            if !inner.is_live() || !inner.proto.begin_resume(Instant::now()) {
+                return false;
+            }
+            inner.link_epoch += 1;
+            inner.link_epoch
+        };
+        driver::spawn_link(self.clone(), stream, epoch, bytes::BytesMut::new(), None);
+        self.kick();
+        true
+    }
+
+    /// The session resumed over a new link.
+    pub(crate) fn resumed(&self) {
+        tracing::info!(
+            conn = self.id,
+            peer = %self.peer_label(),
+            side = ?self.side,
+            "netchan: session resumed"
+        );
+        self.events.emit(SessionEvent::Resumed);
+        self.changed.notify_waiters();
     }
 
     pub(crate) fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {

@@ -72,6 +72,13 @@ pub struct SessionStats {
     /// Values sent whose arrival the peer has not confirmed yet, on every
     /// channel (what `drain` waits for).
     pub unconfirmed: u64,
+    /// On a resumable session ([`Config::reconnect`](crate::Config::reconnect)):
+    /// bytes of this side's frames held to write again after a broken
+    /// connection, those the peer has not acknowledged yet. The credit
+    /// windows bound it (see `docs/PROTOCOL.md`, "Resume").
+    pub replay_bytes: u64,
+    /// How many times the session resumed after a broken connection.
+    pub resumes: u64,
     /// Every open channel, in id order.
     pub channels: Vec<ChannelStats>,
     /// Every RPC method this side called or served on this connection,
@@ -146,6 +153,8 @@ impl Conn {
             frames_sent: counters.frames_out,
             frames_received: counters.frames_in,
             unconfirmed: inner.proto.unconfirmed(),
+            replay_bytes: inner.proto.replay_held(),
+            resumes: inner.resumes,
             channels,
             methods: self.calls.stats(),
         }

@@ -30,7 +30,11 @@ use super::frame::{
 };
 pub use super::handles::{HandleDesc, HandleKind};
 use super::handles::{parse_table, put_table, table_len};
-use super::hello::{CodecId, HELLO_LEN, Hello, PROTOCOL_VERSION};
+use super::hello::{
+    CodecId, FLAG_REFUSED, FLAG_RESUMABLE, FLAG_RESUME, HELLO_LEN, Hello, PROTOCOL_VERSION,
+    ResumeInfo,
+};
+use super::replay::Replay;
 
 /// Limits one side enforces. See `Config` for the user-facing defaults.
 #[derive(Debug, Clone)]
@@ -148,6 +152,63 @@ pub enum Event {
         /// Detail.
         reason: String,
     },
+    /// A resumable session's new link is up: the peer answered our resume
+    /// hello, and what it had not received is queued to write again.
+    Resumed,
+}
+
+/// Whether the session may survive a broken link, and where its link is.
+///
+/// ```text
+/// Off                       (not resumable: a broken link ends the connection)
+/// Pending ──peer hello without RESUMABLE──► Off
+///   └──────peer hello with RESUMABLE──────► On(Up)
+///
+/// On: Up ──suspend──► Down ──begin_resume (dialer)──► Resuming ──peer resume hello──► Up
+///                       └────accept_resume (acceptor)────────────────────────────────► Up
+/// ```
+///
+/// An error or a goodbye ends the connection in any of these (`ConnState`).
+#[derive(Debug)]
+enum Resume {
+    Off,
+    /// This side offered (acceptor, with its token) or asked for (dialer)
+    /// a resumable session; the peer's hello decides. What is sent
+    /// meanwhile is logged already.
+    Pending(Box<Resumable>),
+    On(Box<Resumable>),
+}
+
+/// Where a resumable session's link is (see [`Resume`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum LinkState {
+    Up,
+    Down,
+    /// The dialer sent its resume hello and waits for the answer.
+    Resuming,
+}
+
+/// The resume state of a resumable session (see `replay`).
+#[derive(Debug)]
+struct Resumable {
+    token: [u8; 16],
+    /// What this side sent and the peer has not acknowledged.
+    log: Replay,
+    /// Bytes of whole frames received from the peer's stream (its `ACK`s
+    /// not counted).
+    rx: u64,
+    /// `rx` as last told to the peer.
+    rx_reported: u64,
+    /// When an `ACK` owed was first found waiting at a transmit: it leaves
+    /// with the next write or `ACK_DELAY` after this.
+    ack_since: Option<Instant>,
+    link: LinkState,
+    /// Written first at the next transmit and not logged: a resume hello,
+    /// then the replay.
+    prefix: Vec<Bytes>,
+    /// Dialer, resuming: the acceptor's first hello (its offer, sent
+    /// before it read ours) was read; its answer comes next.
+    offer_seen: bool,
 }
 
 /// The connection's receive-side state.
@@ -241,6 +302,9 @@ pub struct Connection {
     sent_total: u64,
     confirmed_total: u64,
     counters: Counters,
+    resume: Resume,
+    /// Bytes of our first hello not yet handed out (never logged).
+    hello_unlogged: usize,
 }
 
 /// Traffic of one connection, counted as it passes (see
@@ -287,6 +351,47 @@ pub struct ChannelCounters<'a> {
 impl Connection {
     /// A new connection; our hello is queued for transmit at once.
     pub fn new(side: Side, limits: Limits, codec: CodecId, now: Instant) -> Connection {
+        Connection::with_resume(side, limits, codec, now, Resume::Off, ResumeInfo::default())
+    }
+
+    /// A dialer that asks for a resumable session: if the acceptor agrees
+    /// (its hello carries a token), a broken link suspends the session
+    /// ([`suspend`](Self::suspend)) instead of ending it.
+    pub fn dial_resumable(limits: Limits, codec: CodecId, now: Instant) -> Connection {
+        let info = ResumeInfo {
+            flags: FLAG_RESUMABLE,
+            ..ResumeInfo::default()
+        };
+        let r = Resume::Pending(Box::new(Resumable::new([0; 16])));
+        Connection::with_resume(Side::Dialer, limits, codec, now, r, info)
+    }
+
+    /// An acceptor that offers a resumable session: `token` is the
+    /// session's secret, given to the dialer in this side's hello. The
+    /// session is resumable if the dialer's hello asks for it.
+    pub fn accept_resumable(
+        limits: Limits,
+        codec: CodecId,
+        now: Instant,
+        token: [u8; 16],
+    ) -> Connection {
+        let info = ResumeInfo {
+            flags: FLAG_RESUMABLE,
+            token,
+            position: 0,
+        };
+        let r = Resume::Pending(Box::new(Resumable::new(token)));
+        Connection::with_resume(Side::Acceptor, limits, codec, now, r, info)
+    }
+
+    fn with_resume(
+        side: Side,
+        limits: Limits,
+        codec: CodecId,
+        now: Instant,
+        resume: Resume,
+        info: ResumeInfo,
+    ) -> Connection {
         let ours = Hello {
             version: PROTOCOL_VERSION,
             codec,
@@ -295,7 +400,7 @@ impl Connection {
             max_handles: u32::try_from(limits.max_handles).unwrap_or(u32::MAX),
         };
         let mut out = BytesMut::with_capacity(8 << 10);
-        ours.encode(&mut out);
+        ours.encode_with(&info, &mut out);
         Connection {
             side,
             limits,
@@ -325,7 +430,176 @@ impl Connection {
             sent_total: 0,
             confirmed_total: 0,
             counters: Counters::default(),
+            resume,
+            hello_unlogged: HELLO_LEN,
         }
+    }
+
+    /// Whether the session survives a broken link (both sides agreed in
+    /// the handshake).
+    pub fn is_resumable(&self) -> bool {
+        matches!(self.resume, Resume::On(_))
+    }
+
+    /// The session's secret token, on a resumable session.
+    pub fn token(&self) -> Option<[u8; 16]> {
+        match &self.resume {
+            Resume::On(r) => Some(r.token),
+            _ => None,
+        }
+    }
+
+    /// Whether the link is down (suspended, waiting for a resume).
+    pub fn is_suspended(&self) -> bool {
+        matches!(&self.resume, Resume::On(r) if r.link == LinkState::Down)
+    }
+
+    /// Whether a hello is awaited: the first handshake, or a resume.
+    pub fn in_handshake(&self) -> bool {
+        self.state == ConnState::Handshaking
+            || matches!(&self.resume, Resume::On(r) if r.link == LinkState::Resuming)
+    }
+
+    /// Bytes of this side's frame stream held for replay: sent and not
+    /// yet acknowledged by the peer.
+    pub fn replay_held(&self) -> u64 {
+        match &self.resume {
+            Resume::On(r) => r.log.held(),
+            _ => 0,
+        }
+    }
+
+    fn link_up(&self) -> bool {
+        match &self.resume {
+            Resume::On(r) => r.link == LinkState::Up,
+            _ => true,
+        }
+    }
+
+    /// The link broke: on a resumable session that has not ended, the
+    /// session is suspended (nothing is read or written until a resume;
+    /// sends go on queueing within their credit) and this returns true.
+    /// Otherwise nothing changes and this returns false.
+    pub fn suspend(&mut self) -> bool {
+        if self.state != ConnState::Open {
+            return false;
+        }
+        let Resume::On(r) = &mut self.resume else {
+            return false;
+        };
+        r.link = LinkState::Down;
+        r.prefix.clear();
+        r.ack_since = None;
+        self.pong_due = None;
+        self.replies = 0;
+        true
+    }
+
+    /// Dialer, suspended: starts a resume over a new link. The resume
+    /// hello (token, bytes received) is queued; the peer's answer comes
+    /// through [`poll_input`](Self::poll_input) as [`Event::Resumed`] or
+    /// an error.
+    pub fn begin_resume(&mut self, now: Instant) -> bool {
+        let ours = self.ours;
+        let Resume::On(r) = &mut self.resume else {
+            return false;
+        };
+        if r.link != LinkState::Down || self.state != ConnState::Open {
+            return false;
+        }
+        let mut hello = BytesMut::with_capacity(HELLO_LEN);
+        ours.encode_with(
+            &ResumeInfo {
+                flags: FLAG_RESUME,
+                token: r.token,
+                position: r.rx,
+            },
+            &mut hello,
+        );
+        r.prefix = vec![hello.freeze()];
+        r.link = LinkState::Resuming;
+        r.offer_seen = false;
+        self.last_rx = now;
+        self.last_tx = now;
+        true
+    }
+
+    /// Acceptor: the peer resumes this session over a new link, having
+    /// received `position` bytes of this side's stream. Queues this
+    /// side's resume hello and everything after `position`; the link is
+    /// up again. Suspends a link still up first (the peer found it dead).
+    pub fn accept_resume(&mut self, position: u64, now: Instant) -> Result<(), ProtoError> {
+        if self.state != ConnState::Open {
+            return Err(ProtoError::ResumeRefused);
+        }
+        self.suspend();
+        let ours = self.ours;
+        let Resume::On(r) = &mut self.resume else {
+            return Err(ProtoError::ResumeRefused);
+        };
+        let replay = r.log.since(position).ok_or(ProtoError::ResumeOutOfRange)?;
+        r.log.ack(position);
+        let mut hello = BytesMut::with_capacity(HELLO_LEN);
+        ours.encode_with(
+            &ResumeInfo {
+                flags: FLAG_RESUME,
+                token: r.token,
+                position: r.rx,
+            },
+            &mut hello,
+        );
+        r.prefix = vec![hello.freeze()];
+        r.prefix.extend(replay);
+        r.rx_reported = r.rx;
+        r.link = LinkState::Up;
+        self.last_rx = now;
+        self.last_tx = now;
+        Ok(())
+    }
+
+    /// The hello refusing a resume, for an acceptor that does not know the
+    /// token: the dialer's session is lost.
+    pub fn refusal(limits: &Limits, codec: CodecId) -> Bytes {
+        let c = Connection::new(Side::Acceptor, limits.clone(), codec, Instant::now());
+        let mut b = BytesMut::with_capacity(HELLO_LEN);
+        c.ours.encode_with(
+            &ResumeInfo {
+                flags: FLAG_REFUSED,
+                ..ResumeInfo::default()
+            },
+            &mut b,
+        );
+        b.freeze()
+    }
+
+    /// Dialer, resuming: reads the acceptor's answer to the resume hello.
+    fn poll_resume_hello(&mut self, buf: &mut BytesMut) -> Result<Option<Event>, ProtoError> {
+        let before = buf.len();
+        let Some((_, info)) = Hello::decode_with(buf, &self.ours)? else {
+            return Ok(None);
+        };
+        self.counters.bytes_in += (before - buf.len()) as u64;
+        let Resume::On(r) = &mut self.resume else {
+            return Err(ProtoError::ResumeRefused);
+        };
+        if !info.is(FLAG_REFUSED) && !info.is(FLAG_RESUME) && !r.offer_seen {
+            // The acceptor's hello, sent at once as on any connection,
+            // before it read ours; its answer follows.
+            r.offer_seen = true;
+            return self.poll_resume_hello(buf);
+        }
+        if info.is(FLAG_REFUSED) || !info.is(FLAG_RESUME) || info.token != r.token {
+            return Err(ProtoError::ResumeRefused);
+        }
+        let replay = r
+            .log
+            .since(info.position)
+            .ok_or(ProtoError::ResumeOutOfRange)?;
+        r.log.ack(info.position);
+        r.prefix = replay;
+        r.rx_reported = r.rx;
+        r.link = LinkState::Up;
+        Ok(Some(Event::Resumed))
     }
 
     /// Our limits.
@@ -433,10 +707,25 @@ impl Connection {
         }
         if self.state == ConnState::Handshaking {
             let before = buf.len();
-            match Hello::decode(buf, &self.ours) {
+            match Hello::decode_with(buf, &self.ours) {
                 Ok(None) => return Ok(None),
-                Ok(Some(h)) => {
+                Ok(Some((h, info))) => {
                     self.counters.bytes_in += (before - buf.len()) as u64;
+                    if info.is(FLAG_RESUME) || info.is(FLAG_REFUSED) {
+                        // A resume reaches an acceptor that keeps sessions
+                        // (an exporter) before any connection starts; here
+                        // it names a session this side cannot know.
+                        return Err(self.fail(ProtoError::ResumeRefused));
+                    }
+                    if matches!(self.resume, Resume::Pending(_)) {
+                        let asked = std::mem::replace(&mut self.resume, Resume::Off);
+                        if let (Resume::Pending(mut r), true) = (asked, info.is(FLAG_RESUMABLE)) {
+                            if self.side == Side::Dialer {
+                                r.token = info.token;
+                            }
+                            self.resume = Resume::On(r);
+                        }
+                    }
                     self.peer = Some(h);
                     self.state = ConnState::Open;
                     return Ok(Some(Event::Ready(h)));
@@ -444,13 +733,44 @@ impl Connection {
                 Err(e) => return Err(self.fail(e)),
             }
         }
+        match &self.resume {
+            Resume::On(r) if r.link == LinkState::Resuming => {
+                return match self.poll_resume_hello(buf) {
+                    Ok(ev) => Ok(ev),
+                    Err(e) => Err(self.fail(e)),
+                };
+            }
+            // Nothing is read while suspended.
+            Resume::On(r) if r.link == LinkState::Down => return Ok(None),
+            _ => {}
+        }
         loop {
             let max_data = self.limits.max_message_len.max(self.limits.chunk_size);
             let before = buf.len();
             let frame = match Frame::decode(buf, max_data) {
                 Ok(Some(f)) => {
-                    self.counters.bytes_in += (before - buf.len()) as u64;
+                    let n = (before - buf.len()) as u64;
+                    self.counters.bytes_in += n;
                     self.counters.frames_in += 1;
+                    match (&mut self.resume, &f) {
+                        (Resume::On(r), Frame::Ack(upto)) => {
+                            if !r.log.ack(*upto) {
+                                return Err(self.fail(ProtoError::Malformed {
+                                    kind: Kind::Ack,
+                                    what: "acknowledges bytes never sent",
+                                }));
+                            }
+                            continue;
+                        }
+                        (_, Frame::Ack(_)) => {
+                            return Err(self.fail(ProtoError::Malformed {
+                                kind: Kind::Ack,
+                                what: "ACK on a session that is not resumable",
+                            }));
+                        }
+                        (Resume::On(r) | Resume::Pending(r), _) => r.rx += n,
+                        _ => {}
+                    }
                     f
                 }
                 Ok(None) => return Ok(None),
@@ -667,6 +987,8 @@ impl Connection {
                 Ok(None)
             }
             Frame::Pong(_) => Ok(None),
+            // Taken by `poll_input` before it gets here.
+            Frame::Ack(_) => Ok(None),
         }
     }
 
@@ -1194,6 +1516,14 @@ impl Connection {
 
     /// Whether there is anything to transmit.
     pub fn wants_transmit(&self) -> bool {
+        if let Resume::On(r) = &self.resume {
+            match r.link {
+                LinkState::Down => return false,
+                LinkState::Resuming => return !r.prefix.is_empty(),
+                LinkState::Up if !r.prefix.is_empty() => return true,
+                LinkState::Up => {}
+            }
+        }
         self.has_frames_to_write() || (self.credit_urgent && !self.credit_due.is_empty())
     }
 
@@ -1213,7 +1543,14 @@ impl Connection {
     /// Whether the writer must run: there is something to write now, or a
     /// `CREDIT` that may wait whose timer no transmit has armed yet.
     pub fn needs_writer(&self) -> bool {
-        self.wants_transmit() || (!self.credit_due.is_empty() && self.credit_lazy_since.is_none())
+        if !self.link_up() {
+            return self.wants_transmit();
+        }
+        let ack_unarmed = matches!(&self.resume,
+            Resume::On(r) if r.rx > r.rx_reported && r.ack_since.is_none());
+        self.wants_transmit()
+            || ack_unarmed
+            || (!self.credit_due.is_empty() && self.credit_lazy_since.is_none())
     }
 
     /// Whether `CREDIT`s that may wait are pending (they leave with the
@@ -1250,6 +1587,18 @@ impl Connection {
             self.pong_due = None;
             return false;
         }
+        let before = dst.len();
+        if let Resume::On(r) = &mut self.resume {
+            match r.link {
+                LinkState::Down => return false,
+                LinkState::Resuming => {
+                    dst.append(&mut r.prefix);
+                    return self.transmitted(dst, before, now);
+                }
+                LinkState::Up => dst.append(&mut r.prefix),
+            }
+        }
+        let logged_from = dst.len();
         let lazy_due = self
             .credit_lazy_since
             .is_some_and(|t| now.saturating_duration_since(t) >= ACK_DELAY);
@@ -1287,7 +1636,6 @@ impl Connection {
         // One chunk per transmit: a small message queued meanwhile waits
         // behind at most one chunk of a large one.
         let mut budget = TRANSMIT_CHUNKS * self.limits.chunk_size;
-        let before = dst.len();
         while budget > 0 {
             let Some(chan) = self.ready.pop_front() else {
                 break;
@@ -1309,6 +1657,39 @@ impl Connection {
             dst.push(self.out.split().freeze());
             self.reserve_out();
         }
+        if let Resume::On(r) | Resume::Pending(r) = &mut self.resume {
+            for s in &dst[logged_from..] {
+                let mut s = s.clone();
+                // Our first hello leads the first transmit; it is not part
+                // of the frame stream.
+                let skip = self.hello_unlogged.min(s.len());
+                self.hello_unlogged -= skip;
+                r.log.push(s.split_off(skip));
+            }
+            // An ACK rides with any write, or leaves on its own
+            // `ACK_DELAY` after it was first found waiting. It is not part
+            // of the stream: not logged, not counted by the peer.
+            let owed = r.rx > r.rx_reported;
+            let timed_out = r
+                .ack_since
+                .is_some_and(|t| now.saturating_duration_since(t) >= ACK_DELAY);
+            if owed && (dst.len() > before || timed_out) {
+                let mut ack = BytesMut::with_capacity(HEADER_LEN + 8);
+                Frame::Ack(r.rx).encode(&mut ack);
+                dst.push(ack.freeze());
+                r.rx_reported = r.rx;
+                r.ack_since = None;
+                self.counters.frames_out += 1;
+            } else if owed && r.ack_since.is_none() {
+                r.ack_since = Some(now);
+            }
+        }
+        self.transmitted(dst, before, now)
+    }
+
+    /// Counts what a transmit handed out from `before` on; whether it was
+    /// anything.
+    fn transmitted(&mut self, dst: &[Bytes], before: usize, now: Instant) -> bool {
         if dst.len() == before {
             return false;
         }
@@ -1389,21 +1770,25 @@ impl Connection {
 
     /// When [`handle_timeout`](Self::handle_timeout) next wants to run.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        if self.is_ended() {
+        if self.is_ended() || !self.link_up() {
             return None;
         }
         let keepalive =
             (self.last_tx + self.limits.keepalive).min(self.last_rx + self.limits.dead_after);
-        Some(match self.credit_lazy_since {
+        let at = match self.credit_lazy_since {
             Some(t) if !self.credit_due.is_empty() => keepalive.min(t + ACK_DELAY),
             _ => keepalive,
+        };
+        Some(match &self.resume {
+            Resume::On(r) => r.ack_since.map_or(at, |t| at.min(t + ACK_DELAY)),
+            _ => at,
         })
     }
 
     /// Runs keepalive: a ping when we have been quiet, an error when the
     /// peer has been silent too long.
     pub fn handle_timeout(&mut self, now: Instant) -> Result<(), ProtoError> {
-        if self.is_ended() {
+        if self.is_ended() || !self.link_up() {
             return Ok(());
         }
         if now.saturating_duration_since(self.last_rx) >= self.limits.dead_after {
@@ -1448,3 +1833,18 @@ const OUT_MIN_ROOM: usize = 1 << 10;
 
 /// Size of a hello; re-exported for the driver's first read.
 pub const HELLO_SIZE: usize = HELLO_LEN;
+
+impl Resumable {
+    fn new(token: [u8; 16]) -> Resumable {
+        Resumable {
+            token,
+            log: Replay::default(),
+            rx: 0,
+            rx_reported: 0,
+            ack_since: None,
+            link: LinkState::Up,
+            prefix: Vec::new(),
+            offer_seen: false,
+        }
+    }
+}

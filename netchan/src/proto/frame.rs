@@ -59,6 +59,9 @@ pub enum Kind {
     Ping = 0x08,
     /// Keepalive answer.
     Pong = 0x09,
+    /// Resumable sessions only: how many bytes of the peer's frame stream
+    /// this side has received (see `docs/PROTOCOL.md`, "Resume").
+    Ack = 0x10,
 }
 
 impl Kind {
@@ -73,6 +76,7 @@ impl Kind {
             0x07 => Kind::Goodbye,
             0x08 => Kind::Ping,
             0x09 => Kind::Pong,
+            0x10 => Kind::Ack,
             _ => return None,
         })
     }
@@ -213,6 +217,9 @@ pub enum Frame {
     Ping(u64),
     /// `PONG`.
     Pong(u64),
+    /// `ACK`: the bytes of the peer's frame stream received so far (only
+    /// on a resumable session; not itself counted in the stream).
+    Ack(u64),
 }
 
 /// Payload bytes of a `CREDIT` frame: grant (`u32`), received (`u64`).
@@ -338,6 +345,10 @@ impl Frame {
                 put_header(dst, 8, Kind::Pong, 0, 0);
                 dst.put_u64_le(*n);
             }
+            Frame::Ack(n) => {
+                put_header(dst, 8, Kind::Ack, 0, 0);
+                dst.put_u64_le(*n);
+            }
         }
     }
 
@@ -373,7 +384,7 @@ impl Frame {
         if kind != Kind::Data && flags != 0 {
             return Err(malformed("non-zero flags"));
         }
-        let conn_level = matches!(kind, Kind::Goodbye | Kind::Ping | Kind::Pong);
+        let conn_level = matches!(kind, Kind::Goodbye | Kind::Ping | Kind::Pong | Kind::Ack);
         if conn_level != (chan == 0) {
             return Err(malformed("channel id"));
         }
@@ -452,15 +463,15 @@ impl Frame {
             Kind::Goodbye => Frame::Goodbye {
                 reason: utf8(p).ok_or_else(|| malformed("reason"))?,
             },
-            Kind::Ping | Kind::Pong => {
+            Kind::Ping | Kind::Pong | Kind::Ack => {
                 if p.remaining() != 8 {
                     return Err(malformed("payload length"));
                 }
                 let n = p.get_u64_le();
-                if kind == Kind::Ping {
-                    Frame::Ping(n)
-                } else {
-                    Frame::Pong(n)
+                match kind {
+                    Kind::Ping => Frame::Ping(n),
+                    Kind::Pong => Frame::Pong(n),
+                    _ => Frame::Ack(n),
                 }
             }
         };

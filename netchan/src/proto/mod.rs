@@ -12,6 +12,8 @@
 //! * `handles`: the handle table of a message carrying channels.
 //! * `flow`: flow control and delivery confirmation, every credit and
 //!   acknowledgement rule for one channel.
+//! * `replay`: what a resumable session keeps to write again after a
+//!   broken link.
 //! * [`conn`]: one connection: channel table, chunking, keepalive; applies
 //!   `flow`'s rules and turns them into frames.
 
@@ -24,6 +26,7 @@ mod handles;
 pub mod hello;
 #[cfg(test)]
 mod model_tests;
+mod replay;
 #[cfg(test)]
 mod tests;
 
@@ -142,6 +145,16 @@ pub enum ProtoError {
     /// A frame arrived after the peer's goodbye.
     #[error("frame after goodbye")]
     AfterGoodbye,
+    /// The peer refused to resume the session: it no longer knows it (its
+    /// grace period passed, it restarted, or the token is wrong).
+    #[error(
+        "the peer refused to resume the session (it expired, the peer restarted, or the token is wrong): connect a new session"
+    )]
+    ResumeRefused,
+    /// A resuming peer asked for bytes this side no longer holds, or
+    /// claimed bytes never sent.
+    #[error("resume position outside what was sent and kept; the session cannot resume")]
+    ResumeOutOfRange,
     /// The byte stream failed underneath a [`FrameCodec`].
     #[error("transport error: {0}")]
     Io(String),

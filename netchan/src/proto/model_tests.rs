@@ -216,6 +216,7 @@ enum Ev {
 fn ev(e: Event) -> Ev {
     match e {
         Event::Ready(_) => Ev::Ready,
+        Event::Resumed => unreachable!("the model's sessions are not resumable"),
         Event::Open {
             chan,
             dir,
@@ -795,7 +796,7 @@ impl World {
                     self.p[to].bye = Bye::Queued;
                 }
             }
-            Frame::Ping(_) | Frame::Pong(_) => {}
+            Frame::Ping(_) | Frame::Pong(_) | Frame::Ack(_) => {}
         }
     }
 

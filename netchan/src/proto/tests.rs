@@ -253,6 +253,8 @@ fn hello_bytes(version: u16, codec: u8, flags: u8, max_message: u32, max_channel
     v.extend_from_slice(&max_channels.to_le_bytes());
     // max_handles: the default.
     v.extend_from_slice(&128u32.to_le_bytes());
+    // No token, position 0.
+    v.extend_from_slice(&[0; 24]);
     v
 }
 
@@ -564,7 +566,9 @@ fn worked_examples_in_protocol_md_are_exact() {
     .encode(&mut b);
     assert_eq!(
         &b[..],
-        b"\x89NETCHAN\x03\x00\x01\x00\x00\x00\x00\x01\x00\x04\x00\x00\x80\x00\x00\x00"
+        &b"\x89NETCHAN\x04\x00\x01\x00\x00\x00\x00\x01\x00\x04\x00\x00\x80\x00\x00\x00\
+           \x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\
+           \x00\x00\x00\x00\x00\x00\x00\x00"[..]
     );
 
     // The String "hi" as a message on channel 1.
@@ -792,15 +796,20 @@ fn hellos_with_different_codecs_fail_on_both_sides() {
 }
 
 #[test]
-fn hello_with_an_unknown_codec_non_zero_flags_or_a_zero_limit_is_refused() {
+fn hello_with_an_unknown_codec_unknown_flags_a_zero_limit_or_an_unknown_resume_is_refused() {
     let cases = [
         (
             hello_bytes(PROTOCOL_VERSION, 9, 0, 9, 9),
             ProtoError::UnknownCodec(9),
         ),
         (
-            hello_bytes(PROTOCOL_VERSION, 1, 1, 9, 9),
-            ProtoError::BadHello("non-zero flags"),
+            hello_bytes(PROTOCOL_VERSION, 1, 0x80, 9, 9),
+            ProtoError::BadHello("unknown flags"),
+        ),
+        // A resume reaches a side that keeps no sessions.
+        (
+            hello_bytes(PROTOCOL_VERSION, 1, hello::FLAG_RESUME, 9, 9),
+            ProtoError::ResumeRefused,
         ),
         (
             hello_bytes(PROTOCOL_VERSION, 1, 0, 0, 9),
@@ -2772,4 +2781,170 @@ fn counters_match_each_way_and_count_every_message_and_byte_of_a_channel() {
     let (d, a) = (p.d.conn.counters(), p.a.conn.counters());
     assert_eq!((d.bytes_out, d.frames_out), (a.bytes_in, a.frames_in));
     assert_eq!((a.bytes_out, a.frames_out), (d.bytes_in, d.frames_in));
+}
+
+// ---------------------------------------------------------------------------
+// Resume
+// ---------------------------------------------------------------------------
+
+/// Moves what `from` writes now into `inbox` and lets `to` read it;
+/// returns `to`'s events.
+fn pump(from: &mut Connection, to: &mut Connection, inbox: &mut BytesMut) -> Vec<Event> {
+    let mut out = BytesMut::new();
+    from.take_transmit(&mut out, t0());
+    inbox.extend_from_slice(&out);
+    let mut events = Vec::new();
+    while let Some(ev) = to.poll_input(inbox, t0()).expect("valid input") {
+        events.push(ev);
+    }
+    events
+}
+
+/// What `c` writes now and after `ACK_DELAY` (confirmations that may
+/// wait), thrown away: lost in a broken connection.
+fn lose(c: &mut Connection) -> usize {
+    let mut out = BytesMut::new();
+    c.take_transmit(&mut out, t0());
+    c.take_transmit(&mut out, t0() + ACK_DELAY);
+    out.len()
+}
+
+/// The values of the messages among `events`, as `u8`s.
+fn message_bytes(events: &[Event]) -> Vec<u8> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Message { data, .. } => Some(data[0]),
+            _ => None,
+        })
+        .collect()
+}
+
+/// A resumable pair after the handshake, with channel 1 open from the
+/// acceptor (sending, capacity 16) to the dialer.
+fn resumable_pair() -> (Connection, Connection, ChanId) {
+    let (mut d, mut a) = (
+        Connection::dial_resumable(Limits::default(), CodecId::Bincode, t0()),
+        Connection::accept_resumable(Limits::default(), CodecId::Bincode, t0(), [7; 16]),
+    );
+    let (mut to_a, mut to_d) = (BytesMut::new(), BytesMut::new());
+    assert!(matches!(
+        pump(&mut d, &mut a, &mut to_a)[..],
+        [Event::Ready(_)]
+    ));
+    assert!(matches!(
+        pump(&mut a, &mut d, &mut to_d)[..],
+        [Event::Ready(_)]
+    ));
+    assert!(d.is_resumable() && a.is_resumable());
+    assert_eq!(d.token(), Some([7; 16]), "the dialer learned the token");
+    let chan = d.open("n", Dir::OpenerReceives, 16, "T").expect("open");
+    assert!(matches!(
+        pump(&mut d, &mut a, &mut to_a)[..],
+        [Event::Open { .. }]
+    ));
+    a.accept(chan, 0);
+    assert!(matches!(
+        pump(&mut a, &mut d, &mut to_d)[..],
+        [Event::Accepted { .. }]
+    ));
+    (d, a, chan)
+}
+
+#[test]
+fn a_resume_replays_exactly_what_the_cut_lost_in_both_directions() {
+    let (mut d, mut a, chan) = resumable_pair();
+    let (mut to_a, mut to_d) = (BytesMut::new(), BytesMut::new());
+    for v in 0..4u8 {
+        a.send_message(chan, &mut BytesMut::from(&[v][..]), &[])
+            .expect("send");
+    }
+    let got = pump(&mut a, &mut d, &mut to_d);
+    assert_eq!(message_bytes(&got), [0, 1, 2, 3]);
+    d.credit_update(chan, 4, 4);
+    // The cut: the dialer's CREDIT and the acceptor's next values are lost.
+    for v in 4..8u8 {
+        a.send_message(chan, &mut BytesMut::from(&[v][..]), &[])
+            .expect("send");
+    }
+    assert!(lose(&mut a) > 0);
+    assert!(lose(&mut d) > 0);
+    assert!(d.suspend() && a.suspend());
+    assert!(d.is_suspended() && a.is_suspended());
+    // A value sent while suspended queues behind what is kept.
+    a.send_message(chan, &mut BytesMut::from(&[8][..]), &[])
+        .expect("send while suspended");
+    assert_eq!(lose(&mut a), 0, "nothing is written while suspended");
+
+    assert!(d.begin_resume(t0()));
+    let mut hello = BytesMut::new();
+    d.take_transmit(&mut hello, t0());
+    assert_eq!(hello.len(), HELLO_LEN, "the resume hello alone");
+    let ours = *a.peer().expect("peer hello");
+    let (_, info) = Hello::decode_with(&mut hello, &ours)
+        .expect("valid")
+        .expect("whole");
+    assert!(info.is(hello::FLAG_RESUME));
+    assert_eq!(info.token, [7; 16]);
+    a.accept_resume(info.position, t0()).expect("resume");
+    let got = pump(&mut a, &mut d, &mut to_d);
+    assert!(matches!(got[0], Event::Resumed), "{got:?}");
+    assert_eq!(
+        message_bytes(&got),
+        [4, 5, 6, 7, 8],
+        "each lost value once, then the new one"
+    );
+    // The dialer's lost CREDIT comes again: the acceptor may send again.
+    let got = pump(&mut d, &mut a, &mut to_a);
+    assert!(
+        got.iter().any(|e| matches!(e, Event::Credit { .. })),
+        "{got:?}"
+    );
+    // The dialer's ACK, with its replay, lets the acceptor drop what it
+    // kept.
+    assert_eq!(a.replay_held(), 0, "everything acknowledged");
+}
+
+#[test]
+fn a_refused_resume_ends_the_dialer_and_an_ack_beyond_what_was_sent_is_an_error() {
+    let (mut d, _a, _) = resumable_pair();
+    assert!(d.suspend());
+    assert!(d.begin_resume(t0()));
+    lose(&mut d);
+    let mut no = BytesMut::from(&Connection::refusal(&Limits::default(), CodecId::Bincode)[..]);
+    assert_eq!(d.poll_input(&mut no, t0()), Err(ProtoError::ResumeRefused));
+    assert!(d.is_ended());
+
+    let (mut d, _a, _) = resumable_pair();
+    let mut ack = BytesMut::new();
+    Frame::Ack(1 << 40).encode(&mut ack);
+    assert!(matches!(
+        d.poll_input(&mut ack, t0()),
+        Err(ProtoError::Malformed {
+            kind: Kind::Ack,
+            ..
+        })
+    ));
+}
+
+#[test]
+fn an_ordinary_session_writes_no_ack_and_refuses_one() {
+    let mut p = Pair::connected();
+    assert!(!p.d.conn.is_resumable());
+    let chan = p.d_sends(4);
+    p.d.send(chan, b"x", &[]).unwrap();
+    p.drive();
+    assert!(
+        !p.a.take_sent().iter().any(|f| matches!(f, Frame::Ack(_))),
+        "no ACK on an ordinary session"
+    );
+    let mut ack = BytesMut::new();
+    Frame::Ack(0).encode(&mut ack);
+    assert!(matches!(
+        p.a.conn.poll_input(&mut ack, t0()),
+        Err(ProtoError::Malformed {
+            kind: Kind::Ack,
+            ..
+        })
+    ));
 }
