@@ -46,6 +46,66 @@ async fn served(cfg: Config) -> (Exporter, Relay) {
     (exp, relay)
 }
 
+/// The transport a scenario runs over: plain TCP, or mutual TLS (a pinned
+/// server certificate, and a client certificate the server requires, so a
+/// resume must come from the same client).
+#[derive(Clone)]
+enum Over {
+    Tcp,
+    Tls {
+        server: netchan::tls::Identity,
+        client: netchan::tls::Identity,
+    },
+}
+
+impl Over {
+    fn tls() -> Over {
+        Over::Tls {
+            server: netchan::tls::Identity::self_signed(&["localhost"]).expect("server identity"),
+            client: netchan::tls::Identity::self_signed(&["client"]).expect("client identity"),
+        }
+    }
+
+    /// The exporter's config: `cfg`, over this transport.
+    fn server(&self, cfg: Config) -> Config {
+        match self {
+            Over::Tcp => cfg,
+            Over::Tls { server, client } => cfg.tls_server(
+                netchan::tls::ServerTls::new(server.clone())
+                    .require_client_pinned(&[client.fingerprint()]),
+            ),
+        }
+    }
+
+    /// The dialer's config ([`client_cfg`]), over this transport.
+    fn client(&self) -> Config {
+        match self {
+            Over::Tcp => client_cfg(),
+            Over::Tls { server, client } => client_cfg().tls_client(
+                netchan::tls::ClientTls::pinned(server.fingerprint()).identity(client.clone()),
+            ),
+        }
+    }
+}
+
+/// Runs the scenario `$name(over: Over)` as two tests, over TCP and over
+/// TLS.
+macro_rules! over_tcp_and_tls {
+    ($name:ident) => {
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn over_tcp() {
+                super::$name(super::Over::Tcp).await
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn over_tls() {
+                super::$name(super::Over::tls()).await
+            }
+        }
+    };
+}
+
 /// Cuts every connection through `relay` every `every` until `stop`
 /// fires; returns how many cuts it made.
 fn cutter(
@@ -213,12 +273,14 @@ async fn stream_through_cuts(server_cfg: Config, client_cfg: Config, per_channel
 /// period is lost on both sides: the exporter's session ends with an
 /// error, the dialer's resume is refused, its receivers get the error and
 /// a send gives its value back.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_session_not_resumed_within_the_grace_period_is_lost_with_its_values_given_back() {
-    let (exp, relay) = served(Config::default().resume_grace(Duration::from_millis(300))).await;
+async fn a_session_not_resumed_within_the_grace_period_is_lost_with_its_values_given_back(
+    over: Over,
+) {
+    let (exp, relay) =
+        served(over.server(Config::default().resume_grace(Duration::from_millis(300)))).await;
     let down = exp.export_sender::<u64>("down").expect("export");
     let mut up = exp.export_receiver::<u64>("up", 4).expect("export");
-    let client = Session::connect_with(relay.addr(), client_cfg())
+    let client = Session::connect_with(relay.addr(), over.client())
         .await
         .expect("connect");
     let mut events = client.events();
@@ -299,6 +361,8 @@ async fn a_session_not_resumed_within_the_grace_period_is_lost_with_its_values_g
         "a lost session is not a clean end: {e}"
     );
 }
+
+over_tcp_and_tls!(a_session_not_resumed_within_the_grace_period_is_lost_with_its_values_given_back);
 
 /// A resume that names a session the exporter does not know is refused
 /// with a refusal hello, and the exporter goes on serving.
@@ -485,14 +549,13 @@ impl Work for WorkImpl {
 /// own answer, every pipe's bytes arrive whole (checksummed), every
 /// carried channel delivers each value once in order, and `drain` waits
 /// across the resumes.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn calls_pipes_and_carried_channels_carry_on_through_cuts() {
+async fn calls_pipes_and_carried_channels_carry_on_through_cuts(over: Over) {
     use tokio::io::AsyncReadExt;
-    let (exp, relay) = served(Config::default()).await;
+    let (exp, relay) = served(over.server(Config::default())).await;
     let relay = std::sync::Arc::new(relay);
     exp.serve_each(|_| WorkServer::new(WorkImpl));
     let mut sink = exp.export_receiver::<u64>("sink", 8).expect("export");
-    let client = Session::connect_with(relay.addr(), client_cfg())
+    let client = Session::connect_with(relay.addr(), over.client())
         .await
         .expect("connect");
     let work = WorkClient::new(&client);
@@ -572,6 +635,8 @@ async fn calls_pipes_and_carried_channels_carry_on_through_cuts() {
     assert!(resumes >= 3, "{resumes} resumes in {cuts} cuts");
     client.close().await;
 }
+
+over_tcp_and_tls!(calls_pipes_and_carried_channels_carry_on_through_cuts);
 
 /// Captures the text of every `tracing` event at `info` or above, with
 /// its level, from every test of this binary: a global subscriber, since
@@ -736,13 +801,12 @@ async fn values_given_to_a_suspended_importer_wait_for_it_and_arrive_once() {
 
 /// A rendezvous (capacity 0) channel through cuts: every send completes,
 /// only once its value was taken, and every value arrives once in order.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_rendezvous_channel_carries_on_through_cuts() {
+async fn a_rendezvous_channel_carries_on_through_cuts(over: Over) {
     const N: u64 = 300;
-    let (exp, relay) = served(Config::default()).await;
+    let (exp, relay) = served(over.server(Config::default())).await;
     let relay = std::sync::Arc::new(relay);
     let tx = exp.export_sender::<u64>("meet").expect("export");
-    let client = Session::connect_with(relay.addr(), client_cfg())
+    let client = Session::connect_with(relay.addr(), over.client())
         .await
         .expect("connect");
     let mut rx = client
@@ -774,6 +838,8 @@ async fn a_rendezvous_channel_carries_on_through_cuts() {
     let cuts = cuts.await.expect("cutter");
     assert!(cuts >= 1, "at least one cut during the exchange");
 }
+
+over_tcp_and_tls!(a_rendezvous_channel_carries_on_through_cuts);
 
 /// A dialer that cannot get through gives up after its policy's limit:
 /// the session is lost with an error that says so, its receivers get the
