@@ -79,9 +79,14 @@ impl Over {
 
     /// The dialer's config ([`client_cfg`]), over this transport.
     fn client(&self) -> Config {
+        self.dialer(client_cfg())
+    }
+
+    /// A dialer's config: `cfg`, over this transport.
+    fn dialer(&self, cfg: Config) -> Config {
         match self {
-            Over::Tcp => client_cfg(),
-            Over::Tls { server, client } => client_cfg().tls_client(
+            Over::Tcp => cfg,
+            Over::Tls { server, client } => cfg.tls_client(
                 netchan::tls::ClientTls::pinned(server.fingerprint()).identity(client.clone()),
             ),
         }
@@ -432,11 +437,10 @@ async fn a_resume_with_a_wrong_token_is_refused() {
 /// A server that restarted does not know the session: the dialer's
 /// session is lost, and a fresh `Session::connect` to the new server
 /// works.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_server_restart_loses_the_session_and_a_fresh_connect_works() {
-    let (exp, relay) = served(Config::default()).await;
+async fn a_server_restart_loses_the_session_and_a_fresh_connect_works(over: Over) {
+    let (exp, relay) = served(over.server(Config::default())).await;
     let _tx = exp.export_sender::<u64>("jobs").expect("export");
-    let client = Session::connect_with(relay.addr(), client_cfg())
+    let client = Session::connect_with(relay.addr(), over.client())
         .await
         .expect("connect");
     let mut events = client.events();
@@ -450,7 +454,9 @@ async fn a_server_restart_loses_the_session_and_a_fresh_connect_works() {
     relay.cut();
     exp.shutdown().await;
     drop(exp);
-    let exp2 = Exporter::bind("127.0.0.1:0").await.expect("rebind");
+    let exp2 = Exporter::bind_with("127.0.0.1:0", over.server(Config::default()))
+        .await
+        .expect("rebind");
     let jobs2 = exp2.export_sender::<u64>("jobs").expect("export");
     relay.set_upstream(exp2.local_addr());
     relay.block(false);
@@ -466,7 +472,7 @@ async fn a_server_restart_loses_the_session_and_a_fresh_connect_works() {
     .await;
     assert!(lost.to_string().contains("refused to resume"), "{lost}");
     assert!(rx.recv().await.is_err(), "the receiver gets the error");
-    let fresh = Session::connect(relay.addr())
+    let fresh = Session::connect_with(relay.addr(), over.dialer(Config::default()))
         .await
         .expect("a fresh connect");
     let mut rx2 = fresh
@@ -476,6 +482,8 @@ async fn a_server_restart_loses_the_session_and_a_fresh_connect_works() {
     jobs2.send(42).await.expect("send");
     assert_eq!(rx2.recv().await.expect("recv"), Some(42));
 }
+
+over_tcp_and_tls!(a_server_restart_loses_the_session_and_a_fresh_connect_works);
 
 #[netchan::service]
 pub trait Work {
@@ -700,12 +708,11 @@ impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Capture {
 /// A break, each redial and the resume are logged on the dialling side:
 /// the break at `warn` with its reason, each attempt and the resume at
 /// `info`, each line naming the peer.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_break_each_attempt_and_the_resume_are_logged() {
+async fn a_break_each_attempt_and_the_resume_are_logged(over: Over) {
     let capture = Capture::global();
-    let (exp, relay) = served(Config::default()).await;
+    let (exp, relay) = served(over.server(Config::default())).await;
     let tx = exp.export_sender::<u32>("n").expect("export");
-    let client = Session::connect_with(relay.addr(), client_cfg())
+    let client = Session::connect_with(relay.addr(), over.client())
         .await
         .expect("connect");
     let mut events = client.events();
@@ -744,18 +751,21 @@ async fn a_break_each_attempt_and_the_resume_are_logged() {
     );
 }
 
+over_tcp_and_tls!(a_break_each_attempt_and_the_resume_are_logged);
+
 /// An exporter's work sharing keeps the values it gave an importer whose
 /// connection broke for that importer: they arrive after the resume, the
 /// other importer never gets them, and every value arrives exactly once.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn values_given_to_a_suspended_importer_wait_for_it_and_arrive_once() {
+async fn values_given_to_a_suspended_importer_wait_for_it_and_arrive_once(over: Over) {
     const N: u64 = 4_000;
-    let (exp, relay) = served(Config::default()).await;
+    let (exp, relay) = served(over.server(Config::default())).await;
     let jobs = exp.export_sender::<u64>("jobs").expect("export");
-    let a = Session::connect_with(relay.addr(), client_cfg())
+    let a = Session::connect_with(relay.addr(), over.client())
         .await
         .expect("connect a");
-    let b = Session::connect(exp.local_addr()).await.expect("connect b");
+    let b = Session::connect_with(exp.local_addr(), over.dialer(Config::default()))
+        .await
+        .expect("connect b");
     let mut ra = a.import_receiver::<u64>("jobs", 8).await.expect("import a");
     let mut rb = b.import_receiver::<u64>("jobs", 8).await.expect("import b");
     let sending = tokio::spawn(async move {
@@ -798,6 +808,8 @@ async fn values_given_to_a_suspended_importer_wait_for_it_and_arrive_once() {
     assert_eq!(all, (0..N).collect::<Vec<_>>(), "every job exactly once");
     assert!(a.stats().resumes >= 1, "a resumed");
 }
+
+over_tcp_and_tls!(values_given_to_a_suspended_importer_wait_for_it_and_arrive_once);
 
 /// A rendezvous (capacity 0) channel through cuts: every send completes,
 /// only once its value was taken, and every value arrives once in order.
@@ -844,17 +856,19 @@ over_tcp_and_tls!(a_rendezvous_channel_carries_on_through_cuts);
 /// A dialer that cannot get through gives up after its policy's limit:
 /// the session is lost with an error that says so, its receivers get the
 /// error and `drain` counts what was never confirmed.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_dialer_that_cannot_get_through_gives_up_and_the_session_is_lost() {
-    let (exp, relay) = served(Config::default()).await;
+async fn a_dialer_that_cannot_get_through_gives_up_and_the_session_is_lost(over: Over) {
+    let (exp, relay) = served(over.server(Config::default())).await;
     let mut sink = exp.export_receiver::<u64>("sink", 4).expect("export");
     let policy = Reconnect::default()
         .initial_delay(Duration::from_millis(10))
         .max_delay(Duration::from_millis(50))
         .give_up_after(Some(Duration::from_millis(500)));
-    let client = Session::connect_with(relay.addr(), Config::default().reconnect(policy))
-        .await
-        .expect("connect");
+    let client = Session::connect_with(
+        relay.addr(),
+        over.dialer(Config::default().reconnect(policy)),
+    )
+    .await
+    .expect("connect");
     let mut events = client.events();
     let tx = client.import_sender::<u64>("sink").await.expect("import");
     tx.send(1).await.expect("send");
@@ -899,3 +913,5 @@ async fn a_dialer_that_cannot_get_through_gives_up_and_the_session_is_lost() {
     let refused = tx.send(3).await.expect_err("the session is lost");
     assert_eq!(refused.0, 3, "the value comes back");
 }
+
+over_tcp_and_tls!(a_dialer_that_cannot_get_through_gives_up_and_the_session_is_lost);
