@@ -403,17 +403,41 @@ fn a_flood_of_refused_opens_never_read_grows_the_heap_by_about_1_mib_at_most() {
 /// a few windows' worth, not by what was sent.
 #[test]
 fn a_stream_through_cuts_grows_the_heap_by_its_windows_not_by_what_was_sent() {
+    stream_through_cuts(false);
+}
+
+/// The same over TLS: each resume is a new TLS connection, and the old
+/// one's buffers go with it.
+#[test]
+fn a_tls_stream_through_cuts_grows_the_heap_by_its_windows_not_by_what_was_sent() {
+    stream_through_cuts(true);
+}
+
+fn stream_through_cuts(tls: bool) {
     const N: u32 = 20_000;
     const SIZE: usize = 1000;
     let (g, resumes) = measured(
-        || async {
-            let exp = netchan::Exporter::bind("127.0.0.1:0").await.expect("bind");
+        || async move {
+            let (server_cfg, client_cfg) = if tls {
+                use netchan::tls::{ClientTls, Identity, ServerTls};
+                let id = Identity::self_signed(&["localhost"]).expect("identity");
+                let pin = id.fingerprint();
+                (
+                    Config::default().tls_server(ServerTls::new(id)),
+                    Config::default().tls_client(ClientTls::pinned(pin)),
+                )
+            } else {
+                (Config::default(), Config::default())
+            };
+            let exp = netchan::Exporter::bind_with("127.0.0.1:0", server_cfg)
+                .await
+                .expect("bind");
             let relay = relay::Relay::start(exp.local_addr());
             let tx = exp.export_sender::<Vec<u8>>("s").expect("export");
             let policy = netchan::Reconnect::default()
                 .initial_delay(Duration::from_millis(5))
                 .max_delay(Duration::from_millis(50));
-            let client = Session::connect_with(relay.addr(), Config::default().reconnect(policy))
+            let client = Session::connect_with(relay.addr(), client_cfg.reconnect(policy))
                 .await
                 .expect("connect");
             let rx = client
@@ -445,7 +469,14 @@ fn a_stream_through_cuts_grows_the_heap_by_its_windows_not_by_what_was_sent() {
             resumes
         },
     );
-    report("20 MB through cuts every 20 ms", g);
+    report(
+        if tls {
+            "20 MB over TLS through cuts every 20 ms"
+        } else {
+            "20 MB through cuts every 20 ms"
+        },
+        g,
+    );
     eprintln!("{resumes} resumes");
     assert!(
         resumes >= 5,
