@@ -259,7 +259,7 @@ impl Flow {
             && (self.capacity == 0
                 || grants_urgent(
                     self.capacity as usize,
-                    (self.delivered - self.taken) as usize,
+                    self.delivered.saturating_sub(self.taken) as usize,
                     self.pending_grant as usize,
                 ))
     }
