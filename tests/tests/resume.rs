@@ -37,6 +37,22 @@ fn client_cfg() -> Config {
     Config::default().reconnect(quick())
 }
 
+/// The session events up to and including the first `Lost` (all of them,
+/// if they end before one).
+async fn events_until_lost(
+    events: &mut (impl futures::Stream<Item = SessionEvent> + Unpin),
+) -> Vec<SessionEvent> {
+    let mut saw = Vec::new();
+    while let Some(ev) = events.next().await {
+        let lost = matches!(ev, SessionEvent::Lost(_));
+        saw.push(ev);
+        if lost {
+            break;
+        }
+    }
+    saw
+}
+
 /// An exporter on loopback and a relay in front of it.
 async fn served(cfg: Config) -> (Exporter, Relay) {
     let exp = Exporter::bind_with("127.0.0.1:0", cfg)
@@ -307,14 +323,7 @@ async fn a_session_not_resumed_within_the_grace_period_is_lost_with_its_values_g
         "the exporter's session to be lost",
         Duration::from_secs(10),
         async {
-            let mut saw = Vec::new();
-            while let Some(ev) = server_events.next().await {
-                let lost = matches!(ev, SessionEvent::Lost(_));
-                saw.push(ev);
-                if lost {
-                    break;
-                }
-            }
+            let saw = events_until_lost(&mut server_events).await;
             assert!(
                 matches!(saw.first(), Some(SessionEvent::Disconnected(_))),
                 "{saw:?}"
@@ -330,14 +339,7 @@ async fn a_session_not_resumed_within_the_grace_period_is_lost_with_its_values_g
         "the dialer's session to be lost",
         Duration::from_secs(10),
         async {
-            let mut saw = Vec::new();
-            while let Some(ev) = events.next().await {
-                let lost = matches!(ev, SessionEvent::Lost(_));
-                saw.push(ev);
-                if lost {
-                    break;
-                }
-            }
+            let saw = events_until_lost(&mut events).await;
             assert!(
                 matches!(saw.first(), Some(SessionEvent::Disconnected(_))),
                 "{saw:?}"
@@ -460,16 +462,15 @@ async fn a_server_restart_loses_the_session_and_a_fresh_connect_works(over: Over
     let jobs2 = exp2.export_sender::<u64>("jobs").expect("export");
     relay.set_upstream(exp2.local_addr());
     relay.block(false);
-    let lost = within("the session to be lost", Duration::from_secs(20), async {
-        loop {
-            match events.next().await {
-                Some(SessionEvent::Lost(e)) => return e,
-                Some(_) => {}
-                None => panic!("the events ended without Lost"),
-            }
-        }
-    })
+    let saw = within(
+        "the session to be lost",
+        Duration::from_secs(20),
+        events_until_lost(&mut events),
+    )
     .await;
+    let Some(SessionEvent::Lost(lost)) = saw.last() else {
+        panic!("the events ended without Lost: {saw:?}");
+    };
     assert!(lost.to_string().contains("refused to resume"), "{lost}");
     assert!(rx.recv().await.is_err(), "the receiver gets the error");
     let fresh = Session::connect_with(relay.addr(), over.dialer(Config::default()))
@@ -883,17 +884,11 @@ async fn a_dialer_that_cannot_get_through_gives_up_and_the_session_is_lost(over:
     tx.send(2)
         .await
         .expect("a send within the credit while suspended");
-    let saw = within("the session to be lost", Duration::from_secs(20), async {
-        let mut saw = Vec::new();
-        while let Some(ev) = events.next().await {
-            let lost = matches!(ev, SessionEvent::Lost(_));
-            saw.push(ev);
-            if lost {
-                break;
-            }
-        }
-        saw
-    })
+    let saw = within(
+        "the session to be lost",
+        Duration::from_secs(20),
+        events_until_lost(&mut events),
+    )
     .await;
     let attempts = saw
         .iter()
