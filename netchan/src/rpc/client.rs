@@ -151,9 +151,12 @@ impl<Req: Message, Resp: Message> Client<Req, Resp> {
         let traceparent = Some(observe::for_call(&span).traceparent());
         #[cfg(not(feature = "trace-context"))]
         let traceparent = None;
-        let mut record = CallRecord::start(counters, span.clone());
+        // One clock reading for the record and the deadline.
+        let start = tokio::time::Instant::now();
+        let deadline = self.timeout.map(|t| observe::deadline_after(start, t));
+        let mut record = CallRecord::start(counters, span.clone(), start);
         let result = self
-            .send_and_wait(session, request, traceparent)
+            .send_and_wait(session, request, traceparent, deadline, &record)
             .instrument(span)
             .await;
         record.finish(match &result {
@@ -240,8 +243,9 @@ impl<Req: Message, Resp: Message> Client<Req, Resp> {
         session: &Session,
         request: Req,
         traceparent: Option<String>,
+        deadline: Option<tokio::time::Instant>,
+        record: &CallRecord,
     ) -> Result<Resp, RpcError> {
-        let deadline = self.timeout.map(|t| tokio::time::Instant::now() + t);
         let run = async {
             let state = self.state(session).await?;
             let _permit = state
@@ -250,7 +254,7 @@ impl<Req: Message, Resp: Message> Client<Req, Resp> {
                 .await
                 .map_err(|_| RpcError::Disconnected)?;
             let id = state.next_id.fetch_add(1, Ordering::Relaxed);
-            tracing::Span::current().record("call_id", id);
+            record.span().record("call_id", id);
             let (tx, rx) = oneshot::channel();
             lock(&state.pending).insert(id, tx);
             if !state.alive.load(Ordering::Acquire) {

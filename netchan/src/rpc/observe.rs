@@ -16,16 +16,28 @@
 //! across connections and processes.
 
 use std::sync::Arc;
-use std::time::Instant;
 
+use tokio::time::Instant;
 use tracing::Span;
 use tracing::field::Empty;
 
 use crate::conn::{CallEnd, CallSide, MethodCounters};
 
+/// `span` if a subscriber wants it, else [`Span::none`]. A disabled span
+/// still carries its metadata (with `tracing`'s `log` feature on, it
+/// formats a log record on every enter and exit just to find nobody
+/// listens); a call made where nobody listens should pay nothing.
+fn live(span: Span) -> Span {
+    if span.is_disabled() {
+        Span::none()
+    } else {
+        span
+    }
+}
+
 /// The span of a call on the calling side.
 pub(super) fn client_span(service: &str, method: &'static str, session: u64) -> Span {
-    tracing::info_span!(
+    live(tracing::info_span!(
         "netchan.call",
         service,
         method,
@@ -35,12 +47,12 @@ pub(super) fn client_span(service: &str, method: &'static str, session: u64) -> 
         trace_id = Empty,
         span_id = Empty,
         parent_span_id = Empty,
-    )
+    ))
 }
 
 /// The span a handler runs in on the serving side.
 pub(super) fn server_span(service: &str, method: &'static str, session: u64, call_id: u64) -> Span {
-    tracing::info_span!(
+    live(tracing::info_span!(
         parent: None,
         "netchan.handle",
         service,
@@ -52,7 +64,15 @@ pub(super) fn server_span(service: &str, method: &'static str, session: u64, cal
         span_id = Empty,
         parent_span_id = Empty,
         traceparent = Empty,
-    )
+    ))
+}
+
+/// The instant `d` after `start`, or about thirty years on if that is past
+/// what the clock can hold (a cap or a timeout of `Duration::MAX`).
+pub(super) fn deadline_after(start: Instant, d: std::time::Duration) -> Instant {
+    start
+        .checked_add(d)
+        .unwrap_or_else(|| start + std::time::Duration::from_secs(86_400 * 365 * 30))
 }
 
 /// One call's record: counted as started when made, as ended (with how,
@@ -67,15 +87,22 @@ pub(super) struct CallRecord {
 }
 
 impl CallRecord {
-    pub(super) fn start(counters: Arc<MethodCounters>, span: Span) -> CallRecord {
+    /// A call that started at `start`: the caller reads the clock once and
+    /// uses the same reading for its deadline.
+    pub(super) fn start(counters: Arc<MethodCounters>, span: Span, start: Instant) -> CallRecord {
         counters.start();
         span.in_scope(|| tracing::trace!("call started"));
         CallRecord {
             counters,
             span,
-            start: Instant::now(),
+            start,
             done: false,
         }
+    }
+
+    /// The call's span ([`Span::none`] if nobody listens).
+    pub(super) fn span(&self) -> &Span {
+        &self.span
     }
 
     pub(super) fn finish(&mut self, how: CallEnd) {

@@ -100,7 +100,9 @@ async fn dispatch<S: Service>(
                 let context = observe::for_handler(&span, traceparent.as_deref());
                 #[cfg(not(feature = "trace-context"))]
                 let _ = traceparent;
-                let mut record = CallRecord::start(counters, span.clone());
+                // One clock reading for the record and the deadline.
+                let start = tokio::time::Instant::now();
+                let mut record = CallRecord::start(counters, span.clone(), start);
                 let fut = service.call(request);
                 // Calls the handler makes continue the caller's trace.
                 #[cfg(feature = "trace-context")]
@@ -116,7 +118,7 @@ async fn dispatch<S: Service>(
                 let task = tokio::spawn(
                     async move {
                         let run = AssertUnwindSafe(fut).catch_unwind();
-                        let (result, mut how) = match tokio::time::timeout(deadline, run).await {
+                        let (result, mut how) = match tokio::time::timeout_at(observe::deadline_after(start, deadline), run).await {
                             Ok(Ok(r)) => (Ok(r), CallEnd::Completed),
                             Ok(Err(panic)) => (
                                 Err(Failure::Remote(format!(
