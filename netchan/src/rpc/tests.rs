@@ -221,3 +221,15 @@ async fn calls_that_finish_at_once_leave_no_stale_entry_in_the_in_flight_table()
         }
     }
 }
+
+#[tokio::test]
+async fn a_timeout_or_deadline_cap_of_duration_max_means_no_deadline() {
+    let cfg = crate::Config::default().rpc_deadline_cap(Duration::MAX);
+    let (a, b) = Session::pair_with(cfg);
+    a.serve(Svc::default());
+    let c = client(&b).with_timeout(Duration::MAX);
+    let r = within(c.call(Req::Echo("forever".into()))).await;
+    assert_eq!(r, Ok(Resp::Echo("forever".into())));
+    let r = within(c.call(Req::Sleep(20))).await;
+    assert_eq!(r, Ok(Resp::Slept));
+}
