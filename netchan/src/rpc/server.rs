@@ -1,6 +1,13 @@
 //! The serving side: each client connection's import of a service gets a
 //! dispatcher task that runs calls concurrently, up to a limit, each under
 //! its deadline, and aborts those the client cancels or abandons.
+//!
+//! The dispatcher polls each call once itself: a handler that completes
+//! without waiting is answered then, and only a call that waits (for I/O,
+//! a timer, another call) gets a task of its own. A handler that computes
+//! for long without awaiting therefore holds up the calls behind it, as it
+//! would hold up its runtime's worker anyway; long work belongs in
+//! `tokio::task::spawn_blocking`.
 
 use std::collections::HashMap;
 use std::panic::AssertUnwindSafe;
@@ -110,12 +117,7 @@ async fn dispatch<S: Service>(
                 let replies = replies.clone();
                 let table = running.clone();
                 let done = finished.clone();
-                // The table stays locked until the call is in it: a handler
-                // that finishes at once, on another worker, waits here to
-                // remove its entry, so no entry outlives its call (one
-                // that did would count against the limit for ever).
-                let mut table_now = lock(&running);
-                let task = tokio::spawn(
+                let mut task = Box::pin(
                     async move {
                         let run = AssertUnwindSafe(fut).catch_unwind();
                         let (result, mut how) = match tokio::time::timeout_at(observe::deadline_after(start, deadline), run).await {
@@ -129,8 +131,6 @@ async fn dispatch<S: Service>(
                             ),
                             Err(_) => (Err(Failure::Timeout), CallEnd::DeadlinePassed),
                         };
-                        lock(&table).remove(&id);
-                        done.notify_waiters();
                         let sent = replies.send_detailed(Reply { id, result }).await;
                         if let Err((_, None)) = sent {
                             // The caller is gone: nobody got the result.
@@ -154,10 +154,27 @@ async fn dispatch<S: Service>(
                                 .await;
                         }
                         record.finish(how);
+                        // Only a call that got a task of its own is in
+                        // the table.
+                        if lock(&table).remove(&id).is_some() {
+                            done.notify_waiters();
+                        }
                     }
                     .instrument(span),
                 );
-                table_now.insert(id, task.abort_handle());
+                // A handler that answers without waiting (a lookup, a
+                // computation) is answered here, reply included, without
+                // a task of its own: no spawn, no table entry.
+                if futures::poll!(task.as_mut()).is_ready() {
+                    continue;
+                }
+                // The table stays locked until the call is in it: a call
+                // that finishes at once, on another worker, waits here to
+                // remove its entry, so no entry outlives its call (one
+                // that did would count against the limit for ever).
+                let mut table_now = lock(&running);
+                let handle = tokio::spawn(task);
+                table_now.insert(id, handle.abort_handle());
                 drop(table_now);
             }
             Ok(Some(ToServer::Cancel { id })) => {

@@ -16,6 +16,8 @@ enum Req {
     Sleep(u64),
     Panic,
     Big(usize),
+    /// Echoes after yielding once: never completes on its first poll.
+    YieldEcho(String),
 }
 
 #[derive(Serialize, Deserialize, Debug, PartialEq)]
@@ -59,6 +61,10 @@ impl Service for Svc {
                 }
                 Req::Panic => panic!("boom"),
                 Req::Big(n) => Resp::Big(vec![7; n]),
+                Req::YieldEcho(s) => {
+                    tokio::task::yield_now().await;
+                    Resp::Echo(s)
+                }
             }
         })
     }
@@ -207,10 +213,17 @@ async fn calls_that_finish_at_once_leave_no_stale_entry_in_the_in_flight_table()
     let (a, b) = Session::pair_with(cfg);
     a.serve(Svc::default());
     let c = client(&b);
+    // Half the calls answer on their first poll (answered by the
+    // dispatcher itself), half wait once (each gets a task and an entry).
     for round in 0..500 {
         let calls = (0..4).map(|i| {
             let c = c.clone();
-            async move { c.call(Req::Echo(i.to_string())).await }
+            let req = if (i + round) % 2 == 0 {
+                Req::Echo(i.to_string())
+            } else {
+                Req::YieldEcho(i.to_string())
+            };
+            async move { c.call(req).await }
         });
         let results =
             tokio::time::timeout(Duration::from_secs(10), futures::future::join_all(calls))
