@@ -109,7 +109,7 @@ impl Link {
     /// The writer is woken at once when the sender may be waiting for the
     /// grants (the protocol core's rule, [`grants_urgent`]: the sender
     /// holds at most half its window by this side's count, or the take
-    /// left the buffer empty). Otherwise the
+    /// left the buffer empty with a quarter of it to grant). Otherwise the
     /// batch waits for the writer's next pass (the next read, or the next
     /// write): the sender has credit to spare.
     ///

@@ -1420,31 +1420,34 @@ fn one_take_lets_one_waiting_send_in_at_every_capacity() {
 }
 
 #[test]
-fn a_grant_that_empties_the_buffer_is_urgent_and_one_that_does_not_may_wait() {
+fn a_grant_of_a_quarter_that_empties_the_buffer_is_urgent_and_one_that_does_not_may_wait() {
     for cap in [5u32, 8, 16, 64, 1024] {
         let mut p = Pair::connected();
         let chan = p.d_sends(cap);
-        // Two values out of a window of `cap`: the sender holds more
-        // than half of it.
-        for _ in 0..2 {
+        // A quarter of the window (at least 2): the sender still holds
+        // more than half of it.
+        let k = cap.div_ceil(4).max(2);
+        for _ in 0..k {
             p.d.send(chan, b"m", &[]).unwrap();
         }
         p.drive();
         p.clear();
-        // One taken, one still buffered: the sender has credit to spare,
-        // so the grant may ride along with a later write.
-        p.a.conn.credit_update(chan, 1, 1);
+        // All but one taken, one still buffered: the sender has credit to
+        // spare, so the grants may ride along with a later write.
+        for _ in 0..k - 1 {
+            p.a.conn.credit_update(chan, 1, 1);
+        }
         assert!(
             !p.a.conn.wants_transmit(),
             "capacity {cap}: a grant to a sender with credit to spare waits"
         );
-        // The second taken: the buffer is empty and the receiver waits for
-        // more, so both grants leave at once, in one frame, and nothing
-        // else is to be written.
+        // The last taken: the buffer is empty and a quarter of it is to
+        // be granted, so all the grants leave at once, in one frame, and
+        // nothing else is to be written.
         p.a.conn.credit_update(chan, 1, 1);
         assert!(
             p.a.conn.wants_transmit(),
-            "capacity {cap}: a grant that empties the buffer is urgent"
+            "capacity {cap}: a quarter's grant that empties the buffer is urgent"
         );
         assert!(p.a.conn.only_credit_to_write(), "capacity {cap}");
         p.drive();
@@ -1452,12 +1455,25 @@ fn a_grant_that_empties_the_buffer_is_urgent_and_one_that_does_not_may_wait() {
             p.a.take_sent(),
             vec![Frame::Credit {
                 chan,
-                grant: 2,
-                received: 2
+                grant: k,
+                received: u64::from(k)
             }],
             "capacity {cap}"
         );
         assert_eq!(p.d.conn.credit(chan), cap, "capacity {cap}");
+
+        // One value, taken at once: the buffer is empty again, but one
+        // grant is less than a quarter and the sender holds the rest of
+        // the window, so it waits for a write (or `ACK_DELAY`).
+        p.d.send(chan, b"m", &[]).unwrap();
+        p.drive();
+        p.clear();
+        p.a.conn.credit_update(chan, 1, 1);
+        assert!(
+            !p.a.conn.wants_transmit(),
+            "capacity {cap}: one grant that empties the buffer waits"
+        );
+        assert!(p.a.conn.credit_waiting(), "capacity {cap}");
     }
 }
 
