@@ -1,6 +1,6 @@
 //! The encoder: a serde `Serializer` appending to the transmit buffer.
 
-use bytes::{BufMut, BytesMut};
+use bytes::BytesMut;
 use serde::Serialize;
 use serde::ser;
 
@@ -23,31 +23,96 @@ pub(super) const U128_MARK: u8 = 254;
 /// none, and the guess must not become a huge allocation.
 const RESERVE_MAX: usize = 1 << 20;
 
+/// Bytes gathered on the stack before they go into the buffer together.
+const STAGE: usize = 1024;
+
 /// Appends the encoding of `value` to `dst`. On an error, what was written
 /// before it stays in `dst`.
 pub(crate) fn encode<T: Serialize + ?Sized>(value: &T, dst: &mut BytesMut) -> Result<(), Error> {
-    value.serialize(Encoder(dst))
+    let mut sink = Sink {
+        dst,
+        stage: [0; STAGE],
+        used: 0,
+    };
+    let r = value.serialize(Encoder(&mut sink));
+    sink.flush();
+    r
 }
 
-/// Writes one value into the buffer; the compound values hand out a new
-/// one per element.
-struct Encoder<'a>(&'a mut BytesMut);
+/// The buffer written to, behind a small staging area: `BytesMut` copies
+/// every slice it is given with a call to `memcpy`, which would be most of
+/// the cost of a `Vec<u8>` written one element at a time. Here a byte is a
+/// length check and a store.
+struct Sink<'a> {
+    dst: &'a mut BytesMut,
+    stage: [u8; STAGE],
+    /// Bytes of `stage` in use, at most `STAGE`.
+    used: usize,
+}
 
-impl Encoder<'_> {
+impl Sink<'_> {
+    /// Appends one byte.
+    #[inline]
+    fn byte(&mut self, b: u8) {
+        if self.used >= STAGE {
+            self.flush();
+        }
+        if let Some(slot) = self.stage.get_mut(self.used) {
+            *slot = b;
+            self.used += 1;
+        }
+    }
+
+    /// Appends `bytes`: staged if they fit, else straight into the buffer.
+    #[inline]
+    fn bytes(&mut self, bytes: &[u8]) {
+        let end = self.used + bytes.len();
+        match self.stage.get_mut(self.used..end) {
+            Some(room) => {
+                room.copy_from_slice(bytes);
+                self.used = end;
+            }
+            None => {
+                self.flush();
+                self.dst.extend_from_slice(bytes);
+            }
+        }
+    }
+
+    /// Moves the staged bytes into the buffer.
+    #[inline(never)]
+    fn flush(&mut self) {
+        if let Some(staged) = self.stage.get(..self.used) {
+            self.dst.extend_from_slice(staged);
+        }
+        self.used = 0;
+    }
+
+    /// Makes room for `n` more bytes in the buffer.
+    fn reserve(&mut self, n: usize) {
+        self.dst.reserve(n.saturating_add(self.used));
+    }
+}
+
+/// Writes one value; the compound values hand out a new one per element,
+/// writing to the same sink.
+struct Encoder<'a, 'b>(&'a mut Sink<'b>);
+
+impl<'b> Encoder<'_, 'b> {
     /// Writes `v` as a varint of at most eight bytes after its marker.
     #[inline]
     fn varint(&mut self, v: u64) {
         if v <= u64::from(SINGLE_BYTE_MAX) {
-            self.0.put_u8(v as u8);
+            self.0.byte(v as u8);
         } else if let Ok(v) = u16::try_from(v) {
-            self.0.put_u8(U16_MARK);
-            self.0.put_u16_le(v);
+            let [a, b] = v.to_le_bytes();
+            self.0.bytes(&[U16_MARK, a, b]);
         } else if let Ok(v) = u32::try_from(v) {
-            self.0.put_u8(U32_MARK);
-            self.0.put_u32_le(v);
+            let [a, b, c, d] = v.to_le_bytes();
+            self.0.bytes(&[U32_MARK, a, b, c, d]);
         } else {
-            self.0.put_u8(U64_MARK);
-            self.0.put_u64_le(v);
+            self.0.byte(U64_MARK);
+            self.0.bytes(&v.to_le_bytes());
         }
     }
 
@@ -56,8 +121,8 @@ impl Encoder<'_> {
         match u64::try_from(v) {
             Ok(v) => self.varint(v),
             Err(_) => {
-                self.0.put_u8(U128_MARK);
-                self.0.put_u128_le(v);
+                self.0.byte(U128_MARK);
+                self.0.bytes(&v.to_le_bytes());
             }
         }
     }
@@ -82,9 +147,9 @@ impl Encoder<'_> {
         Ok(self)
     }
 
-    /// The encoder of the next element, writing to the same buffer.
+    /// The encoder of the next element, writing to the same sink.
     #[inline]
-    fn next(&mut self) -> Encoder<'_> {
+    fn next(&mut self) -> Encoder<'_, 'b> {
         Encoder(&mut *self.0)
     }
 }
@@ -96,7 +161,7 @@ fn zigzag(v: i64) -> u64 {
     ((v << 1) ^ (v >> 63)) as u64
 }
 
-impl<'a> ser::Serializer for Encoder<'a> {
+impl ser::Serializer for Encoder<'_, '_> {
     type Ok = ();
     type Error = Error;
     type SerializeSeq = Self;
@@ -109,13 +174,13 @@ impl<'a> ser::Serializer for Encoder<'a> {
 
     #[inline]
     fn serialize_bool(self, v: bool) -> Result<(), Error> {
-        self.0.put_u8(u8::from(v));
+        self.0.byte(u8::from(v));
         Ok(())
     }
 
     #[inline]
     fn serialize_i8(self, v: i8) -> Result<(), Error> {
-        self.0.put_i8(v);
+        self.0.byte(v as u8);
         Ok(())
     }
 
@@ -145,7 +210,7 @@ impl<'a> ser::Serializer for Encoder<'a> {
 
     #[inline]
     fn serialize_u8(self, v: u8) -> Result<(), Error> {
-        self.0.put_u8(v);
+        self.0.byte(v);
         Ok(())
     }
 
@@ -174,13 +239,13 @@ impl<'a> ser::Serializer for Encoder<'a> {
 
     #[inline]
     fn serialize_f32(self, v: f32) -> Result<(), Error> {
-        self.0.put_f32_le(v);
+        self.0.bytes(&v.to_le_bytes());
         Ok(())
     }
 
     #[inline]
     fn serialize_f64(self, v: f64) -> Result<(), Error> {
-        self.0.put_f64_le(v);
+        self.0.bytes(&v.to_le_bytes());
         Ok(())
     }
 
@@ -188,7 +253,7 @@ impl<'a> ser::Serializer for Encoder<'a> {
     #[inline]
     fn serialize_char(self, v: char) -> Result<(), Error> {
         let mut utf8 = [0; 4];
-        self.0.put_slice(v.encode_utf8(&mut utf8).as_bytes());
+        self.0.bytes(v.encode_utf8(&mut utf8).as_bytes());
         Ok(())
     }
 
@@ -200,19 +265,19 @@ impl<'a> ser::Serializer for Encoder<'a> {
     #[inline]
     fn serialize_bytes(mut self, v: &[u8]) -> Result<(), Error> {
         self.len(v.len());
-        self.0.put_slice(v);
+        self.0.bytes(v);
         Ok(())
     }
 
     #[inline]
     fn serialize_none(self) -> Result<(), Error> {
-        self.0.put_u8(0);
+        self.0.byte(0);
         Ok(())
     }
 
     #[inline]
     fn serialize_some<T: Serialize + ?Sized>(self, value: &T) -> Result<(), Error> {
-        self.0.put_u8(1);
+        self.0.byte(1);
         value.serialize(self)
     }
 
@@ -318,7 +383,7 @@ impl<'a> ser::Serializer for Encoder<'a> {
 /// nothing between them.
 macro_rules! compound {
     ($($trait:ident :: $method:ident ($($key:ident: $kty:ty)?);)*) => {$(
-        impl ser::$trait for Encoder<'_> {
+        impl ser::$trait for Encoder<'_, '_> {
             type Ok = ();
             type Error = Error;
 
@@ -345,7 +410,7 @@ compound! {
     SerializeStructVariant::serialize_field(key: &'static str);
 }
 
-impl ser::SerializeMap for Encoder<'_> {
+impl ser::SerializeMap for Encoder<'_, '_> {
     type Ok = ();
     type Error = Error;
 
