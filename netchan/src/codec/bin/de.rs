@@ -19,6 +19,7 @@ pub(crate) fn decode<'de, T: de::Deserialize<'de>>(bytes: &'de [u8]) -> Result<T
     let mut d = Decoder {
         input: bytes,
         bounds: &bounds,
+        short: 0,
     };
     let v = T::deserialize(&mut d).map_err(|e| e.to_string())?;
     match d.input.len() {
@@ -35,6 +36,13 @@ pub(crate) fn decode<'de, T: de::Deserialize<'de>>(bytes: &'de [u8]) -> Result<T
 struct Decoder<'de, 'b> {
     input: &'de [u8],
     bounds: &'b Bounds,
+    /// How much less than its remaining length the size hint of the
+    /// collection being decoded is: what its claim could not draw from
+    /// the budget. Kept here rather than in [`Elements`], which is passed
+    /// in two registers as long as it has two fields, so that the
+    /// compiler knows nothing a visitor writes can change the decoder,
+    /// and keeps the position in a register across a `Vec<u8>`.
+    short: usize,
 }
 
 /// The message ended inside a value.
@@ -144,8 +152,24 @@ impl<'de> Decoder<'de, '_> {
     /// the message's budget.
     #[inline]
     fn seq<V: de::Visitor<'de>>(&mut self, len: usize, visitor: V) -> Result<V::Value, Error> {
+        self.elements(len, |e| visitor.visit_seq(e))
+    }
+
+    /// Runs `f` one level deeper on `len` elements (or entries), with the
+    /// size hint drawn from the budget.
+    #[inline]
+    fn elements<R>(
+        &mut self,
+        len: usize,
+        f: impl FnOnce(Elements<'_, 'de, '_>) -> Result<R, Error>,
+    ) -> Result<R, Error> {
         let hint = draw(self.bounds, Some(len)).unwrap_or(0);
-        self.nested(|d| visitor.visit_seq(Elements { d, left: len, hint }))
+        self.nested(|d| {
+            let outer = std::mem::replace(&mut d.short, len - hint);
+            let r = f(Elements { d, left: len });
+            d.short = outer;
+            r
+        })
     }
 }
 
@@ -359,8 +383,7 @@ impl<'de> de::Deserializer<'de> for &mut Decoder<'de, '_> {
 
     fn deserialize_map<V: de::Visitor<'de>>(self, visitor: V) -> Result<V::Value, Error> {
         let len = self.len()?;
-        let hint = draw(self.bounds, Some(len)).unwrap_or(0);
-        self.nested(|d| visitor.visit_map(Elements { d, left: len, hint }))
+        self.elements(len, |e| visitor.visit_map(e))
     }
 
     #[inline]
@@ -398,12 +421,11 @@ impl<'de> de::Deserializer<'de> for &mut Decoder<'de, '_> {
 }
 
 /// The elements of a sequence, tuple or struct, or the entries of a map.
+/// Two fields only: see [`Decoder::short`].
 struct Elements<'a, 'de, 'b> {
     d: &'a mut Decoder<'de, 'b>,
     /// Elements (or entries) still to come.
     left: usize,
-    /// What is left of the size hint drawn from the budget.
-    hint: usize,
 }
 
 impl Elements<'_, '_, '_> {
@@ -414,8 +436,15 @@ impl Elements<'_, '_, '_> {
             return false;
         }
         self.left -= 1;
-        self.hint = self.hint.saturating_sub(1);
         true
+    }
+
+    /// What is left of the size hint drawn from the budget: it counts
+    /// down with the elements, and is all of them unless the claim was
+    /// more than the budget had left.
+    #[inline]
+    fn hint(&self) -> Option<usize> {
+        Some(self.left.saturating_sub(self.d.short))
     }
 }
 
@@ -435,7 +464,7 @@ impl<'de> de::SeqAccess<'de> for Elements<'_, 'de, '_> {
 
     #[inline]
     fn size_hint(&self) -> Option<usize> {
-        Some(self.hint)
+        self.hint()
     }
 }
 
@@ -460,7 +489,7 @@ impl<'de> de::MapAccess<'de> for Elements<'_, 'de, '_> {
 
     #[inline]
     fn size_hint(&self) -> Option<usize> {
-        Some(self.hint)
+        self.hint()
     }
 }
 
