@@ -18,15 +18,16 @@ pub(crate) fn decode<'de, T: de::Deserialize<'de>>(bytes: &'de [u8]) -> Result<T
     let bounds = Bounds::new(bytes.len());
     let mut d = Decoder {
         input: bytes,
+        pos: 0,
         bounds: &bounds,
         short: 0,
     };
     let v = T::deserialize(&mut d).map_err(|e| e.to_string())?;
-    match d.input.len() {
+    match d.rest().len() {
         0 => Ok(v),
         n => Err(format!(
             "{n} trailing bytes after the value ({} of {} used)",
-            bytes.len() - n,
+            d.pos,
             bytes.len()
         )),
     }
@@ -34,7 +35,11 @@ pub(crate) fn decode<'de, T: de::Deserialize<'de>>(bytes: &'de [u8]) -> Result<T
 
 /// What is left of the message, and what its decode may still spend.
 struct Decoder<'de, 'b> {
+    /// The whole message.
     input: &'de [u8],
+    /// Bytes of it decoded, at most its length. One index rather than the
+    /// slice left: a byte read stores one word, not two.
+    pos: usize,
     bounds: &'b Bounds,
     /// How much less than its remaining length the size hint of the
     /// collection being decoded is: what its claim could not draw from
@@ -56,21 +61,27 @@ impl<'de> Decoder<'de, '_> {
     /// The next byte.
     #[inline]
     fn byte(&mut self) -> Result<u8, Error> {
-        match self.input.split_first() {
-            Some((&b, rest)) => {
-                self.input = rest;
+        match self.input.get(self.pos) {
+            Some(&b) => {
+                self.pos += 1;
                 Ok(b)
             }
             None => Err(truncated()),
         }
     }
 
+    /// What is left of the message.
+    #[inline]
+    fn rest(&self) -> &'de [u8] {
+        self.input.get(self.pos..).unwrap_or_default()
+    }
+
     /// The next `N` bytes.
     #[inline]
     fn array<const N: usize>(&mut self) -> Result<[u8; N], Error> {
-        match self.input.split_first_chunk::<N>() {
-            Some((a, rest)) => {
-                self.input = rest;
+        match self.rest().first_chunk::<N>() {
+            Some(a) => {
+                self.pos += N;
                 Ok(*a)
             }
             None => Err(truncated()),
@@ -82,15 +93,17 @@ impl<'de> Decoder<'de, '_> {
     /// allocate more than arrived.
     #[inline]
     fn take(&mut self, len: usize) -> Result<&'de [u8], Error> {
-        if len > self.input.len() {
-            return Err(Error::new(format_args!(
+        let rest = self.rest();
+        match rest.get(..len) {
+            Some(taken) => {
+                self.pos += len;
+                Ok(taken)
+            }
+            None => Err(Error::new(format_args!(
                 "a length of {len} bytes where {} are left in the message",
-                self.input.len()
-            )));
+                rest.len()
+            ))),
         }
-        let (taken, rest) = self.input.split_at(len);
-        self.input = rest;
-        Ok(taken)
     }
 
     /// A varint for a type whose widest form is marked `widest` (251 for
@@ -279,11 +292,8 @@ impl<'de> de::Deserializer<'de> for &mut Decoder<'de, '_> {
                 )));
             }
         };
-        let (more, rest) = self
-            .input
-            .split_at_checked(width - 1)
-            .ok_or_else(truncated)?;
-        self.input = rest;
+        let more = self.rest().get(..width - 1).ok_or_else(truncated)?;
+        self.pos += width - 1;
         let mut utf8 = [first, 0, 0, 0];
         utf8[1..width].copy_from_slice(more);
         match std::str::from_utf8(&utf8[..width])

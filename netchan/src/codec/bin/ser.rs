@@ -24,7 +24,7 @@ pub(super) const U128_MARK: u8 = 254;
 const RESERVE_MAX: usize = 1 << 20;
 
 /// Bytes gathered on the stack before they go into the buffer together.
-const STAGE: usize = 1024;
+const STAGE: usize = 512;
 
 /// Appends the encoding of `value` to `dst`. On an error, what was written
 /// before it stays in `dst`.
