@@ -4,7 +4,8 @@
 //! configuration (varints in a wider form than needed, such as `251, 5, 0`
 //! for 5, included; a marker wider than the type, such as 253 for a `u32`,
 //! refused), and refuses more only where a bound of its own is reached: a
-//! value nested deeper than [`MAX_DEPTH`] levels.
+//! value nested deeper than [`MAX_DEPTH`](crate::codec::hint::MAX_DEPTH)
+//! levels.
 
 use serde::de::{self, IntoDeserializer};
 
@@ -178,7 +179,7 @@ impl<'de> Decoder<'de, '_> {
     ) -> Result<R, Error> {
         let hint = draw(self.bounds, Some(len)).unwrap_or(0);
         self.nested(|d| {
-            let outer = std::mem::replace(&mut d.short, len - hint);
+            let outer = std::mem::replace(&mut d.short, len.saturating_sub(hint));
             let r = f(Elements { d, left: len });
             d.short = outer;
             r

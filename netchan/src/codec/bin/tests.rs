@@ -332,105 +332,69 @@ fn a_length_longer_than_the_rest_of_the_message_is_refused() {
 
 #[test]
 fn malformed_values_are_refused_as_bincode_refuses_them() {
-    let cases: Vec<(&str, Vec<u8>, Box<dyn Fn(&[u8]) -> (bool, bool)>)> = vec![
-        ("bool 2", vec![2], Box::new(|b| both::<bool>(b))),
-        (
-            "Option tag 2",
-            vec![2, 0],
-            Box::new(|b| both::<Option<u8>>(b)),
-        ),
-        (
-            "invalid UTF-8",
-            vec![2, 0xff, 0xfe],
-            Box::new(|b| both::<String>(b)),
-        ),
-        (
-            "u16 with a u32 marker",
-            vec![252, 1, 0, 0, 0],
-            Box::new(|b| both::<u16>(b)),
-        ),
+    let cases: Vec<(&str, Vec<u8>, Check)> = vec![
+        ("bool 2", vec![2], both::<bool>),
+        ("Option tag 2", vec![2, 0], both::<Option<u8>>),
+        ("invalid UTF-8", vec![2, 0xff, 0xfe], both::<String>),
+        ("u16 with a u32 marker", vec![252, 1, 0, 0, 0], both::<u16>),
         (
             "u32 with a u64 marker",
             vec![253, 1, 0, 0, 0, 0, 0, 0, 0],
-            Box::new(|b| both::<u32>(b)),
+            both::<u32>,
         ),
         (
             "u64 with a u128 marker",
             [vec![254], vec![0; 16]].concat(),
-            Box::new(|b| both::<u64>(b)),
+            both::<u64>,
         ),
         (
             "i32 with a u64 marker",
             vec![253, 1, 0, 0, 0, 0, 0, 0, 0],
-            Box::new(|b| both::<i32>(b)),
+            both::<i32>,
         ),
         (
             "u128 with marker 255",
             [vec![255], vec![0; 16]].concat(),
-            Box::new(|b| both::<u128>(b)),
+            both::<u128>,
         ),
         (
             "length with a u128 marker",
             [vec![254], vec![0; 16]].concat(),
-            Box::new(|b| both::<Vec<u8>>(b)),
+            both::<Vec<u8>>,
         ),
-        ("variant 4 of 4", vec![4], Box::new(|b| both::<Shape>(b))),
+        ("variant 4 of 4", vec![4], both::<Shape>),
         (
             "variant 2^32 - 1",
             vec![252, 255, 255, 255, 255],
-            Box::new(|b| both::<Shape>(b)),
+            both::<Shape>,
         ),
         (
             "variant index with a u64 marker",
             vec![253, 0, 0, 0, 0, 0, 0, 0, 0],
-            Box::new(|b| both::<Shape>(b)),
+            both::<Shape>,
         ),
-        (
-            "char lead byte 0xff",
-            vec![0xff],
-            Box::new(|b| both::<char>(b)),
-        ),
-        (
-            "char continuation byte first",
-            vec![0x80],
-            Box::new(|b| both::<char>(b)),
-        ),
-        (
-            "overlong char",
-            vec![0xc0, 0x80],
-            Box::new(|b| both::<char>(b)),
-        ),
-        (
-            "surrogate char",
-            vec![0xed, 0xa0, 0x80],
-            Box::new(|b| both::<char>(b)),
-        ),
+        ("char lead byte 0xff", vec![0xff], both::<char>),
+        ("char continuation byte first", vec![0x80], both::<char>),
+        ("overlong char", vec![0xc0, 0x80], both::<char>),
+        ("surrogate char", vec![0xed, 0xa0, 0x80], both::<char>),
         (
             "char past U+10FFFF",
             vec![0xf4, 0x90, 0x80, 0x80],
-            Box::new(|b| both::<char>(b)),
+            both::<char>,
         ),
         (
             "char with a bad continuation",
             vec![0xe2, 0x28, 0xa1],
-            Box::new(|b| both::<char>(b)),
+            both::<char>,
         ),
-        (
-            "truncated char",
-            vec![0xe2, 0x82],
-            Box::new(|b| both::<char>(b)),
-        ),
-        (
-            "truncated u32",
-            vec![252, 1, 2],
-            Box::new(|b| both::<u32>(b)),
-        ),
-        ("truncated f64", vec![0; 7], Box::new(|b| both::<f64>(b))),
-        ("empty u8", vec![], Box::new(|b| both::<u8>(b))),
+        ("truncated char", vec![0xe2, 0x82], both::<char>),
+        ("truncated u32", vec![252, 1, 2], both::<u32>),
+        ("truncated f64", vec![0; 7], both::<f64>),
+        ("empty u8", vec![], both::<u8>),
         (
             "Duration overflowing when its nanoseconds carry",
             [vec![253], vec![255; 8], vec![252, 0, 148, 53, 119]].concat(),
-            Box::new(|b| both::<Duration>(b)),
+            both::<Duration>,
         ),
     ];
     for (what, bytes, check) in cases {
@@ -439,6 +403,9 @@ fn malformed_values_are_refused_as_bincode_refuses_them() {
         assert!(!there, "{what}: accepted by bincode");
     }
 }
+
+/// Whether the decoder here and bincode accept some bytes as a value.
+type Check = fn(&[u8]) -> (bool, bool);
 
 /// Whether the decoder here and bincode accept `bytes` as a `T`.
 fn both<T: Serialize + DeserializeOwned + Debug>(bytes: &[u8]) -> (bool, bool) {
