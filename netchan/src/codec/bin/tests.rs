@@ -207,6 +207,16 @@ fn values_of_every_shape_encode_as_bincode_does() {
     same(&vec![7u8; 70_000]);
     same(&serde_bytes::ByteBuf::from(vec![1, 2, 3, 255]));
     same(&serde_bytes::ByteBuf::from(vec![9; 300]));
+    // Strings and byte strings that fit in what is left of the encoder's
+    // stage, that do not, and ones larger than all of it.
+    same(&(
+        vec![1u8; 500],
+        "y".repeat(100),
+        serde_bytes::ByteBuf::from(vec![2; 5000]),
+        vec![3u8; 1500],
+        "z".to_string(),
+        u64::MAX,
+    ));
     same(&vec!["a".to_string(), String::new(), "ccc".into()]);
     same(&vec![vec![1u32, 70_000], vec![], vec![u32::MAX]]);
     same(&vec![vec![vec![1i8]]]);
