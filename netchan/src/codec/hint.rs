@@ -9,10 +9,11 @@
 //! [`Bounds`] holds one message's budget: the size hints of all the
 //! collections in it together never exceed the message's length in bytes.
 //! The bincode decoder draws on it directly; for postcard, `Hinted` wraps
-//! the deserializer and everything it hands out to do the same. Every element of a value that takes
-//! memory takes at least one byte on the wire, so an honest message never
-//! loses a hint, and a lying one can make the decoder reserve room for at
-//! most as many elements as it has bytes.
+//! the deserializer and everything it hands out to do the same. Every
+//! element of a value that takes memory takes at least one byte on the
+//! wire, so an honest message never loses a hint, and a lying one can make
+//! the decoder reserve room for at most as many elements as it has bytes.
+//! [`Bounds`] also counts how deep the value being decoded is nested.
 
 use std::cell::Cell;
 #[cfg(feature = "postcard")]
