@@ -6,24 +6,29 @@
 //! nine-byte message allocate that megabyte before the decoder finds the
 //! elements missing, and a recursive value could do it once per level.
 //!
-//! [`Hinted`] wraps a deserializer and everything it hands out, so that the
-//! size hints of all the collections in one message together never exceed
-//! the message's length in bytes: every element of a value that takes
-//! memory takes at least one byte on the wire, so an honest message never
-//! loses a hint, and a lying one can make the decoder reserve room for at
-//! most as many elements as it has bytes.
+//! [`Bounds`] holds one message's budget: the size hints of all the
+//! collections in it together never exceed the message's length in bytes.
+//! The bincode decoder draws on it directly; for postcard, `Hinted` wraps
+//! the deserializer and everything it hands out to do the same. Every
+//! element of a value that takes memory takes at least one byte on the
+//! wire, so an honest message never loses a hint, and a lying one can make
+//! the decoder reserve room for at most as many elements as it has bytes.
+//! [`Bounds`] also counts how deep the value being decoded is nested.
 
 use std::cell::Cell;
+#[cfg(feature = "postcard")]
 use std::fmt;
 
 use serde::de;
 
+#[cfg(feature = "postcard")]
 /// A deserializer whose collections' size hints draw on a shared budget.
 pub(crate) struct Hinted<'b, D> {
     inner: D,
     budget: &'b Bounds,
 }
 
+#[cfg(feature = "postcard")]
 impl<'b, D> Hinted<'b, D> {
     /// Wraps `inner`; `budget` starts at the message's length in bytes.
     pub(crate) fn new(inner: D, budget: &'b Bounds) -> Self {
@@ -66,7 +71,7 @@ impl Bounds {
     /// them. Only compound values (sequences, maps, enums, options,
     /// newtypes) come here, so the elements of a `Vec<u8>` pay for none
     /// of it.
-    fn nested<R, E: de::Error>(&self, f: impl FnOnce() -> Result<R, E>) -> Result<R, E> {
+    pub(super) fn nested<R, E: de::Error>(&self, f: impl FnOnce() -> Result<R, E>) -> Result<R, E> {
         let d = self.depth.get();
         if d >= MAX_DEPTH {
             return Err(E::custom(format_args!(
@@ -81,13 +86,14 @@ impl Bounds {
 }
 
 /// Takes up to `claimed` from the budget.
-fn draw(bounds: &Bounds, claimed: Option<usize>) -> Option<usize> {
+pub(super) fn draw(bounds: &Bounds, claimed: Option<usize>) -> Option<usize> {
     let budget = &bounds.budget;
     let n = claimed?.min(budget.get());
     budget.set(budget.get() - n);
     Some(n)
 }
 
+#[cfg(feature = "postcard")]
 macro_rules! forward_deserialize {
     ($($method:ident($($arg:ident: $ty:ty),*);)*) => {$(
         fn $method<V: de::Visitor<'de>>(self, $($arg: $ty,)* visitor: V) -> Result<V::Value, D::Error> {
@@ -96,6 +102,7 @@ macro_rules! forward_deserialize {
     )*};
 }
 
+#[cfg(feature = "postcard")]
 impl<'de, D: de::Deserializer<'de>> de::Deserializer<'de> for Hinted<'_, D> {
     type Error = D::Error;
 
@@ -133,12 +140,14 @@ impl<'de, D: de::Deserializer<'de>> de::Deserializer<'de> for Hinted<'_, D> {
     }
 }
 
+#[cfg(feature = "postcard")]
 /// A visitor that wraps what it is given to visit.
 struct Visit<'b, V> {
     inner: V,
     budget: &'b Bounds,
 }
 
+#[cfg(feature = "postcard")]
 macro_rules! forward_visit {
     ($($method:ident($ty:ty);)*) => {$(
         fn $method<E: de::Error>(self, v: $ty) -> Result<V::Value, E> {
@@ -147,6 +156,7 @@ macro_rules! forward_visit {
     )*};
 }
 
+#[cfg(feature = "postcard")]
 impl<'de, V: de::Visitor<'de>> de::Visitor<'de> for Visit<'_, V> {
     type Value = V::Value;
 
@@ -213,32 +223,7 @@ impl<'de, V: de::Visitor<'de>> de::Visitor<'de> for Visit<'_, V> {
     }
 }
 
-/// The seed of a whole message of type `T`: the deserializer it is given
-/// is wrapped in [`Hinted`], which also grows the stack on the heap for
-/// deeply nested values.
-pub(crate) struct Whole<'b, T> {
-    budget: &'b Bounds,
-    ty: std::marker::PhantomData<fn() -> T>,
-}
-
-impl<'b, T> Whole<'b, T> {
-    /// `budget` starts at the message's length in bytes.
-    pub(crate) fn new(budget: &'b Bounds) -> Self {
-        Whole {
-            budget,
-            ty: std::marker::PhantomData,
-        }
-    }
-}
-
-impl<'de, T: de::Deserialize<'de>> de::DeserializeSeed<'de> for Whole<'_, T> {
-    type Value = T;
-
-    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<T, D::Error> {
-        T::deserialize(Hinted::new(d, self.budget))
-    }
-}
-
+#[cfg(feature = "postcard")]
 /// A seed that wraps the deserializer it is given. An element is not a
 /// level of its own: the compound value it may be counts one when it is
 /// visited, so a plain element (a byte of a `Vec<u8>`) costs nothing more
@@ -248,6 +233,7 @@ struct Seed<'b, S> {
     budget: &'b Bounds,
 }
 
+#[cfg(feature = "postcard")]
 impl<'de, S: de::DeserializeSeed<'de>> de::DeserializeSeed<'de> for Seed<'_, S> {
     type Value = S::Value;
 
@@ -257,6 +243,7 @@ impl<'de, S: de::DeserializeSeed<'de>> de::DeserializeSeed<'de> for Seed<'_, S> 
     }
 }
 
+#[cfg(feature = "postcard")]
 /// A sequence, map, enum or variant access whose nested values are wrapped
 /// too; `hint` is what is left of the size hint drawn from the budget.
 struct Access<'b, A> {
@@ -265,6 +252,7 @@ struct Access<'b, A> {
     budget: &'b Bounds,
 }
 
+#[cfg(feature = "postcard")]
 impl<'b, A> Access<'b, A> {
     fn seed<S>(&self, inner: S) -> Seed<'b, S> {
         Seed {
@@ -285,6 +273,7 @@ impl<'b, A> Access<'b, A> {
     }
 }
 
+#[cfg(feature = "postcard")]
 impl<'de, A: de::SeqAccess<'de>> de::SeqAccess<'de> for Access<'_, A> {
     type Error = A::Error;
 
@@ -302,6 +291,7 @@ impl<'de, A: de::SeqAccess<'de>> de::SeqAccess<'de> for Access<'_, A> {
     }
 }
 
+#[cfg(feature = "postcard")]
 impl<'de, A: de::MapAccess<'de>> de::MapAccess<'de> for Access<'_, A> {
     type Error = A::Error;
 
@@ -326,6 +316,7 @@ impl<'de, A: de::MapAccess<'de>> de::MapAccess<'de> for Access<'_, A> {
     }
 }
 
+#[cfg(feature = "postcard")]
 impl<'de, 'b, A: de::EnumAccess<'de>> de::EnumAccess<'de> for Access<'b, A> {
     type Error = A::Error;
     type Variant = Access<'b, A::Variant>;
@@ -347,6 +338,7 @@ impl<'de, 'b, A: de::EnumAccess<'de>> de::EnumAccess<'de> for Access<'b, A> {
     }
 }
 
+#[cfg(feature = "postcard")]
 impl<'de, A: de::VariantAccess<'de>> de::VariantAccess<'de> for Access<'_, A> {
     type Error = A::Error;
 

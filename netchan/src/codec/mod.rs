@@ -1,7 +1,8 @@
-//! Message encoding: bincode 2 (serde API) by default, postcard as an
-//! option. Every decode is bounded by the message's own length and rejects
-//! trailing bytes; nothing here allocates more than a small multiple of the
-//! bytes that actually arrived.
+//! Message encoding: bincode 2's standard format by default (encoded and
+//! decoded here, straight through serde: [`bin`]), postcard as an option.
+//! Every decode is bounded by the message's own length, limits how deep
+//! values nest and rejects trailing bytes; nothing here allocates more
+//! than a small multiple of the bytes that actually arrived.
 
 use bytes::BytesMut;
 use serde::Serialize;
@@ -9,18 +10,8 @@ use serde::de::DeserializeOwned;
 
 use crate::proto::CodecId;
 
+mod bin;
 mod hint;
-
-/// bincode writes straight into the transmit buffer.
-struct BufWriter<'a>(&'a mut BytesMut);
-
-impl bincode::enc::write::Writer for BufWriter<'_> {
-    #[inline]
-    fn write(&mut self, bytes: &[u8]) -> Result<(), bincode::error::EncodeError> {
-        self.0.extend_from_slice(bytes);
-        Ok(())
-    }
-}
 
 /// Appends the encoding of `value` to `dst`.
 pub(crate) fn encode<T: Serialize + ?Sized>(
@@ -29,10 +20,7 @@ pub(crate) fn encode<T: Serialize + ?Sized>(
     dst: &mut BytesMut,
 ) -> Result<(), String> {
     match codec {
-        CodecId::Bincode => {
-            bincode::serde::encode_into_writer(value, BufWriter(dst), bincode::config::standard())
-                .map_err(|e| e.to_string())
-        }
+        CodecId::Bincode => bin::encode(value, dst).map_err(|e| e.to_string()),
         #[cfg(feature = "postcard")]
         CodecId::Postcard => {
             use bytes::BufMut;
@@ -46,64 +34,18 @@ pub(crate) fn encode<T: Serialize + ?Sized>(
     }
 }
 
-macro_rules! bounded {
-    ($bytes:expr, $($lim:literal)*) => {{
-        let len = $bytes.len();
-        let need = len.saturating_mul(CLAIM_FACTOR).saturating_add(CLAIM_SLACK);
-        $(
-            if need <= $lim {
-                return bincode_decode($bytes, bincode::config::standard().with_limit::<$lim>());
-            }
-        )*
-        Err(format!("message of {len} bytes is too large to decode"))
-    }};
-}
-
-/// Decodes with bincode under `cfg`'s limit, borrowing from `bytes`: a
-/// byte string or string is copied once, straight into the value. Deeply
-/// nested values (a recursive enum a thousand levels down) grow the stack
-/// on the heap as they go (`stacker`) instead of overflowing it and
-/// aborting the process, up to [`hint::MAX_DEPTH`] levels. The room
-/// collections reserve up front is bounded by the message's length
-/// ([`hint::Hinted`]).
-fn bincode_decode<T: DeserializeOwned, C: bincode::config::Config>(
-    bytes: &[u8],
-    cfg: C,
-) -> Result<T, String> {
-    let bounds = hint::Bounds::new(bytes.len());
-    let seed = hint::Whole::<T>::new(&bounds);
-    let (v, used) =
-        bincode::serde::seed_decode_from_slice(seed, bytes, cfg).map_err(|e| e.to_string())?;
-    match bytes.len() - used {
-        0 => Ok(v),
-        n => Err(format!(
-            "{n} trailing bytes after the value ({used} of {} used)",
-            bytes.len()
-        )),
-    }
-}
-
-/// bincode's limit counts decoded memory, not wire bytes (a one-byte
-/// varint becomes an eight-byte integer), so a message may claim this many
-/// times its own length before it is refused.
-const CLAIM_FACTOR: usize = 16;
-/// Plus this much, for small messages with a few large integers.
-const CLAIM_SLACK: usize = 4096;
-
-/// Decodes a whole message. bincode's limit is a const parameter, so the
-/// smallest power of four at or above `CLAIM_FACTOR * len + CLAIM_SLACK` is
-/// chosen: a lying length prefix inside a message of `len` bytes can make
-/// the decoder allocate at most about `64 * len + 16 KiB` before it fails.
+/// Decodes a whole message. Neither codec allocates more than a small
+/// multiple of the message's length: strings and byte strings are read
+/// from the message (a length prefix larger than what is left is refused),
+/// and collections' size hints draw on a budget of the message's length.
 pub(crate) fn decode<T: DeserializeOwned>(codec: CodecId, bytes: &[u8]) -> Result<T, String> {
     match codec {
-        CodecId::Bincode => bounded!(bytes,
-            16384 65536 262144 1048576 4194304 16777216 67108864 268435456
-            1073741824 4294967296 17179869184),
+        CodecId::Bincode => bin::decode(bytes),
         #[cfg(feature = "postcard")]
         CodecId::Postcard => {
             // postcard reads strings and byte strings from the slice, so
             // it cannot allocate past what arrived; collections' size
-            // hints are bounded as for bincode.
+            // hints and nesting are bounded by wrapping its deserializer.
             let mut de = postcard::Deserializer::from_bytes(bytes);
             let bounds = hint::Bounds::new(bytes.len());
             let r = T::deserialize(hint::Hinted::new(&mut de, &bounds)).map(|v| (v, de.finalize()));
