@@ -132,8 +132,9 @@
 //!                   tls,                                log, session events, stats and
 //!                   tls/provider}                       per-method RPC counters; TCP/TLS dial and
 //!                                                       accept, the ring crypto provider
-//!  codec, config,   codec/{mod,hint}, config.rs,        message encoding, bounded decoding, type
-//!  error, util      error.rs, util.rs                   names; limits; errors
+//!  codec, config,   codec/{mod,hint,bin/{mod,ser,de}}, message encoding (bincode 2's format, own
+//!  error, util      config.rs, error.rs, util.rs        serde encoder and bounded decoder), type
+//!                                                       names; limits; errors
 //!  proto (sans-IO)  proto/{frame,hello,conn,chan,       frames, handshake, the channel table and its
 //!                   flow,chunk,handles,replay}          state machines, credit and confirmation,
 //!                                                       chunking, handle tables, keepalive, the
