@@ -43,6 +43,13 @@ use validate::Errors;
 /// Methods take `&self` and owned, serializable arguments; the trait may not
 /// be generic or have associated items. The service is served under the
 /// trait's name unless `name = "..."` says otherwise.
+///
+/// Calls run concurrently, each under its deadline. A handler that finishes
+/// without waiting is answered at once by its connection's dispatcher; one
+/// that waits (for I/O, a timer, another call) continues in a task of its
+/// own. Long computation without an `.await` holds up the calls behind it,
+/// as it would hold up any tokio worker: run it in
+/// `tokio::task::spawn_blocking`.
 #[proc_macro_attribute]
 pub fn service(args: TokenStream, item: TokenStream) -> TokenStream {
     service_impl(args.into(), item.into()).into()
