@@ -94,7 +94,8 @@ pub const ACK_DELAY: std::time::Duration = std::time::Duration::from_millis(1);
 /// The connection core calls it for takes it batches before they reach
 /// the protocol core, which applies the same rule.
 pub(crate) fn grants_urgent(capacity: usize, buffered: usize, pending: usize) -> bool {
-    pending > 0 && (2 * (buffered + pending) >= capacity || (buffered == 0 && 4 * pending >= capacity))
+    pending > 0
+        && (2 * (buffered + pending) >= capacity || (buffered == 0 && 4 * pending >= capacity))
 }
 
 /// Why a `CREDIT` is refused: the peer broke the invariant.

@@ -120,7 +120,12 @@ async fn dispatch<S: Service>(
                 let mut task = Box::pin(
                     async move {
                         let run = AssertUnwindSafe(fut).catch_unwind();
-                        let (result, mut how) = match tokio::time::timeout_at(observe::deadline_after(start, deadline), run).await {
+                        let (result, mut how) = match tokio::time::timeout_at(
+                            observe::deadline_after(start, deadline),
+                            run,
+                        )
+                        .await
+                        {
                             Ok(Ok(r)) => (Ok(r), CallEnd::Completed),
                             Ok(Err(panic)) => (
                                 Err(Failure::Remote(format!(
