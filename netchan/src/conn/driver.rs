@@ -29,8 +29,13 @@ use super::{Conn, Status};
 use crate::error::{Error, Origin};
 use crate::util::lock;
 
-/// Read buffer growth step; also the size below which it is topped up.
+/// Largest read buffer growth step: what a busy stream reads at once.
 const READ_CHUNK: usize = 64 << 10;
+/// First read buffer growth step, until a read fills it. An idle
+/// connection keeps only this much: a 64 KiB buffer per connection
+/// touches pages of its own (the allocator's headers at both ends), about
+/// 4 KiB of memory per idle connection.
+const READ_CHUNK_FIRST: usize = 1 << 10;
 
 /// One link: the reader and writer tasks over one stream. A session that
 /// is not resumable has one; a resumable one gets a new link (a higher
@@ -328,7 +333,10 @@ impl Timer {
 
 async fn reader<R: AsyncRead + Unpin>(conn: &Arc<Conn>, link: &LinkCtl, mut rd: R, buf: BytesMut) {
     let mut buf = buf;
-    buf.reserve(READ_CHUNK);
+    // The growth step: small until a read fills the room it had, then
+    // `READ_CHUNK` for good (a busy connection reads large at once).
+    let mut chunk = READ_CHUNK_FIRST;
+    buf.reserve(chunk);
     let handshake_deadline = link.deadline;
     // Bytes read with the stream (a peeked hello) are decoded first.
     let mut fresh = !buf.is_empty();
@@ -337,9 +345,10 @@ async fn reader<R: AsyncRead + Unpin>(conn: &Arc<Conn>, link: &LinkCtl, mut rd: 
     let mut last_read = tokio::time::Instant::now();
     let mut silence = Timer::new();
     loop {
-        if buf.capacity() - buf.len() < READ_CHUNK / 4 {
-            buf.reserve(READ_CHUNK);
+        if buf.capacity() - buf.len() < chunk / 4 {
+            buf.reserve(chunk);
         }
+        let room = buf.capacity() - buf.len();
         let handshaking = {
             let inner = conn.lock();
             matches!(inner.status, Status::Handshaking) || inner.proto.in_handshake()
@@ -408,7 +417,12 @@ async fn reader<R: AsyncRead + Unpin>(conn: &Arc<Conn>, link: &LinkCtl, mut rd: 
                 return;
             }
             Err(e) => return stream_failed(conn, link, e),
-            Ok(_) => last_read = tokio::time::Instant::now(),
+            Ok(n) => {
+                last_read = tokio::time::Instant::now();
+                if n >= room {
+                    chunk = READ_CHUNK;
+                }
+            }
         }
         let mut garbage = Vec::new();
         let mut ended = false;
