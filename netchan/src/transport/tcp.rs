@@ -22,8 +22,20 @@ pub(crate) fn tune(stream: &TcpStream, cfg: &Config) -> Result<(), Error> {
     let ka =
         socket2::TcpKeepalive::new().with_time(cfg.limits.keepalive.max(Duration::from_secs(1)));
     sock.set_tcp_keepalive(&ka)?;
+    // Keep at most this much written but not yet sent in the kernel: the
+    // rest waits in the connection's own queue, where a small message on
+    // another channel can still pass the chunks of a large one. Without
+    // it, megabytes of a large message sit in the socket's buffer ahead
+    // of every later frame. Best effort: a kernel without the option
+    // just buffers more.
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    let _ = sock.set_tcp_notsent_lowat(NOTSENT_LOWAT);
     Ok(())
 }
+
+/// Bytes the kernel may hold unsent per connection (`TCP_NOTSENT_LOWAT`).
+#[cfg(any(target_os = "linux", target_os = "android"))]
+const NOTSENT_LOWAT: u32 = 512 << 10;
 
 /// A dialled connection: plain TCP, or TLS and the server's identity.
 // Lives only until it is moved into the driver: no box needed.
