@@ -1,7 +1,9 @@
 //! TCP, with TLS over it when the config asks for it: dial, listen and
 //! accept, each giving a byte stream and, on TLS, the peer's identity.
-//! No Nagle (the writer batches frames itself), and TCP keepalive as a
-//! second line behind the protocol's own pings.
+//! No Nagle (the writer batches frames itself), TCP keepalive as a second
+//! line behind the protocol's own pings, and a bound on what the kernel
+//! holds unsent, so that frames queue where the connection can still
+//! reorder them.
 //!
 //! Knows nothing of frames, connections or sessions.
 
