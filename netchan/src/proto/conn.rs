@@ -211,6 +211,23 @@ struct Resumable {
     offer_seen: bool,
 }
 
+impl Resumable {
+    /// This side's hello resuming the session: its token, and how much of
+    /// the peer's stream it has.
+    fn resume_hello(&self, ours: &Hello) -> Bytes {
+        let mut hello = BytesMut::with_capacity(HELLO_LEN);
+        ours.encode_with(
+            &ResumeInfo {
+                flags: FLAG_RESUME,
+                token: self.token,
+                position: self.rx,
+            },
+            &mut hello,
+        );
+        hello.freeze()
+    }
+}
+
 /// The connection's receive-side state.
 ///
 /// ```text
@@ -507,16 +524,7 @@ impl Connection {
         if r.link != LinkState::Down || self.state != ConnState::Open {
             return false;
         }
-        let mut hello = BytesMut::with_capacity(HELLO_LEN);
-        ours.encode_with(
-            &ResumeInfo {
-                flags: FLAG_RESUME,
-                token: r.token,
-                position: r.rx,
-            },
-            &mut hello,
-        );
-        r.prefix = vec![hello.freeze()];
+        r.prefix = vec![r.resume_hello(&ours)];
         r.link = LinkState::Resuming;
         r.offer_seen = false;
         self.last_rx = now;
@@ -539,16 +547,7 @@ impl Connection {
         };
         let replay = r.log.since(position).ok_or(ProtoError::ResumeOutOfRange)?;
         r.log.ack(position);
-        let mut hello = BytesMut::with_capacity(HELLO_LEN);
-        ours.encode_with(
-            &ResumeInfo {
-                flags: FLAG_RESUME,
-                token: r.token,
-                position: r.rx,
-            },
-            &mut hello,
-        );
-        r.prefix = vec![hello.freeze()];
+        r.prefix = vec![r.resume_hello(&ours)];
         r.prefix.extend(replay);
         r.rx_reported = r.rx;
         r.link = LinkState::Up;
