@@ -307,6 +307,44 @@ async fn a_client_that_found_no_service_finds_it_once_served(t: Transport) {
     drop(serving);
 }
 
+/// A caller making one call at a time writes its request itself when the
+/// connection's writer is idle, and a server answering the last of the
+/// calls it has writes the reply itself: here those writes meet a large
+/// result (written in chunks by the writer) and calls made together, on
+/// the same connection. Every answer must arrive, whole and in order.
+async fn calls_one_at_a_time_mixed_with_a_large_result_and_calls_together(t: Transport) {
+    let s = setup(t, Config::default()).await;
+    let calc = CalcClient::new(&s.client);
+    let big = {
+        let calc = calc.clone();
+        tokio::spawn(async move {
+            for round in 0..3usize {
+                let n = (3 << 20) + round;
+                let blob = calc.blob(n).await.expect("blob");
+                assert_eq!(blob.len(), n);
+                assert!(blob.iter().all(|&b| b == 1));
+            }
+        })
+    };
+    for i in 0..300i64 {
+        assert_eq!(within("a call alone", calc.add(i, 1)).await, Ok(i + 1));
+        if i % 50 == 0 {
+            // A wave of calls made together, then alone again.
+            let wave: Vec<_> = (0..16i64).map(|k| calc.add(i, k)).collect();
+            let got = within("calls together", futures::future::join_all(wave)).await;
+            for (k, r) in got.into_iter().enumerate() {
+                assert_eq!(r, Ok(i + k as i64));
+            }
+        }
+    }
+    within("the large results", big).await.expect("big task");
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn calls_one_at_a_time_mixed_with_a_large_result_on_one_thread() {
+    calls_one_at_a_time_mixed_with_a_large_result_and_calls_together(Transport::Tcp).await;
+}
+
 macro_rules! over_both {
     ($($name:ident),* $(,)?) => {
         $(
@@ -333,6 +371,7 @@ over_both!(
     an_unknown_service_is_named,
     a_result_over_the_size_limit_names_size_and_limit,
     a_client_that_found_no_service_finds_it_once_served,
+    calls_one_at_a_time_mixed_with_a_large_result_and_calls_together,
 );
 
 /// Served with `serve_each`: says which instance answered.

@@ -212,7 +212,7 @@ impl<T: Message> Sender<T> {
     pub async fn send(&self, value: T) -> Result<(), SendError<T>> {
         match &self.shared.target {
             Target::Local(q) => send_local(q, value).await,
-            Target::Remote(r) => send_remote(r, value).await,
+            Target::Remote(r) => send_remote(r, value, false).await,
         }
         .map_err(|(v, why)| SendError(v, why))
     }
@@ -220,8 +220,21 @@ impl<T: Message> Sender<T> {
     /// Like `send`, but says only why a value was refused on its own:
     /// `Some(error)` when it could not be sent at all (encoding, size),
     /// `None` when the channel is closed or its connection lost.
-    pub(crate) async fn send_detailed(&self, value: T) -> Result<(), (T, Option<crate::Error>)> {
-        self.send(value).await.map_err(|SendError(v, why)| {
+    ///
+    /// `direct`: the caller waits for an answer next (a call, a reply),
+    /// so a remote value is written to the connection's stream by this
+    /// task when the writer is idle, rather than left to the writer to
+    /// batch with values to come.
+    pub(crate) async fn send_detailed(
+        &self,
+        value: T,
+        direct: bool,
+    ) -> Result<(), (T, Option<crate::Error>)> {
+        match &self.shared.target {
+            Target::Local(q) => send_local(q, value).await,
+            Target::Remote(r) => send_remote(r, value, direct).await,
+        }
+        .map_err(|(v, why)| {
             let refused = match why {
                 SendErrorKind::TooLarge { size, limit } => {
                     Some(crate::Error::MessageTooLarge { size, limit })
@@ -251,7 +264,7 @@ impl<T: Message> Sender<T> {
                 }
             }
             Target::Remote(r) => {
-                let mut f = |c: &ConnRef, chan| send::send_value(c.conn(), chan, &value);
+                let mut f = |c: &ConnRef, chan| send::send_value(c.conn(), chan, &value, false);
                 match r.try_send(&mut f) {
                     Attempt::Sent(..) => Ok(()),
                     Attempt::Blocked => Err(TrySendError::Full(value)),
@@ -385,7 +398,11 @@ async fn encode_aside<T: Message>(r: &Route, value: T) -> (T, Option<Encoded>) {
     }
 }
 
-async fn send_remote<T: Message>(r: &Arc<Route>, value: T) -> Result<(), (T, SendErrorKind)> {
+async fn send_remote<T: Message>(
+    r: &Arc<Route>,
+    value: T,
+    direct: bool,
+) -> Result<(), (T, SendErrorKind)> {
     // After a large value, the next is encoded on the blocking pool: a
     // row of large values does not hold this runtime for their encoding.
     let (value, mut pre) = if r.large.load(Ordering::Relaxed) {
@@ -401,11 +418,11 @@ async fn send_remote<T: Message>(r: &Arc<Route>, value: T) -> Result<(), (T, Sen
     let mut attempt = |value: &T| {
         let mut f = |c: &ConnRef, chan| {
             if let Some((codec, body)) = pre.as_mut() {
-                if let Some(out) = c.conn().send_body::<T>(chan, *codec, body) {
+                if let Some(out) = c.conn().send_body::<T>(chan, *codec, body, direct) {
                     return out;
                 }
             }
-            send::send_value(c.conn(), chan, value)
+            send::send_value(c.conn(), chan, value, direct)
         };
         r.try_send(&mut f)
     };

@@ -128,6 +128,11 @@ impl<T> Queue<T> {
         self.capacity
     }
 
+    /// Values in the buffer, not yet taken.
+    pub(crate) fn buffered(&self) -> usize {
+        lock(&self.st).items.len()
+    }
+
     fn wake_rx(st: &mut State<T>) {
         if let Some(w) = st.rx_waker.take() {
             w.wake();

@@ -19,13 +19,19 @@ thread_local! {
 /// A scratch buffer larger than this is not kept for the next message.
 const SCRATCH_KEEP: usize = 256 << 10;
 
-/// Encodes `value` as one message on `chan` of `conn`, if it has credit.
+/// Encodes `value` as one message on `chan` of `conn`, if it has credit;
+/// `direct` as in `Conn::send_encoded`.
 ///
 /// The value is encoded outside the connection's lock, into a buffer
 /// kept per thread, so a large message holds up neither the reader nor
 /// other senders; a message larger than a chunk then moves into the
 /// connection without a copy.
-pub(crate) fn send_value<T: Message>(conn: &Arc<Conn>, chan: ChanId, value: &T) -> SendOutcome {
+pub(crate) fn send_value<T: Message>(
+    conn: &Arc<Conn>,
+    chan: ChanId,
+    value: &T,
+    direct: bool,
+) -> SendOutcome {
     // A sender without credit must not pay for encoding.
     if let Some(out) = Conn::blocked(&conn.lock(), chan) {
         return out;
@@ -41,7 +47,7 @@ pub(crate) fn send_value<T: Message>(conn: &Arc<Conn>, chan: ChanId, value: &T) 
                 .into_iter()
                 .map(|h| Box::new(h) as Box<dyn OutgoingHandle>)
                 .collect();
-            conn.send_encoded::<T>(chan, &mut buf, handles)
+            conn.send_encoded::<T>(chan, &mut buf, handles, direct)
         }
         Err(e) => {
             drop(handles);

@@ -17,15 +17,15 @@
 //! endpoint itself.
 
 use std::pin::Pin;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, MutexGuard};
 use std::task::{Context, Poll, Waker};
 use std::time::Instant;
 
 use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
-use super::{Conn, Status};
+use super::{Conn, Inner, Status};
 use crate::error::{Error, Origin};
 use crate::util::lock;
 
@@ -482,6 +482,73 @@ pub(crate) struct Parked {
     epoch: u64,
     wr: WriteHalf,
     buf: Segments,
+    /// The stream may hold bytes a flush has not yet sent on (TLS
+    /// records), left by a write from outside the writer task.
+    unflushed: bool,
+    /// The deadline the writer sleeps until (keepalive, credit that may
+    /// wait), if any.
+    armed: Option<Instant>,
+}
+
+impl Parked {
+    /// Whether a sending task may write through this stream: nothing of
+    /// an earlier write is left for the writer to finish.
+    pub(crate) fn idle(&self) -> bool {
+        !self.buf.has_remaining() && !self.unflushed
+    }
+}
+
+/// Writes the transmit buffer straight to the stream the writer parked,
+/// from the task that just queued a message with `inner` held, instead of
+/// waking the writer to do it: a call's request or reply then leaves
+/// without a hand-over to another task (and, on a multi-thread runtime,
+/// without waking another thread).
+///
+/// Writes only what the stream takes without blocking. Returns whether
+/// the writer must still be woken: bytes are left over, the link is not
+/// up, more is queued (chunks of a large message), or the next deadline
+/// is earlier than the one the writer sleeps until.
+pub(crate) fn write_through(conn: &Conn, p: &mut Parked, mut inner: MutexGuard<'_, Inner>) -> bool {
+    if inner.link_epoch != p.epoch || inner.proto.is_suspended() {
+        return true;
+    }
+    conn.apply_deferred(&mut inner);
+    let have = inner.proto.take_segments(&mut p.buf.segs, Instant::now());
+    let more = inner.proto.needs_writer()
+        || inner.proto.goodbye_sent()
+        || matches!(inner.status, Status::Ended(_));
+    let deadline = inner.proto.poll_timeout();
+    drop(inner);
+    if have {
+        p.buf.filled();
+        write_parked(p);
+    }
+    let earlier = match (deadline, p.armed) {
+        (Some(d), Some(a)) => d < a,
+        (Some(_), None) => true,
+        (None, _) => false,
+    };
+    more || earlier || !p.idle()
+}
+
+/// Writes as much of `p`'s buffer as its stream takes without blocking,
+/// and flushes once all of it went. A waker that does nothing: a stream
+/// that would block is left to the writer task, which registers its own
+/// waker when it writes again.
+fn write_parked(p: &mut Parked) {
+    let mut cx = Context::from_waker(Waker::noop());
+    while p.buf.has_remaining() {
+        let mut slices = [std::io::IoSlice::new(&[]); 16];
+        let n = p.buf.chunks_vectored(&mut slices);
+        match Pin::new(&mut p.wr).poll_write_vectored(&mut cx, &slices[..n]) {
+            Poll::Ready(Ok(written)) if written > 0 => p.buf.advance(written),
+            _ => break,
+        }
+    }
+    if !p.buf.has_remaining() {
+        p.buf.clear();
+        p.unflushed = !matches!(Pin::new(&mut p.wr).poll_flush(&mut cx), Poll::Ready(Ok(())));
+    }
 }
 
 /// Writes what is queued (the goodbye the last handle's drop just asked
@@ -516,21 +583,7 @@ pub(crate) fn write_now(conn: &Conn) {
         drop(inner);
         p.buf.filled();
     }
-    // A waker that does nothing: a stream that would block is left to the
-    // writer task, which registers its own waker when it writes again.
-    let mut cx = Context::from_waker(Waker::noop());
-    while p.buf.has_remaining() {
-        let mut slices = [std::io::IoSlice::new(&[]); 16];
-        let n = p.buf.chunks_vectored(&mut slices);
-        match Pin::new(&mut p.wr).poll_write_vectored(&mut cx, &slices[..n]) {
-            Poll::Ready(Ok(written)) if written > 0 => p.buf.advance(written),
-            _ => break,
-        }
-    }
-    if !p.buf.has_remaining() {
-        p.buf.clear();
-        let _ = Pin::new(&mut p.wr).poll_flush(&mut cx);
-    }
+    write_parked(p);
     tracing::trace!(
         conn = conn.id,
         left = p.buf.remaining(),
@@ -605,13 +658,28 @@ async fn writer(conn: &Arc<Conn>, link: &LinkCtl, mut wr: WriteHalf) {
     let mut buf = Segments::default();
     // Whether this pass already gave way once to the tasks just woken.
     let mut yielded = false;
+    // Woken by a sender on a runtime of several workers, this task may
+    // run on another worker while that sender (a dispatcher answering a
+    // read's calls, a caller among many) is still producing: one turn for
+    // it first, so that its messages leave in one write rather than one
+    // each. On a one-thread runtime the writer runs only once the sender
+    // waits, so the batch is whole already.
+    let mut woken = false;
+    let yield_on_wake = matches!(
+        tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()),
+        Ok(tokio::runtime::RuntimeFlavor::MultiThread)
+    );
     let mut timer = Timer::new();
+    // A write from outside this task left bytes in the stream to flush.
+    let mut unflushed = false;
     loop {
         if link.suspended.load(Ordering::Acquire) {
             return;
         }
-        if buf.has_remaining() {
-            // Left by a `write_now` the stream did not take whole.
+        if buf.has_remaining() || unflushed {
+            unflushed = false;
+            // Left by a `write_now` or `write_through` the stream did not
+            // take whole.
             match write_out(link, &mut wr, &mut buf).await {
                 Wrote::All => continue,
                 Wrote::Dead => return,
@@ -636,7 +704,13 @@ async fn writer(conn: &Arc<Conn>, link: &LinkCtl, mut wr: WriteHalf) {
                 broke(conn, link, peer_violation(error));
                 continue;
             }
-            if !yielded && inner.proto.only_credit_to_write() {
+            // Never while handles are closing: the program may be ending, and
+            // its runtime may drop this task during the turn.
+            let ending = conn.closing() || conn.pending_closes.load(Ordering::Acquire) > 0;
+            if !yielded
+                && !ending
+                && ((woken && yield_on_wake) || inner.proto.only_credit_to_write())
+            {
                 None
             } else {
                 let have = inner.proto.take_segments(&mut buf.segs, now);
@@ -653,9 +727,32 @@ async fn writer(conn: &Arc<Conn>, link: &LinkCtl, mut wr: WriteHalf) {
             // about to answer them (a handler's reply, the caller's next
             // request). Give it one turn, so that the grant rides along
             // with that write instead of costing a write (and a wake-up
-            // of the peer) of its own.
+            // of the peer) of its own. Or just woken on a runtime of
+            // several workers (see `yield_on_wake`).
+            //
+            // The stream stays where a drop handler can reach it meanwhile:
+            // a runtime dropped during this turn never polls this task
+            // again, and the goodbye of the last handle must still go.
             yielded = true;
-            tokio::task::yield_now().await;
+            woken = false;
+            *lock(&conn.parked) = Some(Parked {
+                epoch: link.epoch,
+                wr,
+                buf,
+                unflushed,
+                armed: None,
+            });
+            if conn.closing() || conn.pending_closes.load(Ordering::Acquire) > 0 {
+                // The last handles went meanwhile, and their drop found
+                // this task awake: their goodbye goes now.
+                write_now(conn);
+            } else {
+                tokio::task::yield_now().await;
+            }
+            let Some(p) = take_parked(conn, link.epoch) else {
+                return;
+            };
+            (wr, buf, unflushed) = (p.wr, p.buf, p.unflushed);
             continue;
         };
         yielded = false;
@@ -675,6 +772,8 @@ async fn writer(conn: &Arc<Conn>, link: &LinkCtl, mut wr: WriteHalf) {
             epoch: link.epoch,
             wr,
             buf,
+            unflushed: false,
+            armed: deadline,
         });
         match deadline {
             Some(d) => {
@@ -686,10 +785,11 @@ async fn writer(conn: &Arc<Conn>, link: &LinkCtl, mut wr: WriteHalf) {
             }
             None => notified.await,
         }
+        woken = true;
         let Some(p) = take_parked(conn, link.epoch) else {
             return;
         };
-        (wr, buf) = (p.wr, p.buf);
+        (wr, buf, unflushed) = (p.wr, p.buf, p.unflushed);
     }
     // A peer that stopped reading must not hold this task forever.
     let _ = tokio::time::timeout(conn.config.close_timeout, async {

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use bytes::BytesMut;
 
-use super::{Conn, Inner};
+use super::{Conn, Inner, driver};
 use crate::codec;
 use crate::error::Error;
 use crate::proto::conn::FinishError;
@@ -48,8 +48,9 @@ impl Conn {
         chan: ChanId,
         codec: crate::proto::CodecId,
         body: &mut BytesMut,
+        direct: bool,
     ) -> Option<SendOutcome> {
-        (codec == self.codec).then(|| self.send_encoded::<T>(chan, body, Vec::new()))
+        (codec == self.codec).then(|| self.send_encoded::<T>(chan, body, Vec::new(), direct))
     }
 
     /// Why `chan` cannot take a message now, if it cannot.
@@ -62,12 +63,24 @@ impl Conn {
     }
 
     /// Sends the encoded `body` with `handles` on `chan`.
+    ///
+    /// `direct`: the sending task is about to wait for an answer (a call
+    /// and its reply), so nothing is gained by leaving the write to the
+    /// writer task to batch with later messages. If the writer is asleep,
+    /// this task writes the message to the stream itself
+    /// ([`driver::write_through`]).
     pub(crate) fn send_encoded<T>(
         self: &Arc<Self>,
         chan: ChanId,
         body: &mut BytesMut,
         handles: Vec<Box<dyn OutgoingHandle>>,
+        direct: bool,
     ) -> SendOutcome {
+        // Lock order: the parked stream, then `inner`.
+        let mut parked = direct
+            .then(|| self.parked.try_lock().ok())
+            .flatten()
+            .filter(|p| p.as_ref().is_some_and(driver::Parked::idle));
         let mut inner = self.lock();
         // Credit may have gone to another sender meanwhile.
         if let Some(out) = Self::blocked(&inner, chan) {
@@ -122,8 +135,17 @@ impl Conn {
                     SENT_LARGE.with(|l| l.set(true));
                 }
                 let rendezvous = inner.proto.capacity_of(chan) == 0;
-                drop(inner);
-                self.kick();
+                let wake = match parked.as_mut().and_then(|p| p.as_mut()) {
+                    Some(p) => driver::write_through(self, p, inner),
+                    None => {
+                        drop(inner);
+                        true
+                    }
+                };
+                drop(parked);
+                if wake {
+                    self.kick();
+                }
                 SendOutcome::Sent(rendezvous)
             }
             Err(e) => SendOutcome::Invalid(Error::Codec(format!(

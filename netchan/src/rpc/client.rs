@@ -33,6 +33,8 @@ struct State<Req, Resp> {
     alive: Arc<std::sync::atomic::AtomicBool>,
     next_id: AtomicU64,
     permits: Semaphore,
+    /// The last call was sent with no other in flight.
+    last_alone: std::sync::atomic::AtomicBool,
 }
 
 struct Shared<Req, Resp> {
@@ -256,7 +258,17 @@ impl<Req: Message, Resp: Message> Client<Req, Resp> {
             let id = state.next_id.fetch_add(1, Ordering::Relaxed);
             record.span().record("call_id", id);
             let (tx, rx) = oneshot::channel();
-            lock(&state.pending).insert(id, tx);
+            // A caller that makes one call at a time writes its request
+            // itself. Calls made together (and the first of a wave of
+            // them, which finds none in flight but follows calls that
+            // were) leave it to the connection's writer, which sends them
+            // in one write.
+            let alone = {
+                let mut pending = lock(&state.pending);
+                pending.insert(id, tx);
+                pending.len() == 1
+            };
+            let alone = state.last_alone.swap(alone, Ordering::Relaxed) && alone;
             if !state.alive.load(Ordering::Acquire) {
                 lock(&state.pending).remove(&id);
                 return Err(RpcError::Disconnected);
@@ -277,7 +289,7 @@ impl<Req: Message, Resp: Message> Client<Req, Resp> {
                 traceparent,
                 request,
             };
-            if let Err((_, why)) = state.calls.send_detailed(call).await {
+            if let Err((_, why)) = state.calls.send_detailed(call, alone).await {
                 guard.done = true;
                 return Err(match why {
                     Some(Error::MessageTooLarge { size, limit }) => RpcError::Codec(format!(
@@ -375,6 +387,7 @@ async fn connect<Req: Message, Resp: Message>(
         pending,
         alive,
         next_id: AtomicU64::new(1),
+        last_alone: std::sync::atomic::AtomicBool::new(false),
         permits: Semaphore::new(limit),
     }))
 }

@@ -40,13 +40,14 @@ pub(crate) fn service_export<S: Service>(get: GetService<S>) -> Export {
         start: Arc::new(move |conn: &Arc<Conn>| -> Arc<dyn Inbound> {
             let queue = Queue::<ToServer<S::Request, S::Response>>::new(CALLS_CAPACITY, 0, 0);
             let calls = Receiver::from_queue(queue.clone(), None, None);
+            let waiting = queue.clone();
             let session = Session::from_conn(conn);
             let get = get.clone();
             conn.rt.spawn(async move {
                 // Without a service the calls channel drops, and the
                 // client sees the service disconnected.
                 if let Some(service) = get() {
-                    dispatch(service, calls, session).await;
+                    dispatch(service, calls, waiting, session).await;
                 }
             });
             queue
@@ -57,6 +58,7 @@ pub(crate) fn service_export<S: Service>(get: GetService<S>) -> Export {
 async fn dispatch<S: Service>(
     service: S,
     mut calls: Receiver<ToServer<S::Request, S::Response>>,
+    waiting: Arc<Queue<ToServer<S::Request, S::Response>>>,
     session: Session,
 ) {
     let replies = match calls.recv().await {
@@ -115,6 +117,7 @@ async fn dispatch<S: Service>(
                 #[cfg(feature = "trace-context")]
                 let fut = context.scope(fut);
                 let replies = replies.clone();
+                let waiting = waiting.clone();
                 let table = running.clone();
                 let done = finished.clone();
                 let mut task = Box::pin(
@@ -136,7 +139,11 @@ async fn dispatch<S: Service>(
                             ),
                             Err(_) => (Err(Failure::Timeout), CallEnd::DeadlinePassed),
                         };
-                        let sent = replies.send_detailed(Reply { id, result }).await;
+                        // The last reply to calls that arrived together
+                        // is written by this task, with those before it
+                        // (no call waiting behind it to batch with).
+                        let direct = waiting.buffered() == 0;
+                        let sent = replies.send_detailed(Reply { id, result }, direct).await;
                         if let Err((_, None)) = sent {
                             // The caller is gone: nobody got the result.
                             how = CallEnd::Cancelled;
@@ -152,10 +159,13 @@ async fn dispatch<S: Service>(
                                 e => e.to_string(),
                             };
                             let _ = replies
-                                .send(Reply {
-                                    id,
-                                    result: Err(Failure::Codec(why)),
-                                })
+                                .send_detailed(
+                                    Reply {
+                                        id,
+                                        result: Err(Failure::Codec(why)),
+                                    },
+                                    direct,
+                                )
                                 .await;
                         }
                         record.finish(how);
