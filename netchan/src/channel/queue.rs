@@ -39,7 +39,8 @@ enum End {
     /// Every sender is gone, or `hangup`: `Ok(None)` after the buffer.
     Clean,
     /// The only source failed: one error after the buffer, then `Ok(None)`.
-    Failed(Error),
+    /// Boxed: rare, and an idle queue stays small.
+    Failed(Box<Error>),
 }
 
 struct State<T> {
@@ -63,7 +64,9 @@ struct State<T> {
     relaying: Option<u64>,
     /// A local value the relay could not send on, for its sender, and
     /// why, when the value itself was refused (not the channel closed).
-    returned: Option<(u64, T, Option<SendErrorKind>)>,
+    /// Boxed: rare, and an idle queue stays small.
+    #[allow(clippy::type_complexity)]
+    returned: Option<Box<(u64, T, Option<SendErrorKind>)>>,
     /// The relay is a backend's (`nats`): a value counts as sent only once
     /// the backend confirmed it, so `try_send` never completes.
     backend: bool,
@@ -241,7 +244,7 @@ impl<T> Queue<T> {
     pub(crate) fn relay_done(&self, back: Option<T>) {
         let mut st = lock(&self.st);
         if let (Some(seq), Some(v)) = (st.relaying.take(), back) {
-            st.returned = Some((seq, v, None));
+            st.returned = Some(Box::new((seq, v, None)));
         }
         drop(st);
         self.space.notify_waiters();
@@ -255,7 +258,7 @@ impl<T> Queue<T> {
     pub(crate) fn relay_refused(&self, value: T, why: SendErrorKind) {
         let mut st = lock(&self.st);
         if let Some(seq) = st.relaying.take() {
-            st.returned = Some((seq, value, Some(why)));
+            st.returned = Some(Box::new((seq, value, Some(why))));
         }
         drop(st);
         self.space.notify_waiters();
@@ -266,7 +269,10 @@ impl<T> Queue<T> {
     pub(crate) fn take_returned(&self, seq: u64) -> Option<(T, Option<SendErrorKind>)> {
         let mut st = lock(&self.st);
         match st.returned.take() {
-            Some((s, v, why)) if s == seq => Some((v, why)),
+            Some(r) if r.0 == seq => {
+                let (_, v, why) = *r;
+                Some((v, why))
+            }
             other => {
                 st.returned = other;
                 None
@@ -290,7 +296,7 @@ impl<T> Queue<T> {
     /// or it ended otherwise (receiver dropped, hangup).
     pub(crate) fn why_closed(&self) -> SendErrorKind {
         match &lock(&self.st).end {
-            Some(End::Failed(e)) => SendErrorKind::closed(Some(e.clone())),
+            Some(End::Failed(e)) => SendErrorKind::closed(Some(Error::clone(e))),
             _ => SendErrorKind::Closed,
         }
     }
@@ -364,7 +370,7 @@ impl<T> Queue<T> {
                     Poll::Ready(Ok(None))
                 } else {
                     st.error_reported = true;
-                    Poll::Ready(Err(RecvError::Lost(e)))
+                    Poll::Ready(Err(RecvError::Lost(*e)))
                 }
             }
             None => {
@@ -450,7 +456,7 @@ impl<T: Send + 'static> Inbound for Queue<T> {
         match error {
             Some(e) if st.senders == 0 && st.keepers == 0 && st.links.is_empty() => {
                 if st.end.is_none() {
-                    st.end = Some(End::Failed(e));
+                    st.end = Some(End::Failed(Box::new(e)));
                 }
                 Self::wake_rx(&mut st);
             }
@@ -484,7 +490,7 @@ impl<T: Send + 'static> Inbound for Queue<T> {
         let links = {
             let mut st = lock(&self.st);
             if st.end.is_none() {
-                st.end = Some(End::Failed(e));
+                st.end = Some(End::Failed(Box::new(e)));
             }
             st.keepers = 0;
             Self::wake_rx(&mut st);

@@ -45,10 +45,9 @@ pub(super) struct Chan {
     pub(super) role: Role,
     /// Credit, sequence numbers and confirmations.
     pub(super) flow: Flow,
-    /// Messages too large for one chunk, and any sent after them.
-    pub(super) pending: VecDeque<Pending>,
-    /// Offset into `pending.front()` already sent.
-    pub(super) pending_off: usize,
+    /// Messages too large for one chunk, and any sent after them. Boxed,
+    /// and only while there are any: an idle channel's entry stays small.
+    pub(super) pending: Option<Box<Outgoing>>,
     /// A close requested while `pending` was not empty.
     /// Boxed: rare, and an idle channel's entry stays small.
     pub(super) close_after: Option<Box<(CloseCode, String)>>,
@@ -63,14 +62,26 @@ pub(super) struct Chan {
     pub(super) name: Option<Box<str>>,
 }
 
+/// Messages waiting to be sent in chunks on one channel.
+#[derive(Debug, Default)]
+pub(super) struct Outgoing {
+    pub(super) queue: VecDeque<Pending>,
+    /// Offset into `queue.front()` already sent.
+    pub(super) off: usize,
+}
+
 impl Chan {
+    /// Whether no message waits to be sent in chunks.
+    pub(super) fn nothing_pending(&self) -> bool {
+        self.pending.as_ref().is_none_or(|p| p.queue.is_empty())
+    }
+
     pub(super) fn new(state: State, role: Role, flow: Flow) -> Chan {
         Chan {
             state,
             role,
             flow,
-            pending: VecDeque::new(),
-            pending_off: 0,
+            pending: None,
             close_after: None,
             assembling: None,
             skipping: false,

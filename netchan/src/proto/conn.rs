@@ -1325,7 +1325,7 @@ impl Connection {
         c.bytes += size as u64;
         self.sent_total += 1;
         let flags = if table > 0 { FLAG_HANDLES } else { 0 };
-        if size <= self.limits.chunk_size && c.pending.is_empty() {
+        if size <= self.limits.chunk_size && c.nothing_pending() {
             self.counters.frames_out += 1;
             let start = self.out.len();
             self.out.reserve(HEADER_LEN + size);
@@ -1352,10 +1352,10 @@ impl Connection {
         } else {
             body.split().freeze()
         };
-        if c.pending.is_empty() {
+        if c.nothing_pending() {
             self.ready.push_back(chan);
         }
-        c.pending.push_back(Pending {
+        c.pending.get_or_insert_default().queue.push_back(Pending {
             body,
             handles: table > 0,
         });
@@ -1468,7 +1468,7 @@ impl Connection {
                 }
             }
             State::Open => {
-                if !c.pending.is_empty() {
+                if !c.nothing_pending() {
                     if c.close_after.is_none() {
                         c.close_after = Some(Box::new((code, reason.to_owned())));
                     }
@@ -1737,10 +1737,13 @@ impl Connection {
         let Some(c) = self.chans.get_mut(&chan) else {
             return 0;
         };
-        let Some(p) = c.pending.front() else {
+        let Some(out) = c.pending.as_mut() else {
             return 0;
         };
-        let off = c.pending_off;
+        let Some(p) = out.queue.front() else {
+            return 0;
+        };
+        let off = out.off;
         let n = (p.body.len() - off).min(chunk_size);
         let end = off + n == p.body.len();
         let mut flags = if end { FLAG_END } else { 0 };
@@ -1754,15 +1757,18 @@ impl Connection {
         dst.push(self.out.split().freeze());
         dst.push(p.body.slice(off..off + n));
         if end {
-            c.pending.pop_front();
-            c.pending_off = 0;
+            out.queue.pop_front();
+            out.off = 0;
         } else {
-            c.pending_off = off + n;
+            out.off = off + n;
         }
-        if !c.pending.is_empty() {
+        if !out.queue.is_empty() {
             self.ready.push_back(chan);
-        } else if let Some((code, reason)) = c.close_after.take().map(|b| *b) {
-            self.close(chan, code, &reason);
+        } else {
+            c.pending = None;
+            if let Some((code, reason)) = c.close_after.take().map(|b| *b) {
+                self.close(chan, code, &reason);
+            }
         }
         HEADER_LEN + n
     }
