@@ -10,7 +10,13 @@
 //! (`Conn::parked`), so that dropping the last handle can write the
 //! goodbye at once ([`write_now`]): a program that returns from `main`
 //! without `close().await` drops its runtime, and the runtime drops these
-//! tasks without polling them again.
+//! tasks without polling them again. A task that sends a message and
+//! then waits for its answer (a call, a reply) writes through the parked
+//! stream itself ([`write_through`]) rather than wake the writer for it.
+//!
+//! On a multi-thread runtime the writer, once woken, gives the tasks just
+//! woken one turn before it takes the transmit buffer, so that messages
+//! produced together (a read's worth of replies) leave in one write.
 //!
 //! Part of the connection core: it takes any stream `transport` gives
 //! (`Halves`) and hands every event to `Conn::dispatch`; it touches no
