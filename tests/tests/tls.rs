@@ -1688,3 +1688,93 @@ async fn an_exporter_cluster_over_tls_shares_values_among_ca_verified_clients() 
     })
     .await;
 }
+
+/// Served over TLS by the test below.
+#[netchan::service]
+pub trait Blob {
+    /// `n` bytes of `fill`.
+    async fn make(&self, n: usize, fill: u8) -> ByteBuf;
+}
+
+struct BlobImpl;
+
+impl Blob for BlobImpl {
+    async fn make(&self, n: usize, fill: u8) -> ByteBuf {
+        ByteBuf::from(vec![fill; n])
+    }
+}
+
+/// A caller making one call at a time, and the server answering it, write
+/// to the TLS stream from their own tasks when the connection's writer is
+/// idle, while the writer sends large results in chunks through the same
+/// stream. Small calls alone, small calls beside large results, and calls
+/// made together must all be answered, whole, on both runtime shapes.
+async fn calls_one_at_a_time_over_tls() {
+    let id = Identity::self_signed(&["localhost", "127.0.0.1"]).expect("self-signed");
+    let pin = id.fingerprint();
+    let exp = within(
+        "bind",
+        Exporter::bind_with(
+            "127.0.0.1:0",
+            Config::default().tls_server(ServerTls::new(id)),
+        ),
+    )
+    .await
+    .expect("bind with TLS");
+    exp.serve(BlobServer::new(BlobImpl));
+    let client = within(
+        "connect",
+        Session::connect_with(
+            exp.local_addr(),
+            Config::default().tls_client(ClientTls::pinned(pin)),
+        ),
+    )
+    .await
+    .expect("connect");
+    let blob = BlobClient::new(&client);
+    let big = {
+        let blob = blob.clone();
+        tokio::spawn(async move {
+            for round in 0..3u8 {
+                let got = blob
+                    .make((2 << 20) + 7, round)
+                    .await
+                    .expect("a large result");
+                assert_eq!(got.len(), (2 << 20) + 7);
+                assert!(got.iter().all(|&b| b == round));
+            }
+        })
+    };
+    for i in 0..200usize {
+        let n = i % 97;
+        let got = within("a call alone", blob.make(n, i as u8))
+            .await
+            .expect("a small result");
+        assert_eq!(got.as_slice(), vec![i as u8; n].as_slice());
+        if i % 40 == 0 {
+            let wave: Vec<_> = (0..8u8).map(|k| blob.make(16, k)).collect();
+            for (k, r) in within("calls together", futures::future::join_all(wave))
+                .await
+                .into_iter()
+                .enumerate()
+            {
+                assert_eq!(r.expect("a result of the wave").as_slice(), &[k as u8; 16]);
+            }
+        }
+    }
+    within("the large results", big)
+        .await
+        .expect("large results task");
+    client.close().await;
+    exp.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_one_at_a_time_over_tls_on_two_workers() {
+    bounded(calls_one_at_a_time_over_tls()).await;
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn calls_one_at_a_time_over_tls_on_one_thread() {
+    bounded(calls_one_at_a_time_over_tls()).await;
+}
