@@ -312,7 +312,11 @@ impl<T> Queue<T> {
     }
 
     /// A `Receiver` of this queue was dropped. When it was the last, every
-    /// source is told the receiver is gone and buffered items are dropped.
+    /// source is told the receiver is gone and buffered items are dropped,
+    /// except the local values whose sends complete only once taken (a
+    /// rendezvous, a relay): those stay for their senders, which find the
+    /// queue closed and take them back, so such a send fails with its
+    /// value instead of passing for delivered.
     pub(crate) fn receiver_gone(&self) {
         let (items, links) = {
             let mut st = lock(&self.st);
@@ -320,8 +324,21 @@ impl<T> Queue<T> {
             if st.receivers > 0 {
                 return;
             }
-            st.local_len = 0;
-            (std::mem::take(&mut st.items), std::mem::take(&mut st.links))
+            let all = std::mem::take(&mut st.items);
+            let dropped = if self.capacity == 0 || st.relay {
+                let mut dropped = VecDeque::new();
+                for item in all {
+                    match item {
+                        Item::Local(..) => st.items.push_back(item),
+                        other => dropped.push_back(other),
+                    }
+                }
+                dropped
+            } else {
+                st.local_len = 0;
+                all
+            };
+            (dropped, std::mem::take(&mut st.links))
         };
         self.space.notify_waiters();
         for l in &links {

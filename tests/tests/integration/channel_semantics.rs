@@ -256,6 +256,29 @@ async fn dropping_the_last_local_sender_ends_the_receiver_after_the_buffered_val
     .await;
 }
 
+/// A rendezvous send waits for a receiver to take its value. If the
+/// receiver is dropped instead, the send fails and gives the value back:
+/// it was not delivered. Repeated so that the drop lands both before and
+/// while the send waits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_waiting_rendezvous_send_fails_with_its_value_when_the_receiver_is_dropped() {
+    bounded(async {
+        for round in 0..200u32 {
+            let (tx, rx) = channel::<u32>(0);
+            let send = tokio::spawn(async move { tx.send(round).await });
+            if round % 2 == 0 {
+                tokio::task::yield_now().await;
+            }
+            drop(rx);
+            match within("the send", send).await.expect("send task") {
+                Err(SendError(v, _)) => assert_eq!(v, round),
+                Ok(()) => panic!("round {round}: a rendezvous send nobody took succeeded"),
+            }
+        }
+    })
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sends_on_a_local_channel_whose_receiver_is_gone_fail_with_the_value() {
     bounded(async {
