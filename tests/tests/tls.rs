@@ -373,6 +373,32 @@ async fn read_to_end(what: &str, r: &mut Pipe) -> Vec<u8> {
 // 1. Pinned trust, channels and pipes
 // ---------------------------------------------------------------------------
 
+/// An exporter on loopback with a fresh self-signed identity, a client
+/// session that pins it, and the pin.
+async fn self_signed_pair() -> (Exporter, Session, Fingerprint) {
+    let id = Identity::self_signed(&["localhost", "127.0.0.1"]).expect("self-signed");
+    let pin = id.fingerprint();
+    let exp = within(
+        "bind",
+        Exporter::bind_with(
+            "127.0.0.1:0",
+            Config::default().tls_server(ServerTls::new(id)),
+        ),
+    )
+    .await
+    .expect("bind with TLS");
+    let client = within(
+        "connect",
+        Session::connect_with(
+            exp.local_addr(),
+            Config::default().tls_client(ClientTls::pinned(pin)),
+        ),
+    )
+    .await
+    .expect("a pinned client connects");
+    (exp, client, pin)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pinned_client_exchanges_channels_and_pipes_with_a_self_signed_server() {
     bounded(async {
@@ -488,26 +514,7 @@ async fn a_pinned_client_exchanges_channels_and_pipes_with_a_self_signed_server(
 async fn the_client_sees_the_server_certificate_and_the_server_sees_no_identity_without_mutual_tls()
 {
     bounded(async {
-        let id = Identity::self_signed(&["localhost", "127.0.0.1"]).expect("self-signed");
-        let pin = id.fingerprint();
-        let exp = within(
-            "bind",
-            Exporter::bind_with(
-                "127.0.0.1:0",
-                Config::default().tls_server(ServerTls::new(id)),
-            ),
-        )
-        .await
-        .expect("bind");
-        let client = within(
-            "connect",
-            Session::connect_with(
-                exp.local_addr(),
-                Config::default().tls_client(ClientTls::pinned(pin)),
-            ),
-        )
-        .await
-        .expect("connect");
+        let (exp, client, pin) = self_signed_pair().await;
         let peer = client
             .peer_identity()
             .expect("a TLS client knows the server's identity");
@@ -1710,27 +1717,8 @@ impl Blob for BlobImpl {
 /// stream. Small calls alone, small calls beside large results, and calls
 /// made together must all be answered, whole, on both runtime shapes.
 async fn calls_one_at_a_time_over_tls() {
-    let id = Identity::self_signed(&["localhost", "127.0.0.1"]).expect("self-signed");
-    let pin = id.fingerprint();
-    let exp = within(
-        "bind",
-        Exporter::bind_with(
-            "127.0.0.1:0",
-            Config::default().tls_server(ServerTls::new(id)),
-        ),
-    )
-    .await
-    .expect("bind with TLS");
+    let (exp, client, _) = self_signed_pair().await;
     exp.serve(BlobServer::new(BlobImpl));
-    let client = within(
-        "connect",
-        Session::connect_with(
-            exp.local_addr(),
-            Config::default().tls_client(ClientTls::pinned(pin)),
-        ),
-    )
-    .await
-    .expect("connect");
     let blob = BlobClient::new(&client);
     let big = {
         let blob = blob.clone();
