@@ -210,11 +210,17 @@ impl<T: Message> Sender<T> {
     /// # }
     /// ```
     pub async fn send(&self, value: T) -> Result<(), SendError<T>> {
+        self.send_with(value, false)
+            .await
+            .map_err(|(v, why)| SendError(v, why))
+    }
+
+    /// `send`; `direct` as in [`send_detailed`](Sender::send_detailed).
+    async fn send_with(&self, value: T, direct: bool) -> Result<(), (T, SendErrorKind)> {
         match &self.shared.target {
             Target::Local(q) => send_local(q, value).await,
-            Target::Remote(r) => send_remote(r, value, false).await,
+            Target::Remote(r) => send_remote(r, value, direct).await,
         }
-        .map_err(|(v, why)| SendError(v, why))
     }
 
     /// Like `send`, but says only why a value was refused on its own:
@@ -230,11 +236,7 @@ impl<T: Message> Sender<T> {
         value: T,
         direct: bool,
     ) -> Result<(), (T, Option<crate::Error>)> {
-        match &self.shared.target {
-            Target::Local(q) => send_local(q, value).await,
-            Target::Remote(r) => send_remote(r, value, direct).await,
-        }
-        .map_err(|(v, why)| {
+        self.send_with(value, direct).await.map_err(|(v, why)| {
             let refused = match why {
                 SendErrorKind::TooLarge { size, limit } => {
                     Some(crate::Error::MessageTooLarge { size, limit })

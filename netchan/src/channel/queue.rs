@@ -236,7 +236,13 @@ impl<T> Queue<T> {
     /// Whether local sends wait until their value was taken: a rendezvous
     /// channel, or a relay's queue.
     pub(crate) fn completes_on_take(&self) -> bool {
-        self.capacity == 0 || lock(&self.st).relay
+        self.completes_on_take_in(&lock(&self.st))
+    }
+
+    /// [`completes_on_take`](Queue::completes_on_take), with the state
+    /// locked already.
+    fn completes_on_take_in(&self, st: &State<T>) -> bool {
+        self.capacity == 0 || st.relay
     }
 
     /// The relay sent on the value it took (`back` is `None`), or could
@@ -325,14 +331,11 @@ impl<T> Queue<T> {
                 return;
             }
             let all = std::mem::take(&mut st.items);
-            let dropped = if self.capacity == 0 || st.relay {
-                let mut dropped = VecDeque::new();
-                for item in all {
-                    match item {
-                        Item::Local(..) => st.items.push_back(item),
-                        other => dropped.push_back(other),
-                    }
-                }
+            let dropped = if self.completes_on_take_in(&st) {
+                let (kept, dropped) = all
+                    .into_iter()
+                    .partition(|item| matches!(item, Item::Local(..)));
+                st.items = kept;
                 dropped
             } else {
                 st.local_len = 0;
