@@ -120,6 +120,31 @@ impl Drop for ReleaseParked<'_> {
     }
 }
 
+/// Whether handles are closing: the program may be ending, and its
+/// runtime may drop the driver's tasks without polling them again.
+fn handles_closing(conn: &Conn) -> bool {
+    conn.closing() || conn.pending_closes.load(Ordering::Acquire) > 0
+}
+
+/// Leaves the writer's stream with the connection, where a drop handler
+/// ([`write_now`]) or a sending task ([`write_through`]) can write to it.
+fn park(
+    conn: &Conn,
+    link: &LinkCtl,
+    wr: WriteHalf,
+    buf: Segments,
+    unflushed: bool,
+    armed: Option<Instant>,
+) {
+    *lock(&conn.parked) = Some(Parked {
+        epoch: link.epoch,
+        wr,
+        buf,
+        unflushed,
+        armed,
+    });
+}
+
 /// Takes the stream link `epoch`'s writer parked, if it is that link's.
 fn take_parked(conn: &Conn, epoch: u64) -> Option<Parked> {
     let mut slot = lock(&conn.parked);
@@ -712,9 +737,8 @@ async fn writer(conn: &Arc<Conn>, link: &LinkCtl, mut wr: WriteHalf) {
             }
             // Never while handles are closing: the program may be ending, and
             // its runtime may drop this task during the turn.
-            let ending = conn.closing() || conn.pending_closes.load(Ordering::Acquire) > 0;
             if !yielded
-                && !ending
+                && !handles_closing(conn)
                 && ((woken && yield_on_wake) || inner.proto.only_credit_to_write())
             {
                 None
@@ -741,14 +765,8 @@ async fn writer(conn: &Arc<Conn>, link: &LinkCtl, mut wr: WriteHalf) {
             // again, and the goodbye of the last handle must still go.
             yielded = true;
             woken = false;
-            *lock(&conn.parked) = Some(Parked {
-                epoch: link.epoch,
-                wr,
-                buf,
-                unflushed,
-                armed: None,
-            });
-            if conn.closing() || conn.pending_closes.load(Ordering::Acquire) > 0 {
+            park(conn, link, wr, buf, unflushed, None);
+            if handles_closing(conn) {
                 // The last handles went meanwhile, and their drop found
                 // this task awake: their goodbye goes now.
                 write_now(conn);
@@ -774,13 +792,7 @@ async fn writer(conn: &Arc<Conn>, link: &LinkCtl, mut wr: WriteHalf) {
             break;
         }
         // Asleep: leave the stream where a drop handler can reach it.
-        *lock(&conn.parked) = Some(Parked {
-            epoch: link.epoch,
-            wr,
-            buf,
-            unflushed: false,
-            armed: deadline,
-        });
+        park(conn, link, wr, buf, unflushed, deadline);
         match deadline {
             Some(d) => {
                 timer.arm(tokio::time::Instant::from_std(d));
