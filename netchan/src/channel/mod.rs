@@ -31,6 +31,7 @@ use route::{Attempt, Route};
 use crate::Message;
 use crate::conn::{Conn, ConnRef, LARGE_MESSAGE, SENT_LARGE};
 use crate::error::{RecvError, SendError, SendErrorKind, TryRecvError, TrySendError};
+use crate::proto::Take;
 
 /// What keeps a session or exporter up while a handle it produced lives
 /// (its owner's reference, held and never looked at: channels name no
@@ -188,6 +189,11 @@ impl<T: Message> Sender<T> {
     /// it. If the future is dropped before it completed (for example in
     /// `tokio::select!`), the value was not sent (capacity `>= 1`).
     ///
+    /// On capacity 0, a value the receiving end never took (it was
+    /// dropped or hung up, or the connection ended, first) is given back
+    /// in the error, and no receiver gets it; an exported sender offers it
+    /// to its next importer instead.
+    ///
     /// Fails, giving the value back in [`SendError`]`.0` and saying why in
     /// `.1` ([`SendErrorKind`](crate::SendErrorKind)), when the channel is
     /// closed, its connection was lost, or the value cannot be sent at all
@@ -268,7 +274,14 @@ impl<T: Message> Sender<T> {
             Target::Remote(r) => {
                 let mut f = |c: &ConnRef, chan| send::send_value(c.conn(), chan, &value, false);
                 match r.try_send(&mut f) {
-                    Attempt::Sent(..) => Ok(()),
+                    Attempt::Sent(rendezvous) => {
+                        // Nobody waits for the take: a close before it
+                        // leaves nothing to report.
+                        if let Some(m) = rendezvous {
+                            m.conn.conn().give_up_take(m.chan);
+                        }
+                        Ok(())
+                    }
                     Attempt::Blocked => Err(TrySendError::Full(value)),
                     Attempt::Closed => Err(TrySendError::Closed(value)),
                     Attempt::Invalid(e) => Err(TrySendError::Invalid(value, e)),
@@ -421,6 +434,11 @@ async fn send_remote<T: Message>(
         let mut f = |c: &ConnRef, chan| {
             if let Some((codec, body)) = pre.as_mut() {
                 if let Some(out) = c.conn().send_body::<T>(chan, *codec, body, direct) {
+                    if matches!(out, crate::conn::SendOutcome::Sent(_)) {
+                        // Sent (or taken out of `body`): a value given back
+                        // untaken is encoded again if it is sent again.
+                        pre = None;
+                    }
                     return out;
                 }
             }
@@ -428,42 +446,54 @@ async fn send_remote<T: Message>(
         };
         r.try_send(&mut f)
     };
-    // Most sends find credit at once: try before paying for a waiter. (A
-    // send does not spend tokio's budget: yielding every so many small
-    // messages cut batching, and with it throughput, by two thirds in the
-    // `cluster` example; running out of credit makes a sender wait.)
-    let mut outcome = attempt(&value);
-    // Time spent without credit counts in the channel's stats, also when
-    // the send is given up (dropped) while it waits.
-    let waited = matches!(outcome, Attempt::Blocked).then(|| Waited(r, std::time::Instant::now()));
-    while let Attempt::Blocked = outcome {
-        let notified = r.notify.notified();
-        tokio::pin!(notified);
-        notified.as_mut().enable();
-        outcome = attempt(&value);
-        if let Attempt::Blocked = outcome {
-            notified.await;
+    loop {
+        // Most sends find credit at once: try before paying for a waiter.
+        // (A send does not spend tokio's budget: yielding every so many
+        // small messages cut batching, and with it throughput, by two
+        // thirds in the `cluster` example; running out of credit makes a
+        // sender wait.)
+        let mut outcome = attempt(&value);
+        // Time spent without credit counts in the channel's stats, also
+        // when the send is given up (dropped) while it waits.
+        let waited =
+            matches!(outcome, Attempt::Blocked).then(|| Waited(r, std::time::Instant::now()));
+        while let Attempt::Blocked = outcome {
+            let notified = r.notify.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
             outcome = attempt(&value);
-        }
-    }
-    drop(waited);
-    match outcome {
-        Attempt::Sent(rendezvous) => {
-            if SENT_LARGE.with(|l| l.replace(false)) {
-                r.large.store(true, Ordering::Relaxed);
-                std::future::poll_fn(|cx| {
-                    spend_budget(cx);
-                    Poll::Ready(())
-                })
-                .await;
+            if let Attempt::Blocked = outcome {
+                notified.await;
+                outcome = attempt(&value);
             }
-            if let Some(m) = rendezvous {
-                wait_confirmed(r, &m).await;
-            }
-            Ok(())
         }
-        Attempt::Closed | Attempt::Blocked => Err((value, SendErrorKind::closed(r.lost()))),
-        Attempt::Invalid(e) => Err((value, SendErrorKind::refused(e))),
+        drop(waited);
+        return match outcome {
+            Attempt::Sent(rendezvous) => {
+                if SENT_LARGE.with(|l| l.replace(false)) {
+                    r.large.store(true, Ordering::Relaxed);
+                    std::future::poll_fn(|cx| {
+                        spend_budget(cx);
+                        Poll::Ready(())
+                    })
+                    .await;
+                }
+                match rendezvous {
+                    Some(m) if !wait_taken_remote(r, &m).await => {
+                        // The receiving end closed, or the connection
+                        // ended, before the value was taken. An exported
+                        // sender offers it to its other importers.
+                        if r.is_export() && !r.is_closed() {
+                            continue;
+                        }
+                        Err((value, SendErrorKind::closed(r.lost())))
+                    }
+                    _ => Ok(()),
+                }
+            }
+            Attempt::Closed | Attempt::Blocked => Err((value, SendErrorKind::closed(r.lost()))),
+            Attempt::Invalid(e) => Err((value, SendErrorKind::refused(e))),
+        };
     }
 }
 
@@ -477,14 +507,30 @@ impl Drop for Waited<'_> {
     }
 }
 
-async fn wait_confirmed(r: &Route, m: &route::Member) {
+/// A remote rendezvous send: waits until the receiving program took the
+/// value (`true`), or its channel closed or its connection ended before
+/// it did (`false`). If the wait is given up, the connection is told, so
+/// it keeps no answer for it.
+async fn wait_taken_remote(r: &Route, m: &route::Member) -> bool {
+    struct GiveUp<'a>(&'a route::Member, bool);
+    impl Drop for GiveUp<'_> {
+        fn drop(&mut self) {
+            if !self.1 {
+                self.0.conn.conn().give_up_take(self.0.chan);
+            }
+        }
+    }
+    let mut guard = GiveUp(m, false);
     loop {
         let notified = r.notify.notified();
         tokio::pin!(notified);
         notified.as_mut().enable();
-        match m.conn.conn().unconfirmed_on(m.chan) {
-            Some(0) | None => return,
-            Some(_) => notified.await,
+        match m.conn.conn().take_state(m.chan) {
+            Take::Waiting => notified.await,
+            state => {
+                guard.1 = true;
+                return state == Take::Taken;
+            }
         }
     }
 }

@@ -367,6 +367,17 @@ impl<T> Queue<T> {
         cx: Option<&mut Context<'_>>,
     ) -> Poll<Result<Option<Item<T>>, RecvError>> {
         let mut st = lock(&self.st);
+        // A rendezvous take of a remote message is reported in the same
+        // step (see `take_rendezvous`).
+        while let (0, Some(Item::Remote { link, .. })) = (self.capacity, st.items.front()) {
+            let link = link.clone();
+            drop(st);
+            if let Some(item) = self.take_rendezvous(&link) {
+                return Poll::Ready(Ok(Some(item)));
+            }
+            // Taken or dropped meanwhile: look again.
+            st = lock(&self.st);
+        }
         if let Some(item) = st.items.pop_front() {
             if let Item::Local(_, seq) = item {
                 if st.relay {
@@ -416,19 +427,47 @@ impl<T> Queue<T> {
         }
     }
 
+    /// On a rendezvous queue: takes the first item if it is still a
+    /// message of `link`, and reports the take to the connection in the
+    /// same step, under its lock. So a message is either taken and
+    /// reported before the channel's `CLOSE` (or the connection's end),
+    /// or dropped by that close and given back to its sender, never both.
+    /// The receiver's next wait grants again only once the take counts.
+    fn take_rendezvous(&self, link: &Arc<Link>) -> Option<Item<T>> {
+        link.conn().take_rendezvous(link.chan, || {
+            let mut st = lock(&self.st);
+            match st.items.front() {
+                Some(Item::Remote { link: l, .. }) if Arc::ptr_eq(l, link) => st.items.pop_front(),
+                _ => None,
+            }
+        })
+    }
+
     /// After taking a remote item: frees its slot for the source (one
     /// credit per value taken, as in Go each receive lets one waiting send
-    /// in) and, for a rendezvous channel, confirms the take. The
-    /// connection sends both at its next transmit.
+    /// in). The connection sends it at its next transmit. (A rendezvous
+    /// take was reported as it was taken.)
     pub(crate) fn taken_from(&self, link: &Arc<Link>) {
-        if self.capacity == 0 {
-            // A rendezvous take is confirmed at once: the receiver's next
-            // wait grants again only once the take is counted.
-            link.conn().credit_update(link.chan, 0, 1);
-        } else {
+        if self.capacity > 0 {
             let buffered = self.left.load(std::sync::atomic::Ordering::Relaxed);
             link.took(u32::from(link.take_grant()), buffered, self.capacity);
         }
+    }
+
+    /// On a rendezvous queue, takes out the messages not yet taken of
+    /// `link` (of every link: `None`), for the caller to drop outside the
+    /// lock: their channel closed or their connection ended, so each goes
+    /// back to its sender, whose send fails with it (see
+    /// `take_rendezvous`).
+    fn untaken(&self, st: &mut State<T>, link: Option<&Arc<Link>>) -> VecDeque<Item<T>> {
+        if self.capacity > 0 {
+            return VecDeque::new();
+        }
+        let (dropped, kept) = std::mem::take(&mut st.items).into_iter().partition(|item| {
+            matches!(item, Item::Remote { link: l, .. } if link.is_none_or(|k| Arc::ptr_eq(l, k)))
+        });
+        st.items = kept;
+        dropped
     }
 
     /// Closes the queue's remote sources (`import_receiver_n` reached its
@@ -473,6 +512,7 @@ impl<T: Send + 'static> Inbound for Queue<T> {
         if st.links.len() == before {
             return;
         }
+        let untaken = self.untaken(&mut st, Some(link));
         match error {
             Some(e) if st.senders == 0 && st.keepers == 0 && st.links.is_empty() => {
                 if st.end.is_none() {
@@ -482,6 +522,8 @@ impl<T: Send + 'static> Inbound for Queue<T> {
             }
             _ => Self::check_done(&mut st),
         }
+        drop(st);
+        drop(untaken);
     }
 
     fn add_link(&self, link: Arc<Link>) -> bool {
@@ -507,32 +549,35 @@ impl<T: Send + 'static> Inbound for Queue<T> {
     }
 
     fn fail(&self, e: Error) {
-        let links = {
+        let (links, untaken) = {
             let mut st = lock(&self.st);
             if st.end.is_none() {
                 st.end = Some(End::Failed(Box::new(e)));
             }
             st.keepers = 0;
             Self::wake_rx(&mut st);
-            std::mem::take(&mut st.links)
+            let untaken = self.untaken(&mut st, None);
+            (std::mem::take(&mut st.links), untaken)
         };
         self.space.notify_waiters();
-        drop(links);
+        drop((links, untaken));
     }
 
     fn hangup(&self) {
-        let links = {
+        let (links, untaken) = {
             let mut st = lock(&self.st);
             if st.end.is_none() {
                 st.end = Some(End::Clean);
             }
             st.keepers = 0;
             Self::wake_rx(&mut st);
-            std::mem::take(&mut st.links)
+            let untaken = self.untaken(&mut st, None);
+            (std::mem::take(&mut st.links), untaken)
         };
         self.space.notify_waiters();
         for l in &links {
             l.conn().defer_close(l.chan, CloseCode::Hangup, "hung up");
         }
+        drop(untaken);
     }
 }

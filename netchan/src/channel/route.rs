@@ -150,6 +150,12 @@ impl Route {
         }
     }
 
+    /// Whether this is an exported sender's route, which waits for
+    /// importers rather than closing with one channel.
+    pub(crate) fn is_export(&self) -> bool {
+        self.export
+    }
+
     pub(crate) fn is_closed(&self) -> bool {
         self.closed.load(Ordering::Acquire)
     }

@@ -81,9 +81,13 @@ impl Conn {
                         if let Some(back) = q.deliver(link, data, guard) {
                             // The receiver is gone: the message counts as
                             // taken and its slot is given back, so the
-                            // sender is not stuck; the rest is dropped.
-                            let grant = u32::from(inner.proto.capacity_of(chan) > 0);
-                            inner.proto.credit_update(chan, grant, 1);
+                            // sender is not stuck; the rest is dropped. On
+                            // a rendezvous channel nothing was taken: the
+                            // channel's `CLOSE` follows and the waiting
+                            // send fails with its value.
+                            if inner.proto.capacity_of(chan) > 0 {
+                                inner.proto.credit_update(chan, 1, 1);
+                            }
                             garbage.push(Box::new(back));
                         }
                     }

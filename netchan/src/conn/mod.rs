@@ -593,15 +593,6 @@ impl Conn {
         }
     }
 
-    /// The program took a message from `chan` (`taken`) and `grant` slots
-    /// are free: both go to the peer at the writer's next transmit.
-    pub(crate) fn credit_update(&self, chan: ChanId, grant: u32, taken: u32) {
-        let mut inner = self.lock();
-        inner.proto.credit_update(chan, grant, taken);
-        drop(inner);
-        self.kick();
-    }
-
     pub(crate) fn rendezvous_grant(&self, chan: ChanId) {
         let sent = self.lock().proto.rendezvous_grant(chan);
         if sent {
@@ -634,12 +625,33 @@ impl Conn {
         }
     }
 
-    /// Messages sent on `chan` and not yet confirmed received.
-    pub(crate) fn unconfirmed_on(&self, chan: ChanId) -> Option<u64> {
-        let inner = self.lock();
-        if !inner.proto.has_channel(chan) || inner.proto.is_ended() {
-            return None;
-        }
-        Some(inner.proto.unconfirmed_on(chan))
+    /// Where the last message sent on rendezvous channel `chan` stands
+    /// (see `proto::Connection::take_state`).
+    pub(crate) fn take_state(&self, chan: ChanId) -> crate::proto::Take {
+        self.lock().proto.take_state(chan)
+    }
+
+    /// The send waiting for the last message on rendezvous channel `chan`
+    /// to be taken was given up.
+    pub(crate) fn give_up_take(&self, chan: ChanId) {
+        self.lock().proto.give_up_take(chan);
+    }
+
+    /// Takes a message of rendezvous channel `chan` out of the receiving
+    /// buffer with `take` (which gives `None` if it is no longer there)
+    /// and reports the take, both under the connection's lock: so the
+    /// take and its report are one step for the channel's `CLOSE` and the
+    /// connection's end, which drop the messages not taken.
+    pub(crate) fn take_rendezvous<R>(
+        &self,
+        chan: ChanId,
+        take: impl FnOnce() -> Option<R>,
+    ) -> Option<R> {
+        let mut inner = self.lock();
+        let got = take()?;
+        inner.proto.credit_update(chan, 0, 1);
+        drop(inner);
+        self.kick();
+        Some(got)
     }
 }

@@ -56,6 +56,10 @@ pub(super) struct Chan {
     pub(super) assembling: Option<Box<Assembly>>,
     /// Closing while a message was arriving: its remaining chunks are skipped.
     pub(super) skipping: bool,
+    // Sending side.
+    /// On a rendezvous channel: the send waiting for its message to be
+    /// taken was given up, so nobody asks what became of it.
+    pub(super) abandoned: bool,
     /// Bytes of the messages sent or received whole on it.
     pub(super) bytes: u64,
     /// The export name it was opened by (`None` for a handle's channel).
@@ -85,6 +89,7 @@ impl Chan {
             close_after: None,
             assembling: None,
             skipping: false,
+            abandoned: false,
             bytes: 0,
             name: None,
         }

@@ -305,6 +305,10 @@ pub struct Connection {
     ready: VecDeque<ChanId>,
     /// Receiving ends marked for a `CREDIT` at the next transmit.
     credit_due: Vec<ChanId>,
+    /// Rendezvous channels that closed while a message sent on them was
+    /// not yet taken, until the send waiting for it asks
+    /// ([`take_state`](Connection::take_state)).
+    untaken: Vec<ChanId>,
     /// Some marked end is urgent (`Flow::urgent`): write at once.
     credit_urgent: bool,
     /// When the first `CREDIT` that may wait was found waiting, at a
@@ -437,6 +441,7 @@ impl Connection {
             out,
             ready: VecDeque::new(),
             credit_due: Vec::new(),
+            untaken: Vec::new(),
             credit_urgent: false,
             credit_lazy_since: None,
             pong_due: None,
@@ -946,7 +951,7 @@ impl Connection {
                         // The peer's CLOSE answers ours (or crossed it); it
                         // follows every message we sent, so those arrived.
                         if let Some(c) = self.chans.remove(&chan) {
-                            self.confirmed_total += c.flow.unconfirmed();
+                            self.released(chan, &c);
                             if c.role == Role::Sending {
                                 // Tells `drain` its last values arrived.
                                 return Ok(Some(Event::Credit { chan }));
@@ -958,8 +963,16 @@ impl Connection {
                         if c.state == State::Requested {
                             self.requested -= 1;
                         }
-                        if let Some(c) = self.chans.remove(&chan) {
-                            self.confirmed_total += c.flow.unconfirmed();
+                        if let Some(mut c) = self.chans.remove(&chan) {
+                            self.released(chan, &c);
+                            if self.goodbye != Goodbye::Sent {
+                                Self::confirm_takes(
+                                    &mut self.out,
+                                    &mut self.counters,
+                                    chan,
+                                    &mut c,
+                                );
+                            }
                         }
                         self.remove_pending(chan);
                         self.reply(Frame::Close {
@@ -1138,6 +1151,37 @@ impl Connection {
             self.chans.insert(h.chan, c);
         }
         Ok(table)
+    }
+
+    /// A channel left the table on the peer's `CLOSE`, which follows
+    /// every message this side sent on it: they all count as arrived (what
+    /// `drain` waits for). On a rendezvous channel a message not yet
+    /// reported taken never will be: the send waiting for it is told so
+    /// ([`take_state`](Connection::take_state)) and fails with its value.
+    fn released(&mut self, chan: ChanId, c: &Chan) {
+        let unconfirmed = c.flow.unconfirmed();
+        self.confirmed_total += unconfirmed;
+        if unconfirmed > 0 && c.flow.capacity() == 0 && !c.abandoned {
+            self.untaken.push(chan);
+        }
+    }
+
+    /// Before a receiving rendezvous end's `CLOSE`: the `CREDIT` that
+    /// reports its last takes, if one is due, so the peer's waiting send
+    /// learns its message was taken before it learns the channel closed.
+    fn confirm_takes(out: &mut BytesMut, counters: &mut Counters, chan: ChanId, c: &mut Chan) {
+        if c.role != Role::Receiving || c.flow.capacity() != 0 {
+            return;
+        }
+        if let Some((_, received)) = c.flow.credit_due() {
+            Frame::Credit {
+                chan,
+                grant: 0,
+                received,
+            }
+            .encode(out);
+            counters.frames_out += 1;
+        }
     }
 
     fn remove_pending(&mut self, chan: ChanId) {
@@ -1322,6 +1366,7 @@ impl Connection {
             return Ok(());
         };
         c.flow.spend();
+        c.abandoned = false;
         c.bytes += size as u64;
         self.sent_total += 1;
         let flags = if table > 0 { FLAG_HANDLES } else { 0 };
@@ -1436,6 +1481,37 @@ impl Connection {
         self.chans.contains_key(&chan)
     }
 
+    /// Where the last message sent on rendezvous channel `chan` stands:
+    /// taken, not yet, or never (the channel closed or the connection
+    /// ended first). A `Never` is told once.
+    pub fn take_state(&mut self, chan: ChanId) -> Take {
+        if let Some(c) = self.chans.get(&chan) {
+            return match c.flow.unconfirmed() {
+                0 => Take::Taken,
+                _ if self.is_ended() => Take::Never,
+                _ => Take::Waiting,
+            };
+        }
+        match self.untaken.iter().position(|x| *x == chan) {
+            Some(i) => {
+                self.untaken.swap_remove(i);
+                Take::Never
+            }
+            None => Take::Taken,
+        }
+    }
+
+    /// The send waiting for the last message on rendezvous channel `chan`
+    /// to be taken was given up: nobody will ask [`take_state`].
+    ///
+    /// [`take_state`]: Connection::take_state
+    pub fn give_up_take(&mut self, chan: ChanId) {
+        match self.chans.get_mut(&chan) {
+            Some(c) => c.abandoned = true,
+            None => self.untaken.retain(|x| *x != chan),
+        }
+    }
+
     /// Messages sent on `chan` whose delivery is not yet confirmed.
     pub fn unconfirmed_on(&self, chan: ChanId) -> u64 {
         self.chans.get(&chan).map_or(0, |c| c.flow.unconfirmed())
@@ -1474,6 +1550,7 @@ impl Connection {
                     }
                     return;
                 }
+                Self::confirm_takes(&mut self.out, &mut self.counters, chan, c);
                 c.state = State::Closing;
                 c.flow.unmark();
                 c.skipping = c.assembling.take().is_some();
@@ -1816,6 +1893,18 @@ impl Connection {
             self.state = ConnState::Ended(None);
         }
     }
+}
+
+/// Where a message sent on a rendezvous channel stands
+/// ([`Connection::take_state`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Take {
+    /// The receiving program took it.
+    Taken,
+    /// Not taken yet; the channel is open.
+    Waiting,
+    /// Never taken: the channel closed or the connection ended first.
+    Never,
 }
 
 /// Why a channel could not be opened or allocated.

@@ -31,7 +31,7 @@ mod replay;
 mod tests;
 
 pub use conn::{
-    ChannelCounters, Connection, Counters, Event, HandleDesc, HandleKind, Limits, Role, Side,
+    ChannelCounters, Connection, Counters, Event, HandleDesc, HandleKind, Limits, Role, Side, Take,
 };
 pub use flow::ACK_DELAY;
 pub use frame::{ChanId, CloseCode, Dir, Frame, FrameCodec, Kind, RejectCode};

@@ -1603,6 +1603,86 @@ fn rendezvous_grant_gives_one_credit_only_when_none_is_out_and_all_delivered_was
     assert_eq!(p.a.conn.credit(chan), 1);
 }
 
+/// A rendezvous channel the acceptor sends on, with one message of it
+/// delivered to the dialer (a receive waited) and not yet taken.
+fn rendezvous_in_flight() -> (Pair, ChanId) {
+    let mut p = Pair::connected();
+    let chan = p.d.conn.open("sync", Dir::OpenerReceives, 0, "u8").unwrap();
+    p.drive();
+    p.a.conn.accept(chan, 0);
+    p.drive();
+    assert!(p.d.conn.rendezvous_grant(chan));
+    p.drive();
+    p.a.send(chan, b"v", &[]).unwrap();
+    p.drive();
+    p.clear();
+    assert_eq!(p.a.conn.take_state(chan), Take::Waiting);
+    (p, chan)
+}
+
+#[test]
+fn a_rendezvous_message_taken_before_its_receiver_closes_counts_as_taken() {
+    let (mut p, chan) = rendezvous_in_flight();
+    // Taken, then closed before any transmit: the take's CREDIT still
+    // goes out, ahead of the CLOSE.
+    p.d.conn.credit_update(chan, 0, 1);
+    p.d.conn.close(chan, CloseCode::ReceiverGone, "");
+    p.drive();
+    let sent = p.d.take_sent();
+    assert!(
+        matches!(
+            sent[..],
+            [Frame::Credit { received: 1, .. }, Frame::Close { .. }, ..]
+        ),
+        "{sent:?}"
+    );
+    assert_eq!(p.a.conn.take_state(chan), Take::Taken);
+}
+
+#[test]
+fn a_rendezvous_message_its_receiver_closed_on_was_never_taken_and_is_told_once() {
+    let (mut p, chan) = rendezvous_in_flight();
+    p.d.conn.close(chan, CloseCode::ReceiverGone, "");
+    p.drive();
+    assert!(!p.a.conn.has_channel(chan));
+    assert_eq!(p.a.conn.take_state(chan), Take::Never);
+    assert_eq!(p.a.conn.take_state(chan), Take::Taken, "told once");
+    // Arrival counts for `drain` all the same: nothing stays unconfirmed.
+    assert_eq!(p.a.conn.confirmed_total(), p.a.conn.sent_total());
+}
+
+#[test]
+fn a_rendezvous_message_the_sender_closed_on_before_the_take_was_never_taken() {
+    let (mut p, chan) = rendezvous_in_flight();
+    // The sending side hangs up: the receiver answers without a take.
+    p.a.conn.close(chan, CloseCode::Hangup, "");
+    p.drive();
+    assert_eq!(p.a.conn.take_state(chan), Take::Never);
+}
+
+#[test]
+fn a_rendezvous_message_pending_when_the_connection_ends_was_never_taken() {
+    let (mut p, chan) = rendezvous_in_flight();
+    p.a.conn.abort();
+    assert_eq!(p.a.conn.take_state(chan), Take::Never);
+}
+
+#[test]
+fn a_given_up_rendezvous_wait_leaves_nothing_behind() {
+    // Given up while the channel is open: its close records nothing.
+    let (mut p, chan) = rendezvous_in_flight();
+    p.a.conn.give_up_take(chan);
+    p.d.conn.close(chan, CloseCode::ReceiverGone, "");
+    p.drive();
+    assert_eq!(p.a.conn.take_state(chan), Take::Taken, "nothing recorded");
+    // Given up after the close: the record goes.
+    let (mut p, chan) = rendezvous_in_flight();
+    p.d.conn.close(chan, CloseCode::ReceiverGone, "");
+    p.drive();
+    p.a.conn.give_up_take(chan);
+    assert_eq!(p.a.conn.take_state(chan), Take::Taken, "record dropped");
+}
+
 #[test]
 fn rendezvous_grant_of_more_than_one_is_a_credit_overflow() {
     let mut p = Pair::connected();

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use futures::FutureExt;
-use netchan::{Config, Error, SendError, TrySendError, channel};
+use netchan::{Config, Error, Receiver, SendError, Sender, Session, TrySendError, channel};
 use serde_bytes::ByteBuf;
 
 use crate::support::*;
@@ -320,6 +320,199 @@ async fn sends_fail_with_the_value_once_the_remote_receiver_is_gone(t: Transport
     assert!(tx.send(999).await.is_err(), "a later send fails too");
 }
 over_both!(sends_fail_with_the_value_once_the_remote_receiver_is_gone);
+
+/// A rendezvous channel between `a` and `b` made each way there is: either
+/// side exported, and a sender or a receiver carried in a message (its
+/// other end staying home). The last item keeps the carrying channel.
+async fn rendezvous_channels(
+    a: &Session,
+    b: &Session,
+) -> Vec<(String, Sender<u32>, Receiver<u32>)> {
+    let mut out = Vec::new();
+    for way in Way::ALL {
+        let (tx, rx) = way.channel::<u32>(a, b, 0).await;
+        out.push((format!("{way:?}"), tx, rx));
+    }
+    let (post, mut inbox) = Way::ExportedReceiver.channel::<Sender<u32>>(a, b, 1).await;
+    let (tx, rx) = channel::<u32>(0);
+    send_ok("carry a sender", &post, tx).await;
+    let tx = recv_some("the carried sender", &mut inbox).await;
+    out.push(("a carried sender".into(), tx, rx));
+    let (post, mut inbox) = Way::ExportedReceiver
+        .channel::<Receiver<u32>>(a, b, 1)
+        .await;
+    let (tx, rx) = channel::<u32>(0);
+    send_ok("carry a receiver", &post, rx).await;
+    let rx = recv_some("the carried receiver", &mut inbox).await;
+    out.push(("a carried receiver".into(), tx, rx));
+    out
+}
+
+/// Lets one value travel on a rendezvous channel: a `recv` that waited
+/// and gave up leaves the sender one credit.
+async fn give_up_a_recv(rx: &mut Receiver<u32>) {
+    tokio::select! {
+        r = rx.recv() => panic!("recv completed with no send: {r:?}"),
+        () = tokio::time::sleep(QUIET) => {}
+    }
+}
+
+async fn a_rendezvous_send_nobody_took_fails_with_its_value_when_the_receiver_is_dropped(
+    t: Transport,
+) {
+    let (a, b) = t.connect().await;
+    for travelled in [false, true] {
+        for (how, tx, mut rx) in rendezvous_channels(&a, &b).await {
+            if how == "ExportedSender" {
+                // Waits for the next importer instead (below).
+                continue;
+            }
+            if travelled {
+                give_up_a_recv(&mut rx).await;
+            }
+            let mut send = Box::pin(tx.send(100));
+            stays_pending(&format!("{how}: a rendezvous send"), &mut send).await;
+            drop(rx);
+            match within("the send", &mut send).await {
+                Err(SendError(v, _)) => assert_eq!(v, 100, "{how}"),
+                Ok(()) => panic!(
+                    "{how} (value travelled: {travelled}): a rendezvous send nobody took \
+                     succeeded once the receiver was dropped"
+                ),
+            }
+        }
+    }
+}
+over_both!(a_rendezvous_send_nobody_took_fails_with_its_value_when_the_receiver_is_dropped);
+
+async fn a_rendezvous_value_not_taken_when_the_receiving_side_hangs_up_goes_back_to_its_sender(
+    t: Transport,
+) {
+    let (a, b) = t.connect().await;
+    let name = unique("sync");
+    let mut rx = a.export_receiver::<u32>(&name, 0).expect("export");
+    let tx = within("import", b.import_sender::<u32>(&name))
+        .await
+        .expect("import");
+    give_up_a_recv(&mut rx).await;
+    let mut send = Box::pin(tx.send(100));
+    stays_pending("a rendezvous send", &mut send).await;
+    a.hangup(&name).expect("hangup");
+    match within("the send", &mut send).await {
+        Err(SendError(v, _)) => assert_eq!(v, 100),
+        Ok(()) => panic!("a rendezvous send nobody took succeeded after a hangup"),
+    }
+    // Given back, so not received too.
+    recv_end("the hung-up receiver", &mut rx).await;
+}
+over_both!(a_rendezvous_value_not_taken_when_the_receiving_side_hangs_up_goes_back_to_its_sender);
+
+async fn a_rendezvous_receiver_dropped_at_any_moment_loses_and_duplicates_nothing(t: Transport) {
+    let (a, b) = t.connect().await;
+    for round in 0..24u64 {
+        for (how, tx, mut rx) in rendezvous_channels(&a, &b).await {
+            if how == "ExportedSender" {
+                // Its sends wait for the next importer instead.
+                continue;
+            }
+            let stop = Duration::from_micros(round * 250);
+            let receiver = tokio::spawn(async move {
+                let mut got = Vec::new();
+                let deadline = tokio::time::sleep(stop);
+                tokio::pin!(deadline);
+                loop {
+                    tokio::select! {
+                        r = rx.recv() => match r {
+                            Ok(Some(v)) => got.push(v),
+                            other => panic!("recv: {other:?}"),
+                        },
+                        () = &mut deadline => break,
+                    }
+                }
+                drop(rx);
+                got
+            });
+            let mut sent = Vec::new();
+            let mut back = None;
+            for v in 0..10_000u32 {
+                match within("a send", tx.send(v)).await {
+                    Ok(()) => sent.push(v),
+                    Err(SendError(v, _)) => {
+                        back = Some(v);
+                        break;
+                    }
+                }
+            }
+            let got = within("the receiver", receiver).await.expect("receiver");
+            assert_eq!(
+                got, sent,
+                "{how}, round {round}: received exactly the values whose send succeeded"
+            );
+            assert_eq!(back, Some(sent.len() as u32), "{how}, round {round}");
+        }
+    }
+}
+over_both!(a_rendezvous_receiver_dropped_at_any_moment_loses_and_duplicates_nothing);
+
+async fn a_rendezvous_value_an_importer_left_untaken_goes_to_the_next_importer(t: Transport) {
+    let (a, b) = t.connect().await;
+    let name = unique("work");
+    let tx = a.export_sender::<u32>(&name).expect("export");
+    for (round, travelled) in [false, true, false, true].into_iter().enumerate() {
+        let round = round as u32;
+        let mut rx = within("import", b.import_receiver::<u32>(&name, 0))
+            .await
+            .expect("import");
+        if travelled {
+            give_up_a_recv(&mut rx).await;
+        }
+        let mut send = Box::pin(tx.send(round));
+        stays_pending("a rendezvous send", &mut send).await;
+        drop(rx);
+        stays_pending("a rendezvous send with no importer left", &mut send).await;
+        let mut next = within("import again", b.import_receiver::<u32>(&name, 0))
+            .await
+            .expect("import again");
+        let (got, sent) = within("the next importer takes the value", async {
+            tokio::join!(next.recv(), &mut send)
+        })
+        .await;
+        assert_eq!(
+            got.expect("recv"),
+            Some(round),
+            "value travelled: {travelled}"
+        );
+        sent.expect("the send completes once the next importer took the value");
+        receives_nothing("after the one value", &mut next).await;
+    }
+}
+over_both!(a_rendezvous_value_an_importer_left_untaken_goes_to_the_next_importer);
+
+async fn a_rendezvous_send_nobody_took_fails_with_its_value_when_the_connection_is_cut(
+    t: Transport,
+) {
+    for travelled in [false, true] {
+        for i in 0..4 {
+            let mut c = t.connect_cuttable().await;
+            let (how, tx, mut rx) = rendezvous_channels(&c.a, &c.b).await.swap_remove(i);
+            if travelled {
+                give_up_a_recv(&mut rx).await;
+            }
+            let mut send = Box::pin(tx.send(100));
+            stays_pending(&format!("{how}: a rendezvous send"), &mut send).await;
+            c.cut().await;
+            match within("the send", &mut send).await {
+                Err(SendError(v, _)) => assert_eq!(v, 100, "{how}"),
+                Ok(()) => panic!(
+                    "{how} (value travelled: {travelled}): a rendezvous send nobody took \
+                     succeeded once the connection was cut"
+                ),
+            }
+            drop(rx);
+        }
+    }
+}
+over_both!(a_rendezvous_send_nobody_took_fails_with_its_value_when_the_connection_is_cut);
 
 // --------------------------------------------------------------- select-safe
 
