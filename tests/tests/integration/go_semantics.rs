@@ -529,6 +529,50 @@ async fn rendezvous_send_completes_only_once_recv_took_the_value(t: Transport, e
 }
 every_way!(rendezvous_send_completes_only_once_recv_took_the_value);
 
+async fn a_rendezvous_value_never_taken_goes_back_when_the_receiver_goes(t: Transport, ends: Ends) {
+    let mut link = ends.link(t, 0).await;
+    // A recv that waited and gave up lets one value travel.
+    tokio::select! {
+        r = link.rx.recv() => panic!("{ends:?}: recv completed with no send: {r:?}"),
+        () = tokio::time::sleep(QUIET) => {}
+    }
+    let mut waiting = spawn_send(&link.tx, 100);
+    stays_pending(&format!("{ends:?}: a rendezvous send"), &mut waiting).await;
+    let Link {
+        tx,
+        rx,
+        sending,
+        sessions,
+        exporter,
+        ..
+    } = link;
+    drop(rx);
+    match ends {
+        // An exported sender keeps the value for its next importer.
+        Ends::ExportedSender | Ends::ExportersSender => {
+            stays_pending(
+                &format!("{ends:?}: the send, with no importer left"),
+                &mut waiting,
+            )
+            .await;
+            waiting.abort();
+        }
+        _ => match within("the send", &mut waiting).await {
+            Ok(Err(v)) => assert_eq!(v, 100, "{ends:?}"),
+            Ok(Ok(())) => panic!("{ends:?}: a rendezvous send nobody took succeeded"),
+            Err(e) => panic!("{ends:?}: the sending task failed: {e}"),
+        },
+    }
+    drop((tx, sending));
+    for s in sessions {
+        within("close a session", s.close()).await;
+    }
+    if let Some(exp) = exporter {
+        within("shut the exporter down", exp.shutdown()).await;
+    }
+}
+every_way!(a_rendezvous_value_never_taken_goes_back_when_the_receiver_goes);
+
 // ------------------------------------------------ an inbox outlives its importers
 
 /// Importers that take turns.
