@@ -29,7 +29,7 @@ use queue::{Item, Push, Queue};
 use route::{Attempt, Route};
 
 use crate::Message;
-use crate::conn::{Conn, ConnRef, LARGE_MESSAGE, SENT_LARGE};
+use crate::conn::{Conn, ConnRef, SENT_LARGE, aside};
 use crate::error::{RecvError, SendError, SendErrorKind, TryRecvError, TrySendError};
 use crate::proto::Take;
 
@@ -418,15 +418,16 @@ async fn send_remote<T: Message>(
     value: T,
     direct: bool,
 ) -> Result<(), (T, SendErrorKind)> {
-    // After a large value, the next is encoded on the blocking pool: a
-    // row of large values does not hold this runtime for their encoding.
+    // After a large value (`aside`), the next is encoded on the blocking
+    // pool: a row of large values does not hold this runtime for their
+    // encoding.
     let (value, mut pre) = if r.large.load(Ordering::Relaxed) {
         encode_aside(r, value).await
     } else {
         (value, None)
     };
     if let Some((_, body)) = &pre {
-        if body.len() < LARGE_MESSAGE {
+        if !aside(body.len()) {
             r.large.store(false, Ordering::Relaxed);
         }
     }
@@ -470,8 +471,11 @@ async fn send_remote<T: Message>(
         drop(waited);
         return match outcome {
             Attempt::Sent(rendezvous) => {
-                if SENT_LARGE.with(|l| l.replace(false)) {
-                    r.large.store(true, Ordering::Relaxed);
+                let large = SENT_LARGE.with(|l| l.replace(0));
+                if large > 0 {
+                    if aside(large) {
+                        r.large.store(true, Ordering::Relaxed);
+                    }
                     std::future::poll_fn(|cx| {
                         spend_budget(cx);
                         Poll::Ready(())
@@ -592,12 +596,13 @@ impl<T: Message> Receiver<T> {
             } => {
                 self.queue.taken_from(&link);
                 let conn = link.conn().clone();
-                if data.len() < LARGE_MESSAGE {
+                if !aside(data.len()) {
                     let r = embed::decode::<T>(&conn, &data, handles);
                     return Poll::Ready(self.decoded(&conn, r));
                 }
                 // A large message decodes on a blocking thread, so this
-                // runtime's other tasks (other channels) go on meanwhile.
+                // runtime's other tasks (other channels) go on meanwhile
+                // (see `aside` for which messages are large here).
                 let c = conn.clone();
                 let task = conn
                     .rt

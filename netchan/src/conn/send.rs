@@ -25,9 +25,36 @@ pub(crate) enum SendOutcome {
 /// the task doing it yields to the runtime's other tasks soon after.
 pub(crate) const LARGE_MESSAGE: usize = 256 << 10;
 
+/// On a multi-thread runtime, messages from this size on are encoded and
+/// decoded on the blocking pool; smaller ones in the task (see
+/// [`aside`]).
+const ASIDE_ON_MANY_WORKERS: usize = 4 << 20;
+
+/// Whether a message of `len` bytes is encoded or decoded on tokio's
+/// blocking pool rather than in the task that sends or receives it.
+///
+/// On a one-thread runtime every large message is: the runtime's other
+/// tasks (other channels) go on meanwhile, and the work runs on another
+/// core. On a multi-thread runtime the other workers already go on and
+/// already use the cores, so the hand-over costs more than it gives below
+/// a few megabytes: measured with the bench's 1 MiB Pipe rows, both sides
+/// on one two-worker runtime, the hand-over took a third of the CPU per
+/// megabyte.
+pub(crate) fn aside(len: usize) -> bool {
+    len >= LARGE_MESSAGE
+        && (len >= ASIDE_ON_MANY_WORKERS
+            || !tokio::runtime::Handle::try_current().is_ok_and(|h| {
+                matches!(
+                    h.runtime_flavor(),
+                    tokio::runtime::RuntimeFlavor::MultiThread
+                )
+            }))
+}
+
 thread_local! {
-    /// Set by a send of at least [`LARGE_MESSAGE`] bytes on this thread.
-    pub(crate) static SENT_LARGE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    /// The size of the last send of at least [`LARGE_MESSAGE`] bytes on
+    /// this thread (0: none since it was last looked at).
+    pub(crate) static SENT_LARGE: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
 }
 
 /// A channel handle inside an outgoing message, attached to the
@@ -128,11 +155,11 @@ impl Conn {
                 }
             }
         }
-        let large = body.len() >= LARGE_MESSAGE;
+        let large = (body.len() >= LARGE_MESSAGE).then_some(body.len());
         match inner.proto.send_message(chan, body, &descs) {
             Ok(()) => {
-                if large {
-                    SENT_LARGE.with(|l| l.set(true));
+                if let Some(len) = large {
+                    SENT_LARGE.with(|l| l.set(len));
                 }
                 let rendezvous = inner.proto.capacity_of(chan) == 0;
                 let wake = match parked.as_mut().and_then(|p| p.as_mut()) {
@@ -153,5 +180,33 @@ impl Conn {
                 codec::type_name::<T>()
             ))),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{ASIDE_ON_MANY_WORKERS, LARGE_MESSAGE, aside};
+
+    #[test]
+    fn large_messages_go_aside_on_one_thread_and_only_very_large_ones_on_many() {
+        let one = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        one.block_on(async {
+            assert!(!aside(LARGE_MESSAGE - 1));
+            assert!(aside(LARGE_MESSAGE));
+            assert!(aside(1 << 20));
+        });
+        let many = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .build()
+            .unwrap();
+        many.block_on(async {
+            assert!(!aside(LARGE_MESSAGE));
+            assert!(!aside(1 << 20));
+            assert!(aside(ASIDE_ON_MANY_WORKERS));
+        });
+        // Outside a runtime (a drop, a blocking thread): as on one thread.
+        assert!(aside(LARGE_MESSAGE));
     }
 }
