@@ -254,7 +254,30 @@ impl<T: Message> Sender<T> {
         })
     }
 
-    /// Sends `value` only if that is possible without waiting.
+    /// Sends `value` only if that is possible without waiting: there is
+    /// room in the receiving end's buffer (as far as this side knows), or
+    /// on a rendezvous channel (capacity 0) a `recv` is waiting. Otherwise
+    /// `Err(TrySendError::Full(value))`, or `Closed(value)` once the
+    /// channel is closed.
+    ///
+    /// On a rendezvous channel the value goes to the `recv` that waited.
+    /// `try_send` does not wait for the take: if that `recv` is given up
+    /// before it takes the value, the value waits for the next `recv`, and
+    /// is dropped if the receiver is dropped first. Use `send` where a
+    /// rendezvous must be confirmed.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// use netchan::TrySendError;
+    ///
+    /// let (tx, mut rx) = netchan::channel::<u32>(1);
+    /// tx.try_send(1).unwrap();
+    /// assert!(matches!(tx.try_send(2), Err(TrySendError::Full(2))));
+    /// assert_eq!(rx.recv().await.unwrap(), Some(1));
+    /// tx.try_send(2).unwrap();
+    /// # }
+    /// ```
     pub fn try_send(&self, value: T) -> Result<(), TrySendError<T>> {
         match &self.shared.target {
             Target::Local(q) => {
