@@ -400,9 +400,37 @@ async fn finish(mut app: App, watch: Session, feed: &Feed, script: &Script) {
             cut || shut,
             "the driver ended without shutting its stream down after {why}"
         );
+    } else if !failed {
+        // A close timeout shorter than the stream's pauses lets `close`
+        // return while the writer still writes what was queued before the
+        // goodbye: judge the output once the writer is done.
+        writer_done(feed, &why).await;
     }
     check_output(feed, script, failed);
     drop(app);
+}
+
+/// Waits until the session's writer shut its stream down or a write
+/// failed, as long as it makes progress: only a wait without a byte
+/// written is a hang.
+async fn writer_done(feed: &Feed, why: &netchan::Error) {
+    let mut seen = usize::MAX;
+    let mut since = tokio::time::Instant::now();
+    loop {
+        let (out, cut, shut) = feed.output();
+        if cut || shut {
+            return;
+        }
+        if out.len() != seen {
+            seen = out.len();
+            since = tokio::time::Instant::now();
+        }
+        assert!(
+            since.elapsed() < HANG,
+            "hang: the writer neither finished nor wrote a byte within {HANG:?} after {why}"
+        );
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
 }
 
 fn check_output(feed: &Feed, script: &Script, failed: bool) {
