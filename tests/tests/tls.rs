@@ -376,21 +376,24 @@ async fn read_to_end(what: &str, r: &mut Pipe) -> Vec<u8> {
 /// An exporter on loopback with a fresh self-signed identity, a client
 /// session that pins it, and the pin.
 async fn self_signed_pair() -> (Exporter, Session, Fingerprint) {
+    self_signed_pair_on("127.0.0.1:0").await
+}
+
+/// [`self_signed_pair`] with the exporter bound to `bind` (any port); the
+/// client dials it over loopback.
+async fn self_signed_pair_on(bind: &str) -> (Exporter, Session, Fingerprint) {
     let id = Identity::self_signed(&["localhost", "127.0.0.1"]).expect("self-signed");
     let pin = id.fingerprint();
     let exp = within(
         "bind",
-        Exporter::bind_with(
-            "127.0.0.1:0",
-            Config::default().tls_server(ServerTls::new(id)),
-        ),
+        Exporter::bind_with(bind, Config::default().tls_server(ServerTls::new(id))),
     )
     .await
     .expect("bind with TLS");
     let client = within(
         "connect",
         Session::connect_with(
-            exp.local_addr(),
+            ("127.0.0.1", exp.local_addr().port()),
             Config::default().tls_client(ClientTls::pinned(pin)),
         ),
     )
@@ -1302,26 +1305,8 @@ async fn binding_a_non_loopback_address_succeeds_with_allow_plaintext_or_with_tl
         within("close", s.close()).await;
         within("shutdown", exp.shutdown()).await;
 
-        let id = Identity::self_signed(&["localhost"]).expect("self-signed");
-        let pin = id.fingerprint();
-        let exp = within(
-            "bind 0.0.0.0 with TLS",
-            Exporter::bind_with(
-                "0.0.0.0:0",
-                Config::default().tls_server(ServerTls::new(id)),
-            ),
-        )
-        .await
-        .expect("TLS may serve on any address");
-        let s = within(
-            "connect with TLS",
-            Session::connect_with(
-                ("127.0.0.1", exp.local_addr().port()),
-                Config::default().tls_client(ClientTls::pinned(pin)),
-            ),
-        )
-        .await
-        .expect("connect with TLS");
+        // TLS may serve on any address.
+        let (exp, s, _) = self_signed_pair_on("0.0.0.0:0").await;
         within("close", s.close()).await;
         within("shutdown", exp.shutdown()).await;
     })
