@@ -175,9 +175,36 @@ fn stdin_line() -> Option<String> {
     }
 }
 
-/// Idle memory, server side: listens, reports its address and baseline
-/// memory, then on `measure` waits until `n` connections (or channels)
-/// are open, and reports its memory again.
+/// The baseline of an idle-memory measurement: the process's memory once
+/// the first connection (or channel) is open, so that what the first one
+/// costs once for the whole process (code paged in on first use, the
+/// runtime's and the connection's own buffers) is not counted per
+/// connection; and how many were open by then (read after the memory, so
+/// it counts every one the baseline includes). `fallback` (and 0) if none
+/// opens before `limit`.
+fn marginal_base(ctl: &Ctl, fallback: ProcStats, limit: Instant) -> (ProcStats, u64) {
+    while ctl.count.load(Ordering::Relaxed) == 0 && ctl.error().is_none() {
+        if Instant::now() >= limit {
+            return (fallback, 0);
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let base = ProcStats::now();
+    (base, ctl.count.load(Ordering::Relaxed))
+}
+
+/// KiB of RSS per connection (or channel): the growth since `base` over
+/// the ones opened since (`n` in all, `before` of them already counted
+/// in `base`).
+fn per_one(base: ProcStats, now: ProcStats, n: usize, before: u64) -> f64 {
+    let opened = (n as u64).saturating_sub(before).max(1);
+    now.rss_kib.saturating_sub(base.rss_kib) as f64 / opened as f64
+}
+
+/// Idle memory, server side: listens and reports its address, reads its
+/// baseline memory once the first connection (or channel) is open (see
+/// [`marginal_base`]), then on `measure` waits until `n` are open, and
+/// reports its growth per connection (or channel).
 pub(crate) fn run_idle_server(c: Contender, w: Workload, n: usize, flavor: Flavor) -> ! {
     let start = Instant::now();
     crate::harness::install_panic_hook();
@@ -199,6 +226,13 @@ pub(crate) fn run_idle_server(c: Contender, w: Workload, n: usize, flavor: Flavo
     };
     std::thread::sleep(Duration::from_millis(100));
     let base = ProcStats::now();
+    // The baseline is read when the first one opens, long before the
+    // parent asks for the measure (once the client side is done).
+    let watch = {
+        let ctl = ctl.clone();
+        let limit = Instant::now() + Duration::from_secs(300);
+        std::thread::spawn(move || marginal_base(&ctl, base, limit))
+    };
     println!("{READY_TAG}{addr}");
     if stdin_line().as_deref() != Some("measure") {
         std::process::exit(0);
@@ -214,15 +248,17 @@ pub(crate) fn run_idle_server(c: Contender, w: Workload, n: usize, flavor: Flavo
     std::thread::sleep(Duration::from_millis(300));
     let got = ctl.count.load(Ordering::Relaxed);
     let now = ProcStats::now();
+    // Done once one opened; otherwise (nothing opened) the first baseline.
+    let (base, before) = match watch.is_finished() {
+        true => watch.join().unwrap_or((base, 0)),
+        false => (base, 0),
+    };
     let mut error = ctl.error();
     if error.is_none() && (got as usize) < n {
         error = Some(format!("only {got} of {n} opened on the server side"));
     }
     let mut metrics = BTreeMap::new();
-    metrics.insert(
-        "server".into(),
-        now.rss_kib.saturating_sub(base.rss_kib) as f64 / n as f64,
-    );
+    metrics.insert("server".into(), per_one(base, now, n, before));
     let r = ChildResult {
         metrics,
         error,
@@ -238,7 +274,9 @@ pub(crate) fn run_idle_server(c: Contender, w: Workload, n: usize, flavor: Flavo
 }
 
 /// Idle memory, client side: opens `n` connections (or channels) to
-/// `addr`, reports its memory growth, and holds them until stdin ends.
+/// `addr`, reports its memory growth per connection (or channel) from
+/// when the first was open (see [`marginal_base`]), and holds them until
+/// stdin ends.
 pub(crate) fn run_idle_client(
     c: Contender,
     w: Workload,
@@ -256,7 +294,9 @@ pub(crate) fn run_idle_client(
     };
     let base = ProcStats::now();
     spawn_side("client", flavor, contenders::idle_client(c, env, n, addr));
-    let ok = ctl.wait_ready(1, Duration::from_secs(180));
+    let limit = Instant::now() + Duration::from_secs(180);
+    let (base, before) = marginal_base(&ctl, base, limit);
+    let ok = ctl.wait_ready(1, limit.saturating_duration_since(Instant::now()));
     std::thread::sleep(Duration::from_millis(300));
     let got = ctl.count.load(Ordering::Relaxed);
     let now = ProcStats::now();
@@ -267,10 +307,7 @@ pub(crate) fn run_idle_client(
         ));
     }
     let mut metrics = BTreeMap::new();
-    metrics.insert(
-        "client".into(),
-        now.rss_kib.saturating_sub(base.rss_kib) as f64 / n as f64,
-    );
+    metrics.insert("client".into(), per_one(base, now, n, before));
     let r = ChildResult {
         metrics,
         error,

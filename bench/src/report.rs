@@ -359,6 +359,8 @@ impl Report {
              (main) thread, the runtime threads of the shape (`current`: one per side; `multi`: each side's \
              `block_on` thread and its worker; `shared`: the two workers), and whatever the contender starts \
              (tokio's blocking pool, remoc's (de)serialization threads). The baseline is 3 in `current` and `shared`. \
+             The idle rows are KiB of RSS per connection (or channel): each side's growth from when its first one \
+             was open to when all were, divided by the number opened in between. \
              Rows starting “TLS:” repeat the plaintext workload of the same name over TLS 1.3 \
              (rustls with ring, a self-signed certificate made in each child): netchan through \
              `Config::tls_server` / `tls_client` with the client pinning that certificate, raw as \
