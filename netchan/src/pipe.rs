@@ -13,20 +13,26 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use crate::channel::{Receiver, Sender, channel};
-use crate::error::{RecvError, SendError};
+use crate::error::{RecvError, SendError, SendErrorKind};
 
 /// Bytes carried by one message of a pipe: large writes are cut into
-/// pieces of this size. The connection splits each into chunks of its own
+/// pieces of this size, or smaller ones where the peer accepts less (a
+/// `Pipe`'s `piece`). The connection splits each into chunks of its own
 /// (64 KiB by default), so a pipe still shares the connection fairly.
-const PIPE_CHUNK: usize = 256 * 1024;
+const PIPE_CHUNK: usize = 1024 * 1024;
 /// Messages buffered per direction.
 const PIPE_CAPACITY: usize = 8;
+/// What a piece's encoding adds to its bytes at most: the length prefix
+/// (a varint of up to 9 bytes in bincode, 10 in postcard).
+const PIECE_OVERHEAD: usize = 16;
 
 /// One piece of a pipe's byte stream.
 #[derive(Serialize, Deserialize)]
 struct Chunk(#[serde(with = "serde_bytes")] Vec<u8>);
 
-type WriteFuture = Pin<Box<dyn Future<Output = Result<(), SendError<Chunk>>> + Send>>;
+/// A write that did not complete at once: `Ok(Some(piece))` when the
+/// peer's message limit made it cut its bytes into pieces of `piece`.
+type WriteFuture = Pin<Box<dyn Future<Output = io::Result<Option<usize>>> + Send>>;
 
 /// One end of a byte pipe: what is written at one end is read at the
 /// other. Each end is tokio `AsyncRead + AsyncWrite`, and may travel inside
@@ -34,6 +40,11 @@ type WriteFuture = Pin<Box<dyn Future<Output = Result<(), SendError<Chunk>>> + S
 ///
 /// `shutdown()` gives the other end end-of-file after every byte written
 /// before it.
+///
+/// Writes go out as messages of up to 1 MiB, fewer bytes where the peer's
+/// [`Config::max_message_len`](crate::Config::max_message_len) is lower:
+/// a write of any size succeeds, as on a socket. Each direction buffers
+/// up to 8 such messages for a reader that is behind; a writer then waits.
 ///
 /// ```
 /// use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -54,6 +65,10 @@ pub struct Pipe {
     unread: Bytes,
     eof: bool,
     writing: Mutex<Option<WriteFuture>>,
+    /// The largest piece a write sends as one message: [`PIPE_CHUNK`],
+    /// less once the peer refused a piece as larger than its
+    /// [`Config::max_message_len`](crate::Config::max_message_len).
+    piece: usize,
 }
 
 impl fmt::Debug for Pipe {
@@ -80,27 +95,55 @@ impl Pipe {
             unread: Bytes::new(),
             eof: false,
             writing: Mutex::new(None),
+            piece: PIPE_CHUNK,
         }
     }
 
     fn poll_pending_write(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let slot = self.writing.get_mut().unwrap_or_else(|p| p.into_inner());
         if let Some(fut) = slot.as_mut() {
-            let r = fut.as_mut().poll(cx);
-            match r {
-                Poll::Pending => return Poll::Pending,
-                Poll::Ready(r) => {
-                    *slot = None;
-                    if r.is_err() {
-                        return Poll::Ready(Err(io::Error::new(
-                            io::ErrorKind::BrokenPipe,
-                            "pipe closed by the other end",
-                        )));
-                    }
-                }
-            }
+            let r = std::task::ready!(fut.as_mut().poll(cx));
+            *slot = None;
+            self.wrote(r)?;
         }
         Poll::Ready(Ok(()))
+    }
+
+    /// Takes note of a finished write: the piece size the peer accepts.
+    fn wrote(&mut self, r: io::Result<Option<usize>>) -> io::Result<()> {
+        if let Some(piece) = r? {
+            self.piece = piece;
+        }
+        Ok(())
+    }
+}
+
+/// Sends `bytes` as one message; if the peer refuses it as larger than its
+/// message limit, as pieces small enough for that limit, in order.
+/// `Ok(Some(piece))` gives the size of those pieces.
+async fn write_piece(tx: Sender<Chunk>, bytes: Vec<u8>) -> io::Result<Option<usize>> {
+    let (bytes, limit) = match tx.send(Chunk(bytes)).await {
+        Ok(()) => return Ok(None),
+        Err(SendError(Chunk(bytes), SendErrorKind::TooLarge { limit, .. })) => (bytes, limit),
+        Err(SendError(_, why)) => return Err(write_error(why)),
+    };
+    let piece = limit.saturating_sub(PIECE_OVERHEAD).max(1);
+    for part in bytes.chunks(piece) {
+        tx.send(Chunk(part.to_vec()))
+            .await
+            .map_err(|SendError(_, why)| write_error(why))?;
+    }
+    Ok(Some(piece))
+}
+
+/// The I/O error for a write the pipe's channel refused.
+fn write_error(why: SendErrorKind) -> io::Error {
+    match why {
+        SendErrorKind::Closed => {
+            io::Error::new(io::ErrorKind::BrokenPipe, "pipe closed by the other end")
+        }
+        SendErrorKind::ConnectionLost(e) => io::Error::new(io::ErrorKind::BrokenPipe, e),
+        other => io::Error::other(other.to_string()),
     }
 }
 
@@ -154,20 +197,15 @@ impl AsyncWrite for Pipe {
         if buf.is_empty() {
             return Poll::Ready(Ok(0));
         }
-        let n = buf.len().min(PIPE_CHUNK);
-        let chunk = Chunk(buf[..n].to_vec());
-        let mut fut: WriteFuture = Box::pin(async move { tx.send(chunk).await });
+        let n = buf.len().min(this.piece);
+        let mut fut: WriteFuture = Box::pin(write_piece(tx, buf[..n].to_vec()));
         // Most writes complete at once; otherwise the bytes are accepted
         // and the send finishes on the next write, flush or shutdown.
-        if let Poll::Ready(r) = fut.as_mut().poll(cx) {
-            if r.is_err() {
-                return Poll::Ready(Err(io::Error::new(
-                    io::ErrorKind::BrokenPipe,
-                    "pipe closed by the other end",
-                )));
+        match fut.as_mut().poll(cx) {
+            Poll::Ready(r) => this.wrote(r)?,
+            Poll::Pending => {
+                *this.writing.get_mut().unwrap_or_else(|p| p.into_inner()) = Some(fut);
             }
-        } else {
-            *this.writing.get_mut().unwrap_or_else(|p| p.into_inner()) = Some(fut);
         }
         Poll::Ready(Ok(n))
     }

@@ -882,11 +882,23 @@ fn try_error(e: RecvError) -> TryRecvError {
 /// (see [`Queue::set_relay`]): a value is taken only when the remote
 /// channel has room, and its local sender is told once it went on, or
 /// given it back if it could not.
-pub(crate) async fn relay<T: Message>(mut rx: Receiver<T>, route: Arc<Route>) {
-    let queue = rx.queue.clone();
-    queue.set_relay();
+///
+/// The queue follows the relay's rule from the call on, before the task
+/// runs: a send made once the message carrying the receiver went out
+/// completes only when the relay sent its value on, or gives it back.
+pub(crate) fn relay<T: Message>(
+    rx: Receiver<T>,
+    route: Arc<Route>,
+) -> impl Future<Output = ()> + Send + 'static {
+    rx.queue.set_relay();
     // Senders already waiting for room re-check it under the new rule.
-    queue.space.notify_waiters();
+    rx.queue.space.notify_waiters();
+    relay_values(rx, route)
+}
+
+/// The relay task of [`relay`].
+async fn relay_values<T: Message>(mut rx: Receiver<T>, route: Arc<Route>) {
+    let queue = rx.queue.clone();
     let tx = Sender::from_route(route.clone(), None);
     loop {
         if !route.ready().await {
@@ -895,6 +907,13 @@ pub(crate) async fn relay<T: Message>(mut rx: Receiver<T>, route: Arc<Route>) {
         match rx.recv().await {
             Ok(Some(v)) => match tx.send(v).await {
                 Ok(()) => queue.relay_done(None),
+                // Refused on its own (too large for the peer, does not
+                // encode): its sender gets it back and why, and the
+                // channel goes on, as for a direct send.
+                Err(SendError(
+                    v,
+                    why @ (SendErrorKind::TooLarge { .. } | SendErrorKind::Invalid(_)),
+                )) => queue.relay_refused(v, why),
                 Err(SendError(v, _)) => {
                     queue.relay_done(Some(v));
                     return;

@@ -259,8 +259,6 @@ impl<T> Queue<T> {
     /// The relay refused the value it took, for a reason of its own (it
     /// does not encode, it is too large): its sender gets it back with
     /// `why`, and the channel goes on.
-    // Used by the `nats` backend only.
-    #[cfg_attr(not(feature = "nats"), allow(dead_code))]
     pub(crate) fn relay_refused(&self, value: T, why: SendErrorKind) {
         let mut st = lock(&self.st);
         if let Some(seq) = st.relaying.take() {

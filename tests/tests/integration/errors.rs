@@ -76,6 +76,40 @@ async fn an_oversized_send_gives_too_large_as_its_reason(t: Transport) {
 }
 over_both!(an_oversized_send_gives_too_large_as_its_reason);
 
+/// A local channel whose receiver travelled to the peer: a value too large
+/// for the peer comes back to its sender with the reason, and the channel
+/// goes on, as on a channel made remote from the start.
+async fn an_oversized_send_to_a_travelled_receiver_comes_back_and_the_channel_goes_on(
+    t: Transport,
+) {
+    let (a, b) = t
+        .connect_with(Config::default().max_message_len(LIMIT_BYTES))
+        .await;
+    for way in Way::ALL {
+        let (post, mut inbox) = way.channel::<netchan::Receiver<Vec<u8>>>(&a, &b, 1).await;
+        let (tx, rx) = netchan::channel::<Vec<u8>>(2);
+        send_ok("send the receiver", &post, rx).await;
+        let mut rx = recv_some("the receiver arrives", &mut inbox).await;
+        send_ok("a small value first", &tx, vec![1]).await;
+        match within("an oversized send", tx.send(vec![7u8; 4000])).await {
+            Err(SendError(v, SendErrorKind::TooLarge { size, limit })) => {
+                assert_eq!(v.len(), 4000, "{way:?}: the value comes back");
+                assert_eq!(size, 4003, "{way:?}: the encoded size");
+                assert_eq!(limit, LIMIT_BYTES, "{way:?}: the peer's limit");
+            }
+            Err(e) => panic!("{way:?}: expected TooLarge, got {e:?}"),
+            Ok(()) => panic!("{way:?}: an oversized value was sent"),
+        }
+        assert!(!tx.is_closed(), "{way:?}: the channel is open");
+        send_ok("a small value after the refused one", &tx, vec![2]).await;
+        assert_eq!(recv_some("the first value", &mut rx).await, vec![1]);
+        assert_eq!(recv_some("the value after", &mut rx).await, vec![2]);
+        drop(tx);
+        recv_end("then the clean end", &mut rx).await;
+    }
+}
+over_both!(an_oversized_send_to_a_travelled_receiver_comes_back_and_the_channel_goes_on);
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_send_on_a_local_channel_whose_receiver_is_gone_gives_closed_as_its_reason() {
     bounded(async {

@@ -126,3 +126,47 @@ async fn dropping_a_travelled_pipe_end_gives_the_other_end_end_of_file(t: Transp
     assert_eq!(read_to_end(&mut mine).await, b"last words");
 }
 over_both!(dropping_a_travelled_pipe_end_gives_the_other_end_end_of_file);
+
+/// One write larger than the peer's message limit: the pipe cuts it into
+/// messages the peer accepts, whatever that limit is (as a stream socket
+/// takes any write), and the bytes arrive whole.
+async fn a_write_larger_than_the_peers_message_limit_arrives_whole(t: Transport) {
+    for limit in [1 << 10, 64 << 10, 300 << 10, 2 << 20] {
+        let (a, b) = t
+            .connect_with(netchan::Config::default().max_message_len(limit))
+            .await;
+        for (dir, from, to) in [
+            ("dialler to acceptor", &a, &b),
+            ("acceptor to dialler", &b, &a),
+        ] {
+            let (post, mut inbox) = Way::ExportedReceiver.channel::<Pipe>(to, from, 1).await;
+            let (mine, theirs) = pipe();
+            send_ok("send a pipe end", &post, theirs).await;
+            let remote = recv_some("the pipe end arrives", &mut inbox).await;
+            // Both ways: the end kept home writes through the channel
+            // whose receiver travelled, the travelled end straight to it.
+            let (mut from, mut to) = (mine, remote);
+            for (way, seed) in [("home to travelled end", 5), ("travelled end to home", 6)] {
+                let out = pattern(3 << 20, seed);
+                let writer = tokio::spawn({
+                    let out = out.clone();
+                    async move {
+                        from.write_all(&out).await?;
+                        from.shutdown().await?;
+                        Ok::<_, std::io::Error>(from)
+                    }
+                });
+                assert!(
+                    read_to_end(&mut to).await == out,
+                    "{dir}, {way}, limit {limit}: one 3 MiB write arrives intact"
+                );
+                let done = within("writer", writer).await.expect("writer");
+                let wrote = done.unwrap_or_else(|e| {
+                    panic!("{dir}, {way}, limit {limit}: the write failed: {e}")
+                });
+                (from, to) = (to, wrote);
+            }
+        }
+    }
+}
+over_both!(a_write_larger_than_the_peers_message_limit_arrives_whole);
