@@ -35,12 +35,14 @@ use crate::{Message, codec};
 /// Call [`close().await`](Session::close) before `main` returns: it sends
 /// what is still queued, says goodbye and waits for the peer. Otherwise,
 /// when `main` returns, the runtime drops the session's background tasks
-/// without running them again. netchan then writes the goodbye itself as
-/// the last handle drops, if the socket takes it at once: the peer sees a
-/// clean close (`Error::Closed`) in the usual case. But values still
-/// waiting for credit or for the socket, and a goodbye that a full socket
-/// buffer or a handle kept elsewhere (another task, a static) holds back,
-/// are lost, and the peer then reports the connection lost.
+/// without running them again. netchan then writes the goodbye itself, as
+/// the last handle drops or at the latest as the runtime drops those
+/// tasks, if the socket takes it at once: the peer sees a clean close
+/// (`Error::Closed`) in the usual case. But values still waiting for
+/// credit, and whatever a full socket buffer holds back (the goodbye
+/// included), are lost, and the peer then reports the connection lost. A
+/// session whose runtime shut down is closed, also if a handle of it is
+/// kept elsewhere (a static, another runtime).
 ///
 /// # Logging
 ///

@@ -103,9 +103,38 @@ pub(crate) fn spawn_link<T: crate::transport::Halves>(
     let c2 = conn.clone();
     conn.rt.spawn(async move {
         let _release = ReleaseParked(&c2, link.epoch);
+        let mut last = LastWord {
+            conn: &c2,
+            cut_short: true,
+        };
         writer(&c2, &link, Box::new(wr)).await;
+        last.cut_short = false;
         finish(&c2, &link);
     });
+}
+
+/// Says goodbye when a runtime that shuts down (a program returning from
+/// `main`) drops the writer task unfinished: nothing will drive the
+/// connection again, so what is queued (the closes of the channels the
+/// program's last handles left, the values sent before) goes now, with
+/// the goodbye, if the stream is parked and takes it at once. The last
+/// handles' own attempt ([`write_now`]) may have found the writer awake
+/// or another task holding the connection's lock, and their channels'
+/// links wait for the peer's answer to their closes, which no task reads
+/// any more: without this the peer would see the connection lost.
+struct LastWord<'a> {
+    conn: &'a Conn,
+    cut_short: bool,
+}
+
+impl Drop for LastWord<'_> {
+    fn drop(&mut self) {
+        if self.cut_short {
+            self.conn.request_close();
+            // Dropped before `ReleaseParked`: the stream is still there.
+            write_queued(self.conn, true);
+        }
+    }
 }
 
 /// Drops the stream the writer left with the connection when the writer
@@ -591,16 +620,27 @@ fn write_parked(p: &mut Parked) {
 /// A drop handler calls this: it never blocks and never waits for a lock
 /// (it may run with `inner` held further up the stack).
 pub(crate) fn write_now(conn: &Conn) {
-    let Ok(mut slot) = conn.parked.try_lock() else {
-        return;
+    write_queued(conn, false);
+}
+
+/// [`write_now`]; `wait`: for the locks, which only a caller that holds
+/// neither and runs outside the driver's own steps may do ([`LastWord`],
+/// as a runtime drops the writer task).
+fn write_queued(conn: &Conn, wait: bool) {
+    let mut slot = match conn.parked.try_lock() {
+        Ok(slot) => slot,
+        Err(_) if wait => lock(&conn.parked),
+        Err(_) => return,
     };
     // `None`: the writer is awake (it sends the goodbye itself) or gone.
     let Some(p) = slot.as_mut() else {
         return;
     };
     if !p.buf.has_remaining() {
-        let Ok(mut inner) = conn.inner.try_lock() else {
-            return;
+        let mut inner = match conn.inner.try_lock() {
+            Ok(inner) => inner,
+            Err(_) if wait => conn.lock(),
+            Err(_) => return,
         };
         conn.apply_deferred(&mut inner);
         if conn.closing() {
