@@ -930,15 +930,20 @@ async fn relay_values<T: Message>(mut rx: Receiver<T>, route: Arc<Route>) {
 }
 
 /// Moves every value from `rx` into `tx` until either side ends. Used when
-/// a handle travels on to where it cannot be linked directly.
+/// a handle travels on to where it cannot be linked directly. A value `tx`
+/// refuses on its own (too large for its peer) is skipped: its sender's
+/// `send` completed already, and the refusing connection reports it.
 pub(crate) async fn forward<T: Message>(mut rx: Receiver<T>, tx: Sender<T>) {
     loop {
         match rx.recv().await {
-            Ok(Some(v)) => {
-                if tx.send(v).await.is_err() {
-                    return;
-                }
-            }
+            Ok(Some(v)) => match tx.send(v).await {
+                Ok(()) => {}
+                // Refused on its own (too large for the far end, does not
+                // encode): the connection that refused it reported it on
+                // its errors, and the channel goes on with the next value.
+                Err(SendError(_, SendErrorKind::TooLarge { .. } | SendErrorKind::Invalid(_))) => {}
+                Err(_) => return,
+            },
             Ok(None) => return,
             // Already reported on the session's errors; go on.
             Err(RecvError::Decode(_)) => {}

@@ -110,6 +110,50 @@ async fn an_oversized_send_to_a_travelled_receiver_comes_back_and_the_channel_go
 }
 over_both!(an_oversized_send_to_a_travelled_receiver_comes_back_and_the_channel_goes_on);
 
+/// A sender that travels on from the connection it is bound to: at its
+/// second hop, a value too large for the receiving end's peer is refused
+/// there (and reported on that connection's errors), and the channel goes
+/// on for the next values.
+async fn a_value_too_large_for_the_far_end_of_a_forwarded_sender_leaves_the_channel_open(
+    t: Transport,
+) {
+    // home (small limit) ── near ── middle ── far ── away
+    let (home, near) = t
+        .connect_with(Config::default().max_message_len(LIMIT_BYTES))
+        .await;
+    let (middle, away) = t.connect().await;
+    let (to_near, mut at_near) = Way::ExportedReceiver
+        .channel::<netchan::Sender<Vec<u8>>>(&near, &home, 1)
+        .await;
+    let (to_away, mut at_away) = Way::ExportedReceiver
+        .channel::<netchan::Sender<Vec<u8>>>(&away, &middle, 1)
+        .await;
+    let mut errors = near.errors();
+    let (tx, mut rx) = netchan::channel::<Vec<u8>>(4);
+    send_ok("send the sender to the middle", &to_near, tx).await;
+    let in_middle = recv_some("it arrives in the middle", &mut at_near).await;
+    send_ok("send it on", &to_away, in_middle).await;
+    let far = recv_some("it arrives far away", &mut at_away).await;
+    send_ok("a small value", &far, vec![1]).await;
+    assert_eq!(
+        recv_some("the small value arrives home", &mut rx).await,
+        vec![1]
+    );
+    // The middle accepts it (its own limit is the default), home does not.
+    send_ok("a value too large for home", &far, vec![7u8; 4000]).await;
+    match next_error("the refusal in the middle", &mut errors).await {
+        Error::MessageTooLarge { limit, .. } => assert_eq!(limit, LIMIT_BYTES),
+        e => panic!("expected MessageTooLarge, got {e:?}"),
+    }
+    send_ok("a small value after it", &far, vec![2]).await;
+    assert_eq!(
+        recv_some("the value after the refused one arrives home", &mut rx).await,
+        vec![2]
+    );
+    assert!(!far.is_closed(), "the channel is open");
+}
+over_both!(a_value_too_large_for_the_far_end_of_a_forwarded_sender_leaves_the_channel_open);
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_send_on_a_local_channel_whose_receiver_is_gone_gives_closed_as_its_reason() {
     bounded(async {
