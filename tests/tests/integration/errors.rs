@@ -48,21 +48,28 @@ async fn an_oversized_send_explains_the_limit_and_how_to_raise_it(t: Transport) 
 }
 over_both!(an_oversized_send_explains_the_limit_and_how_to_raise_it);
 
+/// A send of 4,000 bytes (4,003 encoded) refused by a peer whose limit is
+/// `LIMIT_BYTES`, with the value given back.
+fn assert_too_large(what: &str, r: Result<(), SendError<Vec<u8>>>) {
+    match r {
+        Err(SendError(v, SendErrorKind::TooLarge { size, limit })) => {
+            assert_eq!(v.len(), 4000, "{what}: the value comes back");
+            assert_eq!(size, 4003, "{what}: the encoded size");
+            assert_eq!(limit, LIMIT_BYTES, "{what}: the peer's limit");
+        }
+        Err(e) => panic!("{what}: expected TooLarge, got {e:?}"),
+        Ok(()) => panic!("{what}: an oversized value was sent"),
+    }
+}
+
 async fn an_oversized_send_gives_too_large_as_its_reason(t: Transport) {
     let (a, b) = t
         .connect_with(Config::default().max_message_len(LIMIT_BYTES))
         .await;
     for way in Way::ALL {
         let (tx, mut rx) = way.channel::<Vec<u8>>(&a, &b, 2).await;
-        match within("an oversized send", tx.send(vec![7u8; 4000])).await {
-            Err(SendError(v, SendErrorKind::TooLarge { size, limit })) => {
-                assert_eq!(v.len(), 4000, "{way:?}: the value comes back");
-                assert_eq!(size, 4003, "{way:?}: the encoded size");
-                assert_eq!(limit, LIMIT_BYTES, "{way:?}: the peer's limit");
-            }
-            Err(e) => panic!("{way:?}: expected TooLarge, got {e:?}"),
-            Ok(()) => panic!("{way:?}: an oversized value was sent"),
-        }
+        let refused = within("an oversized send", tx.send(vec![7u8; 4000])).await;
+        assert_too_large(&format!("{way:?}"), refused);
         match tx.try_send(vec![7u8; 4000]) {
             Err(TrySendError::Invalid(v, e @ Error::MessageTooLarge { .. })) => {
                 assert_eq!(v.len(), 4000);
@@ -91,15 +98,8 @@ async fn an_oversized_send_to_a_travelled_receiver_comes_back_and_the_channel_go
         send_ok("send the receiver", &post, rx).await;
         let mut rx = recv_some("the receiver arrives", &mut inbox).await;
         send_ok("a small value first", &tx, vec![1]).await;
-        match within("an oversized send", tx.send(vec![7u8; 4000])).await {
-            Err(SendError(v, SendErrorKind::TooLarge { size, limit })) => {
-                assert_eq!(v.len(), 4000, "{way:?}: the value comes back");
-                assert_eq!(size, 4003, "{way:?}: the encoded size");
-                assert_eq!(limit, LIMIT_BYTES, "{way:?}: the peer's limit");
-            }
-            Err(e) => panic!("{way:?}: expected TooLarge, got {e:?}"),
-            Ok(()) => panic!("{way:?}: an oversized value was sent"),
-        }
+        let refused = within("an oversized send", tx.send(vec![7u8; 4000])).await;
+        assert_too_large(&format!("{way:?}"), refused);
         assert!(!tx.is_closed(), "{way:?}: the channel is open");
         send_ok("a small value after the refused one", &tx, vec![2]).await;
         assert_eq!(recv_some("the first value", &mut rx).await, vec![1]);

@@ -62,16 +62,22 @@ async fn writing_to_a_pipe_whose_other_end_was_dropped_fails_with_broken_pipe() 
     .await;
 }
 
+/// A new pipe whose second end was sent from `from` to `to`: the end kept
+/// at `from`, and the end that arrived at `to`.
+async fn pipe_sent(from: &Session, to: &Session) -> (Pipe, Pipe) {
+    let (post, mut inbox) = Way::ExportedReceiver.channel::<Pipe>(to, from, 1).await;
+    let (mine, theirs) = pipe();
+    send_ok("send a pipe end", &post, theirs).await;
+    (mine, recv_some("the pipe end arrives", &mut inbox).await)
+}
+
 async fn a_pipe_sent_in_a_message_carries_bytes_both_ways(t: Transport) {
     let (a, b) = t.connect().await;
     for (dir, from, to) in [
         ("dialler to acceptor", &a, &b),
         ("acceptor to dialler", &b, &a),
     ] {
-        let (post, mut inbox) = Way::ExportedReceiver.channel::<Pipe>(to, from, 1).await;
-        let (mine, theirs) = pipe();
-        send_ok("send a pipe end", &post, theirs).await;
-        let mut remote = recv_some("the pipe end arrives", &mut inbox).await;
+        let (mine, mut remote) = pipe_sent(from, to).await;
         // Larger than one chunk and than the pipe's buffer, so it flows
         // under backpressure across the connection.
         let out = pattern(300_000, 7);
@@ -139,10 +145,7 @@ async fn a_write_larger_than_the_peers_message_limit_arrives_whole(t: Transport)
             ("dialler to acceptor", &a, &b),
             ("acceptor to dialler", &b, &a),
         ] {
-            let (post, mut inbox) = Way::ExportedReceiver.channel::<Pipe>(to, from, 1).await;
-            let (mine, theirs) = pipe();
-            send_ok("send a pipe end", &post, theirs).await;
-            let remote = recv_some("the pipe end arrives", &mut inbox).await;
+            let (mine, remote) = pipe_sent(from, to).await;
             // Both ways: the end kept home writes through the channel
             // whose receiver travelled, the travelled end straight to it.
             let (mut from, mut to) = (mine, remote);
