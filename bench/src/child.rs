@@ -249,9 +249,10 @@ pub(crate) fn run_idle_server(c: Contender, w: Workload, n: usize, flavor: Flavo
     let got = ctl.count.load(Ordering::Relaxed);
     let now = ProcStats::now();
     // Done once one opened; otherwise (nothing opened) the first baseline.
-    let (base, before) = match watch.is_finished() {
-        true => watch.join().unwrap_or((base, 0)),
-        false => (base, 0),
+    let (base, before) = if watch.is_finished() {
+        watch.join().unwrap_or((base, 0))
+    } else {
+        (base, 0)
     };
     let mut error = ctl.error();
     if error.is_none() && (got as usize) < n {

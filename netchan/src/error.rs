@@ -312,6 +312,16 @@ impl SendErrorKind {
         }
     }
 
+    /// Whether the value was refused on its own ([`refused`](Self::refused):
+    /// too large, or it does not encode), so the channel goes on; not
+    /// that the channel closed.
+    pub(crate) fn is_refused(&self) -> bool {
+        matches!(
+            self,
+            SendErrorKind::TooLarge { .. } | SendErrorKind::Invalid(_)
+        )
+    }
+
     /// The channel closed; `lost` is the failure of its connection, if
     /// that is why.
     pub(crate) fn closed(lost: Option<Error>) -> SendErrorKind {

@@ -910,10 +910,7 @@ async fn relay_values<T: Message>(mut rx: Receiver<T>, route: Arc<Route>) {
                 // Refused on its own (too large for the peer, does not
                 // encode): its sender gets it back and why, and the
                 // channel goes on, as for a direct send.
-                Err(SendError(
-                    v,
-                    why @ (SendErrorKind::TooLarge { .. } | SendErrorKind::Invalid(_)),
-                )) => queue.relay_refused(v, why),
+                Err(SendError(v, why)) if why.is_refused() => queue.relay_refused(v, why),
                 Err(SendError(v, _)) => {
                     queue.relay_done(Some(v));
                     return;
@@ -941,7 +938,7 @@ pub(crate) async fn forward<T: Message>(mut rx: Receiver<T>, tx: Sender<T>) {
                 // Refused on its own (too large for the far end, does not
                 // encode): the connection that refused it reported it on
                 // its errors, and the channel goes on with the next value.
-                Err(SendError(_, SendErrorKind::TooLarge { .. } | SendErrorKind::Invalid(_))) => {}
+                Err(SendError(_, why)) if why.is_refused() => {}
                 Err(_) => return,
             },
             Ok(None) => return,

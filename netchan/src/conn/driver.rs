@@ -102,50 +102,44 @@ pub(crate) fn spawn_link<T: crate::transport::Halves>(
     });
     let c2 = conn.clone();
     conn.rt.spawn(async move {
-        let _release = ReleaseParked(&c2, link.epoch);
-        let mut last = LastWord {
+        let mut end = WriterEnd {
             conn: &c2,
+            epoch: link.epoch,
             cut_short: true,
         };
         writer(&c2, &link, Box::new(wr)).await;
-        last.cut_short = false;
+        end.cut_short = false;
         finish(&c2, &link);
     });
 }
 
-/// Says goodbye when a runtime that shuts down (a program returning from
-/// `main`) drops the writer task unfinished: nothing will drive the
-/// connection again, so what is queued (the closes of the channels the
-/// program's last handles left, the values sent before) goes now, with
-/// the goodbye, if the stream is parked and takes it at once. The last
-/// handles' own attempt ([`write_now`]) may have found the writer awake
-/// or another task holding the connection's lock, and their channels'
-/// links wait for the peer's answer to their closes, which no task reads
-/// any more: without this the peer would see the connection lost.
-struct LastWord<'a> {
+/// Goes with the writer task, also when a runtime that shuts down (a
+/// program returning from `main`) drops it unfinished.
+///
+/// Cut short, it first says goodbye: nothing will drive the connection
+/// again, so what is queued (the closes of the channels the program's last
+/// handles left, the values sent before) goes now, with the goodbye, if
+/// the stream is parked and takes it at once. The last handles' own
+/// attempt ([`write_now`]) may have found the writer awake or another task
+/// holding the connection's lock, and their channels' links wait for the
+/// peer's answer to their closes, which no task reads any more: without
+/// this the peer would see the connection lost.
+///
+/// Then it drops the stream the writer left with the connection: the
+/// socket closes, and the peer sees the end.
+struct WriterEnd<'a> {
     conn: &'a Conn,
+    epoch: u64,
     cut_short: bool,
 }
 
-impl Drop for LastWord<'_> {
+impl Drop for WriterEnd<'_> {
     fn drop(&mut self) {
         if self.cut_short {
             self.conn.request_close();
-            // Dropped before `ReleaseParked`: the stream is still there.
             write_queued(self.conn, true);
         }
-    }
-}
-
-/// Drops the stream the writer left with the connection when the writer
-/// task goes, also when a runtime shutting down drops it unfinished: the
-/// socket closes then, and the peer sees the end.
-struct ReleaseParked<'a>(&'a Conn, u64);
-
-impl Drop for ReleaseParked<'_> {
-    fn drop(&mut self) {
-        let parked = take_parked(self.0, self.1);
-        drop(parked);
+        drop(take_parked(self.conn, self.epoch));
     }
 }
 
@@ -624,7 +618,7 @@ pub(crate) fn write_now(conn: &Conn) {
 }
 
 /// [`write_now`]; `wait`: for the locks, which only a caller that holds
-/// neither and runs outside the driver's own steps may do ([`LastWord`],
+/// neither and runs outside the driver's own steps may do ([`WriterEnd`],
 /// as a runtime drops the writer task).
 fn write_queued(conn: &Conn, wait: bool) {
     let mut slot = match conn.parked.try_lock() {
