@@ -243,13 +243,9 @@ impl<T: Message> Sender<T> {
         direct: bool,
     ) -> Result<(), (T, Option<crate::Error>)> {
         self.send_with(value, direct).await.map_err(|(v, why)| {
-            let refused = match why {
-                SendErrorKind::TooLarge { size, limit } => {
-                    Some(crate::Error::MessageTooLarge { size, limit })
-                }
-                SendErrorKind::Invalid(e) => Some(e),
-                _ => None,
-            };
+            let refused = why
+                .is_refused()
+                .then(|| crate::Error::from(SendError((), why)));
             (v, refused)
         })
     }
