@@ -158,6 +158,7 @@ fn park(
     buf: Segments,
     unflushed: bool,
     armed: Option<Instant>,
+    turn: bool,
 ) {
     *lock(&conn.parked) = Some(Parked {
         epoch: link.epoch,
@@ -165,6 +166,7 @@ fn park(
         buf,
         unflushed,
         armed,
+        turn,
     });
 }
 
@@ -385,6 +387,15 @@ impl Timer {
     }
 }
 
+/// Whether this task runs on a runtime of several workers, where a turn
+/// given to other tasks may wake another worker.
+fn several_workers() -> bool {
+    matches!(
+        tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()),
+        Ok(tokio::runtime::RuntimeFlavor::MultiThread)
+    )
+}
+
 async fn reader<R: AsyncRead + Unpin>(conn: &Arc<Conn>, link: &LinkCtl, mut rd: R, buf: BytesMut) {
     let mut buf = buf;
     // The growth step: small until a read fills the room it had, then
@@ -398,6 +409,19 @@ async fn reader<R: AsyncRead + Unpin>(conn: &Arc<Conn>, link: &LinkCtl, mut rd: 
     // fires at the latest `dead_after` later.
     let mut last_read = tokio::time::Instant::now();
     let mut silence = Timer::new();
+    // When grants and confirmations that may wait are due, if no write
+    // took them along meanwhile (see `arm_lazy_credit`).
+    let mut flush = Timer::new();
+    // The receivers a read woke must run before this task reads on: with
+    // data always waiting (a large message arriving), tokio's budget alone
+    // would let it read megabytes first. On a one-thread runtime, this task
+    // gives them a turn after each read that delivered a message. On a
+    // runtime of several workers a turn costs more (the wake-up of another
+    // worker, measured to double the time and CPU of a sequential call):
+    // there the turn is `owed`, and given only if the next read finds
+    // bytes at once. A read that waits lets the receivers run meanwhile.
+    let yield_each = !several_workers();
+    let mut owed = false;
     loop {
         if buf.capacity() - buf.len() < chunk / 4 {
             buf.reserve(chunk);
@@ -407,6 +431,9 @@ async fn reader<R: AsyncRead + Unpin>(conn: &Arc<Conn>, link: &LinkCtl, mut rd: 
             let inner = conn.lock();
             matches!(inner.status, Status::Handshaking) || inner.proto.in_handshake()
         };
+        // Whether the read had to wait for bytes (the tasks the last one
+        // woke ran meanwhile).
+        let mut waited = false;
         let read = if std::mem::take(&mut fresh) {
             Ok(buf.len())
         } else if handshaking {
@@ -433,9 +460,16 @@ async fn reader<R: AsyncRead + Unpin>(conn: &Arc<Conn>, link: &LinkCtl, mut rd: 
             // writer blocked on a full socket cannot run timers.
             let dead_after = conn.config.limits.dead_after;
             silence.arm(last_read + dead_after);
+            let read = rd.read_buf(&mut buf);
+            tokio::pin!(read);
+            let read = std::future::poll_fn(|cx| {
+                let r = read.as_mut().poll(cx);
+                waited |= r.is_pending();
+                r
+            });
             tokio::select! {
                 biased;
-                r = rd.read_buf(&mut buf) => r,
+                r = read => r,
                 () = silence.fired() => {
                     if last_read.elapsed() < dead_after {
                         // Data came meanwhile: wait the rest of the time.
@@ -445,6 +479,14 @@ async fn reader<R: AsyncRead + Unpin>(conn: &Arc<Conn>, link: &LinkCtl, mut rd: 
                     broke(conn, link, peer_violation(silent));
                     return;
                 }
+                () = flush.fired() => {
+                    // No byte is lost: a read cancelled before it
+                    // completed read nothing.
+                    if conn.lock().proto.credit_waiting() {
+                        conn.kick();
+                    }
+                    continue;
+                }
                 () = link.dead.cancelled() => return,
                 // We said goodbye: this read's keepalive deadline no longer
                 // applies; read again under the close timeout (no byte is
@@ -452,6 +494,11 @@ async fn reader<R: AsyncRead + Unpin>(conn: &Arc<Conn>, link: &LinkCtl, mut rd: 
                 () = conn.close_asked.cancelled() => continue,
             }
         };
+        if std::mem::take(&mut owed) && !waited {
+            // See `owed`: the receivers have not run, and bytes are
+            // waiting already.
+            tokio::task::yield_now().await;
+        }
         match read {
             Ok(0) => {
                 let ended = matches!(conn.lock().status, Status::Ended(_));
@@ -482,6 +529,7 @@ async fn reader<R: AsyncRead + Unpin>(conn: &Arc<Conn>, link: &LinkCtl, mut rd: 
         let mut ended = false;
         let mut delivered = false;
         let wake;
+        let lazy;
         {
             let mut inner = conn.lock();
             if inner.link_epoch != link.epoch || inner.proto.is_suspended() {
@@ -507,8 +555,13 @@ async fn reader<R: AsyncRead + Unpin>(conn: &Arc<Conn>, link: &LinkCtl, mut rd: 
                 ended = true;
             }
             // The writer is woken only when it has something to write or
-            // a confirmation's timer to arm: not once per read.
+            // a confirmation's timer to arm: not once per read. Grants and
+            // confirmations that may wait arm this task's timer instead.
+            lazy = inner.proto.arm_lazy_credit(now);
             wake = ended || inner.proto.needs_writer();
+        }
+        if let Some(at) = lazy {
+            flush.arm(tokio::time::Instant::from_std(at));
         }
         drop(garbage);
         if wake {
@@ -517,11 +570,10 @@ async fn reader<R: AsyncRead + Unpin>(conn: &Arc<Conn>, link: &LinkCtl, mut rd: 
         if ended {
             return;
         }
-        if delivered {
-            // Let the receivers just woken run before the next read: with
-            // data always waiting (a large message arriving), tokio's
-            // budget alone would let this task read megabytes first.
+        if delivered && yield_each {
             tokio::task::yield_now().await;
+        } else {
+            owed |= delivered;
         }
     }
 }
@@ -542,6 +594,9 @@ pub(crate) struct Parked {
     /// The deadline the writer sleeps until (keepalive, credit that may
     /// wait), if any.
     armed: Option<Instant>,
+    /// The writer only gave the other tasks a turn: it runs again without
+    /// a wake-up, and then takes whatever is queued and sets its timer.
+    turn: bool,
 }
 
 impl Parked {
@@ -568,6 +623,17 @@ pub(crate) fn write_through(conn: &Conn, p: &mut Parked, mut inner: MutexGuard<'
     }
     conn.apply_deferred(&mut inner);
     let have = inner.proto.take_segments(&mut p.buf.segs, Instant::now());
+    if p.turn {
+        // The writer runs again anyway (see `Parked::turn`): waking it
+        // would only cost a wake-up (on a runtime of several workers,
+        // of another worker) and a second pass.
+        drop(inner);
+        if have {
+            p.buf.filled();
+            write_parked(p);
+        }
+        return false;
+    }
     let more = inner.proto.needs_writer()
         || inner.proto.goodbye_sent()
         || matches!(inner.status, Status::Ended(_));
@@ -730,10 +796,7 @@ async fn writer(conn: &Arc<Conn>, link: &LinkCtl, mut wr: WriteHalf) {
     // each. On a one-thread runtime the writer runs only once the sender
     // waits, so the batch is whole already.
     let mut woken = false;
-    let yield_on_wake = matches!(
-        tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()),
-        Ok(tokio::runtime::RuntimeFlavor::MultiThread)
-    );
+    let yield_on_wake = several_workers();
     let mut timer = Timer::new();
     // A write from outside this task left bytes in the stream to flush.
     let mut unflushed = false;
@@ -798,8 +861,9 @@ async fn writer(conn: &Arc<Conn>, link: &LinkCtl, mut wr: WriteHalf) {
             // a runtime dropped during this turn never polls this task
             // again, and the goodbye of the last handle must still go.
             yielded = true;
+
             woken = false;
-            park(conn, link, wr, buf, unflushed, None);
+            park(conn, link, wr, buf, unflushed, None, true);
             if handles_closing(conn) {
                 // The last handles went meanwhile, and their drop found
                 // this task awake: their goodbye goes now.
@@ -826,7 +890,7 @@ async fn writer(conn: &Arc<Conn>, link: &LinkCtl, mut wr: WriteHalf) {
             break;
         }
         // Asleep: leave the stream where a drop handler can reach it.
-        park(conn, link, wr, buf, unflushed, deadline);
+        park(conn, link, wr, buf, unflushed, deadline, false);
         match deadline {
             Some(d) => {
                 timer.arm(tokio::time::Instant::from_std(d));

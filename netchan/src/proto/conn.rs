@@ -1629,6 +1629,21 @@ impl Connection {
             || (!self.credit_due.is_empty() && self.credit_lazy_since.is_none())
     }
 
+    /// Starts the wait of pending `CREDIT`s that may wait, unless a
+    /// transmit started it already, and returns when they are due. The
+    /// task that read the messages they confirm arms a timer for that
+    /// time, so the writer is not woken only to arm its own: most such
+    /// `CREDIT`s leave sooner, with the next write (an answer, the next
+    /// request). `None` with nothing waiting, or when it must go now (it
+    /// is [urgent](Self::wants_transmit), or the link is down).
+    pub fn arm_lazy_credit(&mut self, now: Instant) -> Option<Instant> {
+        if self.credit_due.is_empty() || self.credit_urgent || !self.link_up() {
+            return None;
+        }
+        let since = *self.credit_lazy_since.get_or_insert(now);
+        Some(since + ACK_DELAY)
+    }
+
     /// Whether `CREDIT`s that may wait are pending (they leave with the
     /// next write, or at [`poll_timeout`](Self::poll_timeout)).
     pub fn credit_waiting(&self) -> bool {

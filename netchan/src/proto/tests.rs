@@ -1314,6 +1314,63 @@ fn handle_table_survives_chunking() {
 // ---------------------------------------------------------------------------
 
 #[test]
+fn the_reader_arms_the_wait_of_a_confirmation_so_the_writer_need_not_wake() {
+    let mut p = Pair::connected();
+    let chan = p.d_sends(8);
+    p.d.send(chan, b"1", &[]).unwrap();
+    let bytes = p.d.transmit(p.now);
+    let t0 = p.now;
+    // Nothing to arm before anything arrived.
+    assert_eq!(p.a.conn.arm_lazy_credit(t0), None);
+    p.a.receive(&bytes, t0).unwrap();
+    assert_eq!(p.a.take_events().len(), 1);
+    // Before: the writer must run, only to arm its timer.
+    assert!(p.a.conn.needs_writer());
+    assert!(!p.a.conn.wants_transmit());
+    // The task that read it arms the wait instead; later calls keep the
+    // first start, and the writer need not run.
+    assert_eq!(p.a.conn.arm_lazy_credit(t0), Some(t0 + ACK_DELAY));
+    assert_eq!(
+        p.a.conn.arm_lazy_credit(t0 + ACK_DELAY / 2),
+        Some(t0 + ACK_DELAY)
+    );
+    assert!(!p.a.conn.needs_writer());
+    assert_eq!(p.a.conn.poll_timeout(), Some(t0 + ACK_DELAY));
+    // Not due yet: nothing to write.
+    assert!(p.a.transmit(t0 + ACK_DELAY / 2).is_empty());
+    // Due: the confirmation leaves on its own.
+    let bytes = p.a.transmit(t0 + ACK_DELAY);
+    p.d.receive(&bytes, t0 + ACK_DELAY).unwrap();
+    assert_eq!(
+        p.a.take_sent(),
+        vec![Frame::Credit {
+            chan,
+            grant: 0,
+            received: 1
+        }]
+    );
+    assert_eq!(p.d.conn.unconfirmed(), 0);
+    // Nothing left to arm.
+    assert_eq!(p.a.conn.arm_lazy_credit(t0 + ACK_DELAY), None);
+}
+
+#[test]
+fn a_confirmation_a_sender_waits_for_is_never_left_to_a_timer() {
+    // Capacity 1, full: the sender waits for the grant of the take, which
+    // is urgent. There is nothing to arm: the writer must run.
+    let mut p = Pair::connected();
+    let chan = p.d_sends(1);
+    p.d.send(chan, b"1", &[]).unwrap();
+    let bytes = p.d.transmit(p.now);
+    p.a.receive(&bytes, p.now).unwrap();
+    assert_eq!(p.a.take_events().len(), 1);
+    p.a.conn.credit_update(chan, 1, 1);
+    assert!(p.a.conn.wants_transmit());
+    assert_eq!(p.a.conn.arm_lazy_credit(p.now), None);
+    assert!(p.a.conn.needs_writer());
+}
+
+#[test]
 fn sending_without_credit_is_refused_by_can_send() {
     let mut p = Pair::connected();
     let chan = p.d_sends(1);
