@@ -593,9 +593,32 @@ impl Conn {
         }
     }
 
+    /// A rendezvous receiver waits: grants `chan`'s sender one value. The
+    /// waiting task writes the grant (with the report of its last take, if
+    /// still queued) itself when the writer is asleep, as a call's request
+    /// does ([`driver::write_through`]): the sender waits for it, and a
+    /// hand-over to the writer task would cost a wake-up (on a runtime of
+    /// several workers, of another worker).
     pub(crate) fn rendezvous_grant(&self, chan: ChanId) {
-        let sent = self.lock().proto.rendezvous_grant(chan);
-        if sent {
+        // Lock order: the parked stream, then `inner`.
+        let mut parked = self
+            .parked
+            .try_lock()
+            .ok()
+            .filter(|p| p.as_ref().is_some_and(driver::Parked::idle));
+        let mut inner = self.lock();
+        if !inner.proto.rendezvous_grant(chan) {
+            return;
+        }
+        let wake = match parked.as_mut().and_then(|p| p.as_mut()) {
+            Some(p) => driver::write_through(self, p, inner),
+            None => {
+                drop(inner);
+                true
+            }
+        };
+        drop(parked);
+        if wake {
             self.kick();
         }
     }
