@@ -195,7 +195,7 @@ impl<T: Message> Sender<T> {
     /// to its next importer instead.
     ///
     /// Fails, giving the value back in [`SendError`]`.0` and saying why in
-    /// `.1` ([`SendErrorKind`](crate::SendErrorKind)), when the channel is
+    /// `.1` ([`SendErrorKind`]), when the channel is
     /// closed, its connection was lost, or the value cannot be sent at all
     /// (larger than the peer's
     /// [`Config::max_message_len`](crate::Config::max_message_len), or it

@@ -601,15 +601,34 @@ impl Conn {
     /// several workers, of another worker).
     pub(crate) fn rendezvous_grant(&self, chan: ChanId) {
         // Lock order: the parked stream, then `inner`.
-        let mut parked = self
-            .parked
+        let parked = self.idle_parked();
+        let mut inner = self.lock();
+        if inner.proto.rendezvous_grant(chan) {
+            self.write_through_or_kick(parked, inner);
+        }
+    }
+
+    /// The stream the writer parked, if it sleeps with nothing of its own
+    /// left to write: a task that queues something may then write it
+    /// itself ([`write_through_or_kick`](Conn::write_through_or_kick)).
+    /// Taken before `inner` (lock order), and only if free: a task never
+    /// waits for it.
+    pub(crate) fn idle_parked(&self) -> Option<std::sync::MutexGuard<'_, Option<driver::Parked>>> {
+        self.parked
             .try_lock()
             .ok()
-            .filter(|p| p.as_ref().is_some_and(driver::Parked::idle));
-        let mut inner = self.lock();
-        if !inner.proto.rendezvous_grant(chan) {
-            return;
-        }
+            .filter(|p| p.as_ref().is_some_and(driver::Parked::idle))
+    }
+
+    /// After queuing with `inner` held: writes what is queued through
+    /// `parked` ([`driver::write_through`]) if this task holds it, and
+    /// wakes the writer if it must still run (or the stream was not
+    /// free).
+    pub(crate) fn write_through_or_kick(
+        &self,
+        mut parked: Option<std::sync::MutexGuard<'_, Option<driver::Parked>>>,
+        inner: std::sync::MutexGuard<'_, Inner>,
+    ) {
         let wake = match parked.as_mut().and_then(|p| p.as_mut()) {
             Some(p) => driver::write_through(self, p, inner),
             None => {

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use bytes::BytesMut;
 
-use super::{Conn, Inner, driver};
+use super::{Conn, Inner};
 use crate::codec;
 use crate::error::Error;
 use crate::proto::conn::FinishError;
@@ -95,7 +95,7 @@ impl Conn {
     /// and its reply), so nothing is gained by leaving the write to the
     /// writer task to batch with later messages. If the writer is asleep,
     /// this task writes the message to the stream itself
-    /// ([`driver::write_through`]).
+    /// ([`Conn::write_through_or_kick`]).
     pub(crate) fn send_encoded<T>(
         self: &Arc<Self>,
         chan: ChanId,
@@ -104,10 +104,7 @@ impl Conn {
         direct: bool,
     ) -> SendOutcome {
         // Lock order: the parked stream, then `inner`.
-        let mut parked = direct
-            .then(|| self.parked.try_lock().ok())
-            .flatten()
-            .filter(|p| p.as_ref().is_some_and(driver::Parked::idle));
+        let parked = direct.then(|| self.idle_parked()).flatten();
         let mut inner = self.lock();
         // Credit may have gone to another sender meanwhile.
         if let Some(out) = Self::blocked(&inner, chan) {
@@ -162,17 +159,7 @@ impl Conn {
                     SENT_LARGE.with(|l| l.set(len));
                 }
                 let rendezvous = inner.proto.capacity_of(chan) == 0;
-                let wake = match parked.as_mut().and_then(|p| p.as_mut()) {
-                    Some(p) => driver::write_through(self, p, inner),
-                    None => {
-                        drop(inner);
-                        true
-                    }
-                };
-                drop(parked);
-                if wake {
-                    self.kick();
-                }
+                self.write_through_or_kick(parked, inner);
                 SendOutcome::Sent(rendezvous)
             }
             Err(e) => SendOutcome::Invalid(Error::Codec(format!(

@@ -331,7 +331,7 @@ impl<'de> de::Deserializer<'de> for &mut Decoder<'de, '_> {
         visitor.visit_borrowed_bytes(self.take(len)?)
     }
 
-    /// Borrowed too, as [`deserialize_string`](Self::deserialize_string).
+    /// Borrowed too, as `deserialize_string`.
     #[inline]
     fn deserialize_byte_buf<V: de::Visitor<'de>>(self, visitor: V) -> Result<V::Value, Error> {
         self.deserialize_bytes(visitor)
