@@ -369,13 +369,16 @@ async fn wait_taken<T: Message>(q: &Arc<Queue<T>>, seq: u64) -> Result<(), (T, S
         let notified = q.space.notified();
         tokio::pin!(notified);
         notified.as_mut().enable();
-        if let Some((v, why)) = q.take_returned(seq) {
-            guard.2 = true;
-            return Err((v, why.unwrap_or_else(|| q.why_closed())));
-        }
-        if !q.is_queued(seq) {
-            guard.2 = true;
-            return Ok(());
+        match q.send_outcome(seq) {
+            Some(Err((v, why))) => {
+                guard.2 = true;
+                return Err((v, why.unwrap_or_else(|| q.why_closed())));
+            }
+            Some(Ok(())) => {
+                guard.2 = true;
+                return Ok(());
+            }
+            None => {}
         }
         if q.is_closed() {
             guard.2 = true;

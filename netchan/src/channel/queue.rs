@@ -160,14 +160,27 @@ impl<T> Queue<T> {
         Push::Done(seq)
     }
 
-    /// Whether local item `seq` is still waiting in the buffer.
-    pub(crate) fn is_queued(&self, seq: u64) -> bool {
-        let st = lock(&self.st);
-        st.relaying == Some(seq)
+    /// Where the send of local item `seq` stands, read in one step under
+    /// the lock: still waiting (`None`: in the buffer, or held by the
+    /// relay), taken (`Some(Ok(()))`), or given back by the relay with
+    /// why, when the value itself was refused (`Some(Err(..))`). One step,
+    /// because the relay gives a value back and stops holding it in one:
+    /// a send that looked for the value given back, then found it no
+    /// longer held, would pass for delivered.
+    pub(crate) fn send_outcome(&self, seq: u64) -> Option<Result<(), (T, Option<SendErrorKind>)>> {
+        let mut st = lock(&self.st);
+        if st.returned.as_ref().is_some_and(|r| r.0 == seq) {
+            if let Some(r) = st.returned.take() {
+                let (_, v, why) = *r;
+                return Some(Err((v, why)));
+            }
+        }
+        let queued = st.relaying == Some(seq)
             || st
                 .items
                 .iter()
-                .any(|i| matches!(i, Item::Local(_, s) if *s == seq))
+                .any(|i| matches!(i, Item::Local(_, s) if *s == seq));
+        (!queued).then_some(Ok(()))
     }
 
     /// Takes local item `seq` back out if it is still queued (a cancelled
@@ -266,22 +279,6 @@ impl<T> Queue<T> {
         }
         drop(st);
         self.space.notify_waiters();
-    }
-
-    /// A value of `seq` the relay gave back, and why it was refused, if
-    /// the value itself was.
-    pub(crate) fn take_returned(&self, seq: u64) -> Option<(T, Option<SendErrorKind>)> {
-        let mut st = lock(&self.st);
-        match st.returned.take() {
-            Some(r) if r.0 == seq => {
-                let (_, v, why) = *r;
-                Some((v, why))
-            }
-            other => {
-                st.returned = other;
-                None
-            }
-        }
     }
 
     /// Whether a receiver is waiting for a value right now.
