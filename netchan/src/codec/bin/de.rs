@@ -21,7 +21,6 @@ pub(crate) fn decode<'de, T: de::Deserialize<'de>>(bytes: &'de [u8]) -> Result<T
         input: bytes,
         pos: 0,
         bounds: &bounds,
-        short: 0,
     };
     let v = T::deserialize(&mut d).map_err(|e| e.to_string())?;
     match d.rest().len() {
@@ -42,13 +41,6 @@ struct Decoder<'de, 'b> {
     /// slice left: a byte read stores one word, not two.
     pos: usize,
     bounds: &'b Bounds,
-    /// How much less than its remaining length the size hint of the
-    /// collection being decoded is: what its claim could not draw from
-    /// the budget. Kept here rather than in [`Elements`], which is passed
-    /// in two registers as long as it has two fields, so that the
-    /// compiler knows nothing a visitor writes can change the decoder,
-    /// and keeps the position in a register across a `Vec<u8>`.
-    short: usize,
 }
 
 /// The message ended inside a value.
@@ -179,10 +171,16 @@ impl<'de> Decoder<'de, '_> {
     ) -> Result<R, Error> {
         let hint = draw(self.bounds, Some(len)).unwrap_or(0);
         self.nested(|d| {
-            let outer = std::mem::replace(&mut d.short, len.saturating_sub(hint));
-            let r = f(Elements { d, left: len });
-            d.short = outer;
-            r
+            f(Elements {
+                d: Decoder {
+                    input: d.input,
+                    pos: d.pos,
+                    bounds: d.bounds,
+                },
+                left: len,
+                short: len.saturating_sub(hint),
+                done: &mut d.pos,
+            })
         })
     }
 }
@@ -432,11 +430,28 @@ impl<'de> de::Deserializer<'de> for &mut Decoder<'de, '_> {
 }
 
 /// The elements of a sequence, tuple or struct, or the entries of a map.
-/// Two fields only: see [`Decoder::short`].
+///
+/// It decodes them with a decoder of its own, a copy of the one it came
+/// from, and hands the position back when it is dropped: a visitor owns
+/// its `SeqAccess`, so the compiler knows that nothing the visitor calls
+/// (a `Vec`'s growth, say) can change the copy, and keeps its position in
+/// a register across the elements of a `Vec<u8>`, instead of storing it
+/// after every byte.
 struct Elements<'a, 'de, 'b> {
-    d: &'a mut Decoder<'de, 'b>,
+    d: Decoder<'de, 'b>,
     /// Elements (or entries) still to come.
     left: usize,
+    /// How much less than `left` the size hint is: what the collection's
+    /// claim could not draw from the budget.
+    short: usize,
+    /// The position of the decoder this one was copied from.
+    done: &'a mut usize,
+}
+
+impl Drop for Elements<'_, '_, '_> {
+    fn drop(&mut self) {
+        *self.done = self.d.pos;
+    }
 }
 
 impl Elements<'_, '_, '_> {
@@ -455,7 +470,7 @@ impl Elements<'_, '_, '_> {
     /// more than the budget had left.
     #[inline]
     fn hint(&self) -> Option<usize> {
-        Some(self.left.saturating_sub(self.d.short))
+        Some(self.left.saturating_sub(self.short))
     }
 }
 
@@ -470,7 +485,7 @@ impl<'de> de::SeqAccess<'de> for Elements<'_, 'de, '_> {
         if !self.took_one() {
             return Ok(None);
         }
-        seed.deserialize(&mut *self.d).map(Some)
+        seed.deserialize(&mut self.d).map(Some)
     }
 
     #[inline]
@@ -490,12 +505,12 @@ impl<'de> de::MapAccess<'de> for Elements<'_, 'de, '_> {
         if !self.took_one() {
             return Ok(None);
         }
-        seed.deserialize(&mut *self.d).map(Some)
+        seed.deserialize(&mut self.d).map(Some)
     }
 
     #[inline]
     fn next_value_seed<V: de::DeserializeSeed<'de>>(&mut self, seed: V) -> Result<V::Value, Error> {
-        seed.deserialize(&mut *self.d)
+        seed.deserialize(&mut self.d)
     }
 
     #[inline]
