@@ -37,7 +37,7 @@ use super::{Inner, token};
 use crate::channel::embed::encode_alone;
 use crate::proto::CodecId;
 use crate::rpc::wire::Failure;
-use crate::util::lock;
+use crate::util::{lock, millis_rounded_up};
 use crate::{RpcError, Service, codec};
 
 const CALL: &str = "Netchan-Call";
@@ -232,7 +232,7 @@ async fn call(
     let mut headers = HeaderMap::new();
     headers.insert(CALL, id.as_str());
     if let Some(t) = timeout {
-        headers.insert(DEADLINE, t.as_millis().to_string());
+        headers.insert(DEADLINE, millis_rounded_up(t).to_string());
     }
     if parts > 1 {
         headers.insert(PARTS, parts.to_string());

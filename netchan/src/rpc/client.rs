@@ -21,7 +21,7 @@ use super::observe::{self, CallRecord};
 use super::target::{CallPath, CallTarget, RemoteCalls};
 use super::wire::{Failure, Reply, ToServer};
 use crate::conn::{CallEnd, CallSide, MethodCounters};
-use crate::util::lock;
+use crate::util::{lock, millis_rounded_up};
 use crate::{Error, Message, RpcError, Sender, Session, channel};
 
 type Pending<Resp> = Mutex<HashMap<u64, oneshot::Sender<Result<Resp, RpcError>>>>;
@@ -279,9 +279,9 @@ impl<Req: Message, Resp: Message> Client<Req, Resp> {
                 sent: false,
                 done: false,
             };
+            // Rounded up: the server's deadline never comes before ours.
             let deadline_ms = deadline.map(|d| {
-                d.saturating_duration_since(tokio::time::Instant::now())
-                    .as_millis() as u64
+                millis_rounded_up(d.saturating_duration_since(tokio::time::Instant::now()))
             });
             let call = ToServer::Call {
                 id,
