@@ -141,7 +141,7 @@ const ONEWAY: &[Metric] = &[m(
 )];
 const ONEWAY_SINK: &[Metric] = &[m(
     "rate",
-    "one-way 32-byte messages, one channel, through `Sink` (`send_all`)",
+    "one-way 32-byte messages, one channel, through `Sink` (`send_all`), netchan's receiver on `recv_many`",
     PerSec,
     Higher,
 )];

@@ -134,11 +134,17 @@ pub(crate) async fn server(env: Env, addr: AddrTx) -> R<()> {
         | Workload::EchoVec => {
             exp.serve(EchoService);
         }
-        Workload::OneWay32 | Workload::OneWaySink | Workload::OneWayCuts => {
+        Workload::OneWay32 | Workload::OneWayCuts => {
             let rx = exp
                 .export_receiver::<Small32>("oneway", ONEWAY_CAPACITY)
                 .ctx("export")?;
             tokio::spawn(count_small(rx, ctl));
+        }
+        Workload::OneWaySink => {
+            let rx = exp
+                .export_receiver::<Small32>("oneway", ONEWAY_CAPACITY)
+                .ctx("export")?;
+            tokio::spawn(count_small_batches(rx, ctl));
         }
         Workload::Bulk => {
             let rx = exp
@@ -198,6 +204,30 @@ async fn count_small(mut rx: Receiver<Small32>, ctl: Arc<Ctl>) {
             return ctl.fail(e);
         }
         ctl.add(1);
+    }
+}
+
+/// The receiving end of the batching row: `recv_many`, the batching
+/// API's other half, as a tokio user would pair it with a `Sink`.
+async fn count_small_batches(mut rx: Receiver<Small32>, ctl: Arc<Ctl>) {
+    let mut seq = SeqCheck::default();
+    let mut buf = Vec::with_capacity(ONEWAY_CAPACITY);
+    loop {
+        buf.clear();
+        let n = match rx.recv_many(&mut buf, ONEWAY_CAPACITY).await {
+            Ok(n) if n > 0 => n,
+            // The clean end (0) or an error: reported as `recv`'s are.
+            r => {
+                ended::<()>(&ctl, "one-way channel", r.map(|_| None));
+                return;
+            }
+        };
+        for m in &buf {
+            if let Err(e) = seq.check("one-way channel", m.seq()) {
+                return ctl.fail(e);
+            }
+        }
+        ctl.add(n as u64);
     }
 }
 

@@ -25,11 +25,11 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
-use queue::{Item, Push, Queue};
+use queue::{Front, Item, Push, Queue};
 use route::{Attempt, Route};
 
 use crate::Message;
-use crate::conn::{Conn, ConnRef, SENT_LARGE, aside};
+use crate::conn::{Conn, ConnRef, LARGE_MESSAGE, SENT_LARGE, aside};
 use crate::error::{RecvError, SendError, SendErrorKind, TryRecvError, TrySendError};
 use crate::proto::Take;
 
@@ -37,6 +37,9 @@ use crate::proto::Take;
 /// (its owner's reference, held and never looked at: channels name no
 /// owner).
 pub(crate) type Keep = Arc<dyn std::any::Any + Send + Sync>;
+
+/// Messages `recv_many` takes out of the buffer under one lock at most.
+const RECV_BATCH: usize = 64;
 
 enum Target<T> {
     Local(Arc<Queue<T>>),
@@ -702,7 +705,13 @@ impl<T: Message> Receiver<T> {
     /// are ready into `buf` (appended), as tokio's `recv_many`; returns how
     /// many. `Ok(0)` means the channel was closed cleanly (or `limit` is
     /// 0). Values that arrive together are taken together, so a consumer
-    /// pays for one wake-up per batch.
+    /// pays for one wake-up per batch, and small messages from a peer are
+    /// taken out of the buffer under one lock. Each value taken frees its
+    /// slot for a waiting sender, as one `recv` does. A message that
+    /// cannot be decoded ends the batch: the next call reports it
+    /// (`Err(RecvError::Decode)`), then goes on with the values after it.
+    /// A large message, or one carrying channel handles, starts a batch of
+    /// its own.
     ///
     /// ```
     /// # #[tokio::main(flavor = "current_thread")]
@@ -728,14 +737,50 @@ impl<T: Message> Receiver<T> {
         };
         buf.push(first);
         let mut n = 1;
-        while n < limit {
-            match self.try_recv() {
-                Ok(Some(v)) => {
-                    buf.push(v);
-                    n += 1;
+        let mut batch = Vec::new();
+        while n < limit && self.remaining != Some(0) {
+            let max = (limit - n).min(RECV_BATCH).min(
+                self.remaining
+                    .map_or(usize::MAX, |r| usize::try_from(r).unwrap_or(usize::MAX)),
+            );
+            let (front, left) = self.queue.take_batch(max, LARGE_MESSAGE, &mut batch);
+            if batch.is_empty() {
+                if front != Front::Single {
+                    break;
                 }
-                // The rest (an error, the end) is for the next call.
-                _ => break,
+                match self.try_recv() {
+                    Ok(Some(v)) => {
+                        buf.push(v);
+                        n += 1;
+                        continue;
+                    }
+                    // The rest (an error, the end) is for the next call.
+                    _ => break,
+                }
+            }
+            let mut items = batch.drain(..);
+            while let Some((data, link)) = items.next() {
+                match embed::decode::<T>(link.conn(), &data, None) {
+                    Ok(v) => {
+                        // Each value taken frees its slot, as one `recv`.
+                        self.queue.taken_with(&link, left + items.len());
+                        if let Ok(Some(v)) = self.decoded_ok(v) {
+                            buf.push(v);
+                        }
+                        n += 1;
+                    }
+                    Err(_) => {
+                        // Back in front, not counted as taken: the next
+                        // `recv` takes it again and reports its error, in
+                        // its place among the values.
+                        self.queue
+                            .put_back(std::iter::once((data, link)).chain(items));
+                        return Ok(n);
+                    }
+                }
+            }
+            if matches!(front, Front::Empty | Front::Other) {
+                break;
             }
         }
         Ok(n)

@@ -33,6 +33,22 @@ pub(crate) enum Item<T> {
     },
 }
 
+/// What the front of a buffer holds after [`Queue::take_batch`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Front {
+    /// Nothing.
+    Empty,
+    /// More messages the batch would take: it reached its `max`.
+    More,
+    /// Something to take on its own, ready now: a value sent from this
+    /// program (it cannot fail to decode), or anything on a rendezvous
+    /// queue (each take there is reported to the sender as it happens).
+    Single,
+    /// A message that may take long to decode or fail to: a large one, or
+    /// one carrying handles.
+    Other,
+}
+
 /// How a queue ended, once it has.
 #[derive(Debug, Clone)]
 enum End {
@@ -422,6 +438,64 @@ impl<T> Queue<T> {
         }
     }
 
+    /// For `recv_many`: takes the messages at the front of the buffer that
+    /// arrived from a peer, carry no handles and are smaller than
+    /// `small`, at most `max` of them, under one lock, into `out`. Returns
+    /// what the front holds next, and how many items stay buffered. A
+    /// rendezvous queue takes each message in its own step and batches
+    /// none (see `take_rendezvous`).
+    pub(crate) fn take_batch(
+        &self,
+        max: usize,
+        small: usize,
+        out: &mut Vec<(Bytes, Arc<Link>)>,
+    ) -> (Front, usize) {
+        if self.capacity == 0 {
+            return (Front::Single, 0);
+        }
+        let mut st = lock(&self.st);
+        let front = loop {
+            match st.items.front() {
+                Some(Item::Remote {
+                    data,
+                    handles: None,
+                    ..
+                }) if data.len() < small => {
+                    if out.len() >= max {
+                        break Front::More;
+                    }
+                }
+                Some(Item::Local(..)) => break Front::Single,
+                Some(_) => break Front::Other,
+                None => break Front::Empty,
+            }
+            if let Some(Item::Remote { data, link, .. }) = st.items.pop_front() {
+                out.push((data, link));
+            }
+        };
+        let left = st.items.len();
+        if !out.is_empty() {
+            self.left.store(left, std::sync::atomic::Ordering::Relaxed);
+        }
+        (front, left)
+    }
+
+    /// Puts messages [`take_batch`](Queue::take_batch) took, and their
+    /// slots did not count as taken, back at the front of the buffer, in
+    /// their order.
+    pub(crate) fn put_back(&self, items: impl DoubleEndedIterator<Item = (Bytes, Arc<Link>)>) {
+        let mut st = lock(&self.st);
+        for (data, link) in items.rev() {
+            st.items.push_front(Item::Remote {
+                data,
+                handles: None,
+                link,
+            });
+        }
+        self.left
+            .store(st.items.len(), std::sync::atomic::Ordering::Relaxed);
+    }
+
     /// On a rendezvous queue: takes the first item if it is still a
     /// message of `link`, and reports the take to the connection in the
     /// same step, under its lock. So a message is either taken and
@@ -443,8 +517,15 @@ impl<T> Queue<T> {
     /// in). The connection sends it at its next transmit. (A rendezvous
     /// take was reported as it was taken.)
     pub(crate) fn taken_from(&self, link: &Arc<Link>) {
+        let buffered = self.left.load(std::sync::atomic::Ordering::Relaxed);
+        self.taken_with(link, buffered);
+    }
+
+    /// [`taken_from`](Queue::taken_from) with `buffered` values still
+    /// waiting for the program (in the buffer, or taken together with
+    /// this one and not yet handed out).
+    pub(crate) fn taken_with(&self, link: &Arc<Link>, buffered: usize) {
         if self.capacity > 0 {
-            let buffered = self.left.load(std::sync::atomic::Ordering::Relaxed);
             link.took(u32::from(link.take_grant()), buffered, self.capacity);
         }
     }

@@ -35,7 +35,7 @@ pub(crate) use endpoint::{Endpoint, Inbound, Link, Outbound};
 pub(crate) use errors::ErrorLog;
 pub use events::SessionEvent;
 pub(crate) use exports::{Export, Exports, SenderExport};
-pub(crate) use send::{OutgoingHandle, SENT_LARGE, SendOutcome, aside};
+pub(crate) use send::{LARGE_MESSAGE, OutgoingHandle, SENT_LARGE, SendOutcome, aside};
 pub use stats::{ChannelStats, Direction, SessionStats};
 
 use std::collections::HashMap;

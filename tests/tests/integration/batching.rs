@@ -3,6 +3,10 @@
 //! (`feed`, `send_all`), in both directions a named channel can take, over
 //! memory and TCP.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
 use futures::{SinkExt, StreamExt};
 use netchan::{Session, TryRecvError, channel};
 
@@ -201,3 +205,153 @@ async fn a_receiver_is_a_stream_and_a_sender_a_sink_for_forward() {
         .expect("task")
         .expect("forward");
 }
+
+/// A channel of `capacity` between `a` and `b` made each way there is:
+/// either side exported, and a sender or a receiver carried in a message
+/// (its other end staying home).
+async fn every_way(
+    a: &Session,
+    b: &Session,
+    capacity: usize,
+) -> Vec<(String, netchan::Sender<u32>, netchan::Receiver<u32>)> {
+    let mut out = Vec::new();
+    for way in Way::ALL {
+        let (tx, rx) = way.channel::<u32>(a, b, capacity).await;
+        out.push((format!("{way:?}"), tx, rx));
+    }
+    let (post, mut inbox) = Way::ExportedReceiver
+        .channel::<netchan::Sender<u32>>(a, b, 1)
+        .await;
+    let (tx, rx) = channel::<u32>(capacity);
+    send_ok("carry a sender", &post, tx).await;
+    let tx = recv_some("the carried sender", &mut inbox).await;
+    out.push(("a carried sender".into(), tx, rx));
+    let (post, mut inbox) = Way::ExportedReceiver
+        .channel::<netchan::Receiver<u32>>(a, b, 1)
+        .await;
+    let (tx, rx) = channel::<u32>(capacity);
+    send_ok("carry a receiver", &post, rx).await;
+    let rx = recv_some("the carried receiver", &mut inbox).await;
+    out.push(("a carried receiver".into(), tx, rx));
+    out
+}
+
+/// How many sends completed, once the count has not moved for
+/// [`QUIET`] and is at least `at_least`.
+async fn settled(sent: &AtomicUsize, at_least: usize) -> usize {
+    let deadline = tokio::time::Instant::now() + LIMIT;
+    loop {
+        let n = sent.load(Ordering::SeqCst);
+        if n >= at_least {
+            tokio::time::sleep(QUIET).await;
+            if sent.load(Ordering::SeqCst) == n {
+                return n;
+            }
+        } else {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "only {n} sends completed, {at_least} expected"
+            );
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    }
+}
+
+async fn recv_many_lets_in_one_waiting_send_per_value_it_takes(t: Transport) {
+    let (a, b) = t.connect().await;
+    for cap in [1usize, 3, 4, 8, 64] {
+        for (how, tx, mut rx) in every_way(&a, &b, cap).await {
+            let sent = Arc::new(AtomicUsize::new(0));
+            let counted = sent.clone();
+            let sender = tokio::spawn(async move {
+                for v in 0u32.. {
+                    if tx.send(v).await.is_err() {
+                        break;
+                    }
+                    counted.fetch_add(1, Ordering::SeqCst);
+                }
+            });
+            // A full buffer, and a send waiting behind it.
+            let base = settled(&sent, cap).await;
+            let mut next = 0u32;
+            let mut buf = Vec::new();
+            for take in [1, cap, 1] {
+                buf.clear();
+                let n = within("recv_many", rx.recv_many(&mut buf, take))
+                    .await
+                    .expect("recv_many");
+                assert_eq!(n, take, "{how}, capacity {cap}: a full buffer gives {take}");
+                let want: Vec<u32> = (next..next + take as u32).collect();
+                assert_eq!(buf, want, "{how}, capacity {cap}");
+                next += take as u32;
+                assert_eq!(
+                    settled(&sent, base + next as usize).await,
+                    base + next as usize,
+                    "{how}, capacity {cap}: {next} values taken let in exactly {next} sends"
+                );
+            }
+            // (An exported sender's next send waits for a new importer.)
+            sender.abort();
+        }
+    }
+}
+over_both!(recv_many_lets_in_one_waiting_send_per_value_it_takes);
+
+/// Two programs' `Job`: the same name, so the import matches, and a
+/// different shape, so a large number does not decode as a byte.
+mod wide {
+    #[derive(serde::Serialize, serde::Deserialize, Debug, PartialEq)]
+    pub(crate) struct Job(pub(crate) u64);
+}
+mod narrow {
+    #[derive(serde::Serialize, serde::Deserialize, Debug, PartialEq)]
+    pub(crate) struct Job(pub(crate) u8);
+}
+
+async fn a_value_recv_many_cannot_decode_is_reported_in_its_place(t: Transport) {
+    for way in Way::ALL {
+        let (a, b) = t.connect().await;
+        let name = unique("jobs");
+        let (tx, mut rx) = match way {
+            Way::ExportedSender => {
+                let tx = a.export_sender::<wide::Job>(&name).expect("export");
+                let rx = within("import", b.import_receiver::<narrow::Job>(&name, 16))
+                    .await
+                    .expect("import");
+                (tx, rx)
+            }
+            Way::ExportedReceiver => {
+                let rx = a.export_receiver::<narrow::Job>(&name, 16).expect("export");
+                let tx = within("import", b.import_sender::<wide::Job>(&name))
+                    .await
+                    .expect("import");
+                (tx, rx)
+            }
+        };
+        for v in [1, 2, 1000, 3, 4] {
+            send_ok("send", &tx, wide::Job(v)).await;
+        }
+        within("drain", sending(way, &a, &b).drain(Some(LIMIT)))
+            .await
+            .expect("the values arrive");
+        let mut buf = Vec::new();
+        let n = rx.recv_many(&mut buf, 10).await.expect("the values before");
+        assert_eq!(
+            (n, &buf[..]),
+            (2, &[narrow::Job(1), narrow::Job(2)][..]),
+            "{way:?}"
+        );
+        match rx.recv_many(&mut buf, 10).await {
+            Err(netchan::RecvError::Decode(e)) => assert!(e.contains("Job"), "{way:?}: {e}"),
+            other => panic!("{way:?}: expected the decode error in its place, got {other:?}"),
+        }
+        buf.clear();
+        let n = rx.recv_many(&mut buf, 10).await.expect("the values after");
+        assert_eq!(
+            (n, &buf[..]),
+            (2, &[narrow::Job(3), narrow::Job(4)][..]),
+            "{way:?}"
+        );
+    }
+}
+over_both!(a_value_recv_many_cannot_decode_is_reported_in_its_place);
