@@ -206,36 +206,6 @@ async fn a_receiver_is_a_stream_and_a_sender_a_sink_for_forward() {
         .expect("forward");
 }
 
-/// A channel of `capacity` between `a` and `b` made each way there is:
-/// either side exported, and a sender or a receiver carried in a message
-/// (its other end staying home).
-async fn every_way(
-    a: &Session,
-    b: &Session,
-    capacity: usize,
-) -> Vec<(String, netchan::Sender<u32>, netchan::Receiver<u32>)> {
-    let mut out = Vec::new();
-    for way in Way::ALL {
-        let (tx, rx) = way.channel::<u32>(a, b, capacity).await;
-        out.push((format!("{way:?}"), tx, rx));
-    }
-    let (post, mut inbox) = Way::ExportedReceiver
-        .channel::<netchan::Sender<u32>>(a, b, 1)
-        .await;
-    let (tx, rx) = channel::<u32>(capacity);
-    send_ok("carry a sender", &post, tx).await;
-    let tx = recv_some("the carried sender", &mut inbox).await;
-    out.push(("a carried sender".into(), tx, rx));
-    let (post, mut inbox) = Way::ExportedReceiver
-        .channel::<netchan::Receiver<u32>>(a, b, 1)
-        .await;
-    let (tx, rx) = channel::<u32>(capacity);
-    send_ok("carry a receiver", &post, rx).await;
-    let rx = recv_some("the carried receiver", &mut inbox).await;
-    out.push(("a carried receiver".into(), tx, rx));
-    out
-}
-
 /// How many sends completed, once the count has not moved for
 /// [`QUIET`] and is at least `at_least`.
 async fn settled(sent: &AtomicUsize, at_least: usize) -> usize {
@@ -260,7 +230,7 @@ async fn settled(sent: &AtomicUsize, at_least: usize) -> usize {
 async fn recv_many_lets_in_one_waiting_send_per_value_it_takes(t: Transport) {
     let (a, b) = t.connect().await;
     for cap in [1usize, 3, 4, 8, 64] {
-        for (how, tx, mut rx) in every_way(&a, &b, cap).await {
+        for (how, tx, mut rx) in channels_every_way(&a, &b, cap).await {
             let sent = Arc::new(AtomicUsize::new(0));
             let counted = sent.clone();
             let sender = tokio::spawn(async move {

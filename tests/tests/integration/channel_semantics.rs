@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use futures::FutureExt;
-use netchan::{Config, Error, Receiver, SendError, Sender, Session, TrySendError, channel};
+use netchan::{Config, Error, Receiver, SendError, TrySendError, channel};
 use serde_bytes::ByteBuf;
 
 use crate::support::*;
@@ -321,33 +321,6 @@ async fn sends_fail_with_the_value_once_the_remote_receiver_is_gone(t: Transport
 }
 over_both!(sends_fail_with_the_value_once_the_remote_receiver_is_gone);
 
-/// A rendezvous channel between `a` and `b` made each way there is: either
-/// side exported, and a sender or a receiver carried in a message (its
-/// other end staying home). The last item keeps the carrying channel.
-async fn rendezvous_channels(
-    a: &Session,
-    b: &Session,
-) -> Vec<(String, Sender<u32>, Receiver<u32>)> {
-    let mut out = Vec::new();
-    for way in Way::ALL {
-        let (tx, rx) = way.channel::<u32>(a, b, 0).await;
-        out.push((format!("{way:?}"), tx, rx));
-    }
-    let (post, mut inbox) = Way::ExportedReceiver.channel::<Sender<u32>>(a, b, 1).await;
-    let (tx, rx) = channel::<u32>(0);
-    send_ok("carry a sender", &post, tx).await;
-    let tx = recv_some("the carried sender", &mut inbox).await;
-    out.push(("a carried sender".into(), tx, rx));
-    let (post, mut inbox) = Way::ExportedReceiver
-        .channel::<Receiver<u32>>(a, b, 1)
-        .await;
-    let (tx, rx) = channel::<u32>(0);
-    send_ok("carry a receiver", &post, rx).await;
-    let rx = recv_some("the carried receiver", &mut inbox).await;
-    out.push(("a carried receiver".into(), tx, rx));
-    out
-}
-
 /// Lets one value travel on a rendezvous channel: a `recv` that waited
 /// and gave up leaves the sender one credit.
 async fn give_up_a_recv(rx: &mut Receiver<u32>) {
@@ -362,7 +335,7 @@ async fn a_rendezvous_send_nobody_took_fails_with_its_value_when_the_receiver_is
 ) {
     let (a, b) = t.connect().await;
     for travelled in [false, true] {
-        for (how, tx, mut rx) in rendezvous_channels(&a, &b).await {
+        for (how, tx, mut rx) in channels_every_way(&a, &b, 0).await {
             if how == "ExportedSender" {
                 // Waits for the next importer instead (below).
                 continue;
@@ -410,7 +383,7 @@ over_both!(a_rendezvous_value_not_taken_when_the_receiving_side_hangs_up_goes_ba
 async fn a_rendezvous_receiver_dropped_at_any_moment_loses_and_duplicates_nothing(t: Transport) {
     let (a, b) = t.connect().await;
     for round in 0..24u64 {
-        for (how, tx, mut rx) in rendezvous_channels(&a, &b).await {
+        for (how, tx, mut rx) in channels_every_way(&a, &b, 0).await {
             if how == "ExportedSender" {
                 // Its sends wait for the next importer instead.
                 continue;
@@ -494,7 +467,7 @@ async fn a_rendezvous_send_nobody_took_fails_with_its_value_when_the_connection_
     for travelled in [false, true] {
         for i in 0..4 {
             let mut c = t.connect_cuttable().await;
-            let (how, tx, mut rx) = rendezvous_channels(&c.a, &c.b).await.swap_remove(i);
+            let (how, tx, mut rx) = channels_every_way(&c.a, &c.b, 0).await.swap_remove(i);
             if travelled {
                 give_up_a_recv(&mut rx).await;
             }

@@ -334,6 +334,34 @@ impl Way {
     }
 }
 
+/// A channel of `capacity` between `a` and `b` made each way there is:
+/// either side exported, and a sender or a receiver carried in a message
+/// (its other end staying home).
+pub(crate) async fn channels_every_way(
+    a: &Session,
+    b: &Session,
+    capacity: usize,
+) -> Vec<(String, Sender<u32>, Receiver<u32>)> {
+    let mut out = Vec::new();
+    for way in Way::ALL {
+        let (tx, rx) = way.channel::<u32>(a, b, capacity).await;
+        out.push((format!("{way:?}"), tx, rx));
+    }
+    let (post, mut inbox) = Way::ExportedReceiver.channel::<Sender<u32>>(a, b, 1).await;
+    let (tx, rx) = netchan::channel::<u32>(capacity);
+    send_ok("carry a sender", &post, tx).await;
+    let tx = recv_some("the carried sender", &mut inbox).await;
+    out.push(("a carried sender".into(), tx, rx));
+    let (post, mut inbox) = Way::ExportedReceiver
+        .channel::<Receiver<u32>>(a, b, 1)
+        .await;
+    let (tx, rx) = netchan::channel::<u32>(capacity);
+    send_ok("carry a receiver", &post, rx).await;
+    let rx = recv_some("the carried receiver", &mut inbox).await;
+    out.push(("a carried receiver".into(), tx, rx));
+    out
+}
+
 /// A peer that speaks raw bytes: the test writes crafted hellos and frames
 /// and reads what the library answers.
 pub(crate) struct RawPeer {
