@@ -325,3 +325,51 @@ async fn a_value_recv_many_cannot_decode_is_reported_in_its_place(t: Transport) 
     }
 }
 over_both!(a_value_recv_many_cannot_decode_is_reported_in_its_place);
+
+async fn recv_many_on_an_import_of_n_values_takes_exactly_n(t: Transport) {
+    for (n, cap, limit) in [
+        (5usize, 8usize, 100usize),
+        (5, 2, 3),
+        (1, 1, 10),
+        (70, 64, 1000),
+    ] {
+        let (hub, imps) = t.hub(2).await;
+        let name = unique("n");
+        let tx = hub.export_sender::<u32>(&name).expect("export");
+        let mut some = within("import n", imps[0].import_receiver_n::<u32>(&name, cap, n))
+            .await
+            .expect("import n");
+        let total = n as u32 + 10;
+        let producer = tokio::spawn(async move {
+            for i in 0..total {
+                tx.send(i).await.expect("send");
+            }
+        });
+        let mut buf = Vec::new();
+        loop {
+            let got = within("recv_many", some.recv_many(&mut buf, limit))
+                .await
+                .expect("recv_many");
+            if got == 0 {
+                break;
+            }
+            assert!(got <= limit, "n {n}: {got} values for a limit of {limit}");
+        }
+        let want: Vec<u32> = (0..n as u32).collect();
+        assert_eq!(
+            buf, want,
+            "an import of {n} values (capacity {cap}) gives exactly those"
+        );
+        let mut rest = within("import", imps[1].import_receiver::<u32>(&name, 4))
+            .await
+            .expect("import");
+        for i in n as u32..total {
+            assert_eq!(
+                recv_some("the rest go to the other importer", &mut rest).await,
+                i
+            );
+        }
+        within("producer", producer).await.expect("producer");
+    }
+}
+over_both!(recv_many_on_an_import_of_n_values_takes_exactly_n);
