@@ -710,8 +710,8 @@ impl<T: Message> Receiver<T> {
     /// slot for a waiting sender, as one `recv` does. A message that
     /// cannot be decoded ends the batch: the next call reports it
     /// (`Err(RecvError::Decode)`), then goes on with the values after it.
-    /// A large message, or one carrying channel handles, starts a batch of
-    /// its own.
+    /// A large message, or one carrying channel handles, ends the batch
+    /// before it and comes first in the next call.
     ///
     /// ```
     /// # #[tokio::main(flavor = "current_thread")]
