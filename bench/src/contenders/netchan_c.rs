@@ -134,17 +134,15 @@ pub(crate) async fn server(env: Env, addr: AddrTx) -> R<()> {
         | Workload::EchoVec => {
             exp.serve(EchoService);
         }
-        Workload::OneWay32 | Workload::OneWayCuts => {
+        Workload::OneWay32 | Workload::OneWaySink | Workload::OneWayCuts => {
             let rx = exp
                 .export_receiver::<Small32>("oneway", ONEWAY_CAPACITY)
                 .ctx("export")?;
-            tokio::spawn(count_small(rx, ctl));
-        }
-        Workload::OneWaySink => {
-            let rx = exp
-                .export_receiver::<Small32>("oneway", ONEWAY_CAPACITY)
-                .ctx("export")?;
-            tokio::spawn(count_small_batches(rx, ctl));
+            if env.w == Workload::OneWaySink {
+                tokio::spawn(count_small_batches(rx, ctl));
+            } else {
+                tokio::spawn(count_small(rx, ctl));
+            }
         }
         Workload::Bulk => {
             let rx = exp
