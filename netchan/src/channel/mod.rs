@@ -622,7 +622,13 @@ impl<T: Message> Receiver<T> {
                 self.queue.taken_from(&link);
                 let conn = link.conn().clone();
                 if !aside(data.len()) {
+                    let large = data.len() >= LARGE_MESSAGE;
                     let r = embed::decode::<T>(&conn, &data, handles);
+                    if large {
+                        // Its decoding took a while: the runtime's other
+                        // tasks get a turn before this one takes the next.
+                        spend_budget(cx);
+                    }
                     return Poll::Ready(self.decoded(&conn, r));
                 }
                 // A large message decodes on a blocking thread, so this

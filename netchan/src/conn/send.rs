@@ -25,6 +25,10 @@ pub(crate) enum SendOutcome {
 /// the task doing it yields to the runtime's other tasks soon after.
 pub(crate) const LARGE_MESSAGE: usize = 256 << 10;
 
+/// On a one-thread runtime, messages from this size on are encoded and
+/// decoded on the blocking pool; smaller ones in the task (see [`aside`]).
+const ASIDE_ON_ONE_WORKER: usize = 2 << 20;
+
 /// On a multi-thread runtime, messages from this size on are encoded and
 /// decoded on the blocking pool; smaller ones in the task (see
 /// [`aside`]).
@@ -33,15 +37,20 @@ const ASIDE_ON_MANY_WORKERS: usize = 4 << 20;
 /// Whether a message of `len` bytes is encoded or decoded on tokio's
 /// blocking pool rather than in the task that sends or receives it.
 ///
-/// On a one-thread runtime every large message is: the runtime's other
-/// tasks (other channels) go on meanwhile, and the work runs on another
-/// core. On a multi-thread runtime the other workers already go on and
-/// already use the cores, so the hand-over costs more than it gives below
-/// a few megabytes: measured with the bench's 1 MiB Pipe rows, both sides
-/// on one two-worker runtime, the hand-over took a third of the CPU per
-/// megabyte.
+/// The hand-over costs a thread's wake-up each way and moves the message
+/// to another core's cache: a 1 MiB echo call, encoded and decoded on the
+/// blocking pool at each of its four steps, was 1.4 times slower than
+/// with each step in its task (bench `echo-1MiB-call`, one one-thread
+/// runtime per side). So only messages whose decoding would hold the
+/// runtime for long go aside:
+/// - on a one-thread runtime, from 2 MiB on: the runtime's other tasks
+///   (other channels) go on meanwhile. A smaller message holds them for
+///   its decoding, at most about a millisecond (a plain `Vec<u8>` of
+///   2 MiB; a byte string much less);
+/// - on a multi-thread runtime, whose other workers go on anyway, from
+///   4 MiB on.
 pub(crate) fn aside(len: usize) -> bool {
-    len >= LARGE_MESSAGE
+    len >= ASIDE_ON_ONE_WORKER
         && (len >= ASIDE_ON_MANY_WORKERS
             || !tokio::runtime::Handle::try_current().is_ok_and(|h| {
                 matches!(
@@ -172,7 +181,7 @@ impl Conn {
 
 #[cfg(test)]
 mod tests {
-    use super::{ASIDE_ON_MANY_WORKERS, LARGE_MESSAGE, aside};
+    use super::{ASIDE_ON_MANY_WORKERS, ASIDE_ON_ONE_WORKER, LARGE_MESSAGE, aside};
 
     #[test]
     fn large_messages_go_aside_on_one_thread_and_only_very_large_ones_on_many() {
@@ -180,9 +189,10 @@ mod tests {
             .build()
             .unwrap();
         one.block_on(async {
-            assert!(!aside(LARGE_MESSAGE - 1));
-            assert!(aside(LARGE_MESSAGE));
-            assert!(aside(1 << 20));
+            assert!(!aside(LARGE_MESSAGE));
+            assert!(!aside(ASIDE_ON_ONE_WORKER - 1));
+            assert!(aside(ASIDE_ON_ONE_WORKER));
+            assert!(aside(ASIDE_ON_MANY_WORKERS));
         });
         let many = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
@@ -194,6 +204,7 @@ mod tests {
             assert!(aside(ASIDE_ON_MANY_WORKERS));
         });
         // Outside a runtime (a drop, a blocking thread): as on one thread.
-        assert!(aside(LARGE_MESSAGE));
+        assert!(!aside(ASIDE_ON_ONE_WORKER - 1));
+        assert!(aside(ASIDE_ON_ONE_WORKER));
     }
 }

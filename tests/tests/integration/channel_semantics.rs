@@ -687,6 +687,88 @@ async fn a_large_message_does_not_hold_up_small_messages_on_another_channel(t: T
 }
 over_both!(a_large_message_does_not_hold_up_small_messages_on_another_channel);
 
+/// A message under the hand-over size (2 MiB on a one-thread runtime)
+/// decodes in the receiving task. Taking a row of them already buffered,
+/// that task still gives the runtime's other tasks a turn after each one,
+/// as it does after a larger one decoded on the blocking pool.
+async fn a_receiver_taking_large_messages_lets_other_tasks_run_between_them(t: Transport) {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    const N: usize = 6;
+    const SIZE: usize = 1 << 20;
+    let (a, b) = t.connect().await;
+    let (tx, mut rx) = Way::ExportedSender.channel::<ByteBuf>(&a, &b, N).await;
+    for i in 0..N {
+        send_ok("a 1 MiB message", &tx, ByteBuf::from(vec![i as u8; SIZE])).await;
+    }
+    // Wait until all of them are in the receiver's buffer.
+    let buffered = || {
+        [&a, &b]
+            .iter()
+            .flat_map(|s| s.stats().channels)
+            .filter(|c| c.direction == netchan::Direction::Receiving)
+            .map(|c| c.queued)
+            .sum::<u64>()
+    };
+    within("all six messages in the receiver's buffer", async {
+        while buffered() < N as u64 {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    })
+    .await;
+    let ticks = Arc::new(AtomicU64::new(0));
+    let ticker = tokio::spawn({
+        let ticks = ticks.clone();
+        async move {
+            loop {
+                ticks.fetch_add(1, Ordering::Relaxed);
+                // Back into the run queue at once, as a task woken by a
+                // message would be (`yield_now` defers its wake-up).
+                let mut woke = false;
+                std::future::poll_fn(|cx| {
+                    if std::mem::replace(&mut woke, true) {
+                        std::task::Poll::Ready(())
+                    } else {
+                        cx.waker().wake_by_ref();
+                        std::task::Poll::Pending
+                    }
+                })
+                .await;
+            }
+        }
+    });
+    let receiver = tokio::spawn({
+        let ticks = ticks.clone();
+        async move {
+            let mut seen = Vec::new();
+            for i in 0..N {
+                let v = rx.recv().await.expect("recv").expect("a value");
+                assert_eq!((v.len(), v[0]), (SIZE, i as u8), "value {i}");
+                seen.push(ticks.load(Ordering::Relaxed));
+            }
+            seen
+        }
+    });
+    let seen = within("the receiver", receiver).await.expect("receiver");
+    ticker.abort();
+    assert!(
+        seen.windows(2).all(|w| w[1] > w[0]),
+        "another task ran between each two 1 MiB values taken: ticks seen {seen:?}"
+    );
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_receiver_taking_large_messages_lets_other_tasks_run_between_them_over_memory() {
+    bounded(a_receiver_taking_large_messages_lets_other_tasks_run_between_them(Transport::Memory))
+        .await;
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_receiver_taking_large_messages_lets_other_tasks_run_between_them_over_tcp() {
+    bounded(a_receiver_taking_large_messages_lets_other_tasks_run_between_them(Transport::Tcp))
+        .await;
+}
+
 /// A large message decodes away from the receiving task; a `recv` given
 /// up while that runs (a `select!` whose other branch won) loses nothing:
 /// the next `recv` returns the value, and order is kept.
