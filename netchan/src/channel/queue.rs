@@ -581,6 +581,20 @@ impl<T: Send + 'static> Inbound for Queue<T> {
         None
     }
 
+    fn deliver_many(&self, link: &Arc<Link>, data: &mut Vec<Bytes>) -> bool {
+        let mut st = lock(&self.st);
+        if st.receivers == 0 || matches!(st.end, Some(End::Failed(_))) {
+            return false;
+        }
+        st.items.extend(data.drain(..).map(|data| Item::Remote {
+            data,
+            handles: None,
+            link: link.clone(),
+        }));
+        Self::wake_rx(&mut st);
+        true
+    }
+
     fn link_ended(&self, link: &Arc<Link>, error: Option<Error>) {
         let mut st = lock(&self.st);
         let before = st.links.len();

@@ -11,7 +11,43 @@ use super::{Conn, ConnRef, Endpoint, Export, HandleGuard, Inner, Link, Status};
 use crate::error::Error;
 use crate::proto::{ChanId, CloseCode, Dir, Event, RejectCode};
 
+/// Messages without handles that arrived in a row on one channel, not yet
+/// in its queue (see [`Conn::deliver_run`]).
+#[derive(Default)]
+pub(crate) struct Run {
+    pub(crate) chan: Option<ChanId>,
+    pub(crate) data: Vec<bytes::Bytes>,
+}
+
 impl Conn {
+    /// Puts `run` into its channel's queue, under one lock of the queue,
+    /// and empties it. The same as dispatching each message as an
+    /// [`Event::Message`] in turn (reader task, `inner` held).
+    pub(crate) fn deliver_run(&self, inner: &mut Inner, run: &mut Run) {
+        let Some(chan) = run.chan.take() else {
+            return;
+        };
+        if run.data.is_empty() {
+            return;
+        }
+        let delivered = match inner.eps.get(&chan) {
+            Some(Endpoint::In(q, link)) => q.deliver_many(link, &mut run.data),
+            _ => false,
+        };
+        if !delivered {
+            // As for one message (see `dispatch`): a receiver gone frees
+            // each message's slot; the bytes are dropped.
+            if matches!(inner.eps.get(&chan), Some(Endpoint::In(..)))
+                && inner.proto.capacity_of(chan) > 0
+            {
+                for _ in 0..run.data.len() {
+                    inner.proto.credit_update(chan, 1, 1);
+                }
+            }
+            run.data.clear();
+        }
+    }
+
     /// Handles one protocol event (reader task, `inner` held). Values that
     /// must be dropped without the lock are pushed to `garbage`.
     pub(crate) fn dispatch(

@@ -396,6 +396,10 @@ fn several_workers() -> bool {
     )
 }
 
+/// The most messages of one channel the reader puts into its queue under
+/// one lock (the connection keeps room for as many between reads).
+const RUN_MAX: usize = 64;
+
 async fn reader<R: AsyncRead + Unpin>(conn: &Arc<Conn>, link: &LinkCtl, mut rd: R, buf: BytesMut) {
     let mut buf = buf;
     // The growth step: small until a read fills the room it had, then
@@ -422,6 +426,10 @@ async fn reader<R: AsyncRead + Unpin>(conn: &Arc<Conn>, link: &LinkCtl, mut rd: 
     // bytes at once. A read that waits lets the receivers run meanwhile.
     let yield_each = !several_workers();
     let mut owed = false;
+    // Messages without handles in a row on one channel go into its queue
+    // together, under one lock of it, up to `RUN_MAX` at a time (see
+    // `Conn::deliver_run`); empty between reads.
+    let mut run = super::Run::default();
     loop {
         if buf.capacity() - buf.len() < chunk / 4 {
             buf.reserve(chunk);
@@ -539,12 +547,29 @@ async fn reader<R: AsyncRead + Unpin>(conn: &Arc<Conn>, link: &LinkCtl, mut rd: 
             let now = Instant::now();
             loop {
                 match inner.proto.poll_input(&mut buf, now) {
+                    Ok(Some(crate::proto::Event::Message {
+                        chan,
+                        data,
+                        handles,
+                    })) if handles.is_empty() => {
+                        delivered = true;
+                        if run.chan != Some(chan) || run.data.len() >= RUN_MAX {
+                            conn.deliver_run(&mut inner, &mut run);
+                            run.chan = Some(chan);
+                        }
+                        run.data.push(data);
+                    }
                     Ok(Some(ev)) => {
+                        conn.deliver_run(&mut inner, &mut run);
                         delivered |= matches!(ev, crate::proto::Event::Message { .. });
                         conn.dispatch(&mut inner, ev, &mut garbage);
                     }
-                    Ok(None) => break,
+                    Ok(None) => {
+                        conn.deliver_run(&mut inner, &mut run);
+                        break;
+                    }
                     Err(error) => {
+                        conn.deliver_run(&mut inner, &mut run);
                         drop(inner);
                         fail(conn, peer_violation(error));
                         return;

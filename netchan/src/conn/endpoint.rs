@@ -45,6 +45,10 @@ pub(crate) trait Inbound: Send + Sync + 'static {
         data: Bytes,
         handles: Option<HandleGuard>,
     ) -> Option<Option<HandleGuard>>;
+    /// Messages without handles arrived on `link`, in this order: takes
+    /// them all out of `data`, as many `deliver`s would, under one lock.
+    /// False (and `data` untouched) if the queue no longer takes messages.
+    fn deliver_many(&self, link: &Arc<Link>, data: &mut Vec<Bytes>) -> bool;
     /// `link` ended: cleanly (the peer closed it) or with an error.
     fn link_ended(&self, link: &Arc<Link>, error: Option<Error>);
     /// Adds a remote source. False if the queue is closed.

@@ -21,6 +21,7 @@
 
 mod calls;
 mod dispatch;
+pub(crate) use dispatch::Run;
 pub(crate) mod driver;
 mod endpoint;
 mod errors;
