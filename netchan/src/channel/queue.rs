@@ -152,6 +152,12 @@ impl<T> Queue<T> {
         lock(&self.st).items.len()
     }
 
+    /// Whether messages from peers still go into the buffer: a receiver
+    /// is left and the queue did not fail.
+    fn takes_messages(st: &State<T>) -> bool {
+        st.receivers > 0 && !matches!(st.end, Some(End::Failed(_)))
+    }
+
     fn wake_rx(st: &mut State<T>) {
         if let Some(w) = st.rx_waker.take() {
             w.wake();
@@ -569,7 +575,7 @@ impl<T: Send + 'static> Inbound for Queue<T> {
         handles: Option<HandleGuard>,
     ) -> Option<Option<HandleGuard>> {
         let mut st = lock(&self.st);
-        if st.receivers == 0 || matches!(st.end, Some(End::Failed(_))) {
+        if !Self::takes_messages(&st) {
             return Some(handles);
         }
         st.items.push_back(Item::Remote {
@@ -583,7 +589,7 @@ impl<T: Send + 'static> Inbound for Queue<T> {
 
     fn deliver_many(&self, link: &Arc<Link>, data: &mut Vec<Bytes>) -> bool {
         let mut st = lock(&self.st);
-        if st.receivers == 0 || matches!(st.end, Some(End::Failed(_))) {
+        if !Self::takes_messages(&st) {
             return false;
         }
         st.items.extend(data.drain(..).map(|data| Item::Remote {

@@ -27,25 +27,15 @@ impl Conn {
         let Some(chan) = run.chan.take() else {
             return;
         };
-        if run.data.is_empty() {
-            return;
-        }
-        let delivered = match inner.eps.get(&chan) {
-            Some(Endpoint::In(q, link)) => q.deliver_many(link, &mut run.data),
+        let refused = match inner.eps.get(&chan) {
+            Some(Endpoint::In(q, link)) => !q.deliver_many(link, &mut run.data),
             _ => false,
         };
-        if !delivered {
-            // As for one message (see `dispatch`): a receiver gone frees
-            // each message's slot; the bytes are dropped.
-            if matches!(inner.eps.get(&chan), Some(Endpoint::In(..)))
-                && inner.proto.capacity_of(chan) > 0
-            {
-                for _ in 0..run.data.len() {
-                    inner.proto.credit_update(chan, 1, 1);
-                }
-            }
-            run.data.clear();
+        if refused {
+            receiver_gone(inner, chan, run.data.len());
         }
+        // Delivered, refused or without a receiving end: nothing is left.
+        run.data.clear();
     }
 
     /// Handles one protocol event (reader task, `inner` held). Values that
@@ -115,15 +105,7 @@ impl Conn {
                 match inner.eps.get(&chan) {
                     Some(Endpoint::In(q, link)) => {
                         if let Some(back) = q.deliver(link, data, guard) {
-                            // The receiver is gone: the message counts as
-                            // taken and its slot is given back, so the
-                            // sender is not stuck; the rest is dropped. On
-                            // a rendezvous channel nothing was taken: the
-                            // channel's `CLOSE` follows and the waiting
-                            // send fails with its value.
-                            if inner.proto.capacity_of(chan) > 0 {
-                                inner.proto.credit_update(chan, 1, 1);
-                            }
+                            receiver_gone(inner, chan, 1);
                             garbage.push(Box::new(back));
                         }
                     }
@@ -409,6 +391,19 @@ impl Conn {
                     other => other,
                 })
             }
+        }
+    }
+}
+
+/// `n` messages arrived on `chan` after its receiver was gone: each counts
+/// as taken and its slot is given back, so the sender is not stuck; the
+/// messages themselves are dropped. On a rendezvous channel nothing was
+/// taken: the channel's `CLOSE` follows and the waiting send fails with its
+/// value.
+fn receiver_gone(inner: &mut Inner, chan: ChanId, n: usize) {
+    if inner.proto.capacity_of(chan) > 0 {
+        for _ in 0..n {
+            inner.proto.credit_update(chan, 1, 1);
         }
     }
 }

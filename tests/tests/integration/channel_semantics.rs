@@ -757,17 +757,10 @@ async fn a_receiver_taking_large_messages_lets_other_tasks_run_between_them(t: T
     );
 }
 
-#[tokio::test(flavor = "current_thread")]
-async fn a_receiver_taking_large_messages_lets_other_tasks_run_between_them_over_memory() {
-    bounded(a_receiver_taking_large_messages_lets_other_tasks_run_between_them(Transport::Memory))
-        .await;
-}
-
-#[tokio::test(flavor = "current_thread")]
-async fn a_receiver_taking_large_messages_lets_other_tasks_run_between_them_over_tcp() {
-    bounded(a_receiver_taking_large_messages_lets_other_tasks_run_between_them(Transport::Tcp))
-        .await;
-}
+over_both!(
+    a_receiver_taking_large_messages_lets_other_tasks_run_between_them,
+    one_thread
+);
 
 /// A large message decodes away from the receiving task; a `recv` given
 /// up while that runs (a `select!` whose other branch won) loses nothing:

@@ -99,12 +99,23 @@ pub(crate) fn unique(prefix: &str) -> String {
 }
 
 /// Instantiates a transport scenario `async fn name(t: Transport)` as two
-/// tests, `name::over_memory` and `name::over_tcp`. Attributes may be added
-/// to either (`memory: #[ignore = "..."]`, `tcp: #[ignore = "..."]`).
+/// tests, `name::over_memory` and `name::over_tcp`, on a two-worker
+/// runtime. Attributes may be added to either (`memory: #[ignore = "..."]`,
+/// `tcp: #[ignore = "..."]`). `over_both!(name, one_thread)` runs both on
+/// a one-thread (`current_thread`) runtime instead.
 macro_rules! over_both {
+    ($scenario:ident, one_thread $(,)?) => {
+        over_both!(@tests [flavor = "current_thread"] $scenario);
+    };
     ($scenario:ident $(, memory: #[$mem:meta])* $(, tcp: #[$tcp:meta])* $(,)?) => {
+        over_both!(
+            @tests [flavor = "multi_thread", worker_threads = 2] $scenario
+            $(, memory: #[$mem])* $(, tcp: #[$tcp])*
+        );
+    };
+    (@tests [$($runtime:tt)*] $scenario:ident $(, memory: #[$mem:meta])* $(, tcp: #[$tcp:meta])*) => {
         mod $scenario {
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            #[tokio::test($($runtime)*)]
             $(#[$mem])*
             async fn over_memory() {
                 $crate::support::bounded(super::$scenario(
@@ -113,7 +124,7 @@ macro_rules! over_both {
                 .await;
             }
 
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            #[tokio::test($($runtime)*)]
             $(#[$tcp])*
             async fn over_tcp() {
                 $crate::support::bounded(super::$scenario($crate::support::Transport::Tcp))
