@@ -370,8 +370,12 @@ async fn finish(mut app: App, watch: Session, feed: &Feed, script: &Script) {
     };
     // On a failure (not a goodbye from either side) the driver stops
     // writing at once, even in the middle of a frame, and does not shut
-    // the stream down (`driver::fail` cancels `Conn::dead`).
-    let failed = !matches!(why, netchan::Error::Closed | netchan::Error::PeerGoodbye(_));
+    // the stream down (`driver::fail` cancels `Conn::dead`). So it does
+    // when a read failed (a reset) while this side closed: the session
+    // ends cleanly, since the peer went away (`driver::stream_failed`),
+    // but the stream is given up as on a failure.
+    let failed = !matches!(why, netchan::Error::Closed | netchan::Error::PeerGoodbye(_))
+        || feed.read_failed();
     // Hang-ups end the exported receivers (after what they buffered) and
     // fail the exported sender's sends; every other task waits on the
     // connection, which ended.

@@ -98,6 +98,8 @@ struct FeedState {
     output_cut: bool,
     /// The session shut its write side down.
     shut: bool,
+    /// A read of the session failed (the plan's `Fail`: a reset).
+    read_failed: bool,
 }
 
 /// The harness's end of the stream.
@@ -132,6 +134,11 @@ impl Feed {
         if let Some(w) = st.reader.take() {
             w.wake();
         }
+    }
+
+    /// Whether a read of the session failed (the peer reset the stream).
+    pub fn read_failed(&self) -> bool {
+        self.lock().read_failed
     }
 
     /// Bytes pushed and not yet read.
@@ -289,6 +296,7 @@ impl AsyncRead for FuzzStream {
             Next::Go(n) => n,
             Next::Pending => return Poll::Pending,
             Next::Fail => {
+                this.feed.lock().read_failed = true;
                 return Poll::Ready(Err(io::Error::new(
                     io::ErrorKind::ConnectionReset,
                     "fuzz: read failed",
