@@ -385,6 +385,10 @@ async fn accept_loop(listener: Listener, shared: Weak<ExporterShared>, cfg: Conf
                         return;
                     }
                     let hello = greet(&conn, &mut stream, &cfg, deadline).await;
+                    if hello.ended {
+                        ended_before_hello(&conn);
+                        return;
+                    }
                     if hello.resume {
                         // Not a new session after all.
                         crate::conn::driver::discard(&conn);
@@ -405,6 +409,10 @@ async fn accept_loop(listener: Listener, shared: Weak<ExporterShared>, cfg: Conf
                         return;
                     }
                     let hello = greet(&conn, &mut stream.stream, &cfg, deadline).await;
+                    if hello.ended {
+                        ended_before_hello(&conn);
+                        return;
+                    }
                     if hello.resume {
                         crate::conn::driver::discard(&conn);
                         if let Some(stream) = resume(&shared, stream, &hello, peer.as_ref()) {
@@ -422,6 +430,17 @@ async fn accept_loop(listener: Listener, shared: Weak<ExporterShared>, cfg: Conf
             }
         });
     }
+}
+
+/// A new connection ended before its peer's hello was whole: no session
+/// starts on it ([`Peeked::ended`]), and the stream closes as it drops.
+fn ended_before_hello(conn: &Arc<Conn>) {
+    tracing::debug!(
+        conn = conn.id,
+        peer = %conn.peer_label(),
+        "netchan: a connection ended before its hello; no session started"
+    );
+    crate::conn::driver::discard(conn);
 }
 
 /// Tracks a new session until it ends and runs the session-start hooks
@@ -523,6 +542,12 @@ struct Peeked {
     /// The hello resumes session `info.token`.
     resume: bool,
     info: ResumeInfo,
+    /// The stream ended (or failed) before the hello was whole: the peer
+    /// went away, or a network path closed its direction of the stream.
+    /// No session starts on it: a new one would only fail and say goodbye
+    /// to a dialer that may be reading still, and a dialer that was
+    /// resuming would take that goodbye for the end of its session.
+    ended: bool,
 }
 
 /// A new accepted connection, not started yet: it offers a resumable
@@ -569,8 +594,9 @@ async fn greet<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
 }
 
 /// Reads until the peer's hello is whole (or turns out not to be a
-/// hello, or the stream ends, or `deadline` passes: the session's reader
-/// then reports that as it always did).
+/// hello, or `deadline` passes: the session's reader then reports that
+/// as it always did), or the stream ends or fails first
+/// ([`Peeked::ended`]).
 async fn peek_hello<S: tokio::io::AsyncRead + Unpin>(
     s: &mut S,
     cfg: &Config,
@@ -589,6 +615,7 @@ async fn peek_hello<S: tokio::io::AsyncRead + Unpin>(
         resumable: false,
         resume: false,
         info: ResumeInfo::default(),
+        ended: false,
     };
     loop {
         let mut probe = p.bytes.clone();
@@ -608,7 +635,11 @@ async fn peek_hello<S: tokio::io::AsyncRead + Unpin>(
         }
         match tokio::time::timeout_at(deadline, s.read_buf(&mut p.bytes)).await {
             Ok(Ok(n)) if n > 0 => {}
-            _ => return p,
+            Ok(Ok(_) | Err(_)) => {
+                p.ended = true;
+                return p;
+            }
+            Err(_) => return p,
         }
     }
 }

@@ -436,6 +436,158 @@ async fn a_resume_with_a_wrong_token_is_refused() {
     assert_eq!(rx.recv().await.expect("recv"), Some(3));
 }
 
+/// A resume hello that never reaches the server whole, on a path that
+/// closes the client's direction at once: the server starts no session
+/// on such a connection, the attempt fails, and the next attempt over a
+/// whole path resumes the session with nothing lost.
+async fn a_resume_through_a_path_closed_one_way_is_tried_again(over: Over) {
+    let (exp, relay) = served(over.server(Config::default())).await;
+    let mut rx = exp.export_receiver::<u32>("n", 4).expect("export");
+    let client = Session::connect_with(relay.addr(), over.client())
+        .await
+        .expect("connect");
+    let mut events = client.events();
+    let tx = client.import_sender::<u32>("n").await.expect("import");
+    tx.send(1).await.expect("send");
+    assert_eq!(rx.recv().await.expect("recv"), Some(1));
+    relay.one_way(2);
+    relay.cut();
+    let saw = within("the resume", Duration::from_secs(20), async {
+        let mut saw = Vec::new();
+        while let Some(ev) = events.next().await {
+            let done = matches!(ev, SessionEvent::Resumed | SessionEvent::Lost(_));
+            saw.push(ev);
+            if done {
+                return saw;
+            }
+        }
+        panic!("the events ended: {saw:?}");
+    })
+    .await;
+    assert!(
+        matches!(saw.last(), Some(SessionEvent::Resumed)),
+        "resumed, not lost: {saw:?}"
+    );
+    let attempts = saw
+        .iter()
+        .filter(|e| matches!(e, SessionEvent::Reconnecting { .. }))
+        .count();
+    assert!(
+        attempts >= 3,
+        "two attempts through the one-way path failed before one resumed: {saw:?}"
+    );
+    for v in 2..=5 {
+        tx.send(v).await.expect("send after the resume");
+    }
+    for v in 2..=5 {
+        assert_eq!(rx.recv().await.expect("recv"), Some(v), "once, in order");
+    }
+    assert_eq!(exp.sessions().len(), 1, "one session, resumed");
+    client.close().await;
+}
+
+over_tcp_and_tls!(a_resume_through_a_path_closed_one_way_is_tried_again);
+
+/// A server that answers a resume hello with a new session of its own (its
+/// hello, then that session's goodbye) did not read the resume: only that
+/// attempt failed, and the dialer tries again. Here the next attempt is
+/// refused, and the session is lost with the refusal.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resume_answered_by_a_new_session_fails_only_that_attempt() {
+    use bytes::BytesMut;
+    use netchan::proto::hello::HELLO_LEN;
+    use netchan::proto::{CodecId, Connection, Event, Frame, Limits};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let server = tokio::spawn(async move {
+        let now = std::time::Instant::now;
+        let fresh_hello = || {
+            let mut c =
+                Connection::accept_resumable(Limits::default(), CodecId::Bincode, now(), [9; 16]);
+            let mut b = BytesMut::new();
+            c.take_transmit(&mut b, now());
+            b
+        };
+        // 1: a resumable session, then the connection breaks.
+        let (mut s, _) = listener.accept().await.expect("accept 1");
+        let mut c =
+            Connection::accept_resumable(Limits::default(), CodecId::Bincode, now(), [5; 16]);
+        let mut out = BytesMut::new();
+        c.take_transmit(&mut out, now());
+        s.write_all(&out).await.expect("hello");
+        let mut buf = BytesMut::new();
+        loop {
+            s.read_buf(&mut buf).await.expect("the dialer's hello");
+            if let Some(Event::Ready(_)) = c.poll_input(&mut buf, now()).expect("valid") {
+                break;
+            }
+        }
+        assert!(c.is_resumable(), "the dialer asked for a resumable session");
+        drop(s);
+        // 2: the resume hello, answered by a new session's hello and goodbye.
+        let (mut s, _) = listener.accept().await.expect("accept 2");
+        let mut resume = vec![0u8; HELLO_LEN];
+        s.read_exact(&mut resume).await.expect("the resume hello");
+        let mut out = fresh_hello();
+        Frame::Goodbye {
+            reason: "connection lost: peer closed the connection without a goodbye".into(),
+        }
+        .encode(&mut out);
+        s.write_all(&out).await.expect("new session");
+        // The dialer gives this link up and closes it.
+        let mut rest = Vec::new();
+        let _ = s.read_to_end(&mut rest).await;
+        // 3: refused.
+        let (mut s, _) = listener.accept().await.expect("accept 3");
+        s.read_exact(&mut resume)
+            .await
+            .expect("the resume hello again");
+        let mut out = fresh_hello();
+        out.extend_from_slice(&Connection::refusal(&Limits::default(), CodecId::Bincode));
+        s.write_all(&out).await.expect("refusal");
+        let _ = s.shutdown().await;
+    });
+    let client = Session::connect_with(addr, client_cfg())
+        .await
+        .expect("connect");
+    let mut events = client.events();
+    let saw = within(
+        "the session is lost",
+        Duration::from_secs(20),
+        events_until_lost(&mut events),
+    )
+    .await;
+    within("the fake server", Duration::from_secs(5), server)
+        .await
+        .expect("the fake server saw three connections");
+    let attempts: Vec<u32> = saw
+        .iter()
+        .filter_map(|e| match e {
+            SessionEvent::Reconnecting { attempt } => Some(*attempt),
+            _ => None,
+        })
+        .collect();
+    // The first events may come before `events()` subscribed: the
+    // server breaks the first connection at once.
+    assert_eq!(
+        attempts.last(),
+        Some(&2),
+        "the unanswered attempt, then another: {saw:?}"
+    );
+    match saw.last() {
+        Some(SessionEvent::Lost(Error::Protocol { error, .. })) => assert_eq!(
+            *error,
+            netchan::proto::ProtoError::ResumeRefused,
+            "lost by the refusal, not by the new session's goodbye: {saw:?}"
+        ),
+        other => panic!("expected Lost(ResumeRefused), got {other:?} in {saw:?}"),
+    }
+}
+
 /// A server that restarted does not know the session: the dialer's
 /// session is lost, and a fresh `Session::connect` to the new server
 /// works.

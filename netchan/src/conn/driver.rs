@@ -571,7 +571,13 @@ async fn reader<R: AsyncRead + Unpin>(conn: &Arc<Conn>, link: &LinkCtl, mut rd: 
                     Err(error) => {
                         conn.deliver_run(&mut inner, &mut run);
                         drop(inner);
-                        fail(conn, peer_violation(error));
+                        if error == crate::proto::ProtoError::ResumeUnanswered {
+                            // Only this attempt failed: suspended again,
+                            // the session resumes over another link.
+                            broke(conn, link, peer_violation(error));
+                        } else {
+                            fail(conn, peer_violation(error));
+                        }
                         return;
                     }
                 }

@@ -579,7 +579,15 @@ impl Connection {
     /// Dialer, resuming: reads the acceptor's answer to the resume hello.
     fn poll_resume_hello(&mut self, buf: &mut BytesMut) -> Result<Option<Event>, ProtoError> {
         let before = buf.len();
-        let Some((_, info)) = Hello::decode_with(buf, &self.ours)? else {
+        let offer_seen = matches!(&self.resume, Resume::On(r) if r.offer_seen);
+        let Some((_, info)) = (match Hello::decode_with(buf, &self.ours) {
+            // The acceptor spoke netchan (its hello came), then not the
+            // answer: a frame of a new session it started, not having
+            // read our resume hello.
+            Err(ProtoError::NotNetchan) if offer_seen => Err(ProtoError::ResumeUnanswered),
+            other => other,
+        })?
+        else {
             return Ok(None);
         };
         self.counters.bytes_in += (before - buf.len()) as u64;
@@ -693,7 +701,10 @@ impl Connection {
     }
 
     /// Reads frames from `buf` until one yields an event, or more bytes are
-    /// needed (`Ok(None)`). An error ends the connection for good.
+    /// needed (`Ok(None)`). An error ends the connection for good, except
+    /// [`ProtoError::ResumeUnanswered`]: only the link of a resume attempt
+    /// failed, and the caller [`suspend`](Self::suspend)s the session to
+    /// try again over another.
     pub fn poll_input(
         &mut self,
         buf: &mut BytesMut,
@@ -741,6 +752,9 @@ impl Connection {
             Resume::On(r) if r.link == LinkState::Resuming => {
                 return match self.poll_resume_hello(buf) {
                     Ok(ev) => Ok(ev),
+                    // Only this attempt failed: the caller suspends the
+                    // session again (see `poll_input`).
+                    Err(ProtoError::ResumeUnanswered) => Err(ProtoError::ResumeUnanswered),
                     Err(e) => Err(self.fail(e)),
                 };
             }

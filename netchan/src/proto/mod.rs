@@ -38,7 +38,9 @@ pub use frame::{ChanId, CloseCode, Dir, Frame, FrameCodec, Kind, RejectCode};
 pub use hello::{CodecId, Hello, MAGIC, PROTOCOL_VERSION};
 
 /// A protocol violation or failed handshake. Any of these ends the
-/// connection: netchan tolerates no protocol errors.
+/// connection (netchan tolerates no protocol errors), except
+/// [`ResumeUnanswered`](ProtoError::ResumeUnanswered), which ends only an
+/// attempt to resume.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum ProtoError {
@@ -151,6 +153,16 @@ pub enum ProtoError {
         "the peer refused to resume the session (it expired, the peer restarted, or the token is wrong): connect a new session"
     )]
     ResumeRefused,
+    /// Resuming, the dialer read the acceptor's hello on the new
+    /// connection and then, where the answer to its resume belongs,
+    /// something else: the acceptor never got the whole resume hello (the
+    /// path closed that direction) and started a new session there. Only
+    /// this attempt failed: the session stays suspended, and the next
+    /// attempt may resume it.
+    #[error(
+        "the peer did not answer the resume on the new connection (it did not receive the resume hello); trying again"
+    )]
+    ResumeUnanswered,
     /// A resuming peer asked for bytes this side no longer holds, or
     /// claimed bytes never sent.
     #[error("resume position outside what was sent and kept; the session cannot resume")]

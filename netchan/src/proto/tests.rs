@@ -3058,6 +3058,64 @@ fn a_resume_replays_exactly_what_the_cut_lost_in_both_directions() {
     assert_eq!(a.replay_held(), 0, "everything acknowledged");
 }
 
+/// The acceptor's hello comes on the new link, then a frame of a new
+/// session it started (it never read the whole resume hello), where the
+/// answer belongs: only the attempt failed. The dialer is not ended, can
+/// be suspended again, and resumes over the next link.
+#[test]
+fn a_new_session_where_the_resume_answer_belongs_fails_only_the_attempt() {
+    let (mut d, mut a, chan) = resumable_pair();
+    a.send_message(chan, &mut BytesMut::from(&[1][..]), &[])
+        .expect("send");
+    assert!(lose(&mut a) > 0, "the value is lost with the link");
+    assert!(d.suspend() && a.suspend());
+    assert!(d.begin_resume(t0()));
+    lose(&mut d);
+
+    // What a fresh acceptor writes first, then its goodbye.
+    let mut fresh =
+        Connection::accept_resumable(Limits::default(), CodecId::Bincode, t0(), [9; 16]);
+    let mut wire = BytesMut::new();
+    fresh.take_transmit(&mut wire, t0());
+    Frame::Goodbye {
+        reason: "connection lost".into(),
+    }
+    .encode(&mut wire);
+    assert_eq!(
+        d.poll_input(&mut wire, t0()),
+        Err(ProtoError::ResumeUnanswered)
+    );
+    assert!(!d.is_ended(), "only the attempt failed");
+    assert!(d.suspend(), "suspended again");
+    assert!(d.begin_resume(t0()), "and it tries again");
+
+    // The next link reaches the acceptor that keeps the session.
+    let mut hello = BytesMut::new();
+    d.take_transmit(&mut hello, t0());
+    let ours = *a.peer().expect("peer hello");
+    let (_, info) = Hello::decode_with(&mut hello, &ours)
+        .expect("valid")
+        .expect("whole");
+    a.accept_resume(info.position, t0()).expect("resume");
+    let mut to_d = BytesMut::new();
+    let got = pump(&mut a, &mut d, &mut to_d);
+    assert!(matches!(got[0], Event::Resumed), "{got:?}");
+    assert_eq!(message_bytes(&got), [1], "the lost value, once");
+}
+
+/// Bytes that are not netchan at all on a new link are still an error
+/// that ends the session: the peer there is not a netchan acceptor.
+#[test]
+fn a_resume_answered_by_another_protocol_ends_the_dialer() {
+    let (mut d, _a, _) = resumable_pair();
+    assert!(d.suspend());
+    assert!(d.begin_resume(t0()));
+    lose(&mut d);
+    let mut http = BytesMut::from(&b"HTTP/1.1 400 Bad Request\r\n\r\n"[..]);
+    assert_eq!(d.poll_input(&mut http, t0()), Err(ProtoError::NotNetchan));
+    assert!(d.is_ended());
+}
+
 #[test]
 fn a_refused_resume_ends_the_dialer_and_an_ack_beyond_what_was_sent_is_an_error() {
     let (mut d, _a, _) = resumable_pair();

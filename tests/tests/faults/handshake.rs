@@ -114,6 +114,57 @@ async fn an_exporter_drops_connections_whose_handshake_never_completes() {
         .await;
 }
 
+/// A connection whose dialer's direction ends before its hello is whole
+/// (nothing sent, or part of a hello) starts no session: the exporter
+/// sent its own hello at once, and then closes without a goodbye, reports
+/// no error, and keeps no session for it. A dialer resuming through a
+/// path that closed its direction then sees the end of stream and tries
+/// again, instead of reading a new session's goodbye.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_exporter_starts_no_session_on_a_connection_that_ends_before_its_hello() {
+    let tasks = Tasks::baseline();
+    let exp = Exporter::bind("127.0.0.1:0").await.expect("bind");
+    let mut errors = exp.errors();
+    let tx = exp.export_sender::<u32>("x").expect("export");
+    for partial in [&[][..], &MAGIC[..5]] {
+        let mut raw = RawPeer::connect(exp.local_addr()).await;
+        raw.send_raw(partial).await.expect("write");
+        raw.shutdown_write().await;
+        raw.recv_hello().await;
+        match raw.next_frame_within(STEP).await {
+            Ok(None) => {}
+            other => panic!(
+                "after {} bytes and the end: expected the end of stream, no session, got {other:?}",
+                partial.len()
+            ),
+        }
+    }
+    assert!(
+        tokio::time::timeout(MARGIN, errors.next()).await.is_err(),
+        "no error reported for connections that said nothing"
+    );
+    within("no session kept", STEP, async {
+        while !exp.sessions().is_empty() {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await;
+    // Meanwhile a real client is served.
+    let s = within("connect", STEP, Session::connect(exp.local_addr()))
+        .await
+        .expect("connect");
+    let mut rx = s.import_receiver::<u32>("x", 1).await.expect("import");
+    tx.send(1).await.expect("send");
+    assert_eq!(rx.recv().await.expect("recv"), Some(1));
+    drop(rx);
+    s.close().await;
+    exp.shutdown().await;
+    drop((s, exp, tx, errors));
+    tasks
+        .settle("after connections that ended before their hello")
+        .await;
+}
+
 /// The proxy cuts the connection in the middle of the dialer's hello:
 /// both handshakes fail at once, each with a lost connection.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

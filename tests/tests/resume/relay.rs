@@ -1,8 +1,10 @@
 //! A cutting relay: a TCP proxy on 127.0.0.1 that forwards every
 //! connection it accepts to an upstream address, and on command kills
 //! every connection it carries (both sockets close at once, as when a
-//! network path dies), refuses new ones for a while, or switches to
-//! another upstream (a restarted server).
+//! network path dies), refuses new ones for a while, switches to
+//! another upstream (a restarted server), or closes the client's
+//! direction of the next connections at once (a path that closed one
+//! way).
 //!
 //! It runs on a runtime of its own, on its own thread, so that cuts land
 //! on time whatever the test's runtime is doing.
@@ -10,6 +12,7 @@
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
+use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 
@@ -18,6 +21,11 @@ struct State {
     upstream: Option<SocketAddr>,
     /// Refuse (accept and close at once) new connections.
     blocked: bool,
+    /// New connections to carry one way only: the server's bytes reach
+    /// the client, the client's direction ends before its first byte.
+    one_way: usize,
+    /// One task per connection carries both directions, so that a cut
+    /// closes both sockets at once.
     pumps: Vec<JoinHandle<()>>,
 }
 
@@ -70,37 +78,38 @@ impl Relay {
         let st = state.clone();
         rt.spawn(async move {
             loop {
-                let Ok((front, _)) = listener.accept().await else {
+                let Ok((mut front, _)) = listener.accept().await else {
                     return;
                 };
-                let (upstream, blocked) = {
-                    let s = lock(&st);
-                    (s.upstream, s.blocked)
+                let (upstream, one_way) = {
+                    let mut s = lock(&st);
+                    let one_way = s.one_way > 0 && !s.blocked;
+                    if one_way {
+                        s.one_way -= 1;
+                    }
+                    (s.upstream.filter(|_| !s.blocked), one_way)
                 };
-                let Some(upstream) = upstream.filter(|_| !blocked) else {
+                let Some(upstream) = upstream else {
                     drop(front);
                     continue;
                 };
-                let st = st.clone();
-                tokio::spawn(async move {
-                    let Ok(back) = TcpStream::connect(upstream).await else {
+                let mut s = lock(&st);
+                s.pumps.retain(|p| !p.is_finished());
+                s.pumps.push(tokio::spawn(async move {
+                    let Ok(mut back) = TcpStream::connect(upstream).await else {
                         return;
                     };
                     let _ = front.set_nodelay(true);
                     let _ = back.set_nodelay(true);
-                    let (mut fr, mut fw) = front.into_split();
-                    let (mut br, mut bw) = back.into_split();
-                    let a = tokio::spawn(async move {
-                        let _ = tokio::io::copy(&mut fr, &mut bw).await;
-                    });
-                    let b = tokio::spawn(async move {
-                        let _ = tokio::io::copy(&mut br, &mut fw).await;
-                    });
-                    let mut s = lock(&st);
-                    s.pumps.retain(|p| !p.is_finished());
-                    s.pumps.push(a);
-                    s.pumps.push(b);
-                });
+                    if one_way {
+                        // The client's direction ends before its first
+                        // byte; the server's goes on until it closes.
+                        let _ = back.shutdown().await;
+                        let _ = tokio::io::copy(&mut back, &mut front).await;
+                    } else {
+                        let _ = tokio::io::copy_bidirectional(&mut front, &mut back).await;
+                    }
+                }));
             }
         });
         Relay {
@@ -127,6 +136,13 @@ impl Relay {
     /// Refuses new connections (accepts and closes them) while `blocked`.
     pub(crate) fn block(&self, blocked: bool) {
         lock(&self.state).blocked = blocked;
+    }
+
+    /// Carries the next `n` connections one way only: the client's
+    /// direction ends at once (the server reads the end of stream before
+    /// any byte), the server's bytes still reach the client.
+    pub(crate) fn one_way(&self, n: usize) {
+        lock(&self.state).one_way = n;
     }
 
     /// Forwards new connections to `upstream` from now on.
