@@ -65,10 +65,11 @@ pub(crate) async fn dial(
     if let Some(tls) = cfg.tls_client.clone() {
         let addrs = Addrs::of(&stream);
         let (connector, name) = tls.connector()?;
-        let stream = connector
+        let mut stream = connector
             .connect(name, stream)
             .await
             .map_err(|e| super::tls::explain("client", None, e))?;
+        super::tls::tune(stream.get_mut().1);
         let peer = super::tls::PeerIdentity::of_stream(stream.get_ref().1);
         return Ok(Dialed::Tls(Addressed { stream, addrs }, peer));
     }
@@ -248,7 +249,7 @@ impl Handshake {
             let timeout = cfg.handshake_timeout;
             let addrs = Addrs::of(&stream);
             let r = tokio::time::timeout(timeout, acceptor.accept(stream)).await;
-            let stream = match r {
+            let mut stream = match r {
                 Ok(Ok(s)) => s,
                 Ok(Err(e)) => return Err(super::tls::explain("server", Some(peer_addr), e)),
                 Err(_) => {
@@ -259,6 +260,7 @@ impl Handshake {
                     });
                 }
             };
+            super::tls::tune(stream.get_mut().1);
             let peer = super::tls::PeerIdentity::of_stream(stream.get_ref().1);
             return Ok(Accepted::Tls(Addressed { stream, addrs }, peer));
         }

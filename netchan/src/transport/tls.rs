@@ -97,6 +97,20 @@ impl FromStr for Fingerprint {
     }
 }
 
+/// How much encrypted data a TLS connection may hold unsent (rustls's
+/// default is 64 KiB). The writer hands over a chunk and its 9-byte frame
+/// header together: at the default, a 64 KiB chunk left its last bytes
+/// for a second write call, with a record and a system call of their own
+/// (twice the system calls per MiB; measured 12-24 % less throughput for
+/// 1 MiB messages). 128 KiB did as well as 512 KiB, and keeps what waits
+/// ahead of a small message short.
+pub(crate) const SEND_BUFFER: usize = 128 << 10;
+
+/// Sets the buffers of a TLS connection, once its handshake is done.
+pub(crate) fn tune<D>(conn: &mut rustls::ConnectionCommon<D>) {
+    conn.set_buffer_limit(Some(SEND_BUFFER));
+}
+
 /// What a session knows of its peer's certificate after a TLS handshake.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PeerIdentity {
