@@ -77,6 +77,20 @@ async fn connecting_to_a_server_that_never_answers_fails_after_the_handshake_tim
     tasks.settle("after a failed connect").await;
 }
 
+/// Meanwhile a real client is served: it imports `"x"` and receives a
+/// value sent on `tx`; then the exporter shuts down.
+async fn serves_a_real_client(exp: Exporter, tx: netchan::Sender<u32>) {
+    let s = within("connect", STEP, Session::connect(exp.local_addr()))
+        .await
+        .expect("connect");
+    let mut rx = s.import_receiver::<u32>("x", 1).await.expect("import");
+    tx.send(1).await.expect("send");
+    assert_eq!(rx.recv().await.expect("recv"), Some(1));
+    drop(rx);
+    s.close().await;
+    exp.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_exporter_drops_connections_whose_handshake_never_completes() {
     let tasks = Tasks::baseline();
@@ -98,17 +112,8 @@ async fn an_exporter_drops_connections_whose_handshake_never_completes() {
             None => panic!("errors() ended"),
         }
     }
-    // Meanwhile a real client is served.
-    let s = within("connect", STEP, Session::connect(exp.local_addr()))
-        .await
-        .expect("connect");
-    let mut rx = s.import_receiver::<u32>("x", 1).await.expect("import");
-    tx.send(1).await.expect("send");
-    assert_eq!(rx.recv().await.expect("recv"), Some(1));
-    drop(rx);
-    s.close().await;
-    exp.shutdown().await;
-    drop((s, exp, tx, errors, silent, partial));
+    serves_a_real_client(exp, tx).await;
+    drop((errors, silent, partial));
     tasks
         .settle("after stalled handshakes at an exporter")
         .await;
@@ -149,17 +154,8 @@ async fn an_exporter_starts_no_session_on_a_connection_that_ends_before_its_hell
         }
     })
     .await;
-    // Meanwhile a real client is served.
-    let s = within("connect", STEP, Session::connect(exp.local_addr()))
-        .await
-        .expect("connect");
-    let mut rx = s.import_receiver::<u32>("x", 1).await.expect("import");
-    tx.send(1).await.expect("send");
-    assert_eq!(rx.recv().await.expect("recv"), Some(1));
-    drop(rx);
-    s.close().await;
-    exp.shutdown().await;
-    drop((s, exp, tx, errors));
+    serves_a_real_client(exp, tx).await;
+    drop(errors);
     tasks
         .settle("after connections that ended before their hello")
         .await;
