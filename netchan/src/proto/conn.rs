@@ -694,7 +694,12 @@ impl Connection {
         f.encode(&mut self.out);
         self.counters.frames_out += 1;
         self.replies += self.out.len() - before;
-        if self.replies > self.limits.max_reply_backlog {
+        // The backlog bounds what a peer that sends and never reads makes
+        // this side queue. An ended connection reads nothing more: what is
+        // queued then comes from local calls (closing the channels the
+        // peer asked for after its goodbye), which must not turn a clean
+        // end into this failure.
+        if self.replies > self.limits.max_reply_backlog && !self.is_ended() {
             return Err(self.fail(ProtoError::PeerNotReading(self.replies)));
         }
         Ok(())

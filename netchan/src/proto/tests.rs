@@ -2490,6 +2490,36 @@ fn peer_that_never_reads_its_replies_is_cut_off() {
     }
 }
 
+/// After the peer's goodbye, closing the channels it asked for answers
+/// each with a REJECT, past the reply backlog if need be: the end stays
+/// clean (found by the `connection` fuzz target), and bytes after the
+/// goodbye are still `AfterGoodbye`.
+#[test]
+fn closing_requested_channels_after_the_peers_goodbye_keeps_the_end_clean() {
+    let l = limits(|l| {
+        l.max_pending_opens = 8;
+        l.max_reply_backlog = 64;
+    });
+    let mut p = lone(Side::Acceptor, l);
+    let mut wire = Vec::new();
+    for id in [1, 3, 5, 7, 9, 11] {
+        wire.extend(open_frame(id, Dir::OpenerSends, 0));
+    }
+    wire.extend(enc(&Frame::Goodbye {
+        reason: String::new(),
+    }));
+    p.receive(&wire, t0()).unwrap();
+    assert!(p.conn.is_ended());
+    for id in [1, 3, 5, 7, 9, 11] {
+        p.conn.close(id, CloseCode::Done, "closed by the program");
+    }
+    assert_eq!(p.conn.error(), None, "a clean end stays clean");
+    assert_eq!(
+        p.receive(&open_frame(13, Dir::OpenerSends, 0), t0()),
+        Err(ProtoError::AfterGoodbye)
+    );
+}
+
 #[test]
 fn malformed_payloads_end_the_connection() {
     use Kind::*;
