@@ -402,9 +402,8 @@ impl Conn {
 /// value.
 fn receiver_gone(inner: &mut Inner, chan: ChanId, n: usize) {
     if inner.proto.capacity_of(chan) > 0 {
-        for _ in 0..n {
-            inner.proto.credit_update(chan, 1, 1);
-        }
+        let n = u32::try_from(n).unwrap_or(u32::MAX);
+        inner.proto.credit_update(chan, n, n);
     }
 }
 

@@ -3088,6 +3088,16 @@ fn a_resume_replays_exactly_what_the_cut_lost_in_both_directions() {
     assert_eq!(a.replay_held(), 0, "everything acknowledged");
 }
 
+/// A dialer of a [`resumable_pair`] whose link broke, resuming over a new
+/// one: its resume hello is already sent, the answer not yet read.
+fn resuming_dialer() -> Connection {
+    let (mut d, _a, _) = resumable_pair();
+    assert!(d.suspend());
+    assert!(d.begin_resume(t0()));
+    lose(&mut d);
+    d
+}
+
 /// The acceptor's hello comes on the new link, then a frame of a new
 /// session it started (it never read the whole resume hello), where the
 /// answer belongs: only the attempt failed. The dialer is not ended, can
@@ -3137,10 +3147,7 @@ fn a_new_session_where_the_resume_answer_belongs_fails_only_the_attempt() {
 /// that ends the session: the peer there is not a netchan acceptor.
 #[test]
 fn a_resume_answered_by_another_protocol_ends_the_dialer() {
-    let (mut d, _a, _) = resumable_pair();
-    assert!(d.suspend());
-    assert!(d.begin_resume(t0()));
-    lose(&mut d);
+    let mut d = resuming_dialer();
     let mut http = BytesMut::from(&b"HTTP/1.1 400 Bad Request\r\n\r\n"[..]);
     assert_eq!(d.poll_input(&mut http, t0()), Err(ProtoError::NotNetchan));
     assert!(d.is_ended());
@@ -3148,10 +3155,7 @@ fn a_resume_answered_by_another_protocol_ends_the_dialer() {
 
 #[test]
 fn a_refused_resume_ends_the_dialer_and_an_ack_beyond_what_was_sent_is_an_error() {
-    let (mut d, _a, _) = resumable_pair();
-    assert!(d.suspend());
-    assert!(d.begin_resume(t0()));
-    lose(&mut d);
+    let mut d = resuming_dialer();
     let mut no = BytesMut::from(&Connection::refusal(&Limits::default(), CodecId::Bincode)[..]);
     assert_eq!(d.poll_input(&mut no, t0()), Err(ProtoError::ResumeRefused));
     assert!(d.is_ended());

@@ -104,7 +104,7 @@ impl FromStr for Fingerprint {
 /// (twice the system calls per MiB; measured 12-24 % less throughput for
 /// 1 MiB messages). 128 KiB did as well as 512 KiB, and keeps what waits
 /// ahead of a small message short.
-pub(crate) const SEND_BUFFER: usize = 128 << 10;
+const SEND_BUFFER: usize = 128 << 10;
 
 /// Sets the buffers of a TLS connection, once its handshake is done.
 pub(crate) fn tune<D>(conn: &mut rustls::ConnectionCommon<D>) {

@@ -81,19 +81,15 @@ impl Relay {
                 let Ok((mut front, _)) = listener.accept().await else {
                     return;
                 };
-                let (upstream, one_way) = {
-                    let mut s = lock(&st);
-                    let one_way = s.one_way > 0 && !s.blocked;
-                    if one_way {
-                        s.one_way -= 1;
-                    }
-                    (s.upstream.filter(|_| !s.blocked), one_way)
-                };
-                let Some(upstream) = upstream else {
+                let mut s = lock(&st);
+                let Some(upstream) = s.upstream.filter(|_| !s.blocked) else {
                     drop(front);
                     continue;
                 };
-                let mut s = lock(&st);
+                let one_way = s.one_way > 0;
+                if one_way {
+                    s.one_way -= 1;
+                }
                 s.pumps.retain(|p| !p.is_finished());
                 s.pumps.push(tokio::spawn(async move {
                     let Ok(mut back) = TcpStream::connect(upstream).await else {
