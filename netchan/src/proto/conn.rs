@@ -22,7 +22,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 use super::ProtoError;
 pub use super::chan::Role;
 use super::chan::{Chan, State};
-use super::chunk::{Assembly, Pending, TRANSMIT_CHUNKS};
+use super::chunk::{Assembly, MIXED_QUIET, Pending, SOLO_CHUNKS, TRANSMIT_CHUNKS};
 use super::flow::ACK_DELAY;
 use super::frame::{
     ChanId, CloseCode, Dir, FLAG_END, FLAG_HANDLES, Frame, HEADER_LEN, Kind, RejectCode,
@@ -303,6 +303,10 @@ pub struct Connection {
     out: BytesMut,
     /// Channels with pending chunks, in round-robin order.
     ready: VecDeque<ChanId>,
+    /// A message of one chunk was queued since the last transmit.
+    small_queued: bool,
+    /// The last transmit that found one.
+    mixed_at: Option<Instant>,
     /// Receiving ends marked for a `CREDIT` at the next transmit.
     credit_due: Vec<ChanId>,
     /// Rendezvous channels that closed while a message sent on them was
@@ -441,6 +445,8 @@ impl Connection {
             out,
             ready: VecDeque::new(),
             credit_due: Vec::new(),
+            small_queued: false,
+            mixed_at: None,
             untaken: Vec::new(),
             credit_urgent: false,
             credit_lazy_since: None,
@@ -1390,6 +1396,7 @@ impl Connection {
         self.sent_total += 1;
         let flags = if table > 0 { FLAG_HANDLES } else { 0 };
         if size <= self.limits.chunk_size && c.nothing_pending() {
+            self.small_queued = true;
             self.counters.frames_out += 1;
             let start = self.out.len();
             self.out.reserve(HEADER_LEN + size);
@@ -1744,8 +1751,18 @@ impl Connection {
             self.counters.frames_out += 1;
         }
         // One chunk per transmit: a small message queued meanwhile waits
-        // behind at most one chunk of a large one.
-        let mut budget = TRANSMIT_CHUNKS * self.limits.chunk_size;
+        // behind at most one chunk of a large one. A large message alone on
+        // a connection where no small one went for `MIXED_QUIET` leaves in
+        // larger writes (see `SOLO_CHUNKS`).
+        if std::mem::take(&mut self.small_queued) {
+            self.mixed_at = Some(now);
+        }
+        let alone = self.ready.len() == 1
+            && self
+                .mixed_at
+                .is_none_or(|t| now.saturating_duration_since(t) >= MIXED_QUIET);
+        let chunks = if alone { SOLO_CHUNKS } else { TRANSMIT_CHUNKS };
+        let mut budget = chunks * self.limits.chunk_size;
         while budget > 0 {
             let Some(chan) = self.ready.pop_front() else {
                 break;

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use bytes::{Buf, Bytes, BytesMut};
 use proptest::prelude::*;
 
+use super::chunk::{MIXED_QUIET, SOLO_CHUNKS};
 use super::conn::{FinishError, OpenError, SendBlock};
 use super::frame::{FLAG_END, FLAG_HANDLES, HEADER_LEN, MAX_CONTROL_PAYLOAD, MAX_REASON_LEN};
 use super::hello::HELLO_LEN;
@@ -1053,34 +1054,74 @@ fn large_messages_on_two_channels_interleave_chunk_by_chunk() {
     );
 }
 
+/// The chunks (channel and payload length) of one transmit.
+fn transmit_chunks(p: &mut Pair) -> Vec<(ChanId, usize)> {
+    let bytes = p.d.transmit(p.now);
+    p.a.receive(&bytes, p.now).unwrap();
+    data_frames(&p.d.take_sent())
+        .into_iter()
+        .map(|(c, _, n)| (c, n))
+        .collect()
+}
+
 #[test]
 fn small_message_overtakes_the_rest_of_a_large_one_on_another_channel() {
     let mut p = Pair::connected();
     let big = p.d_sends(1);
-    let small = p.d_sends(1);
+    let small = p.d_sends(2);
     let body = vec![1u8; 1 << 20];
     p.d.send(big, &body, &[]).unwrap();
-    // One transmit hands out one chunk, not the megabyte.
-    let first = p.d.transmit(p.now);
-    let chunks = data_frames(&p.d.take_sent());
-    assert_eq!(chunks.len(), 1, "one 64 KiB chunk per transmit");
-    assert!(first.len() < (1 << 20) / 2);
-    p.a.receive(&first, p.now).unwrap();
+    // Alone on the connection: a few chunks per transmit, not the megabyte.
+    let chunk = Limits::default().chunk_size;
+    assert_eq!(transmit_chunks(&mut p), vec![(big, chunk); SOLO_CHUNKS]);
     p.d.send(small, b"x", &[]).unwrap();
+    // The small message goes first, and one chunk follows it.
+    assert_eq!(transmit_chunks(&mut p), vec![(small, 1), (big, chunk)]);
+    // From then on, one chunk per transmit.
+    assert_eq!(transmit_chunks(&mut p), vec![(big, chunk)]);
+    p.d.send(small, b"y", &[]).unwrap();
+    assert_eq!(transmit_chunks(&mut p), vec![(small, 1), (big, chunk)]);
     p.drive();
-    let rest = p.d.take_sent();
-    assert_eq!(
-        rest[0],
-        Frame::Data {
-            chan: small,
-            flags: FLAG_END,
-            payload: Bytes::from_static(b"x")
-        }
-    );
     assert_eq!(
         p.a.take_events(),
-        vec![message(small, b"x"), message(big, &body)]
+        vec![
+            message(small, b"x"),
+            message(small, b"y"),
+            message(big, &body)
+        ]
     );
+}
+
+#[test]
+fn a_large_message_after_a_small_one_waits_the_quiet_time_for_larger_writes() {
+    let mut p = Pair::connected();
+    let big = p.d_sends(1);
+    let small = p.d_sends(1);
+    let chunk = Limits::default().chunk_size;
+    p.d.send(small, b"x", &[]).unwrap();
+    p.d.send(big, &vec![1u8; 1 << 20], &[]).unwrap();
+    // A small message went with this transmit: one chunk.
+    assert_eq!(transmit_chunks(&mut p), vec![(small, 1), (big, chunk)]);
+    p.now += MIXED_QUIET - Duration::from_millis(1);
+    assert_eq!(transmit_chunks(&mut p), vec![(big, chunk)]);
+    // No small message for the quiet time: alone again.
+    p.now += Duration::from_millis(1);
+    assert_eq!(transmit_chunks(&mut p), vec![(big, chunk); SOLO_CHUNKS]);
+}
+
+#[test]
+fn two_large_messages_go_one_chunk_per_transmit_until_one_is_alone() {
+    let mut p = Pair::connected();
+    let a = p.d_sends(1);
+    let b = p.d_sends(1);
+    let chunk = Limits::default().chunk_size;
+    p.d.send(a, &vec![1u8; 2 * chunk], &[]).unwrap();
+    p.d.send(b, &vec![2u8; 8 * chunk], &[]).unwrap();
+    assert_eq!(transmit_chunks(&mut p), vec![(a, chunk)]);
+    assert_eq!(transmit_chunks(&mut p), vec![(b, chunk)]);
+    assert_eq!(transmit_chunks(&mut p), vec![(a, chunk)]);
+    // `a` is done: `b` is alone.
+    assert_eq!(transmit_chunks(&mut p), vec![(b, chunk); SOLO_CHUNKS]);
 }
 
 #[test]
