@@ -11,6 +11,7 @@
 
 use std::collections::HashMap;
 use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -29,8 +30,46 @@ use crate::{Error, Receiver, RecvError, Session, codec};
 /// Calls buffered per client before it waits for the server to read.
 const CALLS_CAPACITY: usize = 256;
 
-/// Gives each new dispatcher the service it runs; `None` once the
-/// service is gone (a session's own instance, after its exporter stopped).
+/// Replies to calls that arrived together leave in one write, but no more
+/// than this many: the client works through a batch while the rest is
+/// answered. Replies to 64 calls in flight written all at once kept each
+/// side idle while the other worked; in batches of 16 (bench `calls-64`,
+/// one one-thread runtime per side) twice as many calls completed, for
+/// less CPU per call than with 8 or 32.
+const REPLY_BATCH: usize = 16;
+
+/// The calls a dispatcher has yet to take, and its replies not yet
+/// written.
+struct Waiting<T> {
+    queue: Arc<Queue<T>>,
+    batch: ReplyBatch,
+}
+
+impl<T> Waiting<T> {
+    /// Whether the reply being sent is written at once ([`ReplyBatch`]).
+    fn write_now(&self) -> bool {
+        self.batch.write_now(self.queue.buffered())
+    }
+}
+
+/// Counts replies queued since one was written through.
+#[derive(Default)]
+struct ReplyBatch(AtomicUsize);
+
+impl ReplyBatch {
+    /// Whether the reply being sent is written at once, with those queued
+    /// before it: when no call waits behind it (`waiting` is 0) to batch
+    /// with, or the batch is full ([`REPLY_BATCH`]).
+    fn write_now(&self, waiting: usize) -> bool {
+        let n = self.0.fetch_add(1, Ordering::Relaxed) + 1;
+        let now = n >= REPLY_BATCH || waiting == 0;
+        if now {
+            self.0.store(0, Ordering::Relaxed);
+        }
+        now
+    }
+}
+
 pub(crate) type GetService<S> = Arc<dyn Fn() -> Option<S> + Send + Sync>;
 
 /// The export that serves `S`: each import starts a dispatcher.
@@ -40,7 +79,10 @@ pub(crate) fn service_export<S: Service>(get: GetService<S>) -> Export {
         start: Arc::new(move |conn: &Arc<Conn>| -> Arc<dyn Inbound> {
             let queue = Queue::<ToServer<S::Request, S::Response>>::new(CALLS_CAPACITY, 0, 0);
             let calls = Receiver::from_queue(queue.clone(), None, None);
-            let waiting = queue.clone();
+            let waiting = Arc::new(Waiting {
+                queue: queue.clone(),
+                batch: ReplyBatch::default(),
+            });
             let session = Session::from_conn(conn);
             let get = get.clone();
             conn.rt.spawn(async move {
@@ -58,7 +100,7 @@ pub(crate) fn service_export<S: Service>(get: GetService<S>) -> Export {
 async fn dispatch<S: Service>(
     service: S,
     mut calls: Receiver<ToServer<S::Request, S::Response>>,
-    waiting: Arc<Queue<ToServer<S::Request, S::Response>>>,
+    waiting: Arc<Waiting<ToServer<S::Request, S::Response>>>,
     session: Session,
 ) {
     let replies = match calls.recv().await {
@@ -139,10 +181,7 @@ async fn dispatch<S: Service>(
                             ),
                             Err(_) => (Err(Failure::Timeout), CallEnd::DeadlinePassed),
                         };
-                        // The last reply to calls that arrived together
-                        // is written by this task, with those before it
-                        // (no call waiting behind it to batch with).
-                        let direct = waiting.buffered() == 0;
+                        let direct = waiting.write_now();
                         let sent = replies.send_detailed(Reply { id, result }, direct).await;
                         if let Err((_, None)) = sent {
                             // The caller is gone: nobody got the result.
@@ -218,5 +257,21 @@ fn panic_message(p: &Box<dyn std::any::Any + Send>) -> String {
         s.clone()
     } else {
         "non-string panic payload".to_owned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{REPLY_BATCH, ReplyBatch};
+
+    #[test]
+    fn replies_to_calls_taken_together_are_written_in_batches() {
+        let b = ReplyBatch::default();
+        // 40 calls arrived together: every 16th reply is written, and the
+        // last, which no call waits behind.
+        let written: Vec<usize> = (1..=40).filter(|i| b.write_now(40 - i)).collect();
+        assert_eq!(written, [REPLY_BATCH, 2 * REPLY_BATCH, 40]);
+        // One call at a time: each reply at once.
+        assert!((0..5).all(|_| b.write_now(0)));
     }
 }
