@@ -26,12 +26,32 @@ const RESERVE_MAX: usize = 1 << 20;
 /// Bytes gathered on the stack before they go into the buffer together.
 const STAGE: usize = 512;
 
+thread_local! {
+    /// The staging area, kept per thread: one on the stack would be
+    /// zeroed for every message (`unsafe` code, which could leave it
+    /// uninitialised, is not used here), a tenth of the cost of sending a
+    /// small one.
+    static STAGED: std::cell::RefCell<[u8; STAGE]> = const { std::cell::RefCell::new([0; STAGE]) };
+}
+
 /// Appends the encoding of `value` to `dst`. On an error, what was written
 /// before it stays in `dst`.
 pub(crate) fn encode<T: Serialize + ?Sized>(value: &T, dst: &mut BytesMut) -> Result<(), Error> {
+    STAGED.with(|s| match s.try_borrow_mut() {
+        Ok(mut stage) => encode_staged(value, dst, &mut stage),
+        // An encoding inside an encoding (a `Serialize` that encodes).
+        Err(_) => encode_staged(value, dst, &mut [0; STAGE]),
+    })
+}
+
+fn encode_staged<T: Serialize + ?Sized>(
+    value: &T,
+    dst: &mut BytesMut,
+    stage: &mut [u8; STAGE],
+) -> Result<(), Error> {
     let mut sink = Sink {
         dst,
-        stage: [0; STAGE],
+        stage,
         used: 0,
     };
     let r = value.serialize(Encoder(&mut sink));
@@ -45,7 +65,7 @@ pub(crate) fn encode<T: Serialize + ?Sized>(value: &T, dst: &mut BytesMut) -> Re
 /// length check and a store.
 struct Sink<'a> {
     dst: &'a mut BytesMut,
-    stage: [u8; STAGE],
+    stage: &'a mut [u8; STAGE],
     /// Bytes of `stage` in use, at most `STAGE`.
     used: usize,
 }
