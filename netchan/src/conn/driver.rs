@@ -831,6 +831,8 @@ async fn writer(conn: &Arc<Conn>, link: &LinkCtl, mut wr: WriteHalf) {
     let mut timer = Timer::new();
     // A write from outside this task left bytes in the stream to flush.
     let mut unflushed = false;
+    // The last write had to wait for room in the stream.
+    let mut stream_full = false;
     loop {
         if link.suspended.load(Ordering::Acquire) {
             return;
@@ -840,7 +842,10 @@ async fn writer(conn: &Arc<Conn>, link: &LinkCtl, mut wr: WriteHalf) {
             // Left by a `write_now` or `write_through` the stream did not
             // take whole.
             match write_out(link, &mut wr, &mut buf).await {
-                Wrote::All => continue,
+                Wrote::All(waited) => {
+                    stream_full = waited;
+                    continue;
+                }
                 Wrote::Dead => return,
                 Wrote::Failed(e) => return stream_failed(conn, link, e),
             }
@@ -871,6 +876,7 @@ async fn writer(conn: &Arc<Conn>, link: &LinkCtl, mut wr: WriteHalf) {
             {
                 None
             } else {
+                inner.proto.set_stream_full(stream_full);
                 let have = inner.proto.take_segments(&mut buf.segs, now);
                 Some((
                     have,
@@ -912,7 +918,10 @@ async fn writer(conn: &Arc<Conn>, link: &LinkCtl, mut wr: WriteHalf) {
         if have {
             buf.filled();
             match write_out(link, &mut wr, &mut buf).await {
-                Wrote::All => continue,
+                Wrote::All(waited) => {
+                    stream_full = waited;
+                    continue;
+                }
                 Wrote::Dead => return,
                 Wrote::Failed(e) => return stream_failed(conn, link, e),
             }
@@ -948,7 +957,8 @@ async fn writer(conn: &Arc<Conn>, link: &LinkCtl, mut wr: WriteHalf) {
 
 /// How a [`write_out`] ended.
 enum Wrote {
-    All,
+    /// All written; `true` if the stream made the write wait for room.
+    All(bool),
     /// The connection failed while the write was stuck (a peer that
     /// stopped reading): give up on the stream.
     Dead,
@@ -960,13 +970,21 @@ enum Wrote {
 /// nothing else would send them before the writer's next wake-up (a TCP
 /// stream's flush does nothing).
 async fn write_out(link: &LinkCtl, wr: &mut WriteHalf, buf: &mut Segments) -> Wrote {
+    let mut waited = false;
+    let write = async {
+        wr.write_all_buf(buf).await?;
+        wr.flush().await
+    };
+    tokio::pin!(write);
+    let write = std::future::poll_fn(|cx| {
+        let r = write.as_mut().poll(cx);
+        waited |= r.is_pending();
+        r
+    });
     let wrote = tokio::select! {
         biased;
-        r = async {
-            wr.write_all_buf(buf).await?;
-            wr.flush().await
-        } => match r {
-            Ok(()) => Wrote::All,
+        r = write => match r {
+            Ok(()) => Wrote::All(waited),
             Err(e) => Wrote::Failed(e),
         },
         () = link.dead.cancelled() => Wrote::Dead,

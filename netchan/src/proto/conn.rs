@@ -307,6 +307,8 @@ pub struct Connection {
     small_queued: bool,
     /// The last transmit that found one.
     mixed_at: Option<Instant>,
+    /// The stream made the last write wait ([`set_stream_full`](Self::set_stream_full)).
+    stream_full: bool,
     /// Receiving ends marked for a `CREDIT` at the next transmit.
     credit_due: Vec<ChanId>,
     /// Rendezvous channels that closed while a message sent on them was
@@ -447,6 +449,7 @@ impl Connection {
             credit_due: Vec::new(),
             small_queued: false,
             mixed_at: None,
+            stream_full: false,
             untaken: Vec::new(),
             credit_urgent: false,
             credit_lazy_since: None,
@@ -1690,6 +1693,15 @@ impl Connection {
         true
     }
 
+    /// Tells whether the stream made the last write wait for room. While
+    /// it does, a large message alone leaves one chunk per transmit like
+    /// any other (see `SOLO_CHUNKS`): on a link slower than the sender, a
+    /// small message queued during a write waits behind one chunk, not
+    /// several.
+    pub fn set_stream_full(&mut self, full: bool) {
+        self.stream_full = full;
+    }
+
     /// As [`take_transmit`](Self::take_transmit), but hands the bytes out
     /// as segments to write in order (with one vectored write): chunks of
     /// large messages are slices of the encoded message, never copied.
@@ -1758,6 +1770,7 @@ impl Connection {
             self.mixed_at = Some(now);
         }
         let alone = self.ready.len() == 1
+            && !self.stream_full
             && self
                 .mixed_at
                 .is_none_or(|t| now.saturating_duration_since(t) >= MIXED_QUIET);

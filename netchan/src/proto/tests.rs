@@ -1110,6 +1110,21 @@ fn a_large_message_after_a_small_one_waits_the_quiet_time_for_larger_writes() {
 }
 
 #[test]
+fn a_large_message_alone_goes_one_chunk_per_transmit_while_the_stream_is_full() {
+    let mut p = Pair::connected();
+    let big = p.d_sends(1);
+    let chunk = Limits::default().chunk_size;
+    p.d.send(big, &vec![1u8; 1 << 20], &[]).unwrap();
+    // The last write waited for room: a small message queued during the
+    // next one must not wait behind several chunks.
+    p.d.conn.set_stream_full(true);
+    assert_eq!(transmit_chunks(&mut p), vec![(big, chunk)]);
+    assert_eq!(transmit_chunks(&mut p), vec![(big, chunk)]);
+    p.d.conn.set_stream_full(false);
+    assert_eq!(transmit_chunks(&mut p), vec![(big, chunk); SOLO_CHUNKS]);
+}
+
+#[test]
 fn two_large_messages_go_one_chunk_per_transmit_until_one_is_alone() {
     let mut p = Pair::connected();
     let a = p.d_sends(1);

@@ -164,14 +164,15 @@ async fn small_messages_keep_flowing_beside_a_large_one_on_a_throttled_link() {
 
 /// DESIGN.md: a large message delays a small one on another channel "by
 /// no more than one chunk". Measured in bytes that passed ahead of the
-/// ping (kernel buffers of about 4 KiB on each of three sockets allowed
-/// for), not in time.
+/// ping (kernel buffers of about 4 KiB on each of three sockets, which
+/// Linux doubles, allowed for), not in time. Four chunks of the large
+/// value written at once, as on a link with room, would pass 64 KiB.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_small_message_waits_behind_at_most_one_chunk_of_a_large_one() {
     const CHUNK: usize = 16 << 10;
     let (_, waited) = round_trips_beside_a_large_value(CHUNK).await;
     assert!(
-        waited <= (CHUNK + (64 << 10)) as u64,
+        waited <= (CHUNK + (32 << 10)) as u64,
         "a ping waited behind {waited} bytes; one chunk is {CHUNK}"
     );
 }
