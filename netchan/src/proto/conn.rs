@@ -1693,11 +1693,27 @@ impl Connection {
         true
     }
 
-    /// Tells whether the stream made the last write wait for room. While
-    /// it does, a large message alone leaves one chunk per transmit like
-    /// any other (see `SOLO_CHUNKS`): on a link slower than the sender, a
-    /// small message queued during a write waits behind one chunk, not
-    /// several.
+    /// Tells whether the stream made the last write wait for room. A
+    /// large message alone on the connection leaves four chunks per
+    /// transmit while the stream takes each write at once, and one chunk,
+    /// like any other, while it does not: on a link slower than the
+    /// sender, a small message queued during a write then waits behind one
+    /// chunk, not several. A driver calls this after each write it made
+    /// of what [`take_segments`](Self::take_segments) handed out.
+    ///
+    /// ```
+    /// use std::time::Instant;
+    /// use netchan::proto::{CodecId, Connection, Limits, Side};
+    ///
+    /// let mut conn = Connection::new(Side::Dialer, Limits::default(), CodecId::Bincode, Instant::now());
+    /// let mut segments = Vec::new();
+    /// // The hello goes first; the socket took it at once.
+    /// assert!(conn.take_segments(&mut segments, Instant::now()));
+    /// conn.set_stream_full(false);
+    /// // Had the write waited for room (a slow link), the next transmits
+    /// // would carry at most one chunk of a large message each.
+    /// conn.set_stream_full(true);
+    /// ```
     pub fn set_stream_full(&mut self, full: bool) {
         self.stream_full = full;
     }
