@@ -70,6 +70,8 @@ impl ReplyBatch {
     }
 }
 
+/// Gives each new dispatcher the service it runs; `None` once the
+/// service is gone (a session's own instance, after its exporter stopped).
 pub(crate) type GetService<S> = Arc<dyn Fn() -> Option<S> + Send + Sync>;
 
 /// The export that serves `S`: each import starts a dispatcher.
