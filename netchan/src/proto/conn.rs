@@ -1780,8 +1780,9 @@ impl Connection {
         }
         // One chunk per transmit: a small message queued meanwhile waits
         // behind at most one chunk of a large one. A large message alone on
-        // a connection where no small one went for `MIXED_QUIET` leaves in
-        // larger writes (see `SOLO_CHUNKS`).
+        // a connection where no small one went for `MIXED_QUIET`, while the
+        // stream takes each write at once, leaves in larger writes (see
+        // `SOLO_CHUNKS`).
         if std::mem::take(&mut self.small_queued) {
             self.mixed_at = Some(now);
         }
