@@ -468,13 +468,7 @@ async fn reader<R: AsyncRead + Unpin>(conn: &Arc<Conn>, link: &LinkCtl, mut rd: 
             // writer blocked on a full socket cannot run timers.
             let dead_after = conn.config.limits.dead_after;
             silence.arm(last_read + dead_after);
-            let read = rd.read_buf(&mut buf);
-            tokio::pin!(read);
-            let read = std::future::poll_fn(|cx| {
-                let r = read.as_mut().poll(cx);
-                waited |= r.is_pending();
-                r
-            });
+            let read = noting_waits(rd.read_buf(&mut buf), &mut waited);
             tokio::select! {
                 biased;
                 r = read => r,
@@ -955,6 +949,17 @@ async fn writer(conn: &Arc<Conn>, link: &LinkCtl, mut wr: WriteHalf) {
     .await;
 }
 
+/// Runs `f`, setting `waited` if any poll of it had to wait.
+async fn noting_waits<F: Future>(f: F, waited: &mut bool) -> F::Output {
+    let mut f = std::pin::pin!(f);
+    std::future::poll_fn(|cx| {
+        let r = f.as_mut().poll(cx);
+        *waited |= r.is_pending();
+        r
+    })
+    .await
+}
+
 /// How a [`write_out`] ended.
 enum Wrote {
     /// All written; `true` if the stream made the write wait for room.
@@ -971,16 +976,13 @@ enum Wrote {
 /// stream's flush does nothing).
 async fn write_out(link: &LinkCtl, wr: &mut WriteHalf, buf: &mut Segments) -> Wrote {
     let mut waited = false;
-    let write = async {
-        wr.write_all_buf(buf).await?;
-        wr.flush().await
-    };
-    tokio::pin!(write);
-    let write = std::future::poll_fn(|cx| {
-        let r = write.as_mut().poll(cx);
-        waited |= r.is_pending();
-        r
-    });
+    let write = noting_waits(
+        async {
+            wr.write_all_buf(buf).await?;
+            wr.flush().await
+        },
+        &mut waited,
+    );
     let wrote = tokio::select! {
         biased;
         r = write => match r {
