@@ -6,7 +6,7 @@
 //! exported, its `conn::SenderExport`.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 
 use tokio::sync::Notify;
 
@@ -21,6 +21,46 @@ pub(crate) struct Member {
     pub(crate) chan: ChanId,
 }
 
+/// One member of an exported sender's route, with what senders last
+/// learnt of its credit.
+///
+/// A sender that finds the member without credit marks it, and later
+/// sends pass it by without taking its connection's lock; the member's
+/// connection, as it takes credit in, wakes the slot ([`Outbound::wake`]),
+/// which clears the mark. With many importers of which most are full
+/// (senders ahead of receivers), a send would otherwise lock one
+/// connection after another before finding room.
+#[derive(Debug)]
+pub(crate) struct Slot {
+    member: Member,
+    /// `wakes << 1 | passed_by`. A sender marks the slot only if no wake
+    /// came since it read this before its attempt: credit that arrives
+    /// after the attempt looked comes with a wake, which either makes the
+    /// mark fail or clears it.
+    state: AtomicU64,
+    route: Weak<Route>,
+}
+
+impl Outbound for Slot {
+    fn wake(&self) {
+        // A new count, with the mark cleared.
+        let _ = self
+            .state
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |s| {
+                Some((s | 1).wrapping_add(1))
+            });
+        if let Some(r) = self.route.upgrade() {
+            r.notify.notify_waiters();
+        }
+    }
+
+    fn send_wait(&self) -> std::time::Duration {
+        self.route
+            .upgrade()
+            .map_or(std::time::Duration::ZERO, |r| r.send_wait())
+    }
+}
+
 /// A set of remote channels behind one `Sender`.
 #[derive(Debug)]
 pub(crate) struct Route {
@@ -28,7 +68,7 @@ pub(crate) struct Route {
     single: Option<Member>,
     /// Copy on write: senders take a snapshot without holding the lock
     /// while they try members (whose connection locks come after it).
-    members: Mutex<Arc<Vec<Member>>>,
+    members: Mutex<Arc<Vec<Arc<Slot>>>>,
     /// Woken on credit, delivery confirmations, and member changes.
     pub(crate) notify: Notify,
     /// An export route waits for importers; a single route closes with
@@ -87,23 +127,28 @@ impl Route {
         })
     }
 
-    pub(crate) fn add_member(&self, m: Member) {
+    /// Adds `m` to an export route; returns the endpoint its connection
+    /// wakes on credit.
+    pub(crate) fn add_member(self: &Arc<Self>, m: Member) -> Arc<Slot> {
+        let slot = Arc::new(Slot {
+            member: m,
+            state: AtomicU64::new(0),
+            route: Arc::downgrade(self),
+        });
         let mut members = lock(&self.members);
         let mut next = Vec::clone(&members);
-        next.push(m);
+        next.push(slot.clone());
         *members = Arc::new(next);
         drop(members);
         self.notify.notify_waiters();
+        slot
     }
 
     fn remove_member(&self, conn: &ConnRef, chan: ChanId) {
         let mut members = lock(&self.members);
-        if members.iter().any(|m| m.chan == chan && m.conn.same(conn)) {
-            let next = members
-                .iter()
-                .filter(|m| !(m.chan == chan && m.conn.same(conn)))
-                .cloned()
-                .collect();
+        let is = |s: &Arc<Slot>| s.member.chan == chan && s.member.conn.same(conn);
+        if members.iter().any(is) {
+            let next = members.iter().filter(|s| !is(s)).cloned().collect();
             *members = Arc::new(next);
         }
     }
@@ -112,8 +157,11 @@ impl Route {
     pub(crate) fn close(&self, code: CloseCode, reason: &str) {
         self.closed.store(true, Ordering::Release);
         let members = std::mem::take(&mut *lock(&self.members));
-        for m in members.iter() {
-            m.conn.conn().defer_close(m.chan, code, reason);
+        for s in members.iter() {
+            s.member
+                .conn
+                .conn()
+                .defer_close(s.member.chan, code, reason);
         }
         if let Some(m) = &self.single {
             m.conn.conn().defer_close(m.chan, code, reason);
@@ -126,7 +174,9 @@ impl Route {
         if let Some(m) = &self.single {
             return Some(m.conn.conn().codec);
         }
-        lock(&self.members).first().map(|m| m.conn.conn().codec)
+        lock(&self.members)
+            .first()
+            .map(|s| s.member.conn.conn().codec)
     }
 
     /// For a single remote channel: waits until it has credit (`true`),
@@ -169,7 +219,8 @@ impl Route {
         }
     }
 
-    /// Tries each member once, starting after the last one used.
+    /// Tries each member once, starting after the last one used, passing
+    /// by those found without credit since their last credit ([`Slot`]).
     pub(crate) fn try_send(
         &self,
         encode: &mut dyn FnMut(&ConnRef, ChanId) -> SendOutcome,
@@ -189,10 +240,24 @@ impl Route {
         let n = members.len();
         let start = self.rr.fetch_add(1, Ordering::Relaxed);
         for i in 0..n {
-            let m = &members[(start + i) % n];
+            let slot = &members[(start + i) % n];
+            let seen = slot.state.load(Ordering::Acquire);
+            if seen & 1 == 1 {
+                continue;
+            }
+            let m = &slot.member;
             match encode(&m.conn, m.chan) {
                 SendOutcome::Sent(r) => return Attempt::Sent(r.then(|| m.clone())),
-                SendOutcome::NoCredit => {}
+                SendOutcome::NoCredit => {
+                    // Fails if credit came in since `seen` (its wake
+                    // changed the count): the member is tried next time.
+                    let _ = slot.state.compare_exchange(
+                        seen,
+                        seen | 1,
+                        Ordering::AcqRel,
+                        Ordering::Relaxed,
+                    );
+                }
                 SendOutcome::Closed => self.remove_member(&m.conn, m.chan),
                 SendOutcome::Invalid(e) => return Attempt::Invalid(e),
             }
@@ -220,8 +285,8 @@ impl SenderExport for Route {
         Route::is_closed(self)
     }
 
-    fn add_member(&self, conn: ConnRef, chan: ChanId) {
-        Route::add_member(self, Member { conn, chan });
+    fn add_member(self: Arc<Self>, conn: ConnRef, chan: ChanId) -> Arc<dyn Outbound> {
+        Route::add_member(&self, Member { conn, chan })
     }
 
     fn close(&self, code: CloseCode, reason: &str) {
@@ -232,10 +297,6 @@ impl SenderExport for Route {
         // Before the close, so that a send that finds it closed finds why.
         let _ = self.failed.set(e.clone());
         Route::close(self, CloseCode::Hangup, "hung up");
-    }
-
-    fn outbound(self: Arc<Self>) -> Arc<dyn Outbound> {
-        self
     }
 }
 

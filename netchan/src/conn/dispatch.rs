@@ -195,9 +195,8 @@ impl Conn {
                     return;
                 };
                 inner.proto.accept(chan, 0);
-                let out = route.clone().outbound();
+                let out = route.add_member(ConnRef::new(self), chan);
                 inner.eps.insert(chan, Endpoint::Out(Arc::downgrade(&out)));
-                route.add_member(ConnRef::new(self), chan);
             }
             (
                 Export::Receiver {

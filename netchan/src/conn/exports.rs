@@ -43,14 +43,13 @@ pub(crate) trait SenderExport: Send + Sync + 'static {
     /// Whether it was closed for good (`hangup`, or every `Sender` gone).
     fn is_closed(&self) -> bool;
     /// A peer's import of it: channel `chan` of `conn` takes values too.
-    fn add_member(&self, conn: ConnRef, chan: ChanId);
+    /// Returns the endpoint that credit on `chan` wakes.
+    fn add_member(self: Arc<Self>, conn: ConnRef, chan: ChanId) -> Arc<dyn Outbound>;
     /// Closes it for good, with `code` to every importer.
     fn close(&self, code: CloseCode, reason: &str);
     /// Closes it for good because its connection failed with `e` (what
     /// a send then reports).
     fn fail(&self, e: &Error);
-    /// The same route, as the endpoint that credit wakes.
-    fn outbound(self: Arc<Self>) -> Arc<dyn Outbound>;
 }
 
 impl Export {

@@ -452,6 +452,70 @@ async fn an_exported_sender_gives_each_value_to_exactly_one_importer(t: Transpor
 }
 over_both!(an_exported_sender_gives_each_value_to_exactly_one_importer);
 
+/// Sends that found every importer full pass those importers by until
+/// they have room again: room freed at one importer lets exactly the
+/// waiting send in, there, whatever the buffer size.
+async fn an_importer_found_full_takes_values_again_once_it_has_room(t: Transport) {
+    for cap in [1usize, 2, 4, 7] {
+        let (hub, imps) = t.hub(3).await;
+        let name = unique("room");
+        let tx = hub.export_sender::<usize>(&name).expect("export");
+        let mut rxs = Vec::new();
+        for s in &imps {
+            rxs.push(
+                within("import", s.import_receiver::<usize>(&name, cap))
+                    .await
+                    .expect("import"),
+            );
+        }
+        let full = 3 * cap;
+        for i in 0..full {
+            send_ok("send into free credit", &tx, i).await;
+        }
+        // This send finds all three full.
+        let mut waiting = Box::pin(tx.send(full));
+        stays_pending("a send with every importer full", &mut waiting).await;
+        // Room at the second importer: the waiting send goes there.
+        let first = recv_some("a value from the second importer", &mut rxs[1]).await;
+        within(
+            format!("the waiting send, capacity {cap}").as_str(),
+            &mut waiting,
+        )
+        .await
+        .expect("send");
+        let mut waiting = Box::pin(tx.send(full + 1));
+        stays_pending("a send with every importer full again", &mut waiting).await;
+        // Room at the first importer, passed by since it was found full.
+        let second = recv_some("a value from the first importer", &mut rxs[0]).await;
+        within("the second waiting send", &mut waiting)
+            .await
+            .expect("send");
+        drop(waiting);
+        let mut got = vec![first, second];
+        let mut last = Vec::new();
+        for rx in &mut rxs {
+            let mut mine = Vec::new();
+            for _ in 0..cap {
+                mine.push(recv_some("a buffered value", rx).await);
+            }
+            last.push(*mine.last().expect("a value"));
+            got.extend(mine);
+        }
+        assert_eq!(
+            last[..2],
+            [full + 1, full],
+            "capacity {cap}: each waiting send went to the importer that made room"
+        );
+        got.sort_unstable();
+        assert_eq!(
+            got,
+            (0..full + 2).collect::<Vec<_>>(),
+            "capacity {cap}: every value delivered exactly once"
+        );
+    }
+}
+over_both!(an_importer_found_full_takes_values_again_once_it_has_room);
+
 async fn an_exported_receiver_merges_the_values_of_every_importer(t: Transport) {
     const PER: u32 = 50;
     let (hub, imps) = t.hub(3).await;
