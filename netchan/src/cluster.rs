@@ -7,13 +7,12 @@ use crate::{Config, Error, Exporter, Message, Receiver, Sender, Session};
 pub(crate) const TO_CLIENTS: &str = "netchan.cluster.to-clients";
 /// Export name of the clients-to-server channel.
 pub(crate) const TO_SERVER: &str = "netchan.cluster.to-server";
-/// Buffer per client, each direction.
-const CLUSTER_CAPACITY: usize = 64;
 
 /// Listens on `addr` for a small cluster. Each value sent on the returned
 /// sender goes to exactly one connected client (one with room); the
 /// receiver merges what every client sends. The listener stays up while
-/// either half lives.
+/// either half lives. Each client's channels buffer
+/// [`Config::cluster_buffer`] values each way (256 unless set).
 ///
 /// ```no_run
 /// # async fn run() -> Result<(), netchan::Error> {
@@ -50,8 +49,9 @@ pub async fn dial_with<T: Message>(
     addr: impl tokio::net::ToSocketAddrs,
     cfg: Config,
 ) -> Result<(Sender<T>, Receiver<T>), Error> {
+    let buffer = cfg.cluster_buffer;
     let s = Session::connect_with(addr, cfg).await?;
-    let rx = s.import_receiver::<T>(TO_CLIENTS, CLUSTER_CAPACITY).await?;
+    let rx = s.import_receiver::<T>(TO_CLIENTS, buffer).await?;
     let tx = s.import_sender::<T>(TO_SERVER).await?;
     Ok((tx, rx))
 }
@@ -62,7 +62,7 @@ impl Exporter {
     /// `local_addr`).
     pub fn cluster<T: Message>(&self) -> Result<(Sender<T>, Receiver<T>), Error> {
         let tx = self.export_sender::<T>(TO_CLIENTS)?;
-        let rx = self.export_receiver::<T>(TO_SERVER, CLUSTER_CAPACITY)?;
+        let rx = self.export_receiver::<T>(TO_SERVER, self.shared().cluster_buffer)?;
         Ok((tx, rx))
     }
 }

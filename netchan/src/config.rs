@@ -32,7 +32,11 @@ pub struct Config {
     pub(crate) allow_plaintext: bool,
     pub(crate) reconnect: Option<Reconnect>,
     pub(crate) resume_grace: Duration,
+    pub(crate) cluster_buffer: usize,
 }
+
+/// [`Config::cluster_buffer`] unless set.
+const DEFAULT_CLUSTER_BUFFER: usize = 256;
 
 impl Default for Config {
     fn default() -> Config {
@@ -50,6 +54,7 @@ impl Default for Config {
             allow_plaintext: false,
             reconnect: None,
             resume_grace: Duration::from_secs(30),
+            cluster_buffer: DEFAULT_CLUSTER_BUFFER,
         }
     }
 }
@@ -204,6 +209,37 @@ impl Config {
     /// How long a broken session waits to be resumed.
     pub fn get_resume_grace(&self) -> Duration {
         self.resume_grace
+    }
+
+    /// The buffer, in values, of the channels of [`listen`](crate::listen)
+    /// and [`dial`](crate::dial) (default 256): on a client, for its share
+    /// of the server's values; on the server, for the results of each
+    /// client. A side reads it from its own config
+    /// ([`listen_with`](crate::listen_with),
+    /// [`Exporter::bind_with`](crate::Exporter::bind_with),
+    /// [`dial_with`](crate::dial_with)).
+    ///
+    /// A larger buffer lets more values go in each write and so costs
+    /// fewer system calls per value: the `cluster` example, 50 clients on
+    /// one machine, moves about 1.4 M values a second each way with 64,
+    /// 1.9 to 2.3 M with 256 and 2.3 to 2.6 M with 1024. It also holds
+    /// more memory for large values, and queues more values at a busy
+    /// client while another has room: for long tasks, a small buffer
+    /// shares the work out more evenly (0 hands each value to a client
+    /// that is taking one, as an unbuffered Go channel does).
+    ///
+    /// ```
+    /// let cfg = netchan::Config::default().cluster_buffer(1024);
+    /// assert_eq!(cfg.get_cluster_buffer(), 1024);
+    /// ```
+    pub fn cluster_buffer(mut self, n: usize) -> Config {
+        self.cluster_buffer = n;
+        self
+    }
+
+    /// The buffer of the `listen` / `dial` channels.
+    pub fn get_cluster_buffer(&self) -> usize {
+        self.cluster_buffer
     }
 
     /// Use postcard instead of bincode for messages. Both sides must agree;

@@ -58,6 +58,8 @@ pub(crate) struct ExporterShared {
     shut: AtomicBool,
     /// Resumable sessions by secret token (to the session id).
     tokens: Mutex<HashMap<[u8; 16], u64>>,
+    /// [`Config::cluster_buffer`] of the config it was bound with.
+    pub(crate) cluster_buffer: usize,
 }
 
 impl ExporterShared {
@@ -156,7 +158,7 @@ impl fmt::Debug for Exporter {
 }
 
 impl Exporter {
-    fn shared(&self) -> &Arc<ExporterShared> {
+    pub(crate) fn shared(&self) -> &Arc<ExporterShared> {
         &self.inner.0
     }
 
@@ -185,6 +187,7 @@ impl Exporter {
             errors: ErrorLog::new(),
             shut: AtomicBool::new(false),
             tokens: Mutex::new(HashMap::new()),
+            cluster_buffer: cfg.cluster_buffer,
         });
         let weak = Arc::downgrade(&shared);
         let task = tokio::spawn(accept_loop(listener, weak, cfg));

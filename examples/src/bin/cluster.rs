@@ -16,6 +16,7 @@
 //! ```text
 //! cargo run --release -p examples --bin cluster                        # 50 clients, 10 s
 //! cargo run --release -p examples --bin cluster -- --seconds 3 --clients 8
+//! cargo run --release -p examples --bin cluster -- --seconds 3 --buffer 64   # smaller writes, more of them
 //! cargo run --release -p examples --bin cluster -- --seconds 3 --tls       # over TLS 1.3
 //! cargo run --release -p examples --bin cluster -- --seconds 5 --reconnect --cut-every 100
 //! ```
@@ -108,6 +109,11 @@ struct Args {
     /// Payload bytes per task.
     #[arg(long, default_value_t = 16)]
     payload: usize,
+    /// Tasks buffered per client, and results per client at the server
+    /// (`Config::cluster_buffer`; the library's default is 256). Larger
+    /// buffers put more values in each write.
+    #[arg(long, default_value_t = 1024)]
+    buffer: usize,
     /// Run over TLS 1.3: a fresh self-signed certificate for the server,
     /// pinned by every client.
     #[arg(long)]
@@ -152,16 +158,17 @@ async fn run(args: Args) -> anyhow::Result<()> {
     if let Some(url) = &args.nats {
         return run_nats(url, &args).await;
     }
+    let base = Config::default().cluster_buffer(args.buffer);
     let (server_config, client_config, how) = if args.tls {
         let identity = Identity::self_signed(&["localhost"])?;
         let pin = identity.fingerprint();
         (
-            Config::default().tls_server(ServerTls::new(identity)),
-            Config::default().tls_client(ClientTls::pinned(pin)),
+            base.clone().tls_server(ServerTls::new(identity)),
+            base.tls_client(ClientTls::pinned(pin)),
             format!("TLS 1.3, certificate {pin}"),
         )
     } else {
-        (Config::default(), Config::default(), "plaintext".to_owned())
+        (base.clone(), base, "plaintext".to_owned())
     };
     if args.cut_every.is_some() && !args.reconnect {
         bail!("--cut-every needs --reconnect (without it, every cut ends the clients' sessions)");
@@ -188,8 +195,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let addr = relay.as_ref().map_or(server_addr, |r| r.addr());
     let (to_clients, mut from_clients) = exporter.cluster::<Task>()?;
     println!(
-        "server on {addr} ({how}); starting {} clients",
-        args.clients
+        "server on {addr} ({how}); starting {} clients, buffer {} values per client each way",
+        args.clients, args.buffer
     );
 
     let mut clients = JoinSet::new();

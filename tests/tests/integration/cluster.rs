@@ -1,7 +1,7 @@
 //! The small-cluster API: `listen` / `dial` (and `Exporter::cluster` to
 //! learn the port first).
 
-use netchan::{Error, Exporter, dial, listen};
+use netchan::{Config, Error, Exporter, Receiver, Sender, dial, dial_with, listen};
 
 use crate::support::*;
 
@@ -111,6 +111,56 @@ async fn dialling_an_address_where_nobody_listens_fails() {
             Err(Error::Io(_)) => {}
             other => panic!("expected an I/O error, got {other:?}"),
         }
+    })
+    .await;
+}
+
+/// Sends `n` values that complete with nobody receiving, checks that the
+/// next waits, and that one `recv` lets it in.
+async fn fills_exactly(what: &str, tx: &Sender<usize>, rx: &mut Receiver<usize>, n: usize) {
+    for i in 0..n {
+        send_ok(&format!("{what}: send {i} of {n} into the buffer"), tx, i).await;
+    }
+    let mut next = Box::pin(tx.send(n));
+    stays_pending(&format!("{what}: a send past {n} buffered"), &mut next).await;
+    // Both at once: with no buffer (0), the send goes only while a
+    // receiver waits.
+    let waiting = format!("{what}: the waiting send");
+    let (first, sent) = tokio::join!(recv_some(what, rx), within(&waiting, &mut next));
+    assert_eq!(first, 0, "{what}: the first value first");
+    sent.expect("send");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cluster_buffer_holds_as_many_values_as_configured_each_way() {
+    bounded(async {
+        for n in [None, Some(0), Some(1), Some(3), Some(8)] {
+            let cfg = n.map_or_else(Config::default, |n| Config::default().cluster_buffer(n));
+            let n = cfg.get_cluster_buffer();
+            let exp = Exporter::bind_with("127.0.0.1:0", cfg.clone())
+                .await
+                .expect("bind");
+            let (to_clients, mut from_clients) = exp.cluster::<usize>().expect("cluster");
+            let (to_server, mut from_server) =
+                within("dial", dial_with::<usize>(exp.local_addr(), cfg))
+                    .await
+                    .expect("dial");
+            fills_exactly(
+                &format!("server to client, buffer {n}"),
+                &to_clients,
+                &mut from_server,
+                n,
+            )
+            .await;
+            fills_exactly(
+                &format!("client to server, buffer {n}"),
+                &to_server,
+                &mut from_clients,
+                n,
+            )
+            .await;
+        }
+        assert_eq!(Config::default().get_cluster_buffer(), 256);
     })
     .await;
 }
