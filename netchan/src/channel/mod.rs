@@ -620,20 +620,20 @@ impl<T: Message> Receiver<T> {
                 link,
             } => {
                 self.queue.taken_from(&link);
-                let conn = link.conn().clone();
                 if !aside(data.len()) {
                     let large = data.len() >= LARGE_MESSAGE;
-                    let r = embed::decode::<T>(&conn, &data, handles);
+                    let r = embed::decode::<T>(link.conn(), &data, handles);
                     if large {
                         // Its decoding took a while: the runtime's other
                         // tasks get a turn before this one takes the next.
                         spend_budget(cx);
                     }
-                    return Poll::Ready(self.decoded(&conn, r));
+                    return Poll::Ready(self.decoded(link.conn(), r));
                 }
                 // A large message decodes on a blocking thread, so this
                 // runtime's other tasks (other channels) go on meanwhile
                 // (see `aside` for which messages are large here).
+                let conn = link.conn().clone();
                 let c = conn.clone();
                 let task = conn
                     .rt
@@ -700,9 +700,8 @@ impl<T: Message> Receiver<T> {
                 link,
             } => {
                 self.queue.taken_from(&link);
-                let conn = link.conn().clone();
-                let r = embed::decode::<T>(&conn, &data, handles);
-                try_result(self.decoded(&conn, r))
+                let r = embed::decode::<T>(link.conn(), &data, handles);
+                try_result(self.decoded(link.conn(), r))
             }
         }
     }
