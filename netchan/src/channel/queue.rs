@@ -524,15 +524,18 @@ impl<T> Queue<T> {
     /// take was reported as it was taken.)
     pub(crate) fn taken_from(&self, link: &Arc<Link>) {
         let buffered = self.left.load(std::sync::atomic::Ordering::Relaxed);
-        self.taken_with(link, buffered);
+        if self.capacity > 0 {
+            link.took(u32::from(link.take_grant()), buffered, self.capacity, false);
+        }
     }
 
-    /// [`taken_from`](Queue::taken_from) with `buffered` values still
-    /// waiting for the program (in the buffer, or taken together with
-    /// this one and not yet handed out).
+    /// [`taken_from`](Queue::taken_from) for a take of a batch
+    /// (`recv_many`), with `buffered` values still waiting for the program
+    /// (in the buffer, or taken together with this one and not yet handed
+    /// out): its grants may be written at once (`Link::took`, `eager`).
     pub(crate) fn taken_with(&self, link: &Arc<Link>, buffered: usize) {
         if self.capacity > 0 {
-            link.took(u32::from(link.take_grant()), buffered, self.capacity);
+            link.took(u32::from(link.take_grant()), buffered, self.capacity, true);
         }
     }
 

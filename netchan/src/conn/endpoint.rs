@@ -89,6 +89,13 @@ pub(crate) struct Link {
     batch: AtomicU64,
 }
 
+/// During a batch of takes, urgent grants are written by the taking task
+/// once they make `1 / EAGER_GRANT` of the buffer (see [`Link::took`]).
+/// Bench `oneway-32B-sink` (window of 1,024), three alternations: 5.8 to
+/// 6.7 M values a second with the writer left to write them, 7.5 to 8.3 M
+/// with a quarter; an eighth and a half were no better.
+const EAGER_GRANT: usize = 4;
+
 impl Link {
     pub(crate) fn new(conn: ConnRef, chan: ChanId, grants_left: Option<u64>) -> Arc<Link> {
         Arc::new(Link {
@@ -117,16 +124,34 @@ impl Link {
     /// batch waits for the writer's next pass (the next read, or the next
     /// write): the sender has credit to spare.
     ///
+    /// `eager`: the take is one of a batch (`recv_many`) that keeps this
+    /// task busy decoding. Once such urgent grants make a quarter of the
+    /// buffer ([`EAGER_GRANT`]), this task writes them itself if the
+    /// writer is asleep ([`Conn::credit_now`]): on a one-thread runtime
+    /// the writer would run only after the whole batch, and the sender,
+    /// out of credit, would wait that long; so the sender fills the
+    /// buffer again while the batch is decoded.
+    ///
     /// [`grants_urgent`]: crate::proto::flow::grants_urgent
-    pub(crate) fn took(self: &Arc<Self>, grant: u32, buffered: usize, capacity: usize) {
+    pub(crate) fn took(
+        self: &Arc<Self>,
+        grant: u32,
+        buffered: usize,
+        capacity: usize,
+        eager: bool,
+    ) {
         let add = (u64::from(grant) << 32) | 1;
         let before = self.batch.fetch_add(add, Ordering::AcqRel);
         let pending = (before + add) as u32 as usize;
         let urgent = crate::proto::flow::grants_urgent(capacity, buffered, pending);
+        let now = eager && urgent && pending * EAGER_GRANT >= capacity;
         if before == 0 {
-            self.conn().post_credit(self, urgent);
-        } else if urgent {
+            self.conn().post_credit(self, urgent && !now);
+        } else if urgent && !now {
             self.conn().kick();
+        }
+        if now {
+            self.conn().credit_now();
         }
     }
 

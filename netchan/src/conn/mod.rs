@@ -594,6 +594,18 @@ impl Conn {
         }
     }
 
+    /// Writes the grants posted so far from this task, if the writer is
+    /// asleep; else wakes it.
+    pub(crate) fn credit_now(&self) {
+        match self.idle_parked() {
+            Some(parked) => {
+                let inner = self.lock();
+                self.write_through_or_kick(Some(parked), inner);
+            }
+            None => self.kick(),
+        }
+    }
+
     /// A rendezvous receiver waits: grants `chan`'s sender one value. The
     /// waiting task writes the grant (with the report of its last take, if
     /// still queued) itself when the writer is asleep, as a call's request

@@ -373,3 +373,144 @@ async fn recv_many_on_an_import_of_n_values_takes_exactly_n(t: Transport) {
     }
 }
 over_both!(recv_many_on_an_import_of_n_values_takes_exactly_n);
+
+/// A value whose decoding, for one number, waits (boundedly) for a sign
+/// from the sending program, and notes whether the sign came.
+mod gate {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::time::{Duration, Instant};
+
+    /// Decoding `Gate(WAIT_AT)` waits for `LATE_SENT`.
+    pub(crate) const WAIT_AT: u32 = 12;
+    /// Set by the sender once a send past the full buffer completed.
+    pub(crate) static LATE_SENT: AtomicBool = AtomicBool::new(false);
+    /// Whether `LATE_SENT` came while `Gate(WAIT_AT)` was decoded.
+    pub(crate) static SEEN: AtomicBool = AtomicBool::new(false);
+    /// Held by the test that uses the flags above.
+    pub(crate) static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+    #[derive(serde::Serialize, Debug, PartialEq)]
+    pub(crate) struct Gate(pub(crate) u32);
+
+    impl<'de> serde::Deserialize<'de> for Gate {
+        fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Gate, D::Error> {
+            let v = u32::deserialize(d)?;
+            if v == WAIT_AT {
+                let until = Instant::now() + Duration::from_secs(5);
+                while !LATE_SENT.load(Ordering::SeqCst) && Instant::now() < until {
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                SEEN.store(LATE_SENT.load(Ordering::SeqCst), Ordering::SeqCst);
+            }
+            Ok(Gate(v))
+        }
+    }
+}
+
+/// `recv_many` takes a full buffer of 16 in one batch on a one-thread
+/// runtime, and the decoding of its 13th value waits for the sender's
+/// 17th send, which needs a slot the batch freed. The batch's grants
+/// must reach the sender while the batch is still decoded: on this
+/// runtime the connection's writer task runs only once `recv_many`
+/// returns. `exported_receiver`: the receiving side exports, else the
+/// sending side does. Over TCP, the sender on a runtime of its own.
+fn recv_many_grants_slots_while_it_still_decodes_its_batch(exported_receiver: bool) {
+    use gate::{Gate, LATE_SENT, ONE_AT_A_TIME, SEEN, WAIT_AT};
+    const CAP: usize = 16;
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    LATE_SENT.store(false, Ordering::SeqCst);
+    SEEN.store(false, Ordering::SeqCst);
+    let one_thread = || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime")
+    };
+    // The address, from whichever side exports.
+    let (to_sender, from_main) = std::sync::mpsc::channel();
+    let (to_main, from_sender) = std::sync::mpsc::channel();
+    let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+    let (filled_tx, filled_rx) = std::sync::mpsc::channel::<()>();
+    let sender = std::thread::spawn(move || {
+        one_thread().block_on(async move {
+            // The sending side: its session, or its exporter.
+            let (tx, session, exporter) = if exported_receiver {
+                let addr = from_main.recv().expect("address");
+                let s = within("connect", Session::connect(addr))
+                    .await
+                    .expect("connect");
+                let tx = within("import", s.import_sender::<Gate>("gate"))
+                    .await
+                    .expect("import");
+                (tx, Some(s), None)
+            } else {
+                let exp = netchan::Exporter::bind("127.0.0.1:0").await.expect("bind");
+                let tx = exp.export_sender::<Gate>("gate").expect("export");
+                to_main.send(exp.local_addr()).expect("address");
+                (tx, None, Some(exp))
+            };
+            for v in 0..CAP as u32 {
+                send_ok("fill the buffer", &tx, Gate(v)).await;
+            }
+            match (&session, &exporter) {
+                (Some(s), _) => within("drain", s.drain(Some(LIMIT))).await,
+                (_, Some(e)) => within("drain", e.drain(Some(LIMIT))).await,
+                _ => unreachable!(),
+            }
+            .expect("the values arrive");
+            filled_tx.send(()).expect("filled");
+            send_ok("a send past the full buffer", &tx, Gate(CAP as u32)).await;
+            LATE_SENT.store(true, Ordering::SeqCst);
+            // Keep the connection until the receiver is done.
+            let _ = tokio::task::spawn_blocking(move || done_rx.recv_timeout(LIMIT))
+                .await
+                .expect("wait");
+        });
+    });
+    one_thread().block_on(async move {
+        let (_keep, mut rx) = if exported_receiver {
+            let exp = netchan::Exporter::bind("127.0.0.1:0").await.expect("bind");
+            let rx = exp.export_receiver::<Gate>("gate", CAP).expect("export");
+            to_sender.send(exp.local_addr()).expect("address");
+            (Some(exp), rx)
+        } else {
+            let addr = from_sender.recv().expect("address");
+            let s = within("connect", Session::connect(addr))
+                .await
+                .expect("connect");
+            let rx = within("import", s.import_receiver::<Gate>("gate", CAP))
+                .await
+                .expect("import");
+            drop(s);
+            (None, rx)
+        };
+        tokio::task::spawn_blocking(move || filled_rx.recv_timeout(LIMIT))
+            .await
+            .expect("wait")
+            .expect("the sender filled the buffer");
+        let mut buf = Vec::new();
+        let n = within("recv_many", rx.recv_many(&mut buf, CAP))
+            .await
+            .expect("recv_many");
+        assert_eq!(n, CAP, "a full buffer in one batch");
+        assert_eq!(buf, (0..CAP as u32).map(Gate).collect::<Vec<_>>());
+        assert!(
+            SEEN.load(Ordering::SeqCst),
+            "exported receiver: {exported_receiver}: the send past the full buffer \
+             completed while value {WAIT_AT} of the batch was decoded"
+        );
+        assert_eq!(recv_some("the late value", &mut rx).await, Gate(CAP as u32));
+    });
+    let _ = done_tx.send(());
+    sender.join().expect("sender thread");
+}
+
+#[test]
+fn recv_many_grants_slots_while_it_still_decodes_its_batch_exported_receiver() {
+    recv_many_grants_slots_while_it_still_decodes_its_batch(true);
+}
+
+#[test]
+fn recv_many_grants_slots_while_it_still_decodes_its_batch_exported_sender() {
+    recv_many_grants_slots_while_it_still_decodes_its_batch(false);
+}
