@@ -205,6 +205,48 @@ fn ratio_cell(x: Option<&f64>, y: Option<&f64>) -> String {
     }
 }
 
+/// One contender's value in a cell: the median, and each round's value
+/// (`None` for a round that failed or did not run).
+#[derive(Debug, Clone)]
+struct Cell {
+    median: f64,
+    rounds: Vec<Option<f64>>,
+}
+
+/// A ratio cell of medians, `x / y`, with the min–max of the per-round
+/// ratios in brackets: round i of one contender against round i of the
+/// other, which ran next to each other.
+fn ratio_cell_rounds(x: Option<&Cell>, y: Option<&Cell>) -> String {
+    let (Some(x), Some(y)) = (x, y) else {
+        return " – |".into();
+    };
+    if y.median <= 0.0 {
+        return " – |".into();
+    }
+    let mid = fmt_ratio(x.median / y.median);
+    let per: Vec<f64> = x
+        .rounds
+        .iter()
+        .zip(&y.rounds)
+        .filter_map(|(a, b)| match (a, b) {
+            (Some(a), Some(b)) if *b > 0.0 && a.is_finite() && b.is_finite() => Some(a / b),
+            _ => None,
+        })
+        .collect();
+    if per.len() < 2 {
+        return format!(" {mid} |");
+    }
+    let lo = per.iter().copied().fold(f64::INFINITY, f64::min);
+    let hi = per.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    let bare = |r: f64| fmt_ratio(r).trim_end_matches('×').to_owned();
+    let (lo, hi) = (bare(lo), bare(hi));
+    if lo == hi {
+        format!(" {mid} ({lo}) |")
+    } else {
+        format!(" {mid} ({lo}–{hi}) |")
+    }
+}
+
 impl Report {
     /// The spread of one metric for one contender in one shape, or the
     /// cell text (with its note) that explains why there is none.
@@ -215,16 +257,17 @@ impl Report {
         key: &str,
         c: Contender,
         notes: &mut Notes,
-    ) -> (Option<Spread>, String) {
+    ) -> (Option<Spread>, String, Vec<Option<f64>>) {
         match self.outcomes.get(&(f, w.id(), c)) {
-            None => (None, "–".into()),
+            None => (None, "–".into(), Vec::new()),
             Some(Outcome::NotApplicable(na)) => {
                 let n = notes.mark(na.text().to_owned());
-                (None, format!("n/a{}", sup(n)))
+                (None, format!("n/a{}", sup(n)), Vec::new())
             }
             Some(Outcome::Ran(rounds)) => {
                 let mut marks: Vec<String> = Vec::new();
                 let mut values = Vec::new();
+                let mut per_round = Vec::new();
                 for (i, runs) in rounds.iter().enumerate() {
                     let mut ok = true;
                     for (role, r) in runs {
@@ -238,9 +281,13 @@ impl Report {
                             marks.push(n.to_string());
                         }
                     }
-                    if ok && let Some(v) = runs.iter().find_map(|(_, r)| r.metrics.get(key)) {
-                        values.push(*v);
-                    }
+                    let v = runs
+                        .iter()
+                        .find_map(|(_, r)| r.metrics.get(key))
+                        .copied()
+                        .filter(|_| ok);
+                    values.extend(v);
+                    per_round.push(v);
                 }
                 let marks = if marks.is_empty() {
                     String::new()
@@ -248,7 +295,7 @@ impl Report {
                     format!("<sup>{}</sup>", marks.join(","))
                 };
                 match Spread::of(values) {
-                    Some(sp) if marks.is_empty() => (Some(sp), String::new()),
+                    Some(sp) if marks.is_empty() => (Some(sp), String::new(), per_round),
                     // Some rounds failed: the others' values, marked.
                     Some(sp) => (
                         Some(sp),
@@ -257,16 +304,17 @@ impl Report {
                             sp.n,
                             rounds.len()
                         ),
+                        per_round,
                     ),
-                    None if !marks.is_empty() => (None, format!("**FAILED**{marks}")),
-                    None => (None, "?".into()),
+                    None if !marks.is_empty() => (None, format!("**FAILED**{marks}"), per_round),
+                    None => (None, "?".into(), per_round),
                 }
             }
         }
     }
 
     /// Appends one value cell to `row`: the median and spread, or why
-    /// there is none. Returns the median.
+    /// there is none. Returns the median and each round's value.
     fn value_cell(
         &self,
         f: Flavor,
@@ -275,8 +323,8 @@ impl Report {
         c: Contender,
         notes: &mut Notes,
         row: &mut String,
-    ) -> Option<f64> {
-        let (v, text) = self.cell(f, w, r.key, c, notes);
+    ) -> Option<Cell> {
+        let (v, text, rounds) = self.cell(f, w, r.key, c, notes);
         match (v, text.is_empty()) {
             (Some(sp), true) => {
                 let _ = write!(row, " {} |", sp.text(r.unit));
@@ -288,7 +336,10 @@ impl Report {
                 let _ = write!(row, " {text} |");
             }
         }
-        v.map(|sp| sp.median)
+        v.map(|sp| Cell {
+            median: sp.median,
+            rounds,
+        })
     }
 
     pub(crate) fn render(&self) -> String {
@@ -339,7 +390,7 @@ impl Report {
                         }
                     }
                     for (a, b) in &pairs {
-                        row.push_str(&ratio_cell(values.get(a), values.get(b)));
+                        row.push_str(&ratio_cell_rounds(values.get(a), values.get(b)));
                     }
                     let _ = writeln!(out, "{row}");
                 }
@@ -348,7 +399,8 @@ impl Report {
         }
         let _ = writeln!(
             out,
-            "\n↑ higher is better, ↓ lower is better; a ratio is the first contender's median divided by the second's. \
+            "\n↑ higher is better, ↓ lower is better; a ratio is the first contender's median divided by the second's, with in brackets the \
+             min–max of the per-round ratios (round i of one against round i of the other, which ran next to each other). \
              A cell is the median over {} round(s), with the spread (min–max) in brackets. \
              MB/s is 10^6 bytes of payload per second. \
              “CPU per …” is the user + system CPU time of the whole child process (server and client sides, \
@@ -490,7 +542,10 @@ impl Report {
                 let mut row = format!("| {} | {} {} |", r.label, r.unit.label(), arrow(r.better));
                 let p = self.value_cell(f, plain, &r, Contender::Netchan, notes, &mut row);
                 let t = self.value_cell(f, w, &r, Contender::Netchan, notes, &mut row);
-                row.push_str(&ratio_cell(t.as_ref(), p.as_ref()));
+                row.push_str(&ratio_cell(
+                    t.as_ref().map(|c| &c.median),
+                    p.as_ref().map(|c| &c.median),
+                ));
                 if raw {
                     let p = self.cell(f, plain, r.key, Contender::Raw, notes).0;
                     let t = self.cell(f, w, r.key, Contender::Raw, notes).0;
@@ -524,3 +579,36 @@ pub(crate) const CONFIG_NOTE: &str = "How the contenders are configured. \
     the default codec, `rtc` servers as `ServerShared` with 128 calls in parallel, \
     `rch::mpsc` with 1,024 local slots in the one-way rows, `max_ports` raised only for idle-chan, the item limit of head-of-line's 16 MiB channel raised to 32 MiB. \
     **netchan**: `Config::default()`. **raw**: see the bullet points below.";
+
+#[cfg(test)]
+mod tests {
+    use super::{Cell, ratio_cell_rounds};
+
+    fn cell(median: f64, rounds: &[Option<f64>]) -> Cell {
+        Cell {
+            median,
+            rounds: rounds.to_vec(),
+        }
+    }
+
+    #[test]
+    fn a_ratio_gives_the_per_round_ratios_of_rounds_both_ran() {
+        // Medians 2 and 1; per round 4/2, 2/1 and (round 3 failed for b)
+        // nothing: the range is 2.00 only.
+        let a = cell(2.0, &[Some(4.0), Some(2.0), Some(1.0)]);
+        let b = cell(1.0, &[Some(2.0), Some(1.0), None]);
+        assert_eq!(ratio_cell_rounds(Some(&a), Some(&b)), " 2.00× (2.00) |");
+        // Rounds that pair slow with slow and fast with fast.
+        let a = cell(3.0, &[Some(3.0), Some(6.0), Some(2.0)]);
+        let b = cell(2.0, &[Some(2.0), Some(2.0), Some(1.0)]);
+        assert_eq!(
+            ratio_cell_rounds(Some(&a), Some(&b)),
+            " 1.50× (1.50–3.00) |"
+        );
+        // One round only: no range.
+        let a = cell(3.0, &[Some(3.0)]);
+        let b = cell(2.0, &[Some(2.0)]);
+        assert_eq!(ratio_cell_rounds(Some(&a), Some(&b)), " 1.50× |");
+        assert_eq!(ratio_cell_rounds(Some(&a), None), " – |");
+    }
+}
