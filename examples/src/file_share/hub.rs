@@ -251,7 +251,20 @@ mod tests {
             }
         })
         .await;
-        let log = log.lock().unwrap().clone();
-        assert!(log.iter().any(|l| l.starts_with("alice left (")), "{log:?}");
+        // The hub logs the leave just after the removal, maybe on the
+        // other worker.
+        let logged = || {
+            log.lock()
+                .unwrap()
+                .iter()
+                .any(|l| l.starts_with("alice left ("))
+        };
+        let waited = tokio::time::timeout(Duration::from_secs(10), async {
+            while !logged() {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+        .await;
+        assert!(waited.is_ok(), "{:?}", log.lock().unwrap());
     }
 }
