@@ -221,12 +221,12 @@ impl Config {
     ///
     /// A larger buffer lets more values go in each write and so costs
     /// fewer system calls per value: the `cluster` example, 50 clients on
-    /// one machine, moves about 1.4 M values a second each way with 64,
-    /// 1.9 to 2.3 M with 256 and 2.3 to 2.6 M with 1024. It also holds
-    /// more memory for large values, and queues more values at a busy
-    /// client while another has room: for long tasks, a small buffer
-    /// shares the work out more evenly (0 hands each value to a client
-    /// that is taking one, as an unbuffered Go channel does).
+    /// one two-core machine, moved 1.3 to 1.6 M values a second each way
+    /// with 64, 1.9 to 2.3 M with 256 and 2.2 to 2.6 M with 1024. It
+    /// also holds more memory for large values, and queues more values
+    /// at a busy client while another has room: for long tasks, a small
+    /// buffer shares the work out more evenly (0 hands each value to a
+    /// client that is taking one, as an unbuffered Go channel does).
     ///
     /// ```
     /// let cfg = netchan::Config::default().cluster_buffer(1024);
