@@ -524,9 +524,7 @@ impl<T> Queue<T> {
     /// take was reported as it was taken.)
     pub(crate) fn taken_from(&self, link: &Arc<Link>) {
         let buffered = self.left.load(std::sync::atomic::Ordering::Relaxed);
-        if self.capacity > 0 {
-            link.took(u32::from(link.take_grant()), buffered, self.capacity, false);
-        }
+        self.took(link, buffered, false);
     }
 
     /// [`taken_from`](Queue::taken_from) for a take of a batch
@@ -534,8 +532,14 @@ impl<T> Queue<T> {
     /// (in the buffer, or taken together with this one and not yet handed
     /// out): its grants may be written at once (`Link::took`, `eager`).
     pub(crate) fn taken_with(&self, link: &Arc<Link>, buffered: usize) {
+        self.took(link, buffered, true);
+    }
+
+    /// Reports one take from `link` to it (`Link::took`), on a queue with
+    /// a buffer.
+    fn took(&self, link: &Arc<Link>, buffered: usize, eager: bool) {
         if self.capacity > 0 {
-            link.took(u32::from(link.take_grant()), buffered, self.capacity, true);
+            link.took(u32::from(link.take_grant()), buffered, self.capacity, eager);
         }
     }
 
