@@ -46,6 +46,10 @@ pub(crate) const MAX_DEPTH: usize = 1024;
 const RED_ZONE: usize = 64 << 10;
 /// Size of each stack grown on the heap for deep values.
 const STACK_GROWTH: usize = 2 << 20;
+/// Levels between two looks at the stack left: a level takes far less
+/// than `RED_ZONE / STACK_EVERY` of it (a few hundred bytes in a release
+/// build, a few KiB in a debug one).
+const STACK_EVERY: usize = 8;
 
 /// What one message's decode may still spend.
 pub(crate) struct Bounds {
@@ -64,13 +68,16 @@ impl Bounds {
         }
     }
 
-    /// Runs `f` one level deeper, or refuses if that is too deep. Each
-    /// level may continue on a stack grown on the heap: a thousand levels
-    /// of a recursive value would overflow a small thread stack (a
-    /// blocking-pool thread's, a test's) before the depth limit refused
-    /// them. Only compound values (sequences, maps, enums, options,
-    /// newtypes) come here, so the elements of a `Vec<u8>` pay for none
-    /// of it.
+    /// Runs `f` one level deeper, or refuses if that is too deep. Every
+    /// [`STACK_EVERY`] levels, the next ones may continue on a stack grown
+    /// on the heap: a thousand levels of a recursive value would overflow
+    /// a small thread stack (a blocking-pool thread's, a test's) before
+    /// the depth limit refused them. The first levels run on the caller's
+    /// stack without a look at it, so a flat message (a struct of plain
+    /// fields) pays for no look, and its value is not moved through
+    /// `stacker`'s closure. Only compound values (sequences, maps, enums,
+    /// options, newtypes) come here, so the elements of a `Vec<u8>` pay
+    /// for none of it.
     pub(super) fn nested<R, E: de::Error>(&self, f: impl FnOnce() -> Result<R, E>) -> Result<R, E> {
         let d = self.depth.get();
         if d >= MAX_DEPTH {
@@ -79,7 +86,11 @@ impl Bounds {
             )));
         }
         self.depth.set(d + 1);
-        let r = stacker::maybe_grow(RED_ZONE, STACK_GROWTH, f);
+        let r = if d % STACK_EVERY == STACK_EVERY - 1 {
+            stacker::maybe_grow(RED_ZONE, STACK_GROWTH, f)
+        } else {
+            f()
+        };
         self.depth.set(d);
         r
     }
