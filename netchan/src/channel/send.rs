@@ -43,10 +43,15 @@ pub(crate) fn send_value<T: Message>(
     let handles = scope.finish();
     let out = match r {
         Ok(()) => {
-            let handles = handles
-                .into_iter()
-                .map(|h| Box::new(h) as Box<dyn OutgoingHandle>)
-                .collect();
+            // Most messages carry no handle: no pass over an empty list.
+            let handles = if handles.is_empty() {
+                Vec::new()
+            } else {
+                handles
+                    .into_iter()
+                    .map(|h| Box::new(h) as Box<dyn OutgoingHandle>)
+                    .collect()
+            };
             conn.send_encoded::<T>(chan, &mut buf, handles, direct)
         }
         Err(e) => {
