@@ -56,6 +56,10 @@ pub(super) struct Chan {
     pub(super) assembling: Option<Box<Assembly>>,
     /// Closing while a message was arriving: its remaining chunks are skipped.
     pub(super) skipping: bool,
+    /// Length of the last message that arrived on it in chunks: the
+    /// next such message starts in a buffer that large (see
+    /// [`Assembly::start`](super::chunk::Assembly::start)).
+    pub(super) last_assembled: u32,
     // Sending side.
     /// On a rendezvous channel: the send waiting for its message to be
     /// taken was given up, so nobody asks what became of it.
@@ -89,6 +93,7 @@ impl Chan {
             close_after: None,
             assembling: None,
             skipping: false,
+            last_assembled: 0,
             abandoned: false,
             bytes: 0,
             name: None,

@@ -45,9 +45,15 @@ pub(super) struct Assembly {
 }
 
 impl Assembly {
-    /// Starts a message from its first chunk (not its last).
-    pub(super) fn start(first: &[u8], handles: bool) -> Box<Assembly> {
-        let mut buf = BytesMut::with_capacity(first.len() * 2);
+    /// Starts a message from its first chunk (not its last), in a buffer
+    /// as large as `previous`, the length of the last message that arrived
+    /// whole on its channel: a stream of messages of one size then fills
+    /// one buffer each, where growing it by doubling copied each message
+    /// once more and faulted in pages three times its size. `previous`
+    /// arrived and was accepted, so it is within the message limit; the
+    /// peer declares nothing here.
+    pub(super) fn start(first: &[u8], handles: bool, previous: usize) -> Box<Assembly> {
+        let mut buf = BytesMut::with_capacity(previous.max(first.len() * 2));
         buf.extend_from_slice(first);
         Box::new(Assembly { buf, handles })
     }

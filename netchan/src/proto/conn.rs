@@ -1104,7 +1104,11 @@ impl Connection {
                 if end {
                     Some((payload, has_handles))
                 } else {
-                    c.assembling = Some(Assembly::start(&payload, has_handles));
+                    c.assembling = Some(Assembly::start(
+                        &payload,
+                        has_handles,
+                        c.last_assembled as usize,
+                    ));
                     None
                 }
             }
@@ -1122,7 +1126,9 @@ impl Connection {
                         .assembling
                         .take()
                         .ok_or(ProtoError::UnknownChannel(chan))?;
-                    Some(a.finish())
+                    let (data, handles) = a.finish();
+                    c.last_assembled = u32::try_from(data.len()).unwrap_or(u32::MAX);
+                    Some((data, handles))
                 } else {
                     None
                 }

@@ -1026,6 +1026,35 @@ fn large_message_is_chunked_and_reassembled_intact() {
     assert_eq!(p.a.take_events(), vec![message(chan, &body)]);
 }
 
+/// The data of the next message event, taken out of `events`.
+fn message_data(events: Vec<Event>) -> Bytes {
+    match events.into_iter().next() {
+        Some(Event::Message { data, .. }) => data,
+        other => panic!("expected a message, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_chunked_message_starts_in_a_buffer_as_large_as_the_last_one_on_its_channel() {
+    let mut p = Pair::connected_with(chunked(16), chunked(16));
+    let chan = p.d_sends(1);
+    let mut capacities = Vec::new();
+    for len in [100usize, 100, 40] {
+        let body: Vec<u8> = (0..len).map(|i| i as u8).collect();
+        p.d.send(chan, &body, &[]).unwrap();
+        p.drive();
+        let data = message_data(p.a.take_events());
+        assert_eq!(&data[..], &body[..]);
+        capacities.push(data.try_into_mut().unwrap().capacity());
+        p.a.conn.credit_update(chan, 1, 1);
+        p.drive();
+        p.clear();
+    }
+    // The first grows from twice its first chunk (32, 64, 128); the next
+    // ones start as large as the one before, and need not grow.
+    assert_eq!(capacities, [128, 100, 100]);
+}
+
 #[test]
 fn message_of_exactly_chunk_size_is_one_frame() {
     let mut p = Pair::connected_with(chunked(16), chunked(16));
