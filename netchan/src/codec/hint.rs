@@ -78,6 +78,7 @@ impl Bounds {
     /// `stacker`'s closure. Only compound values (sequences, maps, enums,
     /// options, newtypes) come here, so the elements of a `Vec<u8>` pay
     /// for none of it.
+    #[inline]
     pub(super) fn nested<R, E: de::Error>(&self, f: impl FnOnce() -> Result<R, E>) -> Result<R, E> {
         let d = self.depth.get();
         if d >= MAX_DEPTH {
