@@ -6,7 +6,7 @@ use std::sync::Arc;
 use bytes::BytesMut;
 
 use super::embed;
-use crate::conn::{Conn, OutgoingHandle, SendOutcome};
+use crate::conn::{Conn, LARGE_MESSAGE, OutgoingHandle, SendOutcome};
 use crate::error::Error;
 use crate::proto::ChanId;
 use crate::{Message, codec};
@@ -14,6 +14,10 @@ use crate::{Message, codec};
 thread_local! {
     /// Where messages are encoded before they enter a connection.
     static SCRATCH: std::cell::RefCell<BytesMut> = std::cell::RefCell::new(BytesMut::new());
+    /// The last message encoded on this thread was large: the next one
+    /// likely is too, and is encoded into the connection's spare buffer
+    /// if it has one.
+    static LAST_LARGE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
 /// A scratch buffer larger than this is not kept for the next message.
@@ -36,11 +40,17 @@ pub(crate) fn send_value<T: Message>(
     if let Some(out) = Conn::blocked(&conn.lock(), chan) {
         return out;
     }
-    let mut buf = SCRATCH.with(|s| std::mem::take(&mut *s.borrow_mut()));
+    let spare = LAST_LARGE.get().then(|| conn.take_send_spare()).flatten();
+    let mut buf = match spare {
+        Some(b) => b,
+        None => SCRATCH.with(|s| std::mem::take(&mut *s.borrow_mut())),
+    };
     buf.clear();
     let scope = embed::EncodeScope::enter();
     let r = codec::encode(conn.codec, value, &mut buf);
     let handles = scope.finish();
+    let large = buf.len() >= LARGE_MESSAGE;
+    LAST_LARGE.set(large);
     let out = match r {
         Ok(()) => {
             // Most messages carry no handle: no pass over an empty list.
@@ -61,7 +71,16 @@ pub(crate) fn send_value<T: Message>(
             SendOutcome::Invalid(e)
         }
     };
-    if buf.capacity() <= SCRATCH_KEEP {
+    if large && buf.is_empty() {
+        // Sent: the message took the buffer with it (what is left shares
+        // its allocation, and would keep the writer from reclaiming it
+        // once the message is written, see `Conn::keep_send_spare`).
+        drop(buf);
+    } else if buf.capacity() >= LARGE_MESSAGE {
+        // A spare a small message did not need, or a large message that
+        // was not sent (it is encoded again if it is).
+        conn.keep_send_spare(buf);
+    } else if buf.capacity() <= SCRATCH_KEEP {
         SCRATCH.with(|s| *s.borrow_mut() = buf);
     }
     out

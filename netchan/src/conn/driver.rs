@@ -31,7 +31,7 @@ use std::time::Instant;
 use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
-use super::{Conn, Inner, Status};
+use super::{Conn, Inner, LARGE_MESSAGE, Status};
 use crate::error::{Error, Origin};
 use crate::util::lock;
 
@@ -656,6 +656,7 @@ pub(crate) fn write_through(conn: &Conn, p: &mut Parked, mut inner: MutexGuard<'
         if have {
             p.buf.filled();
             write_parked(p);
+            p.buf.give_back(conn);
         }
         return false;
     }
@@ -667,6 +668,7 @@ pub(crate) fn write_through(conn: &Conn, p: &mut Parked, mut inner: MutexGuard<'
     if have {
         p.buf.filled();
         write_parked(p);
+        p.buf.give_back(conn);
     }
     let earlier = match (deadline, p.armed) {
         (Some(d), Some(a)) => d < a,
@@ -740,6 +742,7 @@ fn write_queued(conn: &Conn, wait: bool) {
         p.buf.filled();
     }
     write_parked(p);
+    p.buf.give_back(conn);
     tracing::trace!(
         conn = conn.id,
         left = p.buf.remaining(),
@@ -755,6 +758,10 @@ struct Segments {
     /// Index of the first segment not yet written.
     next: usize,
     remaining: usize,
+    /// The buffer of a large message whose last piece was written, whole
+    /// again and empty, for the connection to keep
+    /// ([`Conn::keep_send_spare`]).
+    reclaimed: Option<BytesMut>,
 }
 
 impl Segments {
@@ -764,9 +771,28 @@ impl Segments {
     }
 
     fn clear(&mut self) {
-        self.segs.clear();
+        for seg in self.segs.drain(..) {
+            // Only the last piece of a message's buffer is its only
+            // reference; the frames of small messages share the
+            // connection's own buffer, never alone either.
+            if self.reclaimed.is_none() && !seg.is_empty() {
+                if let Ok(mut b) = seg.try_into_mut() {
+                    b.clear();
+                    if b.try_reclaim(LARGE_MESSAGE) {
+                        self.reclaimed = Some(b);
+                    }
+                }
+            }
+        }
         self.next = 0;
         self.remaining = 0;
+    }
+
+    /// Hands a reclaimed buffer to `conn`.
+    fn give_back(&mut self, conn: &Conn) {
+        if let Some(b) = self.reclaimed.take() {
+            conn.keep_send_spare(b);
+        }
     }
 }
 
@@ -835,7 +861,9 @@ async fn writer(conn: &Arc<Conn>, link: &LinkCtl, mut wr: WriteHalf) {
             unflushed = false;
             // Left by a `write_now` or `write_through` the stream did not
             // take whole.
-            match write_out(link, &mut wr, &mut buf).await {
+            let wrote = write_out(link, &mut wr, &mut buf).await;
+            buf.give_back(conn);
+            match wrote {
                 Wrote::All(waited) => {
                     stream_full = waited;
                     continue;
@@ -862,6 +890,7 @@ async fn writer(conn: &Arc<Conn>, link: &LinkCtl, mut wr: WriteHalf) {
                 broke(conn, link, peer_violation(error));
                 continue;
             }
+            conn.expire_send_spare(now);
             // Never while handles are closing: the program may be ending, and
             // its runtime may drop this task during the turn.
             if !yielded
@@ -911,7 +940,9 @@ async fn writer(conn: &Arc<Conn>, link: &LinkCtl, mut wr: WriteHalf) {
         yielded = false;
         if have {
             buf.filled();
-            match write_out(link, &mut wr, &mut buf).await {
+            let wrote = write_out(link, &mut wr, &mut buf).await;
+            buf.give_back(conn);
+            match wrote {
                 Wrote::All(waited) => {
                     stream_full = waited;
                     continue;

@@ -126,6 +126,12 @@ pub(crate) struct Conn {
     /// Set when the writer has been woken and not yet looked: saves a
     /// wake-up per message when many are sent in a burst.
     writer_kicked: AtomicBool,
+    /// The buffer of the last large message written whole, emptied, and
+    /// when it was kept: the next large message is encoded into it (see
+    /// [`Conn::take_send_spare`]).
+    send_spare: Mutex<Vec<(bytes::BytesMut, Instant)>>,
+    /// Whether `send_spare` holds one (read without its lock).
+    has_send_spare: AtomicBool,
     /// Woken on status changes and delivery confirmations.
     pub(crate) changed: Notify,
     pub(crate) draining: AtomicUsize,
@@ -309,6 +315,8 @@ impl Conn {
             parked: Mutex::new(None),
             pending_closes: AtomicUsize::new(0),
             writer_kicked: AtomicBool::new(false),
+            send_spare: Mutex::new(Vec::new()),
+            has_send_spare: AtomicBool::new(false),
             changed: Notify::new(),
             draining: AtomicUsize::new(0),
             codec: config.codec,

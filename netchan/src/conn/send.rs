@@ -2,6 +2,8 @@
 //! carries, into the protocol core under the connection's lock.
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Instant;
 
 use bytes::BytesMut;
 
@@ -20,6 +22,14 @@ pub(crate) enum SendOutcome {
     Closed,
     Invalid(Error),
 }
+
+/// Buffers of large messages written whole that a connection keeps for
+/// the next ones it sends ([`Conn::keep_send_spare`]): as many as are
+/// typically in flight at once.
+const SEND_SPARES: usize = 4;
+
+/// Bytes the spare buffers of one connection may hold in all.
+const SEND_SPARE_BYTES: usize = 8 << 20;
 
 /// A message at least this large took long enough to encode or decode that
 /// the task doing it yields to the runtime's other tasks soon after.
@@ -75,6 +85,70 @@ pub(crate) trait OutgoingHandle: Send {
 }
 
 impl Conn {
+    /// A buffer to encode a message into, left by a large message this
+    /// connection wrote whole ([`keep_send_spare`](Conn::keep_send_spare)):
+    /// its pages are in memory already, where a new buffer of that size
+    /// would fault each of them in as the message is encoded (and, freed
+    /// on another thread than it was allocated on, may go back to the
+    /// system in between).
+    pub(crate) fn take_send_spare(&self) -> Option<BytesMut> {
+        if !self.has_send_spare.load(Ordering::Acquire) {
+            return None;
+        }
+        let mut spares = self.send_spare.try_lock().ok()?;
+        let buf = spares.pop().map(|(buf, _)| buf);
+        self.has_send_spare
+            .store(!spares.is_empty(), Ordering::Release);
+        buf
+    }
+
+    /// Keeps `buf`, the whole buffer of a large message just written (or
+    /// a spare a small message did not need), emptied, for the next large
+    /// message sent on this connection. At most [`SEND_SPARES`] of them,
+    /// of [`SEND_SPARE_BYTES`] in all (larger messages are encoded on the
+    /// blocking pool anyway, see [`aside`]); dropped once unused for a
+    /// keepalive interval ([`expire_send_spare`](Conn::expire_send_spare)).
+    /// Never waits for a lock: a drop handler's write may call this.
+    pub(crate) fn keep_send_spare(&self, mut buf: BytesMut) {
+        let cap = buf.capacity();
+        if cap < LARGE_MESSAGE {
+            return;
+        }
+        let Ok(mut spares) = self.send_spare.try_lock() else {
+            return;
+        };
+        let held: usize = spares.iter().map(|(b, _)| b.capacity()).sum();
+        if spares.len() < SEND_SPARES && held + cap <= SEND_SPARE_BYTES && !self.closing() {
+            buf.clear();
+            spares.push((buf, Instant::now()));
+            self.has_send_spare.store(true, Ordering::Release);
+        }
+    }
+
+    /// Drops the spare buffer if it was kept a keepalive interval ago or
+    /// more (the writer calls this as its keepalive timer runs).
+    pub(crate) fn expire_send_spare(&self, now: Instant) {
+        if !self.has_send_spare.load(Ordering::Acquire) {
+            return;
+        }
+        let Ok(mut spares) = self.send_spare.try_lock() else {
+            return;
+        };
+        let idle = self.config.limits.keepalive;
+        spares.retain(|(_, at)| now.saturating_duration_since(*at) < idle);
+        self.has_send_spare
+            .store(!spares.is_empty(), Ordering::Release);
+    }
+
+    /// Where the spare buffers' memory starts, most recently kept last.
+    #[cfg(test)]
+    pub(crate) fn send_spares(&self) -> Vec<*const u8> {
+        crate::util::lock(&self.send_spare)
+            .iter()
+            .map(|(b, _)| b.as_ptr())
+            .collect()
+    }
+
     /// Sends `body`, encoded with `codec` and carrying no channel handles,
     /// on `chan`; `None` if this connection uses another codec (the caller
     /// then encodes the value for it). `body` is left as it was unless the
@@ -206,5 +280,80 @@ mod tests {
         // Outside a runtime (a drop, a blocking thread): as on one thread.
         assert!(!aside(ASIDE_ON_ONE_WORKER - 1));
         assert!(aside(ASIDE_ON_ONE_WORKER));
+    }
+}
+
+#[cfg(test)]
+mod spare_tests {
+    use std::time::{Duration, Instant};
+
+    use crate::Session;
+
+    /// A message of `len` bytes that encodes as one byte string.
+    fn big(len: usize, fill: u8) -> serde_bytes::ByteBuf {
+        serde_bytes::ByteBuf::from(vec![fill; len])
+    }
+
+    #[tokio::test]
+    async fn a_large_message_written_whole_leaves_its_buffer_for_the_next_one() {
+        let (a, b) = Session::pair();
+        let mut rx = b.export_receiver::<serde_bytes::ByteBuf>("big", 1).unwrap();
+        let tx = a
+            .import_sender::<serde_bytes::ByteBuf>("big")
+            .await
+            .unwrap();
+        let conn = a.conn().clone();
+        assert!(conn.send_spares().is_empty());
+
+        // Once written whole (it arrived), its buffer is kept.
+        tx.send(big(1 << 20, 1)).await.unwrap();
+        assert_eq!(rx.recv().await.unwrap().unwrap().len(), 1 << 20);
+        let kept = conn.send_spares();
+        assert_eq!(kept.len(), 1);
+
+        // The next one is encoded into it, and gives it back again: the
+        // same memory, not a second buffer.
+        for fill in 2..5 {
+            tx.send(big(1 << 20, fill)).await.unwrap();
+            let got = rx.recv().await.unwrap().unwrap();
+            assert!(got.len() == 1 << 20 && got.iter().all(|&x| x == fill));
+            assert_eq!(conn.send_spares(), kept);
+        }
+
+        // A small message after it (encoded into the spare, which it did
+        // not need) leaves the spare as it was.
+        let mut small_rx = b.export_receiver::<u32>("small", 4).unwrap();
+        let small_tx = a.import_sender::<u32>("small").await.unwrap();
+        small_tx.send(7).await.unwrap();
+        assert_eq!(small_rx.recv().await.unwrap(), Some(7));
+        assert_eq!(conn.send_spares(), kept);
+
+        conn.expire_send_spare(Instant::now());
+        assert_eq!(conn.send_spares(), kept, "dropped before its time");
+        conn.expire_send_spare(
+            Instant::now() + conn.config.limits.keepalive + Duration::from_millis(1),
+        );
+        assert!(conn.send_spares().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_connection_keeps_few_spare_buffers_and_none_too_small() {
+        let (a, _b) = Session::pair();
+        let conn = a.conn().clone();
+        // Too small to be worth keeping.
+        conn.keep_send_spare(bytes::BytesMut::with_capacity(super::LARGE_MESSAGE - 1));
+        assert!(conn.send_spares().is_empty());
+        for _ in 0..10 {
+            conn.keep_send_spare(bytes::BytesMut::with_capacity(1 << 20));
+        }
+        assert_eq!(conn.send_spares().len(), super::SEND_SPARES);
+        // Beyond the bytes all spares may hold together.
+        let (c, _d) = Session::pair();
+        let conn = c.conn().clone();
+        conn.keep_send_spare(bytes::BytesMut::with_capacity(
+            super::SEND_SPARE_BYTES - (1 << 20),
+        ));
+        conn.keep_send_spare(bytes::BytesMut::with_capacity(2 << 20));
+        assert_eq!(conn.send_spares().len(), 1);
     }
 }
