@@ -506,7 +506,12 @@ impl Conn {
 
     /// Wakes the writer (once per burst).
     pub(crate) fn kick(&self) {
-        if !self.writer_kicked.swap(true, Ordering::AcqRel) {
+        // A plain load first: in a burst the writer is kicked already,
+        // and a read-modify-write per message would cost a locked
+        // instruction each.
+        if !self.writer_kicked.load(Ordering::Acquire)
+            && !self.writer_kicked.swap(true, Ordering::AcqRel)
+        {
             self.write_notify.notify_one();
         }
     }
