@@ -125,7 +125,8 @@
 //!  exporter         cluster.rs, redial.rs               type and direction checks; listen / dial;
 //!                                                       redial and resume a broken session
 //!  channel, pipe    channel/{mod,queue,route,embed,     Sender / Receiver / Pipe; buffers, routes,
-//!                   send}, pipe.rs                      handles inside messages, typed encode
+//!                   send,sink}, pipe.rs                 handles inside messages, typed encode,
+//!                                                       the Sink's batches
 //!  conn,            conn/{mod,dispatch,endpoint,        one live connection: state behind one lock,
 //!  transport        exports,send,driver,errors,stats,   endpoint traits, dispatch, send path, reader
 //!                   calls,events}; transport/{mod,tcp,  and writer tasks (one pair per link), error

@@ -16,6 +16,7 @@ pub(crate) mod embed;
 pub(crate) mod queue;
 pub(crate) mod route;
 mod send;
+mod sink;
 
 use std::fmt;
 use std::future::Future;
@@ -66,10 +67,14 @@ impl<T> Drop for SenderShared<T> {
 /// whose values arrive at this side's receiver.
 pub struct Sender<T> {
     shared: Arc<SenderShared<T>>,
-    /// The send the `Sink` started and has not finished (this clone's
-    /// own; behind a mutex only so that `Sender` stays `Sync`, always
-    /// reached through `&mut`).
-    sink: Mutex<Option<PendingSend<T>>>,
+    /// What the `Sink` accepted and has not finished sending (this
+    /// clone's own; behind a mutex so that `Sender` stays `Sync`: the
+    /// sink reaches it through `&mut`, `send` and `try_send` lock it only
+    /// when `held` says it holds values).
+    sink: Mutex<sink::SinkState<T>>,
+    /// `sink` holds values accepted and not yet sent, or an error for
+    /// the sink to report.
+    held: std::sync::atomic::AtomicBool,
 }
 
 /// A send started by `Sink::start_send` that had to wait.
@@ -79,8 +84,16 @@ impl<T> Sender<T> {
     fn with_shared(shared: Arc<SenderShared<T>>) -> Sender<T> {
         Sender {
             shared,
-            sink: Mutex::new(None),
+            sink: Mutex::new(sink::SinkState::default()),
+            held: std::sync::atomic::AtomicBool::new(false),
         }
+    }
+}
+
+impl<T> Drop for Sender<T> {
+    fn drop(&mut self) {
+        let st = self.sink.get_mut().unwrap_or_else(|p| p.into_inner());
+        sink::drop_sink(&self.shared.target, st);
     }
 }
 
@@ -226,6 +239,10 @@ impl<T: Message> Sender<T> {
 
     /// `send`; `direct` as in [`send_detailed`](Sender::send_detailed).
     async fn send_with(&self, value: T, direct: bool) -> Result<(), (T, SendErrorKind)> {
+        // What this clone's sink accepted goes first.
+        if self.held.load(Ordering::Acquire) {
+            self.settle_sink().await;
+        }
         match &self.shared.target {
             Target::Local(q) => send_local(q, value).await,
             Target::Remote(r) => send_remote(r, value, direct).await,
@@ -278,6 +295,11 @@ impl<T: Message> Sender<T> {
     /// # }
     /// ```
     pub fn try_send(&self, value: T) -> Result<(), TrySendError<T>> {
+        // What this clone's sink accepted goes first: if it cannot go
+        // now, neither can this value.
+        if !self.settle_sink_now() {
+            return Err(TrySendError::Full(value));
+        }
         match &self.shared.target {
             Target::Local(q) => {
                 if q.completes_on_take() && (q.is_backend() || !q.has_waiting_receiver()) {
@@ -833,25 +855,30 @@ impl<T: Message> Receiver<T> {
     }
 }
 
-impl<T: Message> Sender<T> {
-    /// Drives the `Sink`'s waiting send, if any, to its end.
-    fn poll_sink(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), SendError<T>>> {
-        let slot = self.sink.get_mut().unwrap_or_else(|p| p.into_inner());
-        let Some(send) = slot.as_mut() else {
-            return Poll::Ready(Ok(()));
-        };
-        let r = std::task::ready!(send.as_mut().poll(cx));
-        *slot = None;
-        Poll::Ready(r)
-    }
-}
-
 /// A `Sender` is a [`futures::Sink`], for `feed`, `send_all` and
-/// `forward`: values with credit go straight into the connection's write
-/// buffer, so a batch of them leaves in one write. A value that finds the
-/// buffer full waits in the sink (one at most) until it has a slot;
-/// `poll_ready` and `poll_flush` wait for it. `poll_close` only flushes: the
-/// channel closes when its last `Sender` is dropped.
+/// `forward`.
+///
+/// On a channel to a peer, `feed` encodes the value into the sender's own
+/// buffer, and the sink hands what it holds to the connection under one
+/// lock once the receiving end's free slots are used up, 64 KiB are held,
+/// or on `flush` (`send_all` flushes whenever its stream has nothing
+/// ready, and at its end): a run of small values costs one hand-over, and
+/// leaves in one write. The sink accepts a value only while the channel
+/// had a free slot for it when it last looked, so `poll_ready` waits, as
+/// `send` does, while the receiver's buffer is full: a fed value is as
+/// good as a sent one, once flushed. A value that is large (over 4 KiB
+/// encoded), carries channel handles, goes to a rendezvous channel, a
+/// local channel or an exported sender's importers, is sent on its own
+/// after the ones before it, and waits in the sink (one at most) while
+/// there is no room.
+///
+/// Feed, then flush: values fed and not flushed when the sender is dropped
+/// are handed over if they still have their slots, which only another
+/// clone's sends can have taken meanwhile; a `send` or `try_send` on the
+/// same clone hands them over first, so values keep their order.
+/// `poll_close` only flushes: the channel closes when its last `Sender`
+/// is dropped. An error (closed, connection lost, too large) gives back
+/// the first value not sent, and the calls after it the next ones.
 ///
 /// ```
 /// # #[tokio::main(flavor = "current_thread")]
@@ -869,32 +896,19 @@ impl<T: Message> futures::Sink<T> for Sender<T> {
     type Error = SendError<T>;
 
     fn poll_ready(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), SendError<T>>> {
-        self.get_mut().poll_sink(cx)
+        self.get_mut().poll_sink(cx, false)
     }
 
     fn start_send(self: Pin<&mut Self>, value: T) -> Result<(), SendError<T>> {
-        let this = self.get_mut();
-        match this.try_send(value) {
-            Ok(()) => Ok(()),
-            // Full: the send waits in the sink. Closed or refused: `send`
-            // finds the reason (closed, connection lost, too large), which
-            // the next `poll_ready` or `poll_flush` returns with the value.
-            Err(e) => {
-                let value = e.into_inner();
-                let tx = this.clone();
-                let slot = this.sink.get_mut().unwrap_or_else(|p| p.into_inner());
-                *slot = Some(Box::pin(async move { tx.send(value).await }));
-                Ok(())
-            }
-        }
+        self.get_mut().feed_value(value)
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), SendError<T>>> {
-        self.get_mut().poll_sink(cx)
+        self.get_mut().poll_sink(cx, true)
     }
 
     fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), SendError<T>>> {
-        self.get_mut().poll_sink(cx)
+        self.get_mut().poll_sink(cx, true)
     }
 }
 

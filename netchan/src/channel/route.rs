@@ -200,6 +200,11 @@ impl Route {
         }
     }
 
+    /// The one remote channel of a single route (`None` for an export).
+    pub(crate) fn only_member(&self) -> Option<&Member> {
+        self.single.as_ref()
+    }
+
     /// Whether this is an exported sender's route, which waits for
     /// importers rather than closing with one channel.
     pub(crate) fn is_export(&self) -> bool {

@@ -76,6 +76,21 @@ thread_local! {
     pub(crate) static SENT_LARGE: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
 }
 
+/// What one [`Conn::send_batch`] did.
+pub(crate) struct Handed {
+    /// Messages handed over.
+    pub(crate) sent: usize,
+    /// Why the next did not go (`None`: all went).
+    pub(crate) stop: Option<SendOutcome>,
+    /// Credit left on the channel.
+    pub(crate) credit: usize,
+    /// The channel's capacity (0: a rendezvous, where each value is sent
+    /// on its own, to wait for its take).
+    pub(crate) capacity: u32,
+    /// The largest message the peer takes.
+    pub(crate) limit: usize,
+}
+
 /// A channel handle inside an outgoing message, attached to the
 /// connection once the message is known to fit.
 pub(crate) trait OutgoingHandle: Send {
@@ -147,6 +162,60 @@ impl Conn {
             .iter()
             .map(|(b, _)| b.as_ptr())
             .collect()
+    }
+
+    /// Hands messages without handles to `chan`, in order and under one
+    /// lock, while it has credit: the bodies of `bodies`, back to back,
+    /// `lens` long each. Each message handed over leaves both. `None`
+    /// only if `wait` is false and the lock was busy (a drop handler,
+    /// which may run with it held further up the stack).
+    pub(crate) fn send_batch(
+        self: &Arc<Self>,
+        chan: ChanId,
+        bodies: &mut BytesMut,
+        lens: &mut std::collections::VecDeque<usize>,
+        wait: bool,
+    ) -> Option<Handed> {
+        use bytes::Buf;
+        let mut inner = if wait {
+            self.lock()
+        } else {
+            self.inner.try_lock().ok()?
+        };
+        let mut sent = 0;
+        let mut stop = None;
+        while let Some(&len) = lens.front() {
+            if let Some(out) = Self::blocked(&inner, chan) {
+                stop = Some(out);
+                break;
+            }
+            let Some(body) = bodies.get(..len) else {
+                stop = Some(SendOutcome::Closed);
+                break;
+            };
+            if let Err(e) = inner.proto.send_slice(chan, body) {
+                let e = match e {
+                    FinishError::TooLarge { size, limit } => Error::MessageTooLarge { size, limit },
+                    other => Error::Codec(format!("cannot send a message: {other:?}")),
+                };
+                stop = Some(SendOutcome::Invalid(e));
+                break;
+            }
+            bodies.advance(len);
+            lens.pop_front();
+            sent += 1;
+        }
+        let handed = Handed {
+            sent,
+            stop,
+            credit: inner.proto.credit(chan) as usize,
+            capacity: inner.proto.capacity_of(chan),
+            limit: inner.proto.send_limit(),
+        };
+        if sent > 0 {
+            self.write_through_or_kick(None, inner);
+        }
+        Some(handed)
     }
 
     /// Sends `body`, encoded with `codec` and carrying no channel handles,

@@ -1405,21 +1405,7 @@ impl Connection {
         self.sent_total += 1;
         let flags = if table > 0 { FLAG_HANDLES } else { 0 };
         if size <= self.limits.chunk_size && c.nothing_pending() {
-            self.small_queued = true;
-            self.counters.frames_out += 1;
-            let start = self.out.len();
-            self.out.reserve(HEADER_LEN + size);
-            self.out.put_bytes(0, HEADER_LEN);
-            put_table(&mut self.out, handles);
-            self.out.extend_from_slice(body);
-            patch_header(
-                &mut self.out,
-                start,
-                size,
-                Kind::Data,
-                flags | FLAG_END,
-                chan,
-            );
+            self.put_small(chan, body, handles, size, flags);
             return Ok(());
         }
         let body = if table > 0 {
@@ -1440,6 +1426,57 @@ impl Connection {
             handles: table > 0,
         });
         Ok(())
+    }
+
+    /// Sends `body`, a message without handles that fits one chunk,
+    /// copied from where it is: what [`send_message`](Self::send_message)
+    /// does with such a message, for a caller that holds many messages
+    /// in one buffer. A larger message, or one on a channel with chunks
+    /// still to send, is copied into a buffer of its own and sent as
+    /// `send_message` sends it.
+    pub fn send_slice(&mut self, chan: ChanId, body: &[u8]) -> Result<(), FinishError> {
+        let small = body.len() <= self.limits.chunk_size
+            && self.chans.get(&chan).is_some_and(|c| c.nothing_pending());
+        if !small {
+            return self.send_message(chan, &mut BytesMut::from(body), &[]);
+        }
+        self.check_message(body.len(), 0)?;
+        let Some(c) = self.chans.get_mut(&chan) else {
+            return Ok(());
+        };
+        c.flow.spend();
+        c.abandoned = false;
+        c.bytes += body.len() as u64;
+        self.sent_total += 1;
+        self.put_small(chan, body, &[], body.len(), 0);
+        Ok(())
+    }
+
+    /// Queues one `DATA` frame holding a whole message (`size`: its
+    /// handle table and `body`) in the transmit buffer.
+    fn put_small(
+        &mut self,
+        chan: ChanId,
+        body: &[u8],
+        handles: &[HandleDesc],
+        size: usize,
+        flags: u8,
+    ) {
+        self.small_queued = true;
+        self.counters.frames_out += 1;
+        let start = self.out.len();
+        self.out.reserve(HEADER_LEN + size);
+        self.out.put_bytes(0, HEADER_LEN);
+        put_table(&mut self.out, handles);
+        self.out.extend_from_slice(body);
+        patch_header(
+            &mut self.out,
+            start,
+            size,
+            Kind::Data,
+            flags | FLAG_END,
+            chan,
+        );
     }
 
     /// Checks a message of `body` bytes with `handles` channel handles

@@ -122,6 +122,90 @@ async fn send_all_through_a_small_window_keeps_order_and_loses_nothing(t: Transp
 }
 over_both!(send_all_through_a_small_window_keeps_order_and_loses_nothing);
 
+/// Where the sink gathers values for one remote channel (an imported
+/// sender, a sender that travelled to the peer), it accepts exactly one
+/// value per free slot of the receiver's buffer, as `send` completes. On
+/// the other ways (an exported sender's importers, a local sender whose
+/// receiver travelled) each value goes on its own, and one more waits in
+/// the sink itself.
+async fn a_sink_takes_one_value_per_free_slot_and_one_more_per_recv(t: Transport) {
+    for cap in [1usize, 3, 4, 7, 8, 64] {
+        let (a, b) = t.connect().await;
+        for (how, mut tx, mut rx) in channels_every_way(&a, &b, cap).await {
+            let what = format!("{how}, capacity {cap}");
+            let gathers = how == "ExportedReceiver" || how == "a carried sender";
+            let slots = if gathers { cap } else { cap + 1 };
+            // As many values as the receiver has slots: each feed completes.
+            for v in 0..slots as u32 {
+                within(&what, tx.feed(v)).await.expect("feed");
+            }
+            // The next waits for a slot.
+            {
+                let mut next = Box::pin(tx.feed(slots as u32));
+                stays_pending(&format!("{what}: a feed beyond the slots"), &mut next).await;
+                // As in Go, one receive lets exactly one waiting send in.
+                assert_eq!(recv_some(&what, &mut rx).await, 0, "{what}");
+                within(&what, &mut next).await.expect("feed");
+            }
+            {
+                let mut after = Box::pin(tx.feed(slots as u32 + 1));
+                stays_pending(&format!("{what}: a second feed after one recv"), &mut after).await;
+                assert_eq!(recv_some(&what, &mut rx).await, 1, "{what}");
+                within(&what, &mut after).await.expect("feed");
+            }
+            // The flush waits for the receiver's slots: receive meanwhile.
+            let receive = async {
+                for want in 2..=slots as u32 + 1 {
+                    assert_eq!(recv_some(&what, &mut rx).await, want, "{what}");
+                }
+            };
+            let (flushed, ()) = tokio::join!(within(&what, tx.flush()), receive);
+            flushed.expect("flush");
+        }
+    }
+}
+over_both!(a_sink_takes_one_value_per_free_slot_and_one_more_per_recv);
+
+async fn values_fed_then_sent_on_the_same_sender_keep_their_order(t: Transport) {
+    let (a, b) = t.connect().await;
+    for (how, mut tx, mut rx) in channels_every_way(&a, &b, 16).await {
+        for v in 0..5u32 {
+            within(&how, tx.feed(v)).await.expect("feed");
+        }
+        // Not flushed: a send and a try_send on the same clone go after
+        // them, never before.
+        send_ok(&how, &tx, 5).await;
+        within(&how, tx.feed(6)).await.expect("feed");
+        if how == "a carried receiver" {
+            // Its sends complete once the relay took them, and a try_send
+            // finds no taker waiting: a send instead.
+            send_ok(&how, &tx, 7).await;
+        } else if let Err(e) = tx.try_send(7) {
+            panic!("{how}: try_send: {e:?}");
+        }
+        for want in 0..8u32 {
+            assert_eq!(recv_some(&how, &mut rx).await, want, "{how}");
+        }
+    }
+}
+over_both!(values_fed_then_sent_on_the_same_sender_keep_their_order);
+
+/// Fed and never flushed: dropping the sender still delivers them (a
+/// `Sink` need not, but nothing is lost silently here).
+async fn values_fed_and_not_flushed_go_when_the_sender_is_dropped(t: Transport) {
+    let (a, b) = t.connect().await;
+    for (how, mut tx, mut rx) in channels_every_way(&a, &b, 16).await {
+        for v in 0..10u32 {
+            within(&how, tx.feed(v)).await.expect("feed");
+        }
+        drop(tx);
+        for want in 0..10u32 {
+            assert_eq!(recv_some(&how, &mut rx).await, want, "{how}");
+        }
+    }
+}
+over_both!(values_fed_and_not_flushed_go_when_the_sender_is_dropped);
+
 async fn a_sink_on_a_closed_channel_gives_the_value_back(t: Transport) {
     let (a, b) = t.connect().await;
     let (mut tx, rx) = Way::ExportedReceiver.channel::<u32>(&a, &b, 4).await;
