@@ -764,7 +764,7 @@ impl<T: Message> Receiver<T> {
         };
         buf.push(first);
         let mut n = 1;
-        let mut batch = Vec::new();
+        let mut batch = queue::Batch::default();
         while n < limit && self.remaining != Some(0) {
             let max = (limit - n).min(RECV_BATCH).min(
                 self.remaining
@@ -785,24 +785,26 @@ impl<T: Message> Receiver<T> {
                     _ => break,
                 }
             }
-            let mut items = batch.drain(..);
-            while let Some((data, link)) = items.next() {
-                match embed::decode::<T>(link.conn(), &data, None) {
-                    Ok(v) => {
-                        // Each value taken frees its slot, as one `recv`.
-                        self.queue.taken_with(&link, left + items.len());
-                        if let Ok(Some(v)) = self.decoded_ok(v) {
-                            buf.push(v);
+            while let Some((mut run, link)) = batch.pop_run() {
+                while let Some(data) = run.pop_front() {
+                    match embed::decode::<T>(link.conn(), &data, None) {
+                        Ok(v) => {
+                            // Each value taken frees its slot, as one `recv`.
+                            self.queue.taken_with(&link, left + run.len() + batch.len());
+                            if let Ok(Some(v)) = self.decoded_ok(v) {
+                                buf.push(v);
+                            }
+                            n += 1;
                         }
-                        n += 1;
-                    }
-                    Err(_) => {
-                        // Back in front, not counted as taken: the next
-                        // `recv` takes it again and reports its error, in
-                        // its place among the values.
-                        self.queue
-                            .put_back(std::iter::once((data, link)).chain(items));
-                        return Ok(n);
+                        Err(_) => {
+                            // Back in front, not counted as taken: the next
+                            // `recv` takes it again and reports its error,
+                            // in its place among the values.
+                            run.push_front(data);
+                            batch.unpop_run(run, link);
+                            self.queue.put_back(std::mem::take(&mut batch));
+                            return Ok(n);
+                        }
                     }
                 }
             }

@@ -33,6 +33,84 @@ pub(crate) enum Item<T> {
     },
 }
 
+/// What the buffer holds: one item, or a run of messages of one link.
+enum Entry<T> {
+    One(Item<T>),
+    Run(Run),
+}
+
+/// Messages of one link that arrived together and carry no handles, in
+/// arrival order (see `deliver_many`): one entry and one reference to the
+/// link for all of them, where an [`Item`] each would clone the link for
+/// each message and move each through the buffer once more. Never
+/// empty while in the buffer.
+struct Run {
+    data: VecDeque<Bytes>,
+    link: Arc<Link>,
+}
+
+impl<T> Entry<T> {
+    /// Messages (values) it holds.
+    fn len(&self) -> usize {
+        match self {
+            Entry::One(_) => 1,
+            Entry::Run(r) => r.data.len(),
+        }
+    }
+}
+
+/// Runs of fewer messages than this go into the buffer an item each: a
+/// run costs an allocation of its own.
+const RUN_MIN: usize = 4;
+
+/// Messages [`Queue::take_batch`] took for `recv_many`, in runs of
+/// messages from one link.
+#[derive(Default)]
+pub(crate) struct Batch {
+    runs: VecDeque<Run>,
+    /// Messages in all runs.
+    len: usize,
+}
+
+impl Batch {
+    pub(crate) fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+
+    fn push(&mut self, data: Bytes, link: &Arc<Link>) {
+        self.len += 1;
+        match self.runs.back_mut() {
+            Some(r) if Arc::ptr_eq(&r.link, link) => r.data.push_back(data),
+            _ => self.runs.push_back(Run {
+                data: VecDeque::from([data]),
+                link: link.clone(),
+            }),
+        }
+    }
+
+    fn push_run(&mut self, run: Run) {
+        self.len += run.data.len();
+        self.runs.push_back(run);
+    }
+
+    /// The next run: its messages, and the link they came from.
+    pub(crate) fn pop_run(&mut self) -> Option<(VecDeque<Bytes>, Arc<Link>)> {
+        let r = self.runs.pop_front()?;
+        self.len -= r.data.len();
+        Some((r.data, r.link))
+    }
+
+    /// Puts a run taken with [`pop_run`](Batch::pop_run) back in front.
+    pub(crate) fn unpop_run(&mut self, data: VecDeque<Bytes>, link: Arc<Link>) {
+        self.len += data.len();
+        self.runs.push_front(Run { data, link });
+    }
+}
+
 /// What the front of a buffer holds after [`Queue::take_batch`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Front {
@@ -60,7 +138,9 @@ enum End {
 }
 
 struct State<T> {
-    items: VecDeque<Item<T>>,
+    items: VecDeque<Entry<T>>,
+    /// Messages (values) in `items`, runs counted message by message.
+    count: usize,
     local_len: usize,
     /// Live local `Sender` groups (each `Sender` clone set counts once).
     senders: usize,
@@ -122,6 +202,7 @@ impl<T> Queue<T> {
         Arc::new(Queue {
             st: Mutex::new(State {
                 items: VecDeque::new(),
+                count: 0,
                 local_len: 0,
                 senders,
                 keepers,
@@ -149,7 +230,7 @@ impl<T> Queue<T> {
 
     /// Values in the buffer, not yet taken.
     pub(crate) fn buffered(&self) -> usize {
-        lock(&self.st).items.len()
+        lock(&self.st).count
     }
 
     /// Whether messages from peers still go into the buffer: a receiver
@@ -176,7 +257,8 @@ impl<T> Queue<T> {
         }
         let seq = st.next_seq;
         st.next_seq += 1;
-        st.items.push_back(Item::Local(value, seq));
+        st.items.push_back(Entry::One(Item::Local(value, seq)));
+        st.count += 1;
         st.local_len += 1;
         Self::wake_rx(&mut st);
         Push::Done(seq)
@@ -201,7 +283,7 @@ impl<T> Queue<T> {
             || st
                 .items
                 .iter()
-                .any(|i| matches!(i, Item::Local(_, s) if *s == seq));
+                .any(|i| matches!(i, Entry::One(Item::Local(_, s)) if *s == seq));
         (!queued).then_some(Ok(()))
     }
 
@@ -212,10 +294,11 @@ impl<T> Queue<T> {
         let pos = st
             .items
             .iter()
-            .position(|i| matches!(i, Item::Local(_, s) if *s == seq))?;
+            .position(|i| matches!(i, Entry::One(Item::Local(_, s)) if *s == seq))?;
         st.local_len -= 1;
+        st.count -= 1;
         match st.items.remove(pos) {
-            Some(Item::Local(v, _)) => Some(v),
+            Some(Entry::One(Item::Local(v, _))) => Some(v),
             _ => None,
         }
     }
@@ -255,6 +338,7 @@ impl<T> Queue<T> {
         let items = {
             let mut st = lock(&self.st);
             st.local_len = 0;
+            st.count = 0;
             std::mem::take(&mut st.items)
         };
         self.space.notify_waiters();
@@ -349,13 +433,15 @@ impl<T> Queue<T> {
             }
             let all = std::mem::take(&mut st.items);
             let dropped = if self.completes_on_take_in(&st) {
-                let (kept, dropped) = all
+                let (kept, dropped): (VecDeque<_>, _) = all
                     .into_iter()
-                    .partition(|item| matches!(item, Item::Local(..)));
+                    .partition(|item| matches!(item, Entry::One(Item::Local(..))));
+                st.count = kept.len();
                 st.items = kept;
                 dropped
             } else {
                 st.local_len = 0;
+                st.count = 0;
                 all
             };
             (dropped, std::mem::take(&mut st.links))
@@ -386,7 +472,9 @@ impl<T> Queue<T> {
         let mut st = lock(&self.st);
         // A rendezvous take of a remote message is reported in the same
         // step (see `take_rendezvous`).
-        while let (0, Some(Item::Remote { link, .. })) = (self.capacity, st.items.front()) {
+        while let (0, Some(Entry::One(Item::Remote { link, .. }))) =
+            (self.capacity, st.items.front())
+        {
             let link = link.clone();
             drop(st);
             if let Some(item) = self.take_rendezvous(&link) {
@@ -395,7 +483,7 @@ impl<T> Queue<T> {
             // Taken or dropped meanwhile: look again.
             st = lock(&self.st);
         }
-        if let Some(item) = st.items.pop_front() {
+        if let Some(item) = Self::pop_item(&mut st) {
             if let Item::Local(_, seq) = item {
                 if st.relay {
                     st.relaying = Some(seq);
@@ -407,7 +495,7 @@ impl<T> Queue<T> {
             } else {
                 // For `taken_from`: read here, under the lock already held.
                 self.left
-                    .store(st.items.len(), std::sync::atomic::Ordering::Relaxed);
+                    .store(st.count, std::sync::atomic::Ordering::Relaxed);
             }
             return Poll::Ready(Ok(Some(item)));
         }
@@ -447,59 +535,112 @@ impl<T> Queue<T> {
     /// For `recv_many`: takes the messages at the front of the buffer that
     /// arrived from a peer, carry no handles and are smaller than
     /// `small`, at most `max` of them, under one lock, into `out`. Returns
-    /// what the front holds next, and how many items stay buffered. A
+    /// what the front holds next, and how many values stay buffered. A
     /// rendezvous queue takes each message in its own step and batches
     /// none (see `take_rendezvous`).
-    pub(crate) fn take_batch(
-        &self,
-        max: usize,
-        small: usize,
-        out: &mut Vec<(Bytes, Arc<Link>)>,
-    ) -> (Front, usize) {
+    pub(crate) fn take_batch(&self, max: usize, small: usize, out: &mut Batch) -> (Front, usize) {
         if self.capacity == 0 {
             return (Front::Single, 0);
         }
-        let mut st = lock(&self.st);
+        let mut guard = lock(&self.st);
+        let st = &mut *guard;
         let front = loop {
-            match st.items.front() {
-                Some(Item::Remote {
+            match st.items.front_mut() {
+                Some(Entry::One(Item::Remote {
                     data,
                     handles: None,
                     ..
-                }) if data.len() < small => {
+                })) if data.len() < small => {
                     if out.len() >= max {
                         break Front::More;
                     }
+                    if let Some(Entry::One(Item::Remote { data, link, .. })) = st.items.pop_front()
+                    {
+                        out.push(data, &link);
+                        st.count -= 1;
+                    }
                 }
-                Some(Item::Local(..)) => break Front::Single,
-                Some(_) => break Front::Other,
+                Some(Entry::Run(r))
+                    if out.len() + r.data.len() <= max
+                        && r.data.iter().all(|d| d.len() < small) =>
+                {
+                    // All of it: the run moves as it is.
+                    if let Some(Entry::Run(r)) = st.items.pop_front() {
+                        st.count -= r.data.len();
+                        out.push_run(r);
+                    }
+                }
+                Some(Entry::Run(r)) => {
+                    while out.len() < max && r.data.front().is_some_and(|d| d.len() < small) {
+                        if let Some(data) = r.data.pop_front() {
+                            out.push(data, &r.link);
+                            st.count -= 1;
+                        }
+                    }
+                    if !r.data.is_empty() {
+                        break if out.len() >= max {
+                            Front::More
+                        } else {
+                            Front::Other
+                        };
+                    }
+                    st.items.pop_front();
+                }
+                Some(Entry::One(Item::Local(..))) => break Front::Single,
+                Some(Entry::One(_)) => break Front::Other,
                 None => break Front::Empty,
             }
-            if let Some(Item::Remote { data, link, .. }) = st.items.pop_front() {
-                out.push((data, link));
-            }
         };
-        let left = st.items.len();
+        let left = st.count;
         if !out.is_empty() {
             self.left.store(left, std::sync::atomic::Ordering::Relaxed);
         }
         (front, left)
     }
 
+    /// Takes the message at the front of the buffer, the first of a run
+    /// as an item of its own.
+    fn pop_item(st: &mut State<T>) -> Option<Item<T>> {
+        loop {
+            let item = match st.items.front_mut()? {
+                Entry::One(_) => match st.items.pop_front() {
+                    Some(Entry::One(item)) => item,
+                    _ => continue,
+                },
+                Entry::Run(r) => {
+                    let Some(data) = r.data.pop_front() else {
+                        st.items.pop_front();
+                        continue;
+                    };
+                    let link = r.link.clone();
+                    if r.data.is_empty() {
+                        st.items.pop_front();
+                    }
+                    Item::Remote {
+                        data,
+                        handles: None,
+                        link,
+                    }
+                }
+            };
+            st.count -= 1;
+            return Some(item);
+        }
+    }
+
     /// Puts messages [`take_batch`](Queue::take_batch) took, and their
     /// slots did not count as taken, back at the front of the buffer, in
     /// their order.
-    pub(crate) fn put_back(&self, items: impl DoubleEndedIterator<Item = (Bytes, Arc<Link>)>) {
+    pub(crate) fn put_back(&self, mut batch: Batch) {
         let mut st = lock(&self.st);
-        for (data, link) in items.rev() {
-            st.items.push_front(Item::Remote {
-                data,
-                handles: None,
-                link,
-            });
+        st.count += batch.len;
+        while let Some(r) = batch.runs.pop_back() {
+            if !r.data.is_empty() {
+                st.items.push_front(Entry::Run(r));
+            }
         }
         self.left
-            .store(st.items.len(), std::sync::atomic::Ordering::Relaxed);
+            .store(st.count, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// On a rendezvous queue: takes the first item if it is still a
@@ -512,7 +653,9 @@ impl<T> Queue<T> {
         link.conn().take_rendezvous(link.chan, || {
             let mut st = lock(&self.st);
             match st.items.front() {
-                Some(Item::Remote { link: l, .. }) if Arc::ptr_eq(l, link) => st.items.pop_front(),
+                Some(Entry::One(Item::Remote { link: l, .. })) if Arc::ptr_eq(l, link) => {
+                    Self::pop_item(&mut st)
+                }
                 _ => None,
             }
         })
@@ -548,13 +691,19 @@ impl<T> Queue<T> {
     /// lock: their channel closed or their connection ended, so each goes
     /// back to its sender, whose send fails with it (see
     /// `take_rendezvous`).
-    fn untaken(&self, st: &mut State<T>, link: Option<&Arc<Link>>) -> VecDeque<Item<T>> {
+    fn untaken(&self, st: &mut State<T>, link: Option<&Arc<Link>>) -> VecDeque<Entry<T>> {
         if self.capacity > 0 {
             return VecDeque::new();
         }
-        let (dropped, kept) = std::mem::take(&mut st.items).into_iter().partition(|item| {
-            matches!(item, Item::Remote { link: l, .. } if link.is_none_or(|k| Arc::ptr_eq(l, k)))
-        });
+        let of = |l: &Arc<Link>| link.is_none_or(|k| Arc::ptr_eq(l, k));
+        let (dropped, kept): (VecDeque<_>, VecDeque<_>) = std::mem::take(&mut st.items)
+            .into_iter()
+            .partition(|item| match item {
+                Entry::One(Item::Remote { link: l, .. }) => of(l),
+                Entry::Run(r) => of(&r.link),
+                Entry::One(Item::Local(..)) => false,
+            });
+        st.count = kept.iter().map(Entry::len).sum();
         st.items = kept;
         dropped
     }
@@ -585,11 +734,12 @@ impl<T: Send + 'static> Inbound for Queue<T> {
         if !Self::takes_messages(&st) {
             return Some(handles);
         }
-        st.items.push_back(Item::Remote {
+        st.items.push_back(Entry::One(Item::Remote {
             data,
             handles,
             link: link.clone(),
-        });
+        }));
+        st.count += 1;
         Self::wake_rx(&mut st);
         None
     }
@@ -599,11 +749,24 @@ impl<T: Send + 'static> Inbound for Queue<T> {
         if !Self::takes_messages(&st) {
             return false;
         }
-        st.items.extend(data.drain(..).map(|data| Item::Remote {
-            data,
-            handles: None,
-            link: link.clone(),
-        }));
+        st.count += data.len();
+        if self.capacity > 0 && data.len() >= RUN_MIN {
+            // The caller's vector goes into the buffer as it is; the
+            // caller goes on with a new one of the same size.
+            let run = std::mem::replace(data, Vec::with_capacity(data.capacity()));
+            st.items.push_back(Entry::Run(Run {
+                data: VecDeque::from(run),
+                link: link.clone(),
+            }));
+        } else {
+            st.items.extend(data.drain(..).map(|data| {
+                Entry::One(Item::Remote {
+                    data,
+                    handles: None,
+                    link: link.clone(),
+                })
+            }));
+        }
         Self::wake_rx(&mut st);
         true
     }
@@ -648,7 +811,7 @@ impl<T: Send + 'static> Inbound for Queue<T> {
     }
 
     fn queued(&self) -> usize {
-        lock(&self.st).items.len()
+        lock(&self.st).count
     }
 
     fn fail(&self, e: Error) {

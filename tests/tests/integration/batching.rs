@@ -363,7 +363,9 @@ mod narrow {
 }
 
 async fn a_value_recv_many_cannot_decode_is_reported_in_its_place(t: Transport) {
-    for way in Way::ALL {
+    // One by one, and all in one write (so they arrive together, and the
+    // receiving end buffers them as one run).
+    for (way, together) in Way::ALL.into_iter().flat_map(|w| [(w, false), (w, true)]) {
         let (a, b) = t.connect().await;
         let name = unique("jobs");
         let (tx, mut rx) = match way {
@@ -382,8 +384,17 @@ async fn a_value_recv_many_cannot_decode_is_reported_in_its_place(t: Transport) 
                 (tx, rx)
             }
         };
-        for v in [1, 2, 1000, 3, 4] {
-            send_ok("send", &tx, wide::Job(v)).await;
+        let mut tx = tx;
+        if together {
+            let mut values = futures::stream::iter([1, 2, 1000, 3, 4].map(|v| Ok(wide::Job(v))));
+            within("send_all", tx.send_all(&mut values))
+                .await
+                .map_err(|e| e.0)
+                .expect("send_all");
+        } else {
+            for v in [1, 2, 1000, 3, 4] {
+                send_ok("send", &tx, wide::Job(v)).await;
+            }
         }
         within("drain", sending(way, &a, &b).drain(Some(LIMIT)))
             .await
@@ -393,7 +404,7 @@ async fn a_value_recv_many_cannot_decode_is_reported_in_its_place(t: Transport) 
         assert_eq!(
             (n, &buf[..]),
             (2, &[narrow::Job(1), narrow::Job(2)][..]),
-            "{way:?}"
+            "{way:?}, together: {together}"
         );
         match rx.recv_many(&mut buf, 10).await {
             Err(netchan::RecvError::Decode(e)) => assert!(e.contains("Job"), "{way:?}: {e}"),
@@ -404,7 +415,7 @@ async fn a_value_recv_many_cannot_decode_is_reported_in_its_place(t: Transport) 
         assert_eq!(
             (n, &buf[..]),
             (2, &[narrow::Job(3), narrow::Job(4)][..]),
-            "{way:?}"
+            "{way:?}, together: {together}"
         );
     }
 }
