@@ -210,7 +210,8 @@ impl<T: Message> Sender<T> {
         st.finish = Some(finish::<T>);
         let batch = st.batch.get_or_insert_with(|| Box::new(Batch::new()));
         // The waiting value came after the batch: the batch goes first.
-        let all = all || st.waiting.is_some();
+        let waiting = st.waiting.is_some();
+        let all = all || waiting;
         loop {
             let need = if all {
                 !batch.is_empty()
@@ -235,11 +236,13 @@ impl<T: Message> Sender<T> {
                         batch.off = true;
                         break;
                     };
-                    self.held.store(!batch.is_empty(), Ordering::Release);
+                    self.held
+                        .store(waiting || !batch.is_empty(), Ordering::Release);
                     return Poll::Ready(Err(SendError(v, why)));
                 }
             }
-            self.held.store(!batch.is_empty(), Ordering::Release);
+            self.held
+                .store(waiting || !batch.is_empty(), Ordering::Release);
             let r = route.clone();
             let wait = batch
                 .wait
@@ -251,7 +254,8 @@ impl<T: Message> Sender<T> {
                 batch.off = true;
             }
         }
-        self.held.store(!batch.is_empty(), Ordering::Release);
+        self.held
+            .store(waiting || !batch.is_empty(), Ordering::Release);
         self.poll_waiting(cx)
     }
 
