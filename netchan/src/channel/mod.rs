@@ -874,10 +874,14 @@ impl<T: Message> Receiver<T> {
 /// after the ones before it, and waits in the sink (one at most) while
 /// there is no room.
 ///
-/// Feed, then flush: values fed and not flushed when the sender is dropped
-/// are handed over if they still have their slots, which only another
-/// clone's sends can have taken meanwhile; a `send` or `try_send` on the
-/// same clone hands them over first, so values keep their order.
+/// Feed, then flush. Values fed and not flushed when the sender is dropped
+/// are still delivered: handed over at once where they have their slots
+/// (only another clone's sends can have taken them meanwhile), the rest,
+/// with a send waiting in the sink, by a task of their own on the current
+/// runtime, which keeps the channel open until they went. A `send` on the
+/// same clone first waits for what the sink holds, and a `try_send` finds
+/// the channel full while the sink still holds values, so values keep
+/// their order.
 /// `poll_close` only flushes: the channel closes when its last `Sender`
 /// is dropped. An error (closed, connection lost, too large) gives back
 /// the first value not sent, and the calls after it the next ones.

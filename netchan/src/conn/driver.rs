@@ -772,9 +772,10 @@ impl Segments {
 
     fn clear(&mut self) {
         for seg in self.segs.drain(..) {
-            // Only the last piece of a message's buffer is its only
-            // reference; the frames of small messages share the
-            // connection's own buffer, never alone either.
+            // The last piece of a large message's buffer is its only
+            // reference once written. Frames of small messages share the
+            // connection's transmit buffer, alone only once the
+            // connection replaced it; kept too if that was large.
             if self.reclaimed.is_none() && !seg.is_empty() {
                 if let Ok(mut b) = seg.try_into_mut() {
                     b.clear();
