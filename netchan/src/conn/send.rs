@@ -76,6 +76,16 @@ thread_local! {
     pub(crate) static SENT_LARGE: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
 }
 
+/// Why the protocol refused a message, as the error its sender gets.
+fn refusal(e: FinishError) -> Error {
+    match e {
+        FinishError::TooLarge { size, limit } => Error::MessageTooLarge { size, limit },
+        FinishError::TooManyHandles { count, limit } => Error::Codec(format!(
+            "{count} channel handles in one message exceed the limit of {limit}"
+        )),
+    }
+}
+
 /// What one [`Conn::send_batch`] did.
 pub(crate) struct Handed {
     /// Messages handed over.
@@ -194,11 +204,7 @@ impl Conn {
                 break;
             };
             if let Err(e) = inner.proto.send_slice(chan, body) {
-                let e = match e {
-                    FinishError::TooLarge { size, limit } => Error::MessageTooLarge { size, limit },
-                    other => Error::Codec(format!("cannot send a message: {other:?}")),
-                };
-                stop = Some(SendOutcome::Invalid(e));
+                stop = Some(SendOutcome::Invalid(refusal(e)));
                 break;
             }
             bodies.advance(len);
@@ -265,12 +271,7 @@ impl Conn {
         let n = handles.len();
         // The protocol's own check, before any handle's channel exists.
         let refuse = match inner.proto.check_message(body.len(), n) {
-            Err(FinishError::TooLarge { size, limit }) => {
-                Some(Error::MessageTooLarge { size, limit })
-            }
-            Err(FinishError::TooManyHandles { count, limit }) => Some(Error::Codec(format!(
-                "{count} channel handles in one message exceed the limit of {limit}"
-            ))),
+            Err(e) => Some(refusal(e)),
             Ok(_)
                 if n > 0
                     && inner.proto.channel_count() + n

@@ -283,6 +283,12 @@ pub enum FinishError {
     },
 }
 
+/// A message to send: in a buffer it may be taken out of, or borrowed.
+enum Body<'a> {
+    Owned(&'a mut BytesMut),
+    Borrowed(&'a [u8]),
+}
+
 /// One connection's protocol state machine.
 #[derive(Debug)]
 pub struct Connection {
@@ -1394,8 +1400,33 @@ impl Connection {
         body: &mut BytesMut,
         handles: &[HandleDesc],
     ) -> Result<(), FinishError> {
-        let table = self.check_message(body.len(), handles.len())?;
-        let size = body.len() + table;
+        self.send_body(chan, Body::Owned(body), handles)
+    }
+
+    /// Sends `body`, a message without handles, copied from where it is:
+    /// what [`send_message`](Self::send_message) does, for a caller that
+    /// holds many messages in one buffer. A message larger than a chunk,
+    /// or one on a channel with chunks still to send, is copied into a
+    /// buffer of its own.
+    pub fn send_slice(&mut self, chan: ChanId, body: &[u8]) -> Result<(), FinishError> {
+        self.send_body(chan, Body::Borrowed(body), &[])
+    }
+
+    /// [`send_message`](Self::send_message) and
+    /// [`send_slice`](Self::send_slice).
+    #[inline]
+    fn send_body(
+        &mut self,
+        chan: ChanId,
+        body: Body<'_>,
+        handles: &[HandleDesc],
+    ) -> Result<(), FinishError> {
+        let bytes: &[u8] = match &body {
+            Body::Owned(b) => b,
+            Body::Borrowed(s) => s,
+        };
+        let table = self.check_message(bytes.len(), handles.len())?;
+        let size = bytes.len() + table;
         let Some(c) = self.chans.get_mut(&chan) else {
             return Ok(());
         };
@@ -1405,18 +1436,25 @@ impl Connection {
         self.sent_total += 1;
         let flags = if table > 0 { FLAG_HANDLES } else { 0 };
         if size <= self.limits.chunk_size && c.nothing_pending() {
-            self.put_small(chan, body, handles, size, flags);
+            self.put_small(chan, bytes, handles, size, flags);
             return Ok(());
         }
-        let body = if table > 0 {
-            // Rare: a large message with handles; the table goes in front.
-            let mut whole = BytesMut::with_capacity(size);
-            put_table(&mut whole, handles);
-            whole.extend_from_slice(body);
-            body.clear();
-            whole.freeze()
-        } else {
-            body.split().freeze()
+        let body = match body {
+            Body::Owned(b) if table == 0 => b.split().freeze(),
+            body => {
+                // Rare: a large message with handles (the table goes in
+                // front), or one that is not ours to take.
+                let mut whole = BytesMut::with_capacity(size);
+                put_table(&mut whole, handles);
+                match body {
+                    Body::Owned(b) => {
+                        whole.extend_from_slice(b);
+                        b.clear();
+                    }
+                    Body::Borrowed(s) => whole.extend_from_slice(s),
+                }
+                whole.freeze()
+            }
         };
         if c.nothing_pending() {
             self.ready.push_back(chan);
@@ -1425,30 +1463,6 @@ impl Connection {
             body,
             handles: table > 0,
         });
-        Ok(())
-    }
-
-    /// Sends `body`, a message without handles that fits one chunk,
-    /// copied from where it is: what [`send_message`](Self::send_message)
-    /// does with such a message, for a caller that holds many messages
-    /// in one buffer. A larger message, or one on a channel with chunks
-    /// still to send, is copied into a buffer of its own and sent as
-    /// `send_message` sends it.
-    pub fn send_slice(&mut self, chan: ChanId, body: &[u8]) -> Result<(), FinishError> {
-        let small = body.len() <= self.limits.chunk_size
-            && self.chans.get(&chan).is_some_and(|c| c.nothing_pending());
-        if !small {
-            return self.send_message(chan, &mut BytesMut::from(body), &[]);
-        }
-        self.check_message(body.len(), 0)?;
-        let Some(c) = self.chans.get_mut(&chan) else {
-            return Ok(());
-        };
-        c.flow.spend();
-        c.abandoned = false;
-        c.bytes += body.len() as u64;
-        self.sent_total += 1;
-        self.put_small(chan, body, &[], body.len(), 0);
         Ok(())
     }
 
