@@ -122,6 +122,20 @@ async fn send_all_through_a_small_window_keeps_order_and_loses_nothing(t: Transp
 }
 over_both!(send_all_through_a_small_window_keeps_order_and_loses_nothing);
 
+/// Feeds `values` to `tx`'s sink; each must be accepted.
+async fn feed_ok(what: &str, tx: &mut netchan::Sender<u32>, values: std::ops::Range<u32>) {
+    for v in values {
+        within(what, tx.feed(v)).await.expect("feed");
+    }
+}
+
+/// Receives `values`, in order.
+async fn recv_in_order(what: &str, rx: &mut netchan::Receiver<u32>, values: std::ops::Range<u32>) {
+    for want in values {
+        assert_eq!(recv_some(what, rx).await, want, "{what}");
+    }
+}
+
 /// Where the sink gathers values for one remote channel (an imported
 /// sender, a sender that travelled to the peer), it accepts exactly one
 /// value per free slot of the receiver's buffer, as `send` completes. On
@@ -136,9 +150,7 @@ async fn a_sink_takes_one_value_per_free_slot_and_one_more_per_recv(t: Transport
             let gathers = how == "ExportedReceiver" || how == "a carried sender";
             let slots = if gathers { cap } else { cap + 1 };
             // As many values as the receiver has slots: each feed completes.
-            for v in 0..slots as u32 {
-                within(&what, tx.feed(v)).await.expect("feed");
-            }
+            feed_ok(&what, &mut tx, 0..slots as u32).await;
             // The next waits for a slot.
             {
                 let mut next = Box::pin(tx.feed(slots as u32));
@@ -154,11 +166,7 @@ async fn a_sink_takes_one_value_per_free_slot_and_one_more_per_recv(t: Transport
                 within(&what, &mut after).await.expect("feed");
             }
             // The flush waits for the receiver's slots: receive meanwhile.
-            let receive = async {
-                for want in 2..=slots as u32 + 1 {
-                    assert_eq!(recv_some(&what, &mut rx).await, want, "{what}");
-                }
-            };
+            let receive = recv_in_order(&what, &mut rx, 2..slots as u32 + 2);
             let (flushed, ()) = tokio::join!(within(&what, tx.flush()), receive);
             flushed.expect("flush");
         }
@@ -169,9 +177,7 @@ over_both!(a_sink_takes_one_value_per_free_slot_and_one_more_per_recv);
 async fn values_fed_then_sent_on_the_same_sender_keep_their_order(t: Transport) {
     let (a, b) = t.connect().await;
     for (how, mut tx, mut rx) in channels_every_way(&a, &b, 16).await {
-        for v in 0..5u32 {
-            within(&how, tx.feed(v)).await.expect("feed");
-        }
+        feed_ok(&how, &mut tx, 0..5).await;
         // Not flushed: a send and a try_send on the same clone go after
         // them, never before.
         send_ok(&how, &tx, 5).await;
@@ -183,9 +189,7 @@ async fn values_fed_then_sent_on_the_same_sender_keep_their_order(t: Transport) 
         } else if let Err(e) = tx.try_send(7) {
             panic!("{how}: try_send: {e:?}");
         }
-        for want in 0..8u32 {
-            assert_eq!(recv_some(&how, &mut rx).await, want, "{how}");
-        }
+        recv_in_order(&how, &mut rx, 0..8).await;
     }
 }
 over_both!(values_fed_then_sent_on_the_same_sender_keep_their_order);
@@ -195,13 +199,9 @@ over_both!(values_fed_then_sent_on_the_same_sender_keep_their_order);
 async fn values_fed_and_not_flushed_go_when_the_sender_is_dropped(t: Transport) {
     let (a, b) = t.connect().await;
     for (how, mut tx, mut rx) in channels_every_way(&a, &b, 16).await {
-        for v in 0..10u32 {
-            within(&how, tx.feed(v)).await.expect("feed");
-        }
+        feed_ok(&how, &mut tx, 0..10).await;
         drop(tx);
-        for want in 0..10u32 {
-            assert_eq!(recv_some(&how, &mut rx).await, want, "{how}");
-        }
+        recv_in_order(&how, &mut rx, 0..10).await;
     }
 }
 over_both!(values_fed_and_not_flushed_go_when_the_sender_is_dropped);
