@@ -430,6 +430,11 @@ async fn reader<R: AsyncRead + Unpin>(conn: &Arc<Conn>, link: &LinkCtl, mut rd: 
     // together, under one lock of it, up to `RUN_MAX` at a time (see
     // `Conn::deliver_run`); empty between reads.
     let mut run = super::Run::default();
+    // Made once, not per read: each makes and drops a waiter entry on its
+    // token, under a lock, on every read of a busy connection.
+    let dead = link.dead.cancelled();
+    let close_asked = conn.close_asked.cancelled();
+    tokio::pin!(dead, close_asked);
     loop {
         if buf.capacity() - buf.len() < chunk / 4 {
             buf.reserve(chunk);
@@ -448,7 +453,7 @@ async fn reader<R: AsyncRead + Unpin>(conn: &Arc<Conn>, link: &LinkCtl, mut rd: 
             let r = tokio::select! {
                 biased;
                 r = tokio::time::timeout_at(handshake_deadline, rd.read_buf(&mut buf)) => r,
-                () = link.dead.cancelled() => return,
+                () = &mut dead => return,
             };
             match r {
                 Ok(r) => r,
@@ -489,11 +494,13 @@ async fn reader<R: AsyncRead + Unpin>(conn: &Arc<Conn>, link: &LinkCtl, mut rd: 
                     }
                     continue;
                 }
-                () = link.dead.cancelled() => return,
+                () = &mut dead => return,
                 // We said goodbye: this read's keepalive deadline no longer
                 // applies; read again under the close timeout (no byte is
                 // lost: a read cancelled before it completed read nothing).
-                () = conn.close_asked.cancelled() => continue,
+                // `closing()` holds from then on, so this branch is not
+                // polled again once it completed.
+                () = &mut close_asked => continue,
             }
         };
         if std::mem::take(&mut owed) && !waited {

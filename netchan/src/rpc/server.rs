@@ -52,6 +52,19 @@ impl<T> Waiting<T> {
     }
 }
 
+/// What a dispatcher shares with the tasks of its calls, in one piece:
+/// a call that completes at once then costs one reference count, not one
+/// per part.
+struct Calls<T, R> {
+    /// Where the replies go.
+    replies: crate::Sender<Reply<R>>,
+    waiting: Arc<Waiting<T>>,
+    /// The calls that got a task of their own.
+    running: Mutex<HashMap<u64, tokio::task::AbortHandle>>,
+    /// Notified when one of `running` finishes or is aborted.
+    finished: Notify,
+}
+
 /// Counts replies queued since one was written through.
 #[derive(Default)]
 struct ReplyBatch(AtomicUsize);
@@ -113,18 +126,24 @@ async fn dispatch<S: Service>(
     let limit = cfg.max_rpc_in_flight;
     let cap = cfg.rpc_deadline_cap;
     let service = Arc::new(service);
-    let running: Arc<Mutex<HashMap<u64, tokio::task::AbortHandle>>> =
-        Arc::new(Mutex::new(HashMap::new()));
-    let finished = Arc::new(Notify::new());
+    let shared = Arc::new(Calls {
+        replies,
+        waiting,
+        running: Mutex::new(HashMap::new()),
+        finished: Notify::new(),
+    });
+    let (running, finished) = (&shared.running, &shared.finished);
     // This dispatcher's cache of the session's per-method counters.
     let mut methods: HashMap<&'static str, Arc<MethodCounters>> = HashMap::new();
     loop {
-        // At the limit, read nothing more until a handler finishes.
-        loop {
+        // At the limit, read nothing more until a handler finishes. The
+        // count is looked at first without a waiter: registering one (and
+        // dropping it) takes the notifier's lock twice, on every call.
+        while lock(running).len() >= limit {
             let notified = finished.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            if lock(&running).len() < limit {
+            if lock(running).len() < limit {
                 break;
             }
             notified.await;
@@ -160,10 +179,7 @@ async fn dispatch<S: Service>(
                 // Calls the handler makes continue the caller's trace.
                 #[cfg(feature = "trace-context")]
                 let fut = context.scope(fut);
-                let replies = replies.clone();
-                let waiting = waiting.clone();
-                let table = running.clone();
-                let done = finished.clone();
+                let calls = shared.clone();
                 let mut task = Box::pin(
                     async move {
                         let run = AssertUnwindSafe(fut).catch_unwind();
@@ -183,8 +199,11 @@ async fn dispatch<S: Service>(
                             ),
                             Err(_) => (Err(Failure::Timeout), CallEnd::DeadlinePassed),
                         };
-                        let direct = waiting.write_now();
-                        let sent = replies.send_detailed(Reply { id, result }, direct).await;
+                        let direct = calls.waiting.write_now();
+                        let sent = calls
+                            .replies
+                            .send_detailed(Reply { id, result }, direct)
+                            .await;
                         if let Err((_, None)) = sent {
                             // The caller is gone: nobody got the result.
                             how = CallEnd::Cancelled;
@@ -199,7 +218,8 @@ async fn dispatch<S: Service>(
                                 }
                                 e => e.to_string(),
                             };
-                            let _ = replies
+                            let _ = calls
+                                .replies
                                 .send_detailed(
                                     Reply {
                                         id,
@@ -212,8 +232,8 @@ async fn dispatch<S: Service>(
                         record.finish(how);
                         // Only a call that got a task of its own is in
                         // the table.
-                        if lock(&table).remove(&id).is_some() {
-                            done.notify_waiters();
+                        if lock(&calls.running).remove(&id).is_some() {
+                            calls.finished.notify_waiters();
                         }
                     }
                     .instrument(span),
@@ -228,13 +248,13 @@ async fn dispatch<S: Service>(
                 // that finishes at once, on another worker, waits here to
                 // remove its entry, so no entry outlives its call (one
                 // that did would count against the limit for ever).
-                let mut table_now = lock(&running);
+                let mut table_now = lock(running);
                 let handle = tokio::spawn(task);
                 table_now.insert(id, handle.abort_handle());
                 drop(table_now);
             }
             Ok(Some(ToServer::Cancel { id })) => {
-                if let Some(h) = lock(&running).remove(&id) {
+                if let Some(h) = lock(running).remove(&id) {
                     h.abort();
                     finished.notify_waiters();
                 }
@@ -247,7 +267,7 @@ async fn dispatch<S: Service>(
         }
     }
     // The client is gone: nobody waits for these any more.
-    for (_, h) in lock(&running).drain() {
+    for (_, h) in lock(running).drain() {
         h.abort();
     }
 }
