@@ -6,14 +6,14 @@
 //! reply channel that ended is tried again on the next call, so a client
 //! made too early works once the peer serves.
 
-use std::collections::HashMap;
 use std::fmt;
 use std::marker::PhantomData;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
-use tokio::sync::{Semaphore, oneshot};
+use rustc_hash::FxHashMap;
+use tokio::sync::{Notify, oneshot};
 use tracing::Instrument;
 
 use super::export_name;
@@ -24,7 +24,87 @@ use crate::conn::{CallEnd, CallSide, MethodCounters};
 use crate::util::{lock, millis_rounded_up};
 use crate::{Error, Message, RpcError, Sender, Session, channel};
 
-type Pending<Resp> = Mutex<HashMap<u64, oneshot::Sender<Result<Resp, RpcError>>>>;
+/// The calls in flight, by id. The ids are this client's own count, so a
+/// fast hash is safe; a reply's id only looks one up.
+type Pending<Resp> = Mutex<FxHashMap<u64, oneshot::Sender<Result<Resp, RpcError>>>>;
+
+/// The limit on calls in flight ([`Config::max_rpc_in_flight`]): a count,
+/// and a notifier for callers waiting at the limit. A call below the limit
+/// takes and gives back its place with one atomic operation each (a
+/// semaphore locks its list of waiters on every release).
+///
+/// [`Config::max_rpc_in_flight`]: crate::Config::max_rpc_in_flight
+struct Places {
+    limit: usize,
+    taken: AtomicUsize,
+    /// Callers registered with `freed` (or about to be).
+    waiting: AtomicUsize,
+    freed: Notify,
+}
+
+impl Places {
+    fn new(limit: usize) -> Places {
+        Places {
+            limit,
+            taken: AtomicUsize::new(0),
+            waiting: AtomicUsize::new(0),
+            freed: Notify::new(),
+        }
+    }
+
+    /// Waits for a place below the limit and takes it.
+    async fn take(&self) -> Place<'_> {
+        if self.try_take() {
+            return Place(self);
+        }
+        // Counted before looking again, and until it leaves (cancelled
+        // too): a place given back in between wakes a waiter.
+        self.waiting.fetch_add(1, Ordering::SeqCst);
+        let _counted = Waiter(self);
+        loop {
+            let freed = self.freed.notified();
+            tokio::pin!(freed);
+            freed.as_mut().enable();
+            if self.try_take() {
+                return Place(self);
+            }
+            freed.await;
+        }
+    }
+
+    fn try_take(&self) -> bool {
+        self.taken
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < self.limit).then_some(n + 1)
+            })
+            .is_ok()
+    }
+}
+
+/// A place taken in [`Places`]; given back when dropped.
+struct Place<'a>(&'a Places);
+
+impl Drop for Place<'_> {
+    fn drop(&mut self) {
+        self.0.taken.fetch_sub(1, Ordering::SeqCst);
+        if self.0.waiting.load(Ordering::SeqCst) > 0 {
+            // One waiter per place given back (a waiter woken and gone
+            // passes its wake-up on; one not yet registered finds the
+            // wake-up stored, or the place when it looks again).
+            self.0.freed.notify_one();
+        }
+    }
+}
+
+/// A caller waiting in [`Places::take`], counted in `waiting` until it
+/// leaves.
+struct Waiter<'a>(&'a Places);
+
+impl Drop for Waiter<'_> {
+    fn drop(&mut self) {
+        self.0.waiting.fetch_sub(1, Ordering::SeqCst);
+    }
+}
 
 struct State<Req, Resp> {
     calls: Sender<ToServer<Req, Resp>>,
@@ -32,7 +112,7 @@ struct State<Req, Resp> {
     /// False once the reply channel ended: no answer can come any more.
     alive: Arc<std::sync::atomic::AtomicBool>,
     next_id: AtomicU64,
-    permits: Semaphore,
+    places: Places,
     /// The last call was sent with no other in flight.
     last_alone: std::sync::atomic::AtomicBool,
 }
@@ -250,11 +330,7 @@ impl<Req: Message, Resp: Message> Client<Req, Resp> {
     ) -> Result<Resp, RpcError> {
         let run = async {
             let state = self.state(session).await?;
-            let _permit = state
-                .permits
-                .acquire()
-                .await
-                .map_err(|_| RpcError::Disconnected)?;
+            let _place = state.places.take().await;
             let id = state.next_id.fetch_add(1, Ordering::Relaxed);
             record.span().record("call_id", id);
             let (tx, rx) = oneshot::channel();
@@ -358,7 +434,7 @@ async fn connect<Req: Message, Resp: Message>(
         .send(ToServer::Hello { replies: reply_tx })
         .await
         .map_err(|_| RpcError::Disconnected)?;
-    let pending: Arc<Pending<Resp>> = Arc::new(Mutex::new(HashMap::new()));
+    let pending: Arc<Pending<Resp>> = Arc::new(Mutex::new(FxHashMap::default()));
     let table = pending.clone();
     let alive = Arc::new(std::sync::atomic::AtomicBool::new(true));
     let alive2 = alive.clone();
@@ -388,7 +464,7 @@ async fn connect<Req: Message, Resp: Message>(
         alive,
         next_id: AtomicU64::new(1),
         last_alone: std::sync::atomic::AtomicBool::new(false),
-        permits: Semaphore::new(limit),
+        places: Places::new(limit),
     }))
 }
 
@@ -398,5 +474,96 @@ fn failure(f: Failure) -> RpcError {
         Failure::Timeout => RpcError::Timeout,
         Failure::Remote(s) => RpcError::Remote(s),
         Failure::Codec(s) => RpcError::Codec(s),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::future::Future;
+    use std::pin::pin;
+    use std::task::{Context, Poll, Waker};
+
+    use super::Places;
+
+    fn poll_once<F: Future>(f: std::pin::Pin<&mut F>) -> Poll<F::Output> {
+        f.poll(&mut Context::from_waker(Waker::noop()))
+    }
+
+    #[test]
+    fn calls_past_the_limit_wait_and_each_place_given_back_lets_one_in() {
+        for limit in [1, 2, 3, 4, 7, 64] {
+            let places = Places::new(limit);
+            let held: Vec<_> = (0..limit)
+                .map(|_| match poll_once(pin!(places.take())) {
+                    Poll::Ready(p) => p,
+                    Poll::Pending => panic!("limit {limit}: a place below the limit waited"),
+                })
+                .collect();
+            let mut first = pin!(places.take());
+            let mut second = pin!(places.take());
+            assert!(poll_once(first.as_mut()).is_pending(), "limit {limit}");
+            assert!(poll_once(second.as_mut()).is_pending(), "limit {limit}");
+            let mut held = held.into_iter();
+            drop(held.next());
+            let got = match poll_once(first.as_mut()) {
+                Poll::Ready(p) => p,
+                Poll::Pending => panic!("limit {limit}: a place given back let nobody in"),
+            };
+            assert!(
+                poll_once(second.as_mut()).is_pending(),
+                "limit {limit}: one place given back let two in"
+            );
+            drop(got);
+            assert!(poll_once(second.as_mut()).is_ready(), "limit {limit}");
+        }
+    }
+
+    #[test]
+    fn a_waiter_that_gives_up_passes_its_turn_on() {
+        let places = Places::new(1);
+        let Poll::Ready(held) = poll_once(pin!(places.take())) else {
+            panic!("the first place waited");
+        };
+        let mut quitter = Box::pin(places.take());
+        let mut patient = pin!(places.take());
+        assert!(poll_once(quitter.as_mut()).is_pending());
+        assert!(poll_once(patient.as_mut()).is_pending());
+        // The place goes back while both wait; the first waiter leaves
+        // without taking it.
+        drop(held);
+        drop(quitter);
+        assert!(poll_once(patient.as_mut()).is_ready());
+    }
+
+    #[test]
+    fn places_given_back_together_wake_as_many_waiters() {
+        for limit in [1, 2, 3, 4, 8] {
+            let places = Places::new(limit);
+            let held: Vec<_> = (0..limit)
+                .map(|_| match poll_once(pin!(places.take())) {
+                    Poll::Ready(p) => p,
+                    Poll::Pending => panic!("limit {limit}: a place below the limit waited"),
+                })
+                .collect();
+            let mut waiters: Vec<_> = (0..limit + 1).map(|_| Box::pin(places.take())).collect();
+            for w in &mut waiters {
+                assert!(poll_once(w.as_mut()).is_pending(), "limit {limit}");
+            }
+            // Every place goes back before any waiter runs: all but one
+            // of the waiters get in.
+            drop(held);
+            let got: Vec<_> = waiters
+                .iter_mut()
+                .filter_map(|w| match poll_once(w.as_mut()) {
+                    Poll::Ready(p) => Some(p),
+                    Poll::Pending => None,
+                })
+                .collect();
+            assert_eq!(
+                got.len(),
+                limit,
+                "limit {limit}: places given back stayed free"
+            );
+        }
     }
 }

@@ -134,7 +134,8 @@ async fn dispatch<S: Service>(
     });
     let (running, finished) = (&shared.running, &shared.finished);
     // This dispatcher's cache of the session's per-method counters.
-    let mut methods: HashMap<&'static str, Arc<MethodCounters>> = HashMap::new();
+    let mut methods: rustc_hash::FxHashMap<&'static str, Arc<MethodCounters>> =
+        rustc_hash::FxHashMap::default();
     loop {
         // At the limit, read nothing more until a handler finishes. The
         // count is looked at first without a waiter: registering one (and
