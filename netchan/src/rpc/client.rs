@@ -72,9 +72,11 @@ impl Places {
         }
     }
 
+    /// Sequentially consistent, with `Place::drop`: a waiter counted in
+    /// `waiting` either sees the place given back or is seen and woken.
     fn try_take(&self) -> bool {
         self.taken
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
                 (n < self.limit).then_some(n + 1)
             })
             .is_ok()
