@@ -485,22 +485,27 @@ mod tests {
     use std::pin::pin;
     use std::task::{Context, Poll, Waker};
 
-    use super::Places;
+    use super::{Place, Places};
 
     fn poll_once<F: Future>(f: std::pin::Pin<&mut F>) -> Poll<F::Output> {
         f.poll(&mut Context::from_waker(Waker::noop()))
+    }
+
+    /// Takes every place, none of them waiting.
+    fn take_all(places: &Places) -> Vec<Place<'_>> {
+        (0..places.limit)
+            .map(|i| match poll_once(pin!(places.take())) {
+                Poll::Ready(p) => p,
+                Poll::Pending => panic!("limit {}: place {i} waited", places.limit),
+            })
+            .collect()
     }
 
     #[test]
     fn calls_past_the_limit_wait_and_each_place_given_back_lets_one_in() {
         for limit in [1, 2, 3, 4, 7, 64] {
             let places = Places::new(limit);
-            let held: Vec<_> = (0..limit)
-                .map(|_| match poll_once(pin!(places.take())) {
-                    Poll::Ready(p) => p,
-                    Poll::Pending => panic!("limit {limit}: a place below the limit waited"),
-                })
-                .collect();
+            let held = take_all(&places);
             let mut first = pin!(places.take());
             let mut second = pin!(places.take());
             assert!(poll_once(first.as_mut()).is_pending(), "limit {limit}");
@@ -541,12 +546,7 @@ mod tests {
     fn places_given_back_together_wake_as_many_waiters() {
         for limit in [1, 2, 3, 4, 8] {
             let places = Places::new(limit);
-            let held: Vec<_> = (0..limit)
-                .map(|_| match poll_once(pin!(places.take())) {
-                    Poll::Ready(p) => p,
-                    Poll::Pending => panic!("limit {limit}: a place below the limit waited"),
-                })
-                .collect();
+            let held = take_all(&places);
             let mut waiters: Vec<_> = (0..limit + 1).map(|_| Box::pin(places.take())).collect();
             for w in &mut waiters {
                 assert!(poll_once(w.as_mut()).is_pending(), "limit {limit}");
