@@ -24,6 +24,9 @@ use crate::conn::{CallEnd, CallSide, MethodCounters};
 use crate::util::{lock, millis_rounded_up};
 use crate::{Error, Message, RpcError, Sender, Session, channel};
 
+/// The most replies the reply task takes at once.
+const REPLY_BATCH: usize = 64;
+
 /// The calls in flight, by id. The ids are this client's own count, so a
 /// fast hash is safe; a reply's id only looks one up.
 type Pending<Resp> = Mutex<FxHashMap<u64, oneshot::Sender<Result<Resp, RpcError>>>>;
@@ -441,18 +444,29 @@ async fn connect<Req: Message, Resp: Message>(
     let alive = Arc::new(std::sync::atomic::AtomicBool::new(true));
     let alive2 = alive.clone();
     tokio::spawn(async move {
+        // Replies that arrived together are taken together: one wake-up
+        // of this task and one lock of the table for them all.
+        let mut batch = Vec::with_capacity(REPLY_BATCH);
+        let mut answered = Vec::with_capacity(REPLY_BATCH);
         loop {
-            match replies.recv().await {
-                Ok(Some(Reply { id, result })) => {
-                    let tx = lock(&table).remove(&id);
-                    if let Some(tx) = tx {
+            match replies.recv_many(&mut batch, REPLY_BATCH).await {
+                Ok(0) => break,
+                Ok(_) => {
+                    let mut t = lock(&table);
+                    answered.extend(
+                        batch
+                            .drain(..)
+                            .filter_map(|Reply { id, result }| Some((t.remove(&id)?, result))),
+                    );
+                    drop(t);
+                    for (tx, result) in answered.drain(..) {
                         let _ = tx.send(result.map_err(failure));
                     }
                 }
                 // Reported on the session's errors; that call times out
                 // or fails when the connection does.
                 Err(crate::RecvError::Decode(_)) => {}
-                Ok(None) | Err(_) => break,
+                Err(_) => break,
             }
         }
         // Every call still waiting fails (their senders drop).
