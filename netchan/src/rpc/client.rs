@@ -445,9 +445,11 @@ async fn connect<Req: Message, Resp: Message>(
     let alive2 = alive.clone();
     tokio::spawn(async move {
         // Replies that arrived together are taken together: one wake-up
-        // of this task and one lock of the table for them all.
-        let mut batch = Vec::with_capacity(REPLY_BATCH);
-        let mut answered = Vec::with_capacity(REPLY_BATCH);
+        // of this task and one lock of the table for them all. The two
+        // vectors grow to the largest batch seen (one reply, for a client
+        // that makes one call at a time).
+        let mut batch = Vec::new();
+        let mut answered = Vec::new();
         loop {
             match replies.recv_many(&mut batch, REPLY_BATCH).await {
                 Ok(0) => break,
