@@ -169,13 +169,18 @@ impl<T> Batch<T> {
     }
 }
 
+/// The single remote channel of `target`, with its route.
+fn only_remote<T>(target: &Target<T>) -> Option<(&Arc<Route>, &Member)> {
+    match target {
+        Target::Remote(r) => r.only_member().map(|m| (r, m)),
+        Target::Local(_) => None,
+    }
+}
+
 impl<T: Message> Sender<T> {
     /// The single remote channel this sender's values go to.
     fn member(&self) -> Option<(&Arc<Route>, &Member)> {
-        match &self.shared.target {
-            Target::Remote(r) => r.only_member().map(|m| (r, m)),
-            Target::Local(_) => None,
-        }
+        only_remote(&self.shared.target)
     }
 
     /// Drives what the sink holds: the batch, handed over until it is
@@ -396,19 +401,15 @@ enum Settle<T> {
 /// the channel open until it is done. Outside a runtime, what is left is
 /// dropped.
 pub(super) fn drop_sink<T>(target: &Target<T>, st: &mut SinkState<T>) {
-    let route = match target {
-        Target::Remote(r) => Some(r),
-        Target::Local(_) => None,
-    };
-    if let (Some(r), Some(b)) = (route, st.batch.as_mut()) {
-        if let Some(m) = r.only_member() {
-            if !b.is_empty() {
-                let _ = b.hand_over_with(m, false);
-            }
+    // A batch exists only for a single remote channel (`poll_sink`).
+    let remote = only_remote(target);
+    if let (Some((_, m)), Some(b)) = (remote, st.batch.as_mut()) {
+        if !b.is_empty() {
+            let _ = b.hand_over_with(m, false);
         }
     }
-    let batch = match (route, st.batch.take()) {
-        (Some(r), Some(b)) if !b.is_empty() => Some((b, r.clone())),
+    let batch = match (remote, st.batch.take()) {
+        (Some((r, _)), Some(b)) if !b.is_empty() => Some((b, r.clone())),
         _ => None,
     };
     let waiting = st.waiting.take();
