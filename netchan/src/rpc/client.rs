@@ -24,8 +24,9 @@ use crate::conn::{CallEnd, CallSide, MethodCounters};
 use crate::util::{lock, millis_rounded_up};
 use crate::{Error, Message, RpcError, Sender, Session, channel};
 
-/// The most replies the reply task takes at once.
-const REPLY_BATCH: usize = 64;
+/// The most replies the reply task takes at once (not the server's
+/// `REPLY_BATCH`, which is how many replies it writes together).
+const REPLIES_TAKEN: usize = 64;
 
 /// The calls in flight, by id. The ids are this client's own count, so a
 /// fast hash is safe; a reply's id only looks one up.
@@ -451,7 +452,7 @@ async fn connect<Req: Message, Resp: Message>(
         let mut batch = Vec::new();
         let mut answered = Vec::new();
         loop {
-            match replies.recv_many(&mut batch, REPLY_BATCH).await {
+            match replies.recv_many(&mut batch, REPLIES_TAKEN).await {
                 Ok(0) => break,
                 Ok(_) => {
                     let mut t = lock(&table);
