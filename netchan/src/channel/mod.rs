@@ -786,11 +786,15 @@ impl<T: Message> Receiver<T> {
                 }
             }
             while let Some((mut run, link)) = batch.pop_run() {
-                while let Some(data) = run.pop_front() {
-                    match embed::decode::<T>(link.conn(), &data, None) {
+                while let Some(data) = run.front() {
+                    match embed::decode::<T>(link.conn(), data, None) {
                         Ok(v) => {
-                            // Each value taken frees its slot, as one `recv`.
-                            self.queue.taken_with(&link, left + run.len() + batch.len());
+                            run.skip();
+                            // Each value taken frees its slot, as one
+                            // `recv`, at once: decoding the rest of the
+                            // batch may take long.
+                            self.queue
+                                .taken_with(&link, 1, left + run.len() + batch.len());
                             if let Ok(Some(v)) = self.decoded_ok(v) {
                                 buf.push(v);
                             }
@@ -800,7 +804,6 @@ impl<T: Message> Receiver<T> {
                             // Back in front, not counted as taken: the next
                             // `recv` takes it again and reports its error,
                             // in its place among the values.
-                            run.push_front(data);
                             batch.unpop_run(run, link);
                             self.queue.put_back(std::mem::take(&mut batch));
                             return Ok(n);

@@ -45,8 +45,112 @@ enum Entry<T> {
 /// each message and move each through the buffer once more. Never
 /// empty while in the buffer.
 struct Run {
-    data: VecDeque<Bytes>,
+    data: Msgs,
     link: Arc<Link>,
+}
+
+/// The messages of a [`Run`], in order.
+pub(crate) enum Msgs {
+    /// Each in a buffer of its own.
+    Each(VecDeque<Bytes>),
+    /// Small ones, back to back in one buffer (`deliver_packed`).
+    Packed(Packed),
+}
+
+/// Small messages back to back in one buffer: message `i` ends at
+/// `ends[i]`, and the first not yet taken (`next`) starts at `from`.
+pub(crate) struct Packed {
+    buf: Bytes,
+    ends: Vec<u32>,
+    next: usize,
+    from: u32,
+}
+
+impl Msgs {
+    /// Messages left.
+    pub(crate) fn len(&self) -> usize {
+        match self {
+            Msgs::Each(d) => d.len(),
+            Msgs::Packed(p) => p.ends.len() - p.next,
+        }
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The first message, borrowed.
+    pub(crate) fn front(&self) -> Option<&[u8]> {
+        match self {
+            Msgs::Each(d) => d.front().map(|b| &b[..]),
+            Msgs::Packed(p) => {
+                let end = *p.ends.get(p.next)?;
+                p.buf.get(p.from as usize..end as usize)
+            }
+        }
+    }
+
+    /// Drops the first message (taken through [`front`](Msgs::front)).
+    pub(crate) fn skip(&mut self) {
+        match self {
+            Msgs::Each(d) => {
+                d.pop_front();
+            }
+            Msgs::Packed(p) => {
+                if let Some(&end) = p.ends.get(p.next) {
+                    p.from = end;
+                    p.next += 1;
+                }
+            }
+        }
+    }
+
+    /// Takes the first message out, as a buffer of its own.
+    fn pop_front(&mut self) -> Option<Bytes> {
+        match self {
+            Msgs::Each(d) => d.pop_front(),
+            Msgs::Packed(p) => {
+                let end = *p.ends.get(p.next)?;
+                let data = p.buf.slice(p.from as usize..end as usize);
+                p.from = end;
+                p.next += 1;
+                Some(data)
+            }
+        }
+    }
+
+    /// Whether every message left is smaller than `small` bytes.
+    fn all_below(&self, small: usize) -> bool {
+        match self {
+            Msgs::Each(d) => d.iter().all(|b| b.len() < small),
+            Msgs::Packed(_) => crate::proto::SMALL_MESSAGE < small,
+        }
+    }
+
+    /// The size of the first message.
+    fn front_len(&self) -> Option<usize> {
+        self.front().map(<[u8]>::len)
+    }
+}
+
+impl Packed {
+    /// Takes the first `k` messages (at most all) out, as a run of their
+    /// own sharing the buffer.
+    fn split_front(&mut self, k: usize) -> Packed {
+        let k = k.min(self.ends.len() - self.next);
+        let ends = self.ends[self.next..self.next + k].to_vec();
+        let front = Packed {
+            buf: self.buf.clone(),
+            ends,
+            next: 0,
+            from: self.from,
+        };
+        if k > 0 {
+            self.from = self.ends[self.next + k - 1];
+            self.next += k;
+        }
+        front
+    }
 }
 
 impl<T> Entry<T> {
@@ -84,9 +188,12 @@ impl Batch {
     fn push(&mut self, data: Bytes, link: &Arc<Link>) {
         self.len += 1;
         match self.runs.back_mut() {
-            Some(r) if Arc::ptr_eq(&r.link, link) => r.data.push_back(data),
+            Some(Run {
+                data: Msgs::Each(d),
+                link: l,
+            }) if Arc::ptr_eq(l, link) => d.push_back(data),
             _ => self.runs.push_back(Run {
-                data: VecDeque::from([data]),
+                data: Msgs::Each(VecDeque::from([data])),
                 link: link.clone(),
             }),
         }
@@ -98,14 +205,14 @@ impl Batch {
     }
 
     /// The next run: its messages, and the link they came from.
-    pub(crate) fn pop_run(&mut self) -> Option<(VecDeque<Bytes>, Arc<Link>)> {
+    pub(crate) fn pop_run(&mut self) -> Option<(Msgs, Arc<Link>)> {
         let r = self.runs.pop_front()?;
         self.len -= r.data.len();
         Some((r.data, r.link))
     }
 
     /// Puts a run taken with [`pop_run`](Batch::pop_run) back in front.
-    pub(crate) fn unpop_run(&mut self, data: VecDeque<Bytes>, link: Arc<Link>) {
+    pub(crate) fn unpop_run(&mut self, data: Msgs, link: Arc<Link>) {
         self.len += data.len();
         self.runs.push_front(Run { data, link });
     }
@@ -561,8 +668,7 @@ impl<T> Queue<T> {
                     }
                 }
                 Some(Entry::Run(r))
-                    if out.len() + r.data.len() <= max
-                        && r.data.iter().all(|d| d.len() < small) =>
+                    if out.len() + r.data.len() <= max && r.data.all_below(small) =>
                 {
                     // All of it: the run moves as it is.
                     if let Some(Entry::Run(r)) = st.items.pop_front() {
@@ -571,7 +677,17 @@ impl<T> Queue<T> {
                     }
                 }
                 Some(Entry::Run(r)) => {
-                    while out.len() < max && r.data.front().is_some_and(|d| d.len() < small) {
+                    if let Msgs::Packed(p) = &mut r.data {
+                        if small > crate::proto::SMALL_MESSAGE && out.len() < max {
+                            let part = p.split_front(max - out.len());
+                            st.count -= part.ends.len();
+                            out.push_run(Run {
+                                data: Msgs::Packed(part),
+                                link: r.link.clone(),
+                            });
+                        }
+                    }
+                    while out.len() < max && r.data.front_len().is_some_and(|n| n < small) {
                         if let Some(data) = r.data.pop_front() {
                             out.push(data, &r.link);
                             st.count -= 1;
@@ -667,22 +783,23 @@ impl<T> Queue<T> {
     /// take was reported as it was taken.)
     pub(crate) fn taken_from(&self, link: &Arc<Link>) {
         let buffered = self.left.load(std::sync::atomic::Ordering::Relaxed);
-        self.took(link, buffered, false);
+        self.took(link, 1, buffered, false);
     }
 
-    /// [`taken_from`](Queue::taken_from) for a take of a batch
-    /// (`recv_many`), with `buffered` values still waiting for the program
-    /// (in the buffer, or taken together with this one and not yet handed
-    /// out): its grants may be written at once (`Link::took`, `eager`).
-    pub(crate) fn taken_with(&self, link: &Arc<Link>, buffered: usize) {
-        self.took(link, buffered, true);
+    /// [`taken_from`](Queue::taken_from) for `n` values of a batch
+    /// (`recv_many`) taken together, with `buffered` values still waiting
+    /// for the program (in the buffer, or taken together with these and
+    /// not yet handed out): their grants may be written at once
+    /// (`Link::took`, `eager`).
+    pub(crate) fn taken_with(&self, link: &Arc<Link>, n: u32, buffered: usize) {
+        self.took(link, n, buffered, true);
     }
 
-    /// Reports one take from `link` to it (`Link::took`), on a queue with
-    /// a buffer.
-    fn took(&self, link: &Arc<Link>, buffered: usize, eager: bool) {
-        if self.capacity > 0 {
-            link.took(u32::from(link.take_grant()), buffered, self.capacity, eager);
+    /// Reports `n` takes from `link` to it (`Link::took`), on a queue
+    /// with a buffer: one slot freed for each.
+    fn took(&self, link: &Arc<Link>, n: u32, buffered: usize, eager: bool) {
+        if self.capacity > 0 && n > 0 {
+            link.took(link.take_grants(n), n, buffered, self.capacity, eager);
         }
     }
 
@@ -755,7 +872,7 @@ impl<T: Send + 'static> Inbound for Queue<T> {
             // caller goes on with a new one of the same size.
             let run = std::mem::replace(data, Vec::with_capacity(data.capacity()));
             st.items.push_back(Entry::Run(Run {
-                data: VecDeque::from(run),
+                data: Msgs::Each(VecDeque::from(run)),
                 link: link.clone(),
             }));
         } else {
@@ -766,6 +883,36 @@ impl<T: Send + 'static> Inbound for Queue<T> {
                     link: link.clone(),
                 })
             }));
+        }
+        Self::wake_rx(&mut st);
+        true
+    }
+
+    fn deliver_packed(&self, link: &Arc<Link>, data: Bytes, ends: Vec<u32>) -> bool {
+        let mut st = lock(&self.st);
+        if !Self::takes_messages(&st) {
+            return false;
+        }
+        st.count += ends.len();
+        let mut msgs = Msgs::Packed(Packed {
+            buf: data,
+            ends,
+            next: 0,
+            from: 0,
+        });
+        if self.capacity > 0 && msgs.len() >= RUN_MIN {
+            st.items.push_back(Entry::Run(Run {
+                data: msgs,
+                link: link.clone(),
+            }));
+        } else {
+            while let Some(data) = msgs.pop_front() {
+                st.items.push_back(Entry::One(Item::Remote {
+                    data,
+                    handles: None,
+                    link: link.clone(),
+                }));
+            }
         }
         Self::wake_rx(&mut st);
         true

@@ -19,7 +19,65 @@ pub(crate) struct Run {
     pub(crate) data: Vec<bytes::Bytes>,
 }
 
+/// Small messages the reader got by slice
+/// ([`Connection::poll_input_with`](crate::proto::Connection::poll_input_with)),
+/// copied back to back into one buffer, not yet in their queues (see
+/// [`Conn::deliver_smalls`]). Copying a small message costs less than
+/// giving it a buffer of its own (a reference count set and dropped).
+#[derive(Default)]
+pub(crate) struct Smalls {
+    arena: bytes::BytesMut,
+    /// Each message's channel, and where it ends in `arena`.
+    ends: Vec<(ChanId, u32)>,
+}
+
+/// The room [`Smalls`] makes at a time: one allocation for many reads of
+/// small messages.
+const SMALLS_ROOM: usize = 16 << 10;
+
+impl Smalls {
+    /// Copies in a message of `chan`.
+    pub(crate) fn push(&mut self, chan: ChanId, data: &[u8]) {
+        if self.arena.capacity() - self.arena.len() < data.len() {
+            self.arena.reserve(data.len().max(SMALLS_ROOM));
+        }
+        self.arena.extend_from_slice(data);
+        // Bounded by one read's bytes, far below 4 GiB.
+        self.ends.push((chan, self.arena.len() as u32));
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.ends.is_empty()
+    }
+}
+
 impl Conn {
+    /// Puts the messages of `smalls` into their channels' queues, a run
+    /// of messages in a row on one channel under one lock of its queue,
+    /// and empties it. The same as dispatching each as an
+    /// [`Event::Message`] in turn (reader task, `inner` held).
+    pub(crate) fn deliver_smalls(&self, inner: &mut Inner, smalls: &mut Smalls) {
+        let mut base = 0u32;
+        let mut rest = &smalls.ends[..];
+        while let Some(&(chan, _)) = rest.first() {
+            let n = rest.iter().take_while(|(c, _)| *c == chan).count();
+            let (run, after) = rest.split_at(n);
+            rest = after;
+            let last = run.last().map_or(base, |&(_, end)| end);
+            let data = smalls.arena.split_to((last - base) as usize).freeze();
+            let ends = run.iter().map(|&(_, end)| end - base).collect();
+            base = last;
+            let refused = match inner.eps.get(&chan) {
+                Some(Endpoint::In(q, link)) => !q.deliver_packed(link, data, ends),
+                _ => false,
+            };
+            if refused {
+                receiver_gone(inner, chan, n);
+            }
+        }
+        smalls.ends.clear();
+    }
+
     /// Puts `run` into its channel's queue, under one lock of the queue,
     /// and empties it. The same as dispatching each message as an
     /// [`Event::Message`] in turn (reader task, `inner` held).

@@ -430,6 +430,9 @@ async fn reader<R: AsyncRead + Unpin>(conn: &Arc<Conn>, link: &LinkCtl, mut rd: 
     // together, under one lock of it, up to `RUN_MAX` at a time (see
     // `Conn::deliver_run`); empty between reads.
     let mut run = super::Run::default();
+    // Small messages, copied out of `buf` as they are read (see
+    // `Conn::deliver_smalls`); empty between reads.
+    let mut smalls = super::Smalls::default();
     // Made once, not per read: each makes and drops a waiter entry on its
     // token, under a lock, on every read of a busy connection.
     let dead = link.dead.cancelled();
@@ -547,7 +550,18 @@ async fn reader<R: AsyncRead + Unpin>(conn: &Arc<Conn>, link: &LinkCtl, mut rd: 
             }
             let now = Instant::now();
             loop {
-                match inner.proto.poll_input(&mut buf, now) {
+                let polled = inner.proto.poll_input_with(
+                    &mut buf,
+                    now,
+                    Some(&mut |chan, data| smalls.push(chan, data)),
+                );
+                if !smalls.is_empty() {
+                    // They came after the run, and before what was polled.
+                    delivered = true;
+                    conn.deliver_run(&mut inner, &mut run);
+                    conn.deliver_smalls(&mut inner, &mut smalls);
+                }
+                match polled {
                     Ok(Some(crate::proto::Event::Message {
                         chan,
                         data,

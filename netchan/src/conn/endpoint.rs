@@ -49,6 +49,11 @@ pub(crate) trait Inbound: Send + Sync + 'static {
     /// them all out of `data`, as many `deliver`s would, under one lock.
     /// False (and `data` untouched) if the queue no longer takes messages.
     fn deliver_many(&self, link: &Arc<Link>, data: &mut Vec<Bytes>) -> bool;
+    /// Small messages without handles arrived on `link`, back to back in
+    /// `data`, message `i` ending at `ends[i]`: as
+    /// [`deliver_many`](Inbound::deliver_many). False if the queue no
+    /// longer takes messages.
+    fn deliver_packed(&self, link: &Arc<Link>, data: Bytes, ends: Vec<u32>) -> bool;
     /// `link` ended: cleanly (the peer closed it) or with an error.
     fn link_ended(&self, link: &Arc<Link>, error: Option<Error>);
     /// Adds a remote source. False if the queue is closed.
@@ -112,9 +117,9 @@ impl Link {
         self.conn.conn()
     }
 
-    /// The receiving program took a message from this link and `grant`
-    /// slots are free; `buffered` values are still in the receiver's
-    /// buffer. The first take since the writer last looked posts the link
+    /// The receiving program took `taken` messages from this link and
+    /// `grant` slots are free; `buffered` values are still in the
+    /// receiver's buffer. The first take since the writer last looked posts the link
     /// to it; later ones only add to the batch. So a receiver takes the
     /// connection's lock once per write, not once per message.
     ///
@@ -137,11 +142,12 @@ impl Link {
     pub(crate) fn took(
         self: &Arc<Self>,
         grant: u32,
+        taken: u32,
         buffered: usize,
         capacity: usize,
         eager: bool,
     ) {
-        let add = (u64::from(grant) << 32) | 1;
+        let add = (u64::from(grant) << 32) | u64::from(taken);
         let before = self.batch.fetch_add(add, Ordering::AcqRel);
         let pending = (before + add) as u32 as usize;
         let urgent = crate::proto::flow::grants_urgent(capacity, buffered, pending);
@@ -162,18 +168,19 @@ impl Link {
         ((b >> 32) as u32, b as u32)
     }
 
-    /// One more grant allowed? Consumes it.
-    pub(crate) fn take_grant(&self) -> bool {
+    /// How many of `n` more grants are allowed; consumes them.
+    pub(crate) fn take_grants(&self, n: u32) -> u32 {
         if !self.limited {
-            return true;
+            return n;
         }
         let mut g = lock(&self.grants_left);
         match g.as_mut() {
-            None => true,
-            Some(0) => false,
-            Some(n) => {
-                *n -= 1;
-                true
+            None => n,
+            Some(left) => {
+                let granted = (*left).min(u64::from(n));
+                *left -= granted;
+                // At most `n`, so it fits.
+                granted as u32
             }
         }
     }

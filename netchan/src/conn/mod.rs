@@ -31,7 +31,7 @@ mod stats;
 
 pub(crate) use calls::{CallEnd, MethodCounters};
 pub use calls::{CallErrors, CallSide, Latency, MethodStats};
-pub(crate) use dispatch::Run;
+pub(crate) use dispatch::{Run, Smalls};
 pub(crate) use endpoint::{Endpoint, Inbound, Link, Outbound};
 pub(crate) use errors::ErrorLog;
 pub use events::SessionEvent;

@@ -31,7 +31,8 @@ mod replay;
 mod tests;
 
 pub use conn::{
-    ChannelCounters, Connection, Counters, Event, HandleDesc, HandleKind, Limits, Role, Side, Take,
+    ChannelCounters, Connection, Counters, Event, HandleDesc, HandleKind, Limits, Role,
+    SMALL_MESSAGE, Side, Take,
 };
 pub use flow::ACK_DELAY;
 pub use frame::{ChanId, CloseCode, Dir, Frame, FrameCodec, Kind, RejectCode};

@@ -6,7 +6,8 @@
 //! send when `can_send` allows, take received messages and return credit,
 //! grant rendezvous credit, close from either side, say goodbye, transmit,
 //! deliver any number of bytes (frames split anywhere, frames crossing),
-//! and let time pass.
+//! and let time pass. The acceptor reads small messages by slice
+//! (`Connection::poll_input_with`), the dialer as events.
 //!
 //! A simple reference model runs beside them. It learns what crossed the
 //! wire from a tap that decodes the delivered bytes frame by frame, and
@@ -603,8 +604,25 @@ impl World {
         let p = &mut self.p[to];
         p.inbox.extend_from_slice(&bytes);
         let mut got = Vec::new();
+        // The acceptor takes small messages by slice, the dialer as
+        // events: both must match the model.
+        let by_slice = to == 1;
         loop {
-            match p.conn.poll_input(&mut p.inbox, now) {
+            let mut smalls = Vec::new();
+            let mut small = |chan, data: &[u8]| smalls.push((chan, Bytes::copy_from_slice(data)));
+            let polled = if by_slice {
+                p.conn.poll_input_with(&mut p.inbox, now, Some(&mut small))
+            } else {
+                p.conn.poll_input(&mut p.inbox, now)
+            };
+            got.extend(smalls.into_iter().map(|(chan, data)| {
+                ev(Event::Message {
+                    chan,
+                    data,
+                    handles: Vec::new(),
+                })
+            }));
+            match polled {
                 Ok(Some(e)) => got.push(ev(e)),
                 Ok(None) => break,
                 Err(e) => panic!("side {to}: protocol error between well-behaved sides: {e}"),

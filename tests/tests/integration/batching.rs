@@ -122,6 +122,107 @@ async fn send_all_through_a_small_window_keeps_order_and_loses_nothing(t: Transp
 }
 over_both!(send_all_through_a_small_window_keeps_order_and_loses_nothing);
 
+/// One way of taking values, in turn: `recv_many` with several limits,
+/// `recv` and `try_recv`. Returns how many it took.
+async fn take_some<T: netchan::Message>(
+    rx: &mut netchan::Receiver<T>,
+    turn: usize,
+    into: &mut Vec<T>,
+) -> usize {
+    const LIMITS: [usize; 6] = [1, 2, 3, 7, 64, 100];
+    match turn % 8 {
+        6 => {
+            into.push(recv_some("recv", rx).await);
+            1
+        }
+        7 => match rx.try_recv() {
+            Ok(Some(v)) => {
+                into.push(v);
+                1
+            }
+            Ok(None) => panic!("try_recv: the channel ended early"),
+            Err(TryRecvError::Empty) => 0,
+            Err(e) => panic!("try_recv: {e:?}"),
+        },
+        k => within("recv_many", rx.recv_many(into, LIMITS[k]))
+            .await
+            .expect("recv_many"),
+    }
+}
+
+/// Values that arrive together (many small messages in one read, kept
+/// back to back in the receiving end's buffer) are taken whole and in
+/// order by any mix of `recv_many` (limits 1 to 100), `recv` and
+/// `try_recv`, at capacities around every batch size, on every way a
+/// channel is made; and the end comes after the last (where the sender's
+/// drop ends the channel).
+async fn values_arriving_together_are_taken_in_order_by_any_mix_of_takes(t: Transport) {
+    for cap in [1usize, 2, 3, 4, 5, 8, 16, 63, 64, 65, 300] {
+        let (a, b) = t.connect().await;
+        for (way, mut tx, mut rx) in channels_every_way(&a, &b, cap).await {
+            let total = 3 * cap as u32 + 70;
+            let producer = tokio::spawn(async move {
+                let mut values = futures::stream::iter((0..total).map(Ok));
+                tx.send_all(&mut values).await.map_err(|e| e.0)
+            });
+            let mut got = Vec::new();
+            let mut turn = 0;
+            while got.len() < total as usize {
+                take_some(&mut rx, turn, &mut got).await;
+                turn += 1;
+            }
+            assert_eq!(got, (0..total).collect::<Vec<_>>(), "{way}, capacity {cap}");
+            within("producer", producer)
+                .await
+                .expect("task")
+                .expect("send_all");
+            // An exported receiver stays open for more importers.
+            if way != "ExportedReceiver" {
+                recv_end(&format!("{way}, capacity {cap}: the end"), &mut rx).await;
+            }
+        }
+    }
+}
+over_both!(values_arriving_together_are_taken_in_order_by_any_mix_of_takes);
+
+/// Messages of sizes on both sides of the receiving end's small-message
+/// bound (512 bytes), and far above it, arriving together and mixed, are
+/// taken whole and in order by any mix of takes.
+async fn small_and_large_messages_arriving_together_keep_their_order(t: Transport) {
+    const SIZES: [usize; 12] = [0, 1, 30, 500, 505, 506, 507, 508, 600, 3000, 70_000, 20];
+    let value = |i: usize| -> Vec<u8> { vec![i as u8; SIZES[i % SIZES.len()]] };
+    for way in Way::ALL {
+        for cap in [1usize, 4, 5, 64] {
+            let (a, b) = t.connect().await;
+            let (mut tx, mut rx) = way.channel::<Vec<u8>>(&a, &b, cap).await;
+            let total = 10 * SIZES.len();
+            let producer = tokio::spawn(async move {
+                let mut values = futures::stream::iter((0..total).map(|i| Ok(value(i))));
+                tx.send_all(&mut values).await.map_err(|e| e.0)
+            });
+            let mut got = Vec::new();
+            let mut turn = 0;
+            while got.len() < total {
+                take_some(&mut rx, turn, &mut got).await;
+                turn += 1;
+            }
+            for (i, v) in got.iter().enumerate() {
+                assert!(
+                    *v == value(i),
+                    "{way:?}, capacity {cap}: value {i} has {} bytes, {} expected",
+                    v.len(),
+                    SIZES[i % SIZES.len()]
+                );
+            }
+            within("producer", producer)
+                .await
+                .expect("task")
+                .expect("send_all");
+        }
+    }
+}
+over_both!(small_and_large_messages_arriving_together_keep_their_order);
+
 /// Feeds `values` to `tx`'s sink; each must be accepted.
 async fn feed_ok(what: &str, tx: &mut netchan::Sender<u32>, values: std::ops::Range<u32>) {
     for v in values {
