@@ -192,7 +192,10 @@ impl Conn {
         } else {
             self.inner.try_lock().ok()?
         };
-        let mut sent = 0;
+        // What goes as it is first, then the rest one by one.
+        let (mut sent, bytes) = inner.proto.send_run(chan, bodies, lens.iter().copied());
+        bodies.advance(bytes);
+        lens.drain(..sent);
         let mut stop = None;
         while let Some(&len) = lens.front() {
             if let Some(out) = Self::blocked(&inner, chan) {

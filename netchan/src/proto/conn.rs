@@ -1534,6 +1534,58 @@ impl Connection {
         Ok(())
     }
 
+    /// Sends messages without handles on `chan` from the front of a run:
+    /// `bodies` holds them back to back, their sizes in order in `lens`.
+    /// Each goes as [`can_send`](Self::can_send) then
+    /// [`send_slice`](Self::send_slice) would send it, with the channel
+    /// looked up once, while that is one frame now: credit for it, at most
+    /// one chunk and the peer's message limit, nothing of the channel
+    /// queued before it. Returns how many messages went, and their bytes
+    /// in `bodies`; the caller sends the rest, if any, one by one, which
+    /// says why each waits or fails.
+    pub fn send_run(
+        &mut self,
+        chan: ChanId,
+        bodies: &[u8],
+        lens: impl IntoIterator<Item = usize>,
+    ) -> (usize, usize) {
+        if !self.is_open() {
+            return (0, 0);
+        }
+        let most = self.send_limit().min(self.limits.chunk_size);
+        let Some(c) = self.chans.get_mut(&chan) else {
+            return (0, 0);
+        };
+        if c.role != Role::Sending || c.state != State::Open || c.close_after.is_some() {
+            return (0, 0);
+        }
+        let (mut sent, mut at) = (0, 0);
+        for len in lens {
+            let Some(body) = bodies.get(at..at + len) else {
+                break;
+            };
+            if c.flow.credit() == 0 || len > most || !c.nothing_pending() {
+                break;
+            }
+            c.flow.spend();
+            c.abandoned = false;
+            c.bytes += len as u64;
+            let start = self.out.len();
+            self.out.reserve(HEADER_LEN + len);
+            self.out.put_bytes(0, HEADER_LEN);
+            self.out.extend_from_slice(body);
+            patch_header(&mut self.out, start, len, Kind::Data, FLAG_END, chan);
+            sent += 1;
+            at += len;
+        }
+        if sent > 0 {
+            self.sent_total += sent as u64;
+            self.counters.frames_out += sent as u64;
+            self.small_queued = true;
+        }
+        (sent, at)
+    }
+
     /// Queues one `DATA` frame holding a whole message (`size`: its
     /// handle table and `body`) in the transmit buffer.
     fn put_small(

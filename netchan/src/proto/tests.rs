@@ -3278,3 +3278,92 @@ fn an_ordinary_session_writes_no_ack_and_refuses_one() {
         })
     ));
 }
+
+/// `send_run` sends exactly what `can_send` then `send_slice` for each
+/// message in turn send, as far as each is one frame now, and stops at
+/// the first that is not (out of credit, over a chunk, or behind a
+/// message of the channel still queued): the rest, sent one by one after
+/// it, make the same bytes and counts as sending all one by one.
+#[test]
+fn a_run_sent_at_once_is_what_sending_each_message_in_turn_sends() {
+    const SIZES: [usize; 12] = [0, 5, 64, 65, 10, 10, 200, 3, 7, 1, 1, 1];
+    let mut bodies = Vec::new();
+    for (i, &n) in SIZES.iter().enumerate() {
+        bodies.extend(std::iter::repeat_n(i as u8, n));
+    }
+    let one_by_one = |p: &mut Pair, chan: ChanId, from: usize| {
+        let mut at: usize = SIZES[..from].iter().sum();
+        let mut sent = 0;
+        for &n in &SIZES[from..] {
+            if p.d.conn.can_send(chan).is_err() {
+                break;
+            }
+            p.d.conn.send_slice(chan, &bodies[at..at + n]).unwrap();
+            at += n;
+            sent += 1;
+        }
+        sent
+    };
+    for cap in [1u32, 2, 3, 5, 8, 16] {
+        for queued_first in [false, true] {
+            let what = format!("capacity {cap}, a message queued first: {queued_first}");
+            let mut each = Pair::connected_with(chunked(64), chunked(64));
+            let mut run = Pair::connected_with(chunked(64), chunked(64));
+            let chan = each.d_sends(cap);
+            assert_eq!(run.d_sends(cap), chan);
+            if queued_first {
+                // Larger than a chunk: queued, sent chunk by chunk.
+                for p in [&mut each, &mut run] {
+                    p.d.send(chan, &[9; 300], &[]).unwrap();
+                }
+            }
+            let sent_each = one_by_one(&mut each, chan, 0);
+            let (sent_run, bytes) = run.d.conn.send_run(chan, &bodies, SIZES);
+            let credit = cap as usize - usize::from(queued_first);
+            let whole = if queued_first { 0 } else { credit.min(3) };
+            assert_eq!(sent_run, whole, "{what}: messages of the run");
+            assert_eq!(bytes, SIZES[..whole].iter().sum::<usize>(), "{what}");
+            let sent_rest = one_by_one(&mut run, chan, sent_run);
+            assert_eq!(sent_run + sent_rest, sent_each, "{what}: messages in all");
+            assert_eq!(sent_each, credit.min(SIZES.len()), "{what}");
+            assert_eq!(run.d.conn.counters(), each.d.conn.counters(), "{what}");
+            assert_eq!(run.d.conn.sent_total(), each.d.conn.sent_total(), "{what}");
+            // Every transmit until nothing is left (a queued message goes
+            // a chunk at a time).
+            let all = |p: &mut Pair| {
+                let mut out = BytesMut::new();
+                for _ in 0..100 {
+                    let b = p.d.transmit(p.now);
+                    if b.is_empty() {
+                        break;
+                    }
+                    out.extend_from_slice(&b);
+                }
+                out
+            };
+            let (to_a_each, to_a_run) = (all(&mut each), all(&mut run));
+            assert_eq!(to_a_run, to_a_each, "{what}: the bytes written");
+            // And the receiver takes them all, in order.
+            run.a.receive(&to_a_run, run.now).unwrap();
+            let got: Vec<Bytes> = run
+                .a
+                .take_events()
+                .into_iter()
+                .filter_map(|e| match e {
+                    Event::Message { data, .. } => Some(data),
+                    _ => None,
+                })
+                .collect();
+            let mut want: Vec<Bytes> = Vec::new();
+            if queued_first {
+                want.push(Bytes::from_static(&[9; 300]));
+            }
+            let mut at = 0;
+            for &n in &SIZES[..sent_each] {
+                want.push(Bytes::copy_from_slice(&bodies[at..at + n]));
+                at += n;
+            }
+            assert_eq!(got, want, "{what}: the messages received");
+        }
+    }
+}
