@@ -9,7 +9,7 @@
 //! entry and binds a live `Sender` or `Receiver` to the same connection.
 //! Entries nobody claimed are closed when the scope ends.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::sync::Arc;
 
 use serde::de::Error as _;
@@ -99,66 +99,81 @@ impl OutgoingHandle for OutHandle {
     }
 }
 
-struct EncodeCtx {
-    handles: Vec<OutHandle>,
-}
-
 struct DecodeCtx {
     guard: HandleGuard,
 }
 
+/// No encode scope is open (see [`SCOPE`]).
+const NO_SCOPE: usize = usize::MAX;
+
 thread_local! {
-    static ENCODE: RefCell<Option<EncodeCtx>> = const { RefCell::new(None) };
+    /// The handles of the open encode scopes, innermost last.
+    static HANDLES: RefCell<Vec<OutHandle>> = const { RefCell::new(Vec::new()) };
+    /// Where the innermost open encode scope's handles start in
+    /// [`HANDLES`], or [`NO_SCOPE`].
+    static SCOPE: Cell<usize> = const { Cell::new(NO_SCOPE) };
     static DECODE: RefCell<Option<DecodeCtx>> = const { RefCell::new(None) };
 }
 
-/// The encode scope of one message; restores any outer scope on drop.
+/// The encode scope of one message: the handles serialized while it is
+/// open are its own. Restores any outer scope when it ends. Entering and
+/// finishing a scope that got no handle touches two thread-locals and
+/// allocates nothing.
 pub(crate) struct EncodeScope {
-    prev: Option<EncodeCtx>,
+    /// Where the outer scope's handles start.
+    outer: usize,
     done: bool,
 }
 
 impl EncodeScope {
     pub(crate) fn enter() -> EncodeScope {
-        let prev = ENCODE.with(|c| {
-            c.borrow_mut().replace(EncodeCtx {
-                handles: Vec::new(),
-            })
-        });
-        EncodeScope { prev, done: false }
+        let start = HANDLES.with(|h| h.borrow().len());
+        EncodeScope {
+            outer: SCOPE.with(|s| s.replace(start)),
+            done: false,
+        }
     }
 
     /// Ends the scope, returning the handles collected.
     pub(crate) fn finish(mut self) -> Vec<OutHandle> {
         self.done = true;
-        let prev = self.prev.take();
-        ENCODE
-            .with(|c| std::mem::replace(&mut *c.borrow_mut(), prev))
-            .map(|ctx| ctx.handles)
-            .unwrap_or_default()
+        self.close()
+    }
+
+    fn close(&mut self) -> Vec<OutHandle> {
+        let start = SCOPE.with(|s| s.replace(self.outer));
+        HANDLES.with(|h| {
+            let mut h = h.borrow_mut();
+            if h.len() > start {
+                h.split_off(start)
+            } else {
+                Vec::new()
+            }
+        })
     }
 }
 
 impl Drop for EncodeScope {
     fn drop(&mut self) {
         if !self.done {
-            let prev = self.prev.take();
-            let old = ENCODE.with(|c| std::mem::replace(&mut *c.borrow_mut(), prev));
-            drop(old);
+            drop(self.close());
         }
     }
 }
 
 /// Records `h` in the current encode scope; returns its table index.
 fn push_handle(make: impl FnOnce() -> OutHandle) -> Result<u32, String> {
-    ENCODE.with(|c| {
-        let mut c = c.borrow_mut();
-        let ctx = c.as_mut().ok_or_else(|| {
-            "netchan channel handles can only be serialized inside a netchan message".to_string()
-        })?;
-        let h = make();
-        ctx.handles.push(h);
-        Ok((ctx.handles.len() - 1) as u32)
+    let start = SCOPE.with(Cell::get);
+    if start == NO_SCOPE {
+        return Err(
+            "netchan channel handles can only be serialized inside a netchan message".to_string(),
+        );
+    }
+    let h = make();
+    HANDLES.with(|v| {
+        let mut v = v.borrow_mut();
+        v.push(h);
+        Ok((v.len() - 1 - start) as u32)
     })
 }
 
@@ -334,5 +349,57 @@ impl<'de, T: Message> Deserialize<'de> for Receiver<T> {
             queue.link_ended(&link, why);
         }
         Ok(Receiver::from_queue(queue, None, None))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A handle to record; which one does not matter here.
+    fn handle(capacity: usize) -> OutHandle {
+        OutHandle::Queue {
+            queue: super::super::queue::Queue::<u32>::new(capacity, 0, 0),
+            keep: Box::new(()),
+            start: None,
+        }
+    }
+
+    fn capacities(handles: &[OutHandle]) -> Vec<usize> {
+        handles
+            .iter()
+            .map(|h| match h {
+                OutHandle::Queue { queue, .. } => queue.capacity(),
+                OutHandle::Forward { .. } => usize::MAX,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_handle_outside_a_message_is_refused_with_a_clear_error() {
+        let e = push_handle(|| handle(1)).expect_err("no scope is open");
+        assert!(e.contains("inside a netchan message"), "{e}");
+        let scope = EncodeScope::enter();
+        assert!(scope.finish().is_empty());
+        let e = push_handle(|| handle(1)).expect_err("the scope ended");
+        assert!(e.contains("inside a netchan message"), "{e}");
+    }
+
+    #[test]
+    fn each_scope_numbers_and_gets_its_own_handles_and_restores_the_outer_one() {
+        let outer = EncodeScope::enter();
+        assert_eq!(push_handle(|| handle(1)), Ok(0));
+        let inner = EncodeScope::enter();
+        assert_eq!(push_handle(|| handle(2)), Ok(0));
+        assert_eq!(push_handle(|| handle(3)), Ok(1));
+        assert_eq!(capacities(&inner.finish()), [2, 3]);
+        assert_eq!(push_handle(|| handle(4)), Ok(1));
+        // A scope dropped without finishing drops its handles only.
+        let dropped = EncodeScope::enter();
+        assert_eq!(push_handle(|| handle(5)), Ok(0));
+        drop(dropped);
+        assert_eq!(push_handle(|| handle(6)), Ok(2));
+        assert_eq!(capacities(&outer.finish()), [1, 4, 6]);
+        assert!(push_handle(|| handle(7)).is_err(), "no scope is left open");
     }
 }
