@@ -587,6 +587,13 @@ async fn wait_taken_remote(r: &Route, m: &route::Member) -> bool {
 }
 
 impl<T: Message> Receiver<T> {
+    /// Has `tap` take small messages from peers as they arrive, in the
+    /// connection's reader, instead of this receiver (see
+    /// [`Queue::set_tap`]); false if the channel has a tap already.
+    pub(crate) fn set_tap(&self, tap: queue::Tap) -> bool {
+        self.queue.set_tap(tap)
+    }
+
     pub(crate) fn from_queue(
         queue: Arc<Queue<T>>,
         remaining: Option<u64>,

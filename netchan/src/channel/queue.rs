@@ -287,7 +287,18 @@ pub(crate) struct Queue<T> {
     left: std::sync::atomic::AtomicUsize,
     /// Signalled when local space frees up or a local item is taken.
     pub(crate) space: Notify,
+    /// Takes messages from peers as they arrive (see [`Queue::set_tap`]).
+    tap: std::sync::OnceLock<Tap>,
 }
+
+/// Takes a message from a peer in the connection's reader, as it
+/// arrives, instead of the buffer: given the message's connection and its
+/// bytes, returns whether it took the message (see [`Queue::set_tap`]).
+pub(crate) type Tap = Box<dyn Fn(&Arc<crate::conn::Conn>, &[u8]) -> bool + Send + Sync>;
+
+/// The largest message a [`Tap`] is offered: it runs in the reader, which
+/// reads nothing meanwhile.
+const TAP_MAX: usize = 4 << 10;
 
 impl<T> std::fmt::Debug for Queue<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -328,7 +339,33 @@ impl<T> Queue<T> {
             capacity,
             left: std::sync::atomic::AtomicUsize::new(0),
             space: Notify::new(),
+            tap: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Has `tap` offered each message from a peer as it arrives, in the
+    /// connection's reader, before the buffer: one without handles, at
+    /// most `TAP_MAX` bytes, while the buffer is empty (so none overtakes
+    /// a message buffered before it), on a queue with a buffer. A message
+    /// the tap takes counts as taken by a receiver; one it declines goes
+    /// into the buffer. A queue has one tap at most; false if it had one.
+    /// A tap must be quick and must not take a connection's or a queue's
+    /// lock.
+    pub(crate) fn set_tap(&self, tap: Tap) -> bool {
+        self.tap.set(tap).is_ok()
+    }
+
+    /// Offers `data`, from `link`, to the tap (see [`set_tap`]); true if
+    /// it took it.
+    ///
+    /// [`set_tap`]: Queue::set_tap
+    fn tapped(&self, st: &State<T>, link: &Arc<Link>, data: &[u8]) -> bool {
+        match self.tap.get() {
+            Some(tap) if self.capacity > 0 && st.items.is_empty() && data.len() <= TAP_MAX => {
+                tap(link.conn(), data)
+            }
+            _ => false,
+        }
     }
 
     pub(crate) fn capacity(&self) -> usize {
@@ -851,6 +888,11 @@ impl<T: Send + 'static> Inbound for Queue<T> {
         if !Self::takes_messages(&st) {
             return Some(handles);
         }
+        if handles.is_none() && self.tapped(&st, link, &data) {
+            drop(st);
+            self.took(link, 1, 0, false);
+            return None;
+        }
         st.items.push_back(Entry::One(Item::Remote {
             data,
             handles,
@@ -865,6 +907,18 @@ impl<T: Send + 'static> Inbound for Queue<T> {
         let mut st = lock(&self.st);
         if !Self::takes_messages(&st) {
             return false;
+        }
+        let tapped = data
+            .iter()
+            .take_while(|d| self.tapped(&st, link, d))
+            .count();
+        if tapped > 0 {
+            data.drain(..tapped);
+            if data.is_empty() {
+                drop(st);
+                self.took(link, tapped as u32, 0, false);
+                return true;
+            }
         }
         st.count += data.len();
         if self.capacity > 0 && data.len() >= RUN_MIN {
@@ -885,6 +939,9 @@ impl<T: Send + 'static> Inbound for Queue<T> {
             }));
         }
         Self::wake_rx(&mut st);
+        let buffered = st.count;
+        drop(st);
+        self.took(link, tapped as u32, buffered, false);
         true
     }
 
@@ -893,13 +950,23 @@ impl<T: Send + 'static> Inbound for Queue<T> {
         if !Self::takes_messages(&st) {
             return false;
         }
-        st.count += ends.len();
         let mut msgs = Msgs::Packed(Packed {
             buf: data,
             ends,
             next: 0,
             from: 0,
         });
+        let mut tapped = 0;
+        while msgs.front().is_some_and(|d| self.tapped(&st, link, d)) {
+            msgs.skip();
+            tapped += 1;
+        }
+        if msgs.is_empty() {
+            drop(st);
+            self.took(link, tapped, 0, false);
+            return true;
+        }
+        st.count += msgs.len();
         if self.capacity > 0 && msgs.len() >= RUN_MIN {
             st.items.push_back(Entry::Run(Run {
                 data: msgs,
@@ -915,6 +982,9 @@ impl<T: Send + 'static> Inbound for Queue<T> {
             }
         }
         Self::wake_rx(&mut st);
+        let buffered = st.count;
+        drop(st);
+        self.took(link, tapped, buffered, false);
         true
     }
 
@@ -992,5 +1062,78 @@ impl<T: Send + 'static> Inbound for Queue<T> {
             l.conn().defer_close(l.chan, CloseCode::Hangup, "hung up");
         }
         drop(untaken);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+    use std::time::Duration;
+
+    use crate::{Session, TryRecvError};
+
+    const LIMIT: Duration = Duration::from_secs(10);
+
+    /// A tap is offered each message as it arrives while the buffer is
+    /// empty: what it takes frees its slot at once and never reaches the
+    /// receiver; what it declines, and everything behind it until the
+    /// buffer is empty again, goes to the receiver in order.
+    #[tokio::test]
+    async fn a_tap_takes_messages_as_they_arrive_and_what_it_declines_keeps_its_order() {
+        let (a, b) = Session::pair();
+        let mut rx = a.export_receiver::<u32>("tapped", 8).expect("export");
+        let tx = tokio::time::timeout(LIMIT, b.import_sender::<u32>("tapped"))
+            .await
+            .expect("in time")
+            .expect("import");
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let into = seen.clone();
+        assert!(rx.set_tap(Box::new(move |conn, data| {
+            let v: u32 = crate::codec::decode(conn.codec, data).expect("a u32");
+            // Multiples of 3 are taken, the rest declined.
+            v % 3 == 0 && {
+                crate::util::lock(&into).push(v);
+                true
+            }
+        })));
+        assert!(!rx.set_tap(Box::new(|_, _| true)), "one tap at most");
+        let send = |values: std::ops::Range<u32>| {
+            let (tx, b) = (tx.clone(), b.clone());
+            async move {
+                for v in values {
+                    tx.send(v).await.expect("send");
+                }
+                tokio::time::timeout(LIMIT, b.drain(Some(LIMIT)))
+                    .await
+                    .expect("in time")
+                    .expect("the values arrive");
+            }
+        };
+        let taken = |want: &[u32]| assert_eq!(*crate::util::lock(&seen), want);
+        send(0..1).await;
+        taken(&[0]);
+        assert!(matches!(rx.try_recv(), Err(TryRecvError::Empty)));
+        // 1 is declined; 2 and 3 come behind it, so 3 is not offered.
+        send(1..4).await;
+        taken(&[0]);
+        for want in 1..4 {
+            assert_eq!(rx.try_recv().expect("buffered"), Some(want));
+        }
+        // The buffer is empty again: 6 is taken. Twenty taken values in a
+        // row, without a receive, pass a buffer of 8: each freed its slot.
+        send(6..7).await;
+        let many: Vec<u32> = (1..=20).map(|i| 3 * (i + 2)).collect();
+        tokio::time::timeout(LIMIT, async {
+            for &v in &many {
+                tx.send(v).await.expect("send");
+            }
+        })
+        .await
+        .expect("each taken value freed its slot");
+        send(0..0).await;
+        let mut want = vec![0, 6];
+        want.extend(&many);
+        taken(&want);
+        assert!(matches!(rx.try_recv(), Err(TryRecvError::Empty)));
     }
 }

@@ -441,6 +441,21 @@ async fn connect<Req: Message, Resp: Message>(
         .await
         .map_err(|_| RpcError::Disconnected)?;
     let pending: Arc<Pending<Resp>> = Arc::new(Mutex::new(FxHashMap::default()));
+    // A small reply is handed to its caller by the connection's reader as
+    // it arrives: one task less to wake and run per call. Replies that do
+    // not decode there (one carrying channel handles, or in error) and
+    // large ones come to the task below.
+    let tapped = pending.clone();
+    replies.set_tap(Box::new(move |conn, data| {
+        let Ok(Reply { id, result }) = crate::codec::decode::<Reply<Resp>>(conn.codec, data) else {
+            return false;
+        };
+        let caller = lock(&tapped).remove(&id);
+        if let Some(tx) = caller {
+            let _ = tx.send(result.map_err(failure));
+        }
+        true
+    }));
     let table = pending.clone();
     let alive = Arc::new(std::sync::atomic::AtomicBool::new(true));
     let alive2 = alive.clone();

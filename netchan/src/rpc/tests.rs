@@ -246,3 +246,59 @@ async fn a_timeout_or_deadline_cap_of_duration_max_means_no_deadline() {
     let r = within(c.call(Req::Sleep(20))).await;
     assert_eq!(r, Ok(Resp::Slept));
 }
+
+/// A result type that refuses to decode one value.
+#[derive(Serialize, Debug, PartialEq)]
+struct Picky(String);
+
+impl<'de> Deserialize<'de> for Picky {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Picky, D::Error> {
+        let s = String::deserialize(d)?;
+        if s == "undecodable" {
+            return Err(serde::de::Error::custom("Picky refuses this one"));
+        }
+        Ok(Picky(s))
+    }
+}
+
+#[derive(Clone)]
+struct Echoes;
+
+impl Service for Echoes {
+    type Request = String;
+    type Response = Picky;
+    const NAME: &'static str = "Echoes";
+    fn name(&self) -> &str {
+        Self::NAME
+    }
+    fn call(&self, request: String) -> BoxFuture<Picky> {
+        Box::pin(async move { Picky(request) })
+    }
+}
+
+/// Small replies reach their callers from the connection's reader; one
+/// that does not decode there, and a large one, take the client's reply
+/// task: the first is on the session's errors (its call times out), the
+/// second arrives, and the calls after both are answered as before.
+#[tokio::test]
+async fn replies_that_do_not_decode_at_once_or_are_large_still_reach_their_caller_or_its_errors() {
+    use futures::StreamExt;
+    let (a, b) = Session::pair();
+    a.serve(Echoes);
+    let mut errors = b.errors();
+    let c = Client::<String, Picky>::new(&b, "Echoes").with_timeout(Duration::from_millis(300));
+    for i in 0..3 {
+        let r = within(c.call(format!("small {i}"))).await;
+        assert_eq!(r, Ok(Picky(format!("small {i}"))));
+    }
+    let r = within(c.call("undecodable".to_string())).await;
+    assert_eq!(r, Err(RpcError::Timeout));
+    let e = within(errors.next()).await.expect("an error");
+    assert!(e.to_string().contains("Picky refuses this one"), "{e}");
+    let large = "x".repeat(10_000);
+    assert_eq!(within(c.call(large.clone())).await, Ok(Picky(large)));
+    for i in 0..3 {
+        let r = within(c.call(format!("after {i}"))).await;
+        assert_eq!(r, Ok(Picky(format!("after {i}"))));
+    }
+}
