@@ -3,7 +3,10 @@
 //! A queue is fed by local `Sender`s (values, bounded by the capacity) and
 //! by remote channels ([`Link`]s, each with its own credit window equal to
 //! the capacity). Remote messages stay encoded until `recv` takes them, so
-//! decoding happens in the receiving task, not in the connection's reader.
+//! decoding happens in the receiving task, not in the connection's reader
+//! (except for a queue with a tap, [`Queue::set_tap`], which takes small
+//! messages in the reader as they arrive). Small messages that arrived
+//! together wait back to back in one buffer ([`Msgs::Packed`]).
 //!
 //! A queue is the connection's `conn::Inbound`; the links feeding it
 //! belong to the connection (`conn::Link`).
