@@ -157,6 +157,15 @@ impl Packed {
 }
 
 impl<T> Entry<T> {
+    /// A message from `link` without handles.
+    fn remote(data: Bytes, link: &Arc<Link>) -> Entry<T> {
+        Entry::One(Item::Remote {
+            data,
+            handles: None,
+            link: link.clone(),
+        })
+    }
+
     /// Messages (values) it holds.
     fn len(&self) -> usize {
         match self {
@@ -356,6 +365,22 @@ impl<T> Queue<T> {
     /// lock.
     pub(crate) fn set_tap(&self, tap: Tap) -> bool {
         self.tap.set(tap).is_ok()
+    }
+
+    /// Messages of `link` went into the buffer, behind `tapped` the tap
+    /// took: wakes the receiver, then reports the tapped ones as taken,
+    /// outside the lock.
+    fn delivered(
+        &self,
+        mut st: std::sync::MutexGuard<'_, State<T>>,
+        link: &Arc<Link>,
+        tapped: u32,
+    ) -> bool {
+        Self::wake_rx(&mut st);
+        let buffered = st.count;
+        drop(st);
+        self.took(link, tapped, buffered, false);
+        true
     }
 
     /// Offers `data`, from `link`, to the tap (see [`set_tap`]); true if
@@ -933,19 +958,10 @@ impl<T: Send + 'static> Inbound for Queue<T> {
                 link: link.clone(),
             }));
         } else {
-            st.items.extend(data.drain(..).map(|data| {
-                Entry::One(Item::Remote {
-                    data,
-                    handles: None,
-                    link: link.clone(),
-                })
-            }));
+            st.items
+                .extend(data.drain(..).map(|data| Entry::remote(data, link)));
         }
-        Self::wake_rx(&mut st);
-        let buffered = st.count;
-        drop(st);
-        self.took(link, tapped as u32, buffered, false);
-        true
+        self.delivered(st, link, tapped as u32)
     }
 
     fn deliver_packed(&self, link: &Arc<Link>, data: Bytes, ends: Vec<u32>) -> bool {
@@ -977,18 +993,10 @@ impl<T: Send + 'static> Inbound for Queue<T> {
             }));
         } else {
             while let Some(data) = msgs.pop_front() {
-                st.items.push_back(Entry::One(Item::Remote {
-                    data,
-                    handles: None,
-                    link: link.clone(),
-                }));
+                st.items.push_back(Entry::remote(data, link));
             }
         }
-        Self::wake_rx(&mut st);
-        let buffered = st.count;
-        drop(st);
-        self.took(link, tapped, buffered, false);
-        true
+        self.delivered(st, link, tapped)
     }
 
     fn link_ended(&self, link: &Arc<Link>, error: Option<Error>) {
