@@ -119,9 +119,10 @@ impl Link {
 
     /// The receiving program took `taken` messages from this link and
     /// `grant` slots are free; `buffered` values are still in the
-    /// receiver's buffer. The first take since the writer last looked posts the link
-    /// to it; later ones only add to the batch. So a receiver takes the
-    /// connection's lock once per write, not once per message.
+    /// receiver's buffer. The first take since the writer last looked
+    /// posts the link to it; later ones only add to the batch. So a
+    /// receiver takes the connection's lock once per write, not once per
+    /// message.
     ///
     /// The writer is woken at once when the sender may be waiting for the
     /// grants (the protocol core's rule, [`grants_urgent`]: the sender
