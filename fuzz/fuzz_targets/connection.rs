@@ -4,6 +4,8 @@
 //! makes (open, accept, reject, messages with handles, credit, close,
 //! goodbye, abort, forget).
 //!
+//! Every other feed reads small messages by slice (`poll_input_with`).
+//!
 //! Checked: nothing panics; an error from `poll_input` is final (the same
 //! error again, and the connection is ended); after the peer's goodbye any
 //! byte is `AfterGoodbye`; `take_transmit` says truthfully whether it gave
@@ -19,7 +21,7 @@ use libfuzzer_sys::fuzz_target;
 use netchan::proto::conn::{HandleDesc, HandleKind, Role};
 use netchan::proto::{
     CloseCode, Connection, Dir, Event, Hello, Limits, PROTOCOL_VERSION, ProtoError, RejectCode,
-    Side,
+    SMALL_MESSAGE, Side,
 };
 use netchan_fuzz::conn_script::{ConnInput as Input, Op};
 use netchan_fuzz::frames::{Ctx, PeerFrame};
@@ -81,9 +83,22 @@ impl Driver {
         let n = n.min(self.pending.len());
         self.inbuf.extend_from_slice(&self.pending[..n]);
         self.pending.drain(..n);
+        // Every other feed takes small messages by slice, as the runtime's
+        // reader does: both paths must hold to the same checks.
+        let by_slice = n % 2 == 0;
         for _ in 0..100_000 {
             let had = !self.inbuf.is_empty();
-            let r = self.conn.poll_input(&mut self.inbuf, self.now);
+            let goodbye = self.peer_goodbye;
+            let mut small = |_chan: u32, data: &[u8]| {
+                assert!(data.len() <= SMALL_MESSAGE, "a small message of {} bytes", data.len());
+                assert!(!goodbye, "a message after the peer's goodbye");
+            };
+            let r = if by_slice {
+                self.conn
+                    .poll_input_with(&mut self.inbuf, self.now, Some(&mut small))
+            } else {
+                self.conn.poll_input(&mut self.inbuf, self.now)
+            };
             if let Some(e) = &self.error {
                 let now = r.as_ref().err();
                 if now != Some(e) {
