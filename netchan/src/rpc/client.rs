@@ -446,9 +446,25 @@ async fn connect<Req: Message, Resp: Message>(
     // not decode there (one carrying channel handles, or in error) and
     // large ones come to the task below.
     let tapped = pending.clone();
+    let of = service.to_owned();
     replies.set_tap(Box::new(move |conn, data| {
-        let Ok(Reply { id, result }) = crate::codec::decode::<Reply<Resp>>(conn.codec, data) else {
-            return false;
+        let decoded =
+            std::panic::catch_unwind(|| crate::codec::decode::<Reply<Resp>>(conn.codec, data));
+        let Reply { id, result } = match decoded {
+            Ok(Ok(reply)) => reply,
+            // The task reports it, in its place.
+            Ok(Err(_)) => return false,
+            // A `Deserialize` that panics ends neither the reader nor the
+            // task: the reply is dropped, and its call fails as for a
+            // reply that does not decode (it times out, or fails when
+            // the connection does).
+            Err(panic) => {
+                conn.log_error(Error::Codec(format!(
+                    "decoding a result of service {of:?} panicked: {}",
+                    super::server::panic_message(&panic)
+                )));
+                return true;
+            }
         };
         let caller = lock(&tapped).remove(&id);
         if let Some(tx) = caller {

@@ -247,7 +247,7 @@ async fn a_timeout_or_deadline_cap_of_duration_max_means_no_deadline() {
     assert_eq!(r, Ok(Resp::Slept));
 }
 
-/// A result type that refuses to decode one value.
+/// A result type that refuses to decode one value and panics on another.
 #[derive(Serialize, Debug, PartialEq)]
 struct Picky(String);
 
@@ -256,6 +256,9 @@ impl<'de> Deserialize<'de> for Picky {
         let s = String::deserialize(d)?;
         if s == "undecodable" {
             return Err(serde::de::Error::custom("Picky refuses this one"));
+        }
+        if s == "panic" {
+            panic!("Picky panics on this one");
         }
         Ok(Picky(s))
     }
@@ -297,6 +300,35 @@ async fn replies_that_do_not_decode_at_once_or_are_large_still_reach_their_calle
     assert!(e.to_string().contains("Picky refuses this one"), "{e}");
     let large = "x".repeat(10_000);
     assert_eq!(within(c.call(large.clone())).await, Ok(Picky(large)));
+    for i in 0..3 {
+        let r = within(c.call(format!("after {i}"))).await;
+        assert_eq!(r, Ok(Picky(format!("after {i}"))));
+    }
+}
+
+/// A reply whose decoding panics fails its own call only: the panic is
+/// on the session's errors, the connection's reader goes on, and the
+/// calls after it are answered.
+#[tokio::test]
+async fn a_reply_whose_decoding_panics_fails_only_its_own_call() {
+    use futures::StreamExt;
+    let (a, b) = Session::pair();
+    a.serve(Echoes);
+    let mut errors = b.errors();
+    let c = Client::<String, Picky>::new(&b, "Echoes").with_timeout(Duration::from_millis(300));
+    assert_eq!(
+        within(c.call("before".to_string())).await,
+        Ok(Picky("before".into()))
+    );
+    assert_eq!(
+        within(c.call("panic".to_string())).await,
+        Err(RpcError::Timeout)
+    );
+    let e = within(errors.next()).await.expect("an error").to_string();
+    assert!(
+        e.contains("panicked") && e.contains("Picky panics on this one"),
+        "{e}"
+    );
     for i in 0..3 {
         let r = within(c.call(format!("after {i}"))).await;
         assert_eq!(r, Ok(Picky(format!("after {i}"))));
