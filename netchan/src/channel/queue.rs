@@ -367,20 +367,23 @@ impl<T> Queue<T> {
         self.tap.set(tap).is_ok()
     }
 
-    /// Messages of `link` went into the buffer, behind `tapped` the tap
-    /// took: wakes the receiver, then reports the tapped ones as taken,
+    /// Messages of `link` arrived: `tapped` the tap took, then the rest
+    /// went into the buffer (`buffered`: some did). Wakes the receiver if
+    /// it has something new, then reports the tapped ones as taken,
     /// outside the lock.
     fn delivered(
         &self,
         mut st: std::sync::MutexGuard<'_, State<T>>,
         link: &Arc<Link>,
         tapped: u32,
-    ) -> bool {
-        Self::wake_rx(&mut st);
-        let buffered = st.count;
+        buffered: bool,
+    ) {
+        if buffered {
+            Self::wake_rx(&mut st);
+        }
+        let left = st.count;
         drop(st);
-        self.took(link, tapped, buffered, false);
-        true
+        self.took(link, tapped, left, false);
     }
 
     /// Offers `data`, from `link`, to the tap (see [`set_tap`]); true if
@@ -917,8 +920,7 @@ impl<T: Send + 'static> Inbound for Queue<T> {
             return Some(handles);
         }
         if handles.is_none() && self.tapped(&st, link, &data) {
-            drop(st);
-            self.took(link, 1, 0, false);
+            self.delivered(st, link, 1, false);
             return None;
         }
         st.items.push_back(Entry::One(Item::Remote {
@@ -943,8 +945,7 @@ impl<T: Send + 'static> Inbound for Queue<T> {
         if tapped > 0 {
             data.drain(..tapped);
             if data.is_empty() {
-                drop(st);
-                self.took(link, tapped as u32, 0, false);
+                self.delivered(st, link, tapped as u32, false);
                 return true;
             }
         }
@@ -961,7 +962,8 @@ impl<T: Send + 'static> Inbound for Queue<T> {
             st.items
                 .extend(data.drain(..).map(|data| Entry::remote(data, link)));
         }
-        self.delivered(st, link, tapped as u32)
+        self.delivered(st, link, tapped as u32, true);
+        true
     }
 
     fn deliver_packed(&self, link: &Arc<Link>, data: Bytes, ends: Vec<u32>) -> bool {
@@ -981,8 +983,7 @@ impl<T: Send + 'static> Inbound for Queue<T> {
             tapped += 1;
         }
         if msgs.is_empty() {
-            drop(st);
-            self.took(link, tapped, 0, false);
+            self.delivered(st, link, tapped, false);
             return true;
         }
         st.count += msgs.len();
@@ -996,7 +997,8 @@ impl<T: Send + 'static> Inbound for Queue<T> {
                 st.items.push_back(Entry::remote(data, link));
             }
         }
-        self.delivered(st, link, tapped)
+        self.delivered(st, link, tapped, true);
+        true
     }
 
     fn link_ended(&self, link: &Arc<Link>, error: Option<Error>) {

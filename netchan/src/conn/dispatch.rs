@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering;
 
 use tokio::sync::oneshot;
 
-use super::{Conn, ConnRef, Endpoint, Export, HandleGuard, Inner, Link, Status};
+use super::{Conn, ConnRef, Endpoint, Export, HandleGuard, Inbound, Inner, Link, Status};
 use crate::error::Error;
 use crate::proto::{ChanId, CloseCode, Dir, Event, RejectCode};
 
@@ -51,6 +51,24 @@ impl Smalls {
     }
 }
 
+/// Hands `n` messages of `chan` to its queue with `deliver` (false: the
+/// queue refused them, its receiver is gone). Messages for a channel
+/// without a receiving end here are dropped.
+fn into_queue(
+    inner: &mut Inner,
+    chan: ChanId,
+    n: usize,
+    deliver: impl FnOnce(&dyn Inbound, &Arc<Link>) -> bool,
+) {
+    let refused = match inner.eps.get(&chan) {
+        Some(Endpoint::In(q, link)) => !deliver(&**q, link),
+        _ => false,
+    };
+    if refused {
+        receiver_gone(inner, chan, n);
+    }
+}
+
 impl Conn {
     /// Puts the messages of `smalls` into their channels' queues, a run
     /// of messages in a row on one channel under one lock of its queue,
@@ -67,13 +85,7 @@ impl Conn {
             let data = smalls.arena.split_to((last - base) as usize).freeze();
             let ends = run.iter().map(|&(_, end)| end - base).collect();
             base = last;
-            let refused = match inner.eps.get(&chan) {
-                Some(Endpoint::In(q, link)) => !q.deliver_packed(link, data, ends),
-                _ => false,
-            };
-            if refused {
-                receiver_gone(inner, chan, n);
-            }
+            into_queue(inner, chan, n, |q, link| q.deliver_packed(link, data, ends));
         }
         smalls.ends.clear();
     }
@@ -85,13 +97,10 @@ impl Conn {
         let Some(chan) = run.chan.take() else {
             return;
         };
-        let refused = match inner.eps.get(&chan) {
-            Some(Endpoint::In(q, link)) => !q.deliver_many(link, &mut run.data),
-            _ => false,
-        };
-        if refused {
-            receiver_gone(inner, chan, run.data.len());
-        }
+        let n = run.data.len();
+        into_queue(inner, chan, n, |q, link| {
+            q.deliver_many(link, &mut run.data)
+        });
         // Delivered, refused or without a receiving end: nothing is left.
         run.data.clear();
     }

@@ -745,7 +745,7 @@ impl Connection {
         &mut self,
         buf: &mut BytesMut,
         now: Instant,
-        mut small: Option<Smalls<'_>>,
+        mut small: Option<OnSmall<'_>>,
     ) -> Result<Option<Event>, ProtoError> {
         if let ConnState::Ended(e) = &self.state {
             return match e {
@@ -850,7 +850,7 @@ impl Connection {
     /// Anything else, and every frame that is in error, is left to the
     /// general path, which reports it.
     #[inline]
-    fn take_small(&mut self, buf: &mut BytesMut, small: &mut dyn FnMut(ChanId, &[u8])) -> bool {
+    fn take_small(&mut self, buf: &mut BytesMut, small: OnSmall<'_>) -> bool {
         let Some(h) = buf.get(..HEADER_LEN) else {
             return false;
         };
@@ -1570,11 +1570,7 @@ impl Connection {
             c.flow.spend();
             c.abandoned = false;
             c.bytes += len as u64;
-            let start = self.out.len();
-            self.out.reserve(HEADER_LEN + len);
-            self.out.put_bytes(0, HEADER_LEN);
-            self.out.extend_from_slice(body);
-            patch_header(&mut self.out, start, len, Kind::Data, FLAG_END, chan);
+            put_whole(&mut self.out, chan, body, &[], len, 0);
             sent += 1;
             at += len;
         }
@@ -1587,7 +1583,7 @@ impl Connection {
     }
 
     /// Queues one `DATA` frame holding a whole message (`size`: its
-    /// handle table and `body`) in the transmit buffer.
+    /// handle table and `body`) in the transmit buffer, and counts it.
     fn put_small(
         &mut self,
         chan: ChanId,
@@ -1598,19 +1594,7 @@ impl Connection {
     ) {
         self.small_queued = true;
         self.counters.frames_out += 1;
-        let start = self.out.len();
-        self.out.reserve(HEADER_LEN + size);
-        self.out.put_bytes(0, HEADER_LEN);
-        put_table(&mut self.out, handles);
-        self.out.extend_from_slice(body);
-        patch_header(
-            &mut self.out,
-            start,
-            size,
-            Kind::Data,
-            flags | FLAG_END,
-            chan,
-        );
+        put_whole(&mut self.out, chan, body, handles, size, flags);
     }
 
     /// Checks a message of `body` bytes with `handles` channel handles
@@ -2178,16 +2162,34 @@ pub enum OpenError {
     IdsExhausted,
 }
 
-/// The transmit buffer grows by this much when less than
-/// `OUT_MIN_ROOM` is left.
+/// Writes one `DATA` frame holding a whole message (`size`: its handle
+/// table and `body`) to `out`.
+fn put_whole(
+    out: &mut BytesMut,
+    chan: ChanId,
+    body: &[u8],
+    handles: &[HandleDesc],
+    size: usize,
+    flags: u8,
+) {
+    let start = out.len();
+    out.reserve(HEADER_LEN + size);
+    out.put_bytes(0, HEADER_LEN);
+    put_table(out, handles);
+    out.extend_from_slice(body);
+    patch_header(out, start, size, Kind::Data, flags | FLAG_END, chan);
+}
+
 /// Where [`Connection::poll_input_with`] hands small messages: the
 /// channel and the payload.
-pub type Smalls<'a> = &'a mut dyn FnMut(ChanId, &[u8]);
+pub type OnSmall<'a> = &'a mut dyn FnMut(ChanId, &[u8]);
 
 /// The largest message [`Connection::poll_input_with`] hands over by
 /// slice. Larger ones are as cheap to move as a buffer of their own.
 pub const SMALL_MESSAGE: usize = 512;
 
+/// The transmit buffer grows by this much when less than
+/// `OUT_MIN_ROOM` is left.
 const OUT_ROOM: usize = 16 << 10;
 const OUT_MIN_ROOM: usize = 1 << 10;
 

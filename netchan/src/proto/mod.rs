@@ -31,7 +31,7 @@ mod replay;
 mod tests;
 
 pub use conn::{
-    ChannelCounters, Connection, Counters, Event, HandleDesc, HandleKind, Limits, Role,
+    ChannelCounters, Connection, Counters, Event, HandleDesc, HandleKind, Limits, OnSmall, Role,
     SMALL_MESSAGE, Side, Take,
 };
 pub use flow::ACK_DELAY;

@@ -461,7 +461,7 @@ async fn connect<Req: Message, Resp: Message>(
             Err(panic) => {
                 conn.log_error(Error::Codec(format!(
                     "decoding a result of service {of:?} panicked: {}",
-                    super::server::panic_message(&panic)
+                    super::panic_message(&panic)
                 )));
                 return true;
             }

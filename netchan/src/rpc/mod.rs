@@ -73,5 +73,16 @@ impl<S: Service> Service for std::sync::Arc<S> {
         S::method_name(request)
     }
 }
+/// The message a panic carried, for an error that names it.
+fn panic_message(p: &Box<dyn std::any::Any + Send>) -> String {
+    if let Some(s) = p.downcast_ref::<&str>() {
+        (*s).to_owned()
+    } else if let Some(s) = p.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "non-string panic payload".to_owned()
+    }
+}
+
 #[cfg(test)]
 mod tests;

@@ -194,7 +194,7 @@ async fn dispatch<S: Service>(
                             Ok(Err(panic)) => (
                                 Err(Failure::Remote(format!(
                                     "handler panicked: {}",
-                                    panic_message(&panic)
+                                    super::panic_message(&panic)
                                 ))),
                                 CallEnd::Panicked,
                             ),
@@ -270,16 +270,6 @@ async fn dispatch<S: Service>(
     // The client is gone: nobody waits for these any more.
     for (_, h) in lock(running).drain() {
         h.abort();
-    }
-}
-
-pub(super) fn panic_message(p: &Box<dyn std::any::Any + Send>) -> String {
-    if let Some(s) = p.downcast_ref::<&str>() {
-        (*s).to_owned()
-    } else if let Some(s) = p.downcast_ref::<String>() {
-        s.clone()
-    } else {
-        "non-string panic payload".to_owned()
     }
 }
 
